@@ -1,0 +1,165 @@
+//! The response body tracegate sends downstream. It streams the upstream body frame by frame
+//! (or a small body tracegate generated) and ends the exchange's spans when the last frame
+//! has been handed to the connection, when the stream fails, or when the client goes away.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::export::ExportHandle;
+use crate::span::Exchange;
+
+/// Owns the exchange until it ends, then submits it. Dropped without `finish` (the client
+/// went away while tracegate waited for the upstream), it records `client_aborted`.
+pub struct SpanGuard {
+    exchange: Option<Exchange>,
+    sink: ExportHandle,
+}
+
+impl SpanGuard {
+    pub fn new(exchange: Exchange, sink: ExportHandle) -> Self {
+        SpanGuard {
+            exchange: Some(exchange),
+            sink,
+        }
+    }
+
+    /// The exchange being recorded (always present until `finish` consumes the guard).
+    pub fn exchange(&mut self) -> Option<&mut Exchange> {
+        self.exchange.as_mut()
+    }
+
+    pub fn finish(mut self, error: Option<&'static str>) {
+        self.record(error);
+    }
+
+    fn record(&mut self, error: Option<&'static str>) {
+        if let Some(mut e) = self.exchange.take() {
+            e.finish(error);
+            if e.ids.sampled() {
+                self.sink.submit(e);
+            }
+        }
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        self.record(Some("client_aborted"));
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+pub struct ProxyBody {
+    inner: Inner,
+    guard: Option<SpanGuard>,
+}
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming, guard: Option<SpanGuard>) -> Self {
+        ProxyBody {
+            inner: Inner::Upstream(body),
+            guard,
+        }
+    }
+
+    pub fn local(bytes: Bytes, guard: Option<SpanGuard>) -> Self {
+        ProxyBody {
+            inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
+            guard,
+        }
+    }
+
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Some(g) = self.guard.take() {
+            g.finish(error);
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(e) = self.guard.as_mut().and_then(SpanGuard::exchange) {
+            e.bytes_sent += n as u64;
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match &mut this.inner {
+            Inner::Upstream(body) => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let ended = body.is_end_stream();
+                match frame {
+                    Some(Ok(frame)) => {
+                        if let Some(d) = frame.data_ref() {
+                            let n = d.len();
+                            this.count(n);
+                        }
+                        if ended {
+                            this.finish(None);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => {
+                        this.finish(Some("upstream_body_error"));
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    None => {
+                        this.finish(None);
+                        Poll::Ready(None)
+                    }
+                }
+            }
+            Inner::Local(bytes) => match bytes.take() {
+                Some(b) => {
+                    this.count(b.len());
+                    this.finish(None);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                None => {
+                    this.finish(None);
+                    Poll::Ready(None)
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            // Dropped before the end: fine if nothing was left to send (empty or HEAD
+            // bodies are never polled), otherwise the client went away mid-response.
+            let error = (!self.is_end_stream()).then_some("response_aborted");
+            self.finish(error);
+        }
+    }
+}

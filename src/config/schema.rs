@@ -1,0 +1,190 @@
+//! The YAML schema: plain data, every field documented, unknown keys rejected.
+//!
+//! Fields whose value can be invalid beyond its type carry a `Spanned` wrapper so that
+//! validation can name the line. Options that the standard `OTEL_*` variables can also set
+//! are `Option`: `None` means "not in the YAML", and the environment or the default applies.
+//! The README's reference documents every key; a test checks that it names each one.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A YAML string with the line it came from.
+pub type Text = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Addresses that accept proxied traffic (HTTP/1.1 and h2c). Default: `127.0.0.1:8080`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (health, readiness, metrics).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Named groups of upstream endpoints.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes, tried in order: the first that matches wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Trace context, correlation ids, resource and sampling.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+    /// OTLP export of finished spans.
+    #[serde(default)]
+    pub export: ExportConfig,
+    /// Graceful shutdown on SIGTERM/SIGINT.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// One proxy listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
+    pub address: Text,
+}
+
+/// The admin listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port`, or `off`. Default `127.0.0.1:9901` (loopback only).
+    pub address: Option<Text>,
+}
+
+/// A named upstream service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name that routes refer to; recorded as `tracegate.upstream`.
+    pub name: Text,
+    /// One or more `http://host:port` endpoints, used round-robin.
+    pub endpoints: Vec<Text>,
+    /// Time allowed to open a TCP connection. Default `5s`.
+    pub connect_timeout: Option<Text>,
+    /// Time allowed from sending the request to receiving the response headers. Default `30s`.
+    pub request_timeout: Option<Text>,
+    /// Idle keep-alive connections kept per endpoint. Default 64.
+    pub max_idle_per_endpoint: Option<usize>,
+    /// How long an idle pooled connection is kept. Default `90s`.
+    pub idle_timeout: Option<Text>,
+}
+
+/// A route: conditions (all must hold) and where matching requests go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Used as `http.route` and in the span name. Default: the path, prefix (`/api/*`) or regex.
+    pub name: Option<Text>,
+    /// Conditions; an empty or absent `match` matches every request.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// Name of an entry in `upstreams`.
+    pub upstream: Text,
+}
+
+/// Route conditions. All given conditions must hold. At most one of `path`, `path_prefix`,
+/// `path_regex`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact path (no query), e.g. `/login`.
+    pub path: Option<Text>,
+    /// Path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+    pub path_prefix: Option<Text>,
+    /// Regular expression that must match the whole path.
+    pub path_regex: Option<Text>,
+    /// Host (port ignored, case-insensitive); `*.example.com` matches any subdomain.
+    pub host: Option<Text>,
+    /// Methods, e.g. `[GET, HEAD]`.
+    pub methods: Option<Vec<Text>>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+/// A header condition: present, or equal to `value`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Header name (case-insensitive).
+    pub name: Text,
+    /// Exact value; when absent the header only has to be present.
+    pub value: Option<Text>,
+}
+
+/// Trace settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// `service.name`. Else `OTEL_SERVICE_NAME`, else `tracegate`.
+    pub service_name: Option<String>,
+    /// `service.version`. Else from `OTEL_RESOURCE_ATTRIBUTES`, else tracegate's version.
+    pub service_version: Option<String>,
+    /// Extra resource attributes; they win over `OTEL_RESOURCE_ATTRIBUTES`.
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Response header that returns the trace id to the client, or `off`. Default `X-Trace-Id`.
+    pub trace_id_header: Option<Text>,
+    /// Correlation id headers, in order of preference; `[]` turns correlation ids off.
+    /// Default `[X-Request-ID, X-Correlation-ID]`.
+    pub correlation_headers: Option<Vec<Text>>,
+    /// Record a CLIENT span per upstream call. Default true.
+    pub client_spans: Option<bool>,
+    /// Head sampling.
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+}
+
+/// Head sampling: parent-based; new traces are kept with probability `ratio`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Fraction of new traces to sample, 0.0 to 1.0. Else `OTEL_TRACES_SAMPLER[_ARG]`, else 1.0.
+    pub ratio: Option<Spanned<f64>>,
+    /// Follow the caller's sampled flag. Default true.
+    pub parent_based: Option<bool>,
+}
+
+/// OTLP export.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// `grpc`, `http/protobuf` or `none`. Else `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, else `grpc`.
+    pub protocol: Option<Text>,
+    /// Collector URL. Else `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, else
+    /// `http://localhost:4317` (grpc) or `http://localhost:4318/v1/traces` (http/protobuf).
+    pub endpoint: Option<Text>,
+    /// Extra request headers (gRPC metadata), e.g. an auth token. Merged over
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`. Values of the form `${VAR}` are read from the
+    /// environment.
+    pub headers: Option<BTreeMap<String, Text>>,
+    /// Deadline of one export, retries included. Default `10s`.
+    pub timeout: Option<Text>,
+    /// `gzip` or `none`. Default `none`.
+    pub compression: Option<Text>,
+    /// Spans per export request. Default 512.
+    pub batch_size: Option<Spanned<usize>>,
+    /// Longest a span waits before its batch is sent. Default `1s`.
+    pub batch_delay: Option<Text>,
+    /// Exchanges (one SERVER span plus its CLIENT spans) the queue holds before it drops.
+    /// Default 4096.
+    pub queue_limit: Option<Spanned<usize>>,
+    /// Bytes of span data the queue holds before it drops. Default 16 MiB.
+    pub queue_max_bytes: Option<Spanned<usize>>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, keep accepting this long with `/readyz` at 503. Default `0s`.
+    pub drain_delay: Option<Text>,
+    /// Then wait at most this long for in-flight requests and the final span flush.
+    /// Default `25s`.
+    pub grace_period: Option<Text>,
+}

@@ -1,0 +1,295 @@
+//! Config loading: defaults, the OTEL_* variables, and every kind of bad input reported with
+//! file, line and key.
+
+use super::*;
+
+fn ok(yaml: &str) -> Settings {
+    load(yaml, "t.yaml", &Env::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errs(yaml: &str) -> Vec<ConfigError> {
+    load(yaml, "bad.yaml", &Env::default())
+        .expect_err("should fail")
+        .0
+}
+
+const BASE: &str = "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:3000]\nroutes:\n  - upstream: app\n";
+
+#[test]
+fn empty_file_gives_safe_defaults() {
+    let s = ok("");
+    assert_eq!(s.listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(
+        s.admin,
+        Some("127.0.0.1:9901".parse().unwrap()),
+        "admin on loopback by default"
+    );
+    assert_eq!(s.tracing.service_name, "tracegate");
+    assert_eq!(s.tracing.trace_id_header.as_ref().unwrap(), "x-trace-id");
+    assert_eq!(s.tracing.correlation_headers.len(), 2);
+    assert!(
+        matches!(&s.export, ExportSettings::Otlp(o) if o.protocol == Protocol::Grpc && o.endpoint == "http://localhost:4317")
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = errs(&format!("{BASE}tracing:\n  service_nme: x\n"));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].source, "bad.yaml");
+    assert_eq!(e[0].line, 7, "{}", e[0]);
+    assert_eq!(e[0].key, "service_nme");
+    assert!(e[0].message.contains("unknown field"), "{}", e[0]);
+    assert!(e[0].to_string().starts_with("bad.yaml:7:"), "{}", e[0]);
+}
+
+#[test]
+fn wrong_type_names_line_and_key() {
+    let e = errs(&format!("{BASE}export:\n  batch_size: lots\n"));
+    assert_eq!(e[0].line, 7, "{}", e[0]);
+    assert_eq!(e[0].key, "batch_size");
+}
+
+#[test]
+fn bad_regex_names_line_and_key() {
+    let e = errs(
+        "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:3000]\nroutes:\n  - match:\n      path_regex: '/users/(['\n    upstream: app\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 6);
+    assert_eq!(e[0].key, "routes[0].match.path_regex");
+    assert!(e[0].message.contains("invalid regex"), "{}", e[0]);
+}
+
+#[test]
+fn unknown_upstream_names_line_and_key() {
+    let e = errs(
+        "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:3000]\nroutes:\n  - upstream: nope\n",
+    );
+    assert_eq!(e[0].line, 5);
+    assert_eq!(e[0].key, "routes[0].upstream");
+    assert!(e[0].message.contains("unknown upstream `nope`"), "{}", e[0]);
+}
+
+#[test]
+fn every_validation_problem_is_reported_at_once() {
+    let yaml = "listeners:\n  - address: nowhere\nupstreams:\n  - name: app\n    endpoints: [ftp://x]\n    connect_timeout: soon\nroutes:\n  - upstream: nope\n    match: {path_regex: '('}\ntracing:\n  sampling: {ratio: 2}\n";
+    let e = errs(yaml);
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "listeners[0].address",
+            "upstreams[0].endpoints[0]",
+            "upstreams[0].connect_timeout",
+            "routes[0].match.path_regex",
+            "routes[0].upstream",
+            "tracing.sampling.ratio"
+        ]
+    );
+    let lines: Vec<u64> = e.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 5, 6, 9, 8, 11]);
+}
+
+#[test]
+fn duplicate_upstream_and_empty_endpoints() {
+    let e = errs(
+        "upstreams:\n  - name: a\n    endpoints: []\n  - name: a\n    endpoints: [http://h:1]\n",
+    );
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["upstreams[0].endpoints", "upstreams[1].name"]);
+}
+
+#[test]
+fn yaml_syntax_error_has_a_line() {
+    let e = errs("routes:\n  - upstream: [unclosed\n");
+    assert!(e[0].line >= 2, "{}", e[0]);
+}
+
+#[test]
+fn endpoints_parse_with_default_port() {
+    let ep = parse_endpoint("http://app.local").unwrap();
+    assert_eq!((ep.host.as_str(), ep.port), ("app.local", 80));
+    assert_eq!(ep.to_string(), "http://app.local:80");
+    assert!(parse_endpoint("http://h:1/path").is_err());
+    assert!(parse_endpoint("h:1").is_err());
+    assert!(
+        parse_endpoint("https://h:1")
+            .unwrap_err()
+            .contains("not supported yet")
+    );
+    assert_eq!(parse_endpoint("http://[::1]:9").unwrap().host, "::1");
+}
+
+#[test]
+fn route_names_default_to_templates() {
+    let s = ok(
+        "upstreams:\n  - name: a\n    endpoints: [http://h:1]\nroutes:\n  - match: {path_prefix: /api/}\n    upstream: a\n  - match: {path: /x}\n    upstream: a\n  - upstream: a\n  - name: named\n    upstream: a\n",
+    );
+    let names: Vec<&str> = s.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["/api/*", "/x", "/*", "named"]);
+}
+
+#[test]
+fn otel_env_applies_when_yaml_is_silent() {
+    let env = Env::from_pairs([
+        ("OTEL_SERVICE_NAME", "checkout"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=prod,service.version=1.2.3",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%20def"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ]);
+    let s = load("", "t.yaml", &env).unwrap();
+    assert_eq!(s.tracing.service_name, "checkout");
+    assert_eq!(s.tracing.service_version, "1.2.3");
+    assert_eq!(
+        s.tracing.resource_attributes,
+        vec![(
+            "deployment.environment.name".to_string(),
+            "prod".to_string()
+        )]
+    );
+    assert_eq!(
+        s.tracing.sampling,
+        SamplingSettings {
+            ratio: 0.25,
+            parent_based: true
+        }
+    );
+    let ExportSettings::Otlp(o) = &s.export else {
+        panic!("export disabled")
+    };
+    assert_eq!(o.protocol, Protocol::HttpProtobuf);
+    assert_eq!(o.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(
+        o.headers,
+        vec![("api-key".to_string(), "abc def".to_string())]
+    );
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    assert!(o.gzip);
+}
+
+#[test]
+fn yaml_wins_over_otel_env() {
+    let env = Env::from_pairs([
+        ("OTEL_SERVICE_NAME", "from-env"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://env:4318/v1/traces",
+        ),
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=env"),
+    ]);
+    let s = load(
+        "tracing:\n  service_name: from-yaml\n  resource_attributes: {team: yaml}\n  sampling: {ratio: 1.0}\nexport:\n  protocol: grpc\n  endpoint: http://yaml:4317\n",
+        "t.yaml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(s.tracing.service_name, "from-yaml");
+    assert_eq!(
+        s.tracing.resource_attributes,
+        vec![("team".to_string(), "yaml".to_string())]
+    );
+    assert_eq!(s.tracing.sampling.ratio, 1.0);
+    let ExportSettings::Otlp(o) = &s.export else {
+        panic!()
+    };
+    assert_eq!(
+        (o.protocol, o.endpoint.as_str()),
+        (Protocol::Grpc, "http://yaml:4317")
+    );
+}
+
+#[test]
+fn sdk_disabled_turns_export_off_and_none_protocol_too() {
+    let env = Env::from_pairs([("OTEL_SDK_DISABLED", "true")]);
+    assert!(matches!(
+        load("", "t", &env).unwrap().export,
+        ExportSettings::Disabled
+    ));
+    assert!(matches!(
+        ok("export:\n  protocol: none\n").export,
+        ExportSettings::Disabled
+    ));
+}
+
+#[test]
+fn bad_env_values_are_reported_by_variable() {
+    let env = Env::from_pairs([
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+    ]);
+    let e = load("", "t.yaml", &env).unwrap_err().0;
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL"]);
+    assert!(
+        e[0].to_string()
+            .starts_with("environment: OTEL_TRACES_SAMPLER:")
+    );
+}
+
+#[test]
+fn export_header_values_can_come_from_env() {
+    let env = Env::from_pairs([("COLLECTOR_TOKEN", "s3cret")]);
+    let s = load(
+        "export:\n  headers:\n    authorization: ${COLLECTOR_TOKEN}\n",
+        "t",
+        &env,
+    )
+    .unwrap();
+    let ExportSettings::Otlp(o) = &s.export else {
+        panic!()
+    };
+    assert_eq!(
+        o.headers,
+        vec![("authorization".to_string(), "s3cret".to_string())]
+    );
+    assert!(
+        !s.describe().to_string().contains("s3cret"),
+        "secrets are redacted"
+    );
+    let e = load(
+        "export:\n  headers:\n    authorization: ${MISSING}\n",
+        "t",
+        &Env::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.0[0].line, 3);
+}
+
+#[test]
+fn sidecar_mode_builds_one_catch_all_route() {
+    let s = sidecar(
+        "127.0.0.1:0",
+        "http://127.0.0.1:3000",
+        None,
+        &Env::default(),
+    )
+    .unwrap();
+    assert_eq!(s.routes.len(), 1);
+    assert_eq!(s.routes[0].name, "/*");
+    assert_eq!(s.upstreams[0].endpoints[0].port, 3000);
+    let e = sidecar("127.0.0.1:0", "3000", None, &Env::default()).unwrap_err();
+    assert_eq!(e.0[0].source, "command line");
+}
+
+#[test]
+fn admin_off() {
+    assert_eq!(ok("admin:\n  address: \"off\"\n").admin, None);
+}
+
+#[test]
+fn base_config_loads() {
+    let s = ok(BASE);
+    assert_eq!(s.routes[0].upstream, 0);
+    assert_eq!(s.upstreams[0].connect_timeout, Duration::from_secs(5));
+}

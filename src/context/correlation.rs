@@ -1,0 +1,107 @@
+//! Correlation id: reuse the caller's request id when it is sane, else generate a UUID v4.
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+use super::ids;
+
+/// The longest inbound id that is reused as-is.
+pub const MAX_LEN: usize = 128;
+
+/// The id and the header name it travels under (upstream and back to the client).
+#[derive(Clone, Debug)]
+pub struct CorrelationId {
+    pub header: HeaderName,
+    pub value: HeaderValue,
+    /// True when taken from the inbound request, false when generated.
+    pub reused: bool,
+}
+
+/// A sane id: 1 to 128 visible ASCII characters (0x21-0x7E).
+pub fn is_sane(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Takes the first configured header that is present, once, with a sane value; otherwise
+/// generates a UUID v4 under the first configured header name. `None` when the list is empty.
+pub fn resolve(headers: &HeaderMap, names: &[HeaderName]) -> Option<CorrelationId> {
+    for name in names {
+        let mut values = headers.get_all(name).iter();
+        if let Some(v) = values.next() {
+            if values.next().is_none() && is_sane(v.as_bytes()) {
+                return Some(CorrelationId {
+                    header: name.clone(),
+                    value: v.clone(),
+                    reused: true,
+                });
+            }
+        }
+    }
+    let first = names.first()?;
+    let uuid = ids::uuid_v4();
+    let value = HeaderValue::from_bytes(&uuid).ok()?;
+    Some(CorrelationId {
+        header: first.clone(),
+        value,
+        reused: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<HeaderName> {
+        vec![
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-correlation-id"),
+        ]
+    }
+
+    #[test]
+    fn first_present_header_in_list_order_is_reused() {
+        let mut h = HeaderMap::new();
+        h.insert("x-correlation-id", HeaderValue::from_static("corr-1"));
+        h.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let c = resolve(&h, &names()).unwrap();
+        assert_eq!(c.header, "x-request-id");
+        assert_eq!(c.value, "req-1");
+        assert!(c.reused);
+    }
+
+    #[test]
+    fn second_header_used_when_first_absent() {
+        let mut h = HeaderMap::new();
+        h.insert("x-correlation-id", HeaderValue::from_static("corr-1"));
+        let c = resolve(&h, &names()).unwrap();
+        assert_eq!(c.header, "x-correlation-id");
+        assert!(c.reused);
+    }
+
+    #[test]
+    fn insane_values_are_replaced_by_uuid() {
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", HeaderValue::from_str(bad).unwrap());
+            let c = resolve(&h, &names()).unwrap();
+            assert!(!c.reused, "{bad:?}");
+            assert_eq!(c.value.len(), 36);
+            assert_eq!(c.header, "x-request-id");
+        }
+    }
+
+    #[test]
+    fn non_ascii_value_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert!(!resolve(&h, &names()).unwrap().reused);
+    }
+
+    #[test]
+    fn empty_list_disables_correlation() {
+        assert!(resolve(&HeaderMap::new(), &[]).is_none());
+    }
+}

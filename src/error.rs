@@ -1,0 +1,154 @@
+//! Errors that end an exchange, each knowing its side, its status and its `error.type`.
+
+use std::error::Error as StdError;
+use std::io;
+
+use http::StatusCode;
+
+/// Which side of the proxy failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// Why tracegate answered a request itself. One value sets the response status, the span's
+/// `error.type` and its status description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No route matched the request.
+    NoRoute,
+    /// The upstream refused the TCP connection.
+    ConnectionRefused,
+    /// The TCP connection was not established within `connect_timeout`.
+    ConnectTimeout,
+    /// Any other failure to connect (DNS, unreachable network).
+    ConnectFailed,
+    /// The upstream closed or reset the connection before a complete response.
+    ConnectionReset,
+    /// No response headers within `request_timeout`.
+    Timeout,
+    /// The upstream sent something that is not valid HTTP.
+    Protocol,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::ConnectTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectionRefused
+            | ProxyError::ConnectFailed
+            | ProxyError::ConnectionReset
+            | ProxyError::Protocol => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Low-cardinality `error.type`.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "route_not_found",
+            ProxyError::ConnectionRefused => "connection_refused",
+            ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::ConnectFailed => "connect_error",
+            ProxyError::ConnectionReset => "connection_reset",
+            ProxyError::Timeout => "timeout",
+            ProxyError::Protocol => "upstream_protocol_error",
+        }
+    }
+
+    pub fn side(self) -> Side {
+        match self {
+            ProxyError::NoRoute => Side::Downstream,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Human text for the JSON body of the generated response.
+    pub fn message(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route matches this request",
+            ProxyError::ConnectionRefused => "the upstream refused the connection",
+            ProxyError::ConnectTimeout => "the upstream did not accept a connection in time",
+            ProxyError::ConnectFailed => "could not connect to the upstream",
+            ProxyError::ConnectionReset => "the upstream closed the connection before responding",
+            ProxyError::Timeout => "the upstream did not respond in time",
+            ProxyError::Protocol => "the upstream sent an invalid response",
+        }
+    }
+
+    /// Classifies a failed upstream call from the client's error chain.
+    pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
+        let io_kind = io_kind(e);
+        if e.is_connect() {
+            return match io_kind {
+                Some(io::ErrorKind::ConnectionRefused) => ProxyError::ConnectionRefused,
+                Some(io::ErrorKind::TimedOut) => ProxyError::ConnectTimeout,
+                _ => ProxyError::ConnectFailed,
+            };
+        }
+        match io_kind {
+            Some(
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof,
+            ) => ProxyError::ConnectionReset,
+            _ => {
+                let closed = source_chain(e)
+                    .filter_map(|s| s.downcast_ref::<hyper::Error>())
+                    .any(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed());
+                if closed {
+                    ProxyError::ConnectionReset
+                } else {
+                    ProxyError::Protocol
+                }
+            }
+        }
+    }
+}
+
+fn source_chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    let mut next = Some(e);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current.source();
+        Some(current)
+    })
+}
+
+fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
+    source_chain(e).find_map(|s| s.downcast_ref::<io::Error>().map(io::Error::kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_one_status_and_type() {
+        let all = [
+            ProxyError::NoRoute,
+            ProxyError::ConnectionRefused,
+            ProxyError::ConnectTimeout,
+            ProxyError::ConnectFailed,
+            ProxyError::ConnectionReset,
+            ProxyError::Timeout,
+            ProxyError::Protocol,
+        ];
+        for e in all {
+            let s = e.status().as_u16();
+            assert!(matches!(s, 404 | 502 | 504), "{e:?}");
+            assert_eq!(e.side() == Side::Downstream, s == 404);
+            assert!(!e.error_type().is_empty());
+        }
+        assert_eq!(ProxyError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ProxyError::ConnectionRefused.status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+}

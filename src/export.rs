@@ -1,0 +1,349 @@
+//! Step 7: finished exchanges leave the request path through a bounded queue.
+//!
+//! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
+//! it. One batcher task on our runtime turns exchanges into spans and sends batches through
+//! the `opentelemetry-otlp` exporter (gRPC or HTTP/protobuf) by size or by age. Export
+//! attempts are bounded by the exporter timeout (the exporter retries retryable errors with
+//! exponential backoff and jitter inside it); a failed batch is counted as dropped. On
+//! shutdown the queue is drained and flushed within the grace period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{ExportSettings, OtlpSettings, Protocol, TracingSettings};
+use crate::span::Exchange;
+
+/// Counters, in spans unless named otherwise. Read by `/metrics` and by tests.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans finished and sampled (offered to the queue).
+    pub produced: AtomicU64,
+    pub exported: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_queue_bytes: AtomicU64,
+    pub dropped_export_failed: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    /// Export requests that failed (after the exporter's own retries).
+    pub failed_batches: AtomicU64,
+    pub batches: AtomicU64,
+    /// Exchanges and bytes waiting in the queue now.
+    pub queue_len: AtomicUsize,
+    pub queue_bytes: AtomicUsize,
+    /// Sum of batch export durations, microseconds.
+    pub export_micros: AtomicU64,
+}
+
+impl ExportStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full.load(Relaxed)
+            + self.dropped_queue_bytes.load(Relaxed)
+            + self.dropped_export_failed.load(Relaxed)
+            + self.dropped_shutdown.load(Relaxed)
+    }
+}
+
+struct Queued {
+    exchange: Exchange,
+    size: usize,
+}
+
+enum Control {
+    /// Drain the queue, export everything, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The request path's handle: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct ExportHandle {
+    tx: Option<mpsc::Sender<Queued>>,
+    max_bytes: usize,
+    pub stats: Arc<ExportStats>,
+}
+
+impl ExportHandle {
+    /// A handle that records nothing (export disabled).
+    pub fn disabled() -> Self {
+        ExportHandle {
+            tx: None,
+            max_bytes: 0,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Offers a finished, sampled exchange. Drops and counts when the queue is full.
+    pub fn submit(&self, exchange: Exchange) {
+        let Some(tx) = &self.tx else { return };
+        let spans = exchange.span_count() as u64;
+        let stats = &self.stats;
+        stats.produced.fetch_add(spans, Relaxed);
+        let size = exchange.approx_size();
+        if stats.queue_bytes.fetch_add(size, Relaxed) + size > self.max_bytes {
+            stats.queue_bytes.fetch_sub(size, Relaxed);
+            stats.dropped_queue_bytes.fetch_add(spans, Relaxed);
+            return;
+        }
+        match tx.try_send(Queued { exchange, size }) {
+            Ok(()) => {
+                stats.queue_len.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                stats.queue_bytes.fetch_sub(size, Relaxed);
+                let counter = match e {
+                    mpsc::error::TrySendError::Full(_) => &stats.dropped_queue_full,
+                    mpsc::error::TrySendError::Closed(_) => &stats.dropped_shutdown,
+                };
+                counter.fetch_add(spans, Relaxed);
+            }
+        }
+    }
+}
+
+/// The running exporter: its handle and the means to flush it.
+pub struct Exporter {
+    pub handle: ExportHandle,
+    control: Option<mpsc::Sender<Control>>,
+}
+
+impl Exporter {
+    /// Starts the batcher task (must run inside the tokio runtime).
+    pub fn start(export: &ExportSettings, tracing: &TracingSettings) -> Result<Exporter, String> {
+        let ExportSettings::Otlp(o) = export else {
+            return Ok(Exporter {
+                handle: ExportHandle::disabled(),
+                control: None,
+            });
+        };
+        let mut exporter = build_exporter(o)?;
+        exporter.set_resource(&resource(tracing));
+        let (tx, rx) = mpsc::channel(o.queue_limit);
+        let (ctl_tx, ctl_rx) = mpsc::channel(1);
+        let stats = Arc::new(ExportStats::default());
+        let batcher = Batcher {
+            exporter,
+            rx,
+            control: ctl_rx,
+            stats: stats.clone(),
+            batch_size: o.batch_size,
+            batch_delay: o.batch_delay,
+            timeout: o.timeout,
+            scope: InstrumentationScope::builder("tracegate")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            pending: Vec::new(),
+        };
+        tokio::spawn(batcher.run());
+        Ok(Exporter {
+            handle: ExportHandle {
+                tx: Some(tx),
+                max_bytes: o.queue_max_bytes,
+                stats,
+            },
+            control: Some(ctl_tx),
+        })
+    }
+
+    /// Exports everything queued so far; returns when done or when `deadline` passes.
+    pub async fn flush(&self, deadline: Duration) -> bool {
+        let Some(ctl) = &self.control else {
+            return true;
+        };
+        let (tx, rx) = oneshot::channel();
+        if ctl.send(Control::Flush(tx)).await.is_err() {
+            return false;
+        }
+        tokio::time::timeout(deadline, rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// The resource: service name and version, OTEL_RESOURCE_ATTRIBUTES and YAML attributes,
+/// and `telemetry.sdk.*`.
+pub fn resource(t: &TracingSettings) -> Resource {
+    let mut attrs: Vec<KeyValue> = t
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    attrs.push(KeyValue::new("service.version", t.service_version.clone()));
+    attrs.push(KeyValue::new("telemetry.sdk.name", "opentelemetry"));
+    attrs.push(KeyValue::new("telemetry.sdk.language", "rust"));
+    attrs.push(KeyValue::new("telemetry.sdk.version", "0.33"));
+    attrs.push(KeyValue::new("telemetry.distro.name", "tracegate"));
+    attrs.push(KeyValue::new(
+        "telemetry.distro.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    Resource::builder_empty()
+        .with_service_name(t.service_name.clone())
+        .with_attributes(attrs)
+        .build()
+}
+
+fn build_exporter(o: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let compression = o.gzip.then_some(opentelemetry_otlp::Compression::Gzip);
+    let built = match o.protocol {
+        Protocol::Grpc => {
+            let mut headers = http::HeaderMap::new();
+            for (k, v) in &o.headers {
+                let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) else {
+                    return Err(format!("export header `{k}` is not valid gRPC metadata"));
+                };
+                headers.insert(name, value);
+            }
+            let metadata =
+                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(o.endpoint.clone())
+                .with_timeout(o.timeout)
+                .with_metadata(metadata);
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let client =
+                opentelemetry_http::hyper::HyperClient::with_default_connector(o.timeout, None);
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(o.endpoint.clone())
+                .with_timeout(o.timeout)
+                .with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| {
+        format!(
+            "cannot build the {} exporter for {}: {e}",
+            o.protocol.as_str(),
+            o.endpoint
+        )
+    })
+}
+
+struct Batcher {
+    exporter: opentelemetry_otlp::SpanExporter,
+    rx: mpsc::Receiver<Queued>,
+    control: mpsc::Receiver<Control>,
+    stats: Arc<ExportStats>,
+    batch_size: usize,
+    batch_delay: Duration,
+    timeout: Duration,
+    scope: InstrumentationScope,
+    pending: Vec<SpanData>,
+}
+
+impl Batcher {
+    async fn run(mut self) {
+        let mut oldest: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = oldest.map(|t| t + self.batch_delay);
+            tokio::select! {
+                biased;
+                ctl = self.control.recv() => match ctl {
+                    Some(Control::Flush(done)) => {
+                        while let Ok(q) = self.rx.try_recv() {
+                            self.take(q);
+                            if self.pending.len() >= self.batch_size {
+                                self.export().await;
+                            }
+                        }
+                        self.export().await;
+                        oldest = None;
+                        let _ = done.send(());
+                    }
+                    None => return,
+                },
+                item = self.rx.recv() => match item {
+                    Some(q) => {
+                        self.take(q);
+                        oldest.get_or_insert_with(tokio::time::Instant::now);
+                        if self.pending.len() >= self.batch_size {
+                            self.export().await;
+                            oldest = None;
+                        }
+                    }
+                    None => {
+                        self.export().await;
+                        return;
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    self.export().await;
+                    oldest = None;
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, q: Queued) {
+        self.stats.queue_len.fetch_sub(1, Relaxed);
+        self.stats.queue_bytes.fetch_sub(q.size, Relaxed);
+        q.exchange.into_spans(&self.scope, &mut self.pending);
+    }
+
+    async fn export(&mut self) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.batch_size);
+            let batch: Vec<SpanData> = self.pending.drain(..n).collect();
+            let started = Instant::now();
+            // The exporter bounds its own retries by `timeout`; this guard also covers a
+            // collector that accepts the connection and never answers.
+            let result = tokio::time::timeout(
+                self.timeout + Duration::from_millis(500),
+                self.exporter.export(batch),
+            )
+            .await;
+            self.stats
+                .export_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            self.stats.batches.fetch_add(1, Relaxed);
+            match result {
+                Ok(Ok(())) => {
+                    self.stats.exported.fetch_add(n as u64, Relaxed);
+                }
+                Ok(Err(e)) => {
+                    self.failed(n, &e.to_string());
+                }
+                Err(_) => self.failed(n, "timed out"),
+            }
+        }
+    }
+
+    fn failed(&self, n: usize, why: &str) {
+        self.stats.failed_batches.fetch_add(1, Relaxed);
+        self.stats
+            .dropped_export_failed
+            .fetch_add(n as u64, Relaxed);
+        crate::log::warn(&format!("span export failed, {n} spans dropped: {why}"));
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

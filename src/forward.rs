@@ -1,0 +1,238 @@
+//! Step 5 of the request path: rewrite the request for the upstream, send it over a pooled
+//! keep-alive connection, and prepare the response headers for the client.
+//!
+//! The engine (hyper-util's pooled client) stays behind this module.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamSettings;
+use crate::context::w3c;
+use crate::error::ProxyError;
+use crate::span::Target;
+
+/// One configured upstream: its endpoints and a connection pool.
+pub struct Upstream {
+    pub name: Arc<str>,
+    targets: Vec<(http::uri::Authority, Arc<Target>)>,
+    next: AtomicUsize,
+    request_timeout: std::time::Duration,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    pub fn new(s: &UpstreamSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(s.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(s.idle_timeout)
+            .pool_max_idle_per_host(s.max_idle_per_endpoint)
+            .set_host(false)
+            .build(connector);
+        let name: Arc<str> = Arc::from(s.name.as_str());
+        Upstream {
+            targets: s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let target = Target {
+                        upstream: name.clone(),
+                        host: Arc::from(e.host.as_str()),
+                        port: e.port,
+                        base_url: Arc::from(e.to_string().as_str()),
+                    };
+                    (e.authority.clone(), Arc::new(target))
+                })
+                .collect(),
+            name,
+            next: AtomicUsize::new(0),
+            request_timeout: s.request_timeout,
+            client,
+        }
+    }
+
+    /// Round-robin over the endpoints.
+    pub fn pick(&self) -> (&http::uri::Authority, &Arc<Target>) {
+        let i = self.next.fetch_add(1, Relaxed) % self.targets.len().max(1);
+        let (a, t) = &self.targets[i];
+        (a, t)
+    }
+
+    /// Sends the prepared request; the error says what failed.
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::Timeout),
+            Ok(Err(e)) => Err(ProxyError::from_client_error(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Appends `value` to a comma-separated list header (one line out).
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(name) {
+        if let Ok(s) = v.to_str() {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(s);
+        }
+    }
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(value);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// What the upstream request carries beyond the client's own headers.
+pub struct Outbound<'a> {
+    pub authority: &'a http::uri::Authority,
+    pub host: Option<&'a str>,
+    pub peer: SocketAddr,
+    pub traceparent: HeaderValue,
+    pub tracestate: Option<&'a str>,
+    pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
+}
+
+/// Rewrites the client's request in place for the upstream.
+pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(out.authority.clone());
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let h = req.headers_mut();
+    remove_hop_by_hop(h);
+    // `Host` is kept; an HTTP/2 request has only `:authority`, which becomes `Host`.
+    if !h.contains_key(header::HOST) {
+        if let Some(v) = out.host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            h.insert(header::HOST, v);
+        }
+    }
+    append_list(h, &X_FORWARDED_FOR, &out.peer.ip().to_string());
+    append_list(h, &X_FORWARDED_PROTO, "http");
+    if let Some(host) = out.host {
+        append_list(h, &X_FORWARDED_HOST, host);
+    }
+    // Exactly one traceparent: every inbound copy is replaced.
+    h.insert(w3c::TRACEPARENT, out.traceparent);
+    h.remove(w3c::TRACESTATE);
+    if let Some(ts) = out.tracestate.and_then(|ts| HeaderValue::from_str(ts).ok()) {
+        h.insert(w3c::TRACESTATE, ts);
+    }
+    if let Some((name, value)) = out.correlation {
+        h.insert(name, value.clone());
+    }
+}
+
+/// Response headers for the client: hop-by-hop removed, trace id and correlation id added.
+pub fn prepare_response(
+    headers: &mut HeaderMap,
+    trace_id_header: Option<&HeaderName>,
+    trace_id: &[u8; 16],
+    correlation: Option<(&HeaderName, &HeaderValue)>,
+) {
+    remove_hop_by_hop(headers);
+    if let Some(name) = trace_id_header {
+        let hex = w3c::trace_id_hex(trace_id);
+        if let Ok(v) = HeaderValue::from_bytes(&hex) {
+            headers.insert(name, v);
+        }
+    }
+    if let Some((name, value)) = correlation {
+        headers.insert(name, value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("trailer", HeaderValue::from_static("x-t"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn list_headers_are_appended_to() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        append_list(&mut h, &X_FORWARDED_FOR, "3.3.3.3");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3");
+    }
+}

@@ -1,0 +1,139 @@
+//! A running tracegate: bound listeners, the exporter, the admin port, and the shutdown
+//! sequence (readiness off → drain delay → stop accepting → in-flight requests finish →
+//! spans flushed), all within the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::Settings;
+use crate::export::{ExportStats, Exporter};
+use crate::proxy::{Runtime, Shared};
+use crate::{listen, log};
+
+pub struct Gateway {
+    /// Bound proxy addresses, in config order (port 0 resolved).
+    pub proxy_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub export_stats: Arc<ExportStats>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
+}
+
+impl Gateway {
+    /// Binds every listener, starts the exporter and the admin port, and serves.
+    pub async fn start(settings: Settings) -> Result<Gateway, String> {
+        let mut listeners = Vec::new();
+        for addr in &settings.listeners {
+            listeners.push(bind(*addr, "proxy").await?);
+        }
+        let admin_listener = match settings.admin {
+            Some(a) => Some(bind(a, "admin").await?),
+            None => None,
+        };
+        let proxy_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect::<Vec<_>>();
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+        let exporter = Exporter::start(&settings.export, &settings.tracing)?;
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
+            export: exporter.handle.clone(),
+        });
+        let admin_state = Arc::new(AdminState {
+            ready: AtomicBool::new(false),
+            export: exporter.handle.stats.clone(),
+            config_json: serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serving: Vec<JoinHandle<()>> = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(listen::serve(l, shared.clone(), stop_rx.clone())))
+            .collect();
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        if let Some(l) = admin_listener {
+            tokio::spawn(admin::serve(l, admin_state.clone(), admin_stop_rx));
+        }
+        admin_state.ready.store(true, Relaxed);
+        log::info(&format!(
+            "tracegate {} serving on {} (admin {})",
+            env!("CARGO_PKG_VERSION"),
+            proxy_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            admin_addr.map_or("off".to_string(), |a| a.to_string()),
+        ));
+
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let export_stats = exporter.handle.stats.clone();
+        let drain_delay = settings.shutdown.drain_delay;
+        let grace = settings.shutdown.grace_period;
+        let task = tokio::spawn(async move {
+            stopped(&mut shutdown_rx).await;
+            admin_state.ready.store(false, Relaxed);
+            log::info(&format!(
+                "shutting down: draining for {drain_delay:?}, grace period {grace:?}"
+            ));
+            tokio::time::sleep(drain_delay).await;
+            let deadline = tokio::time::Instant::now() + grace;
+            let _ = stop_tx.send(true);
+            for task in serving {
+                if tokio::time::timeout_at(deadline, task).await.is_err() {
+                    log::warn("grace period over with requests still in flight");
+                    break;
+                }
+            }
+            // Every finished exchange is queued by now: flush what is left.
+            drop(shared);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !exporter.flush(left).await {
+                log::warn("grace period over before the last spans were exported");
+            }
+            let _ = admin_stop_tx.send(true);
+            log::info("shutdown complete");
+        });
+        Ok(Gateway {
+            proxy_addrs,
+            admin_addr,
+            export_stats,
+            shutdown: shutdown_tx,
+            task,
+        })
+    }
+
+    /// Starts the graceful shutdown (what SIGTERM does). Returns at once.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until the shutdown sequence has completed.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

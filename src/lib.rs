@@ -1,0 +1,32 @@
+//! tracegate: a reverse proxy that traces every HTTP request with OpenTelemetry.
+//!
+//! ```text
+//!  client ──► listen ──► proxy::handle ─────────────────────────────────────────► upstream
+//!             (TCP,      │ 2 route    (host, path, method, headers → route)
+//!              h1/h2c)   │ 3 context  (traceparent/tracestate, correlation id)
+//!                        │ 4 sample   (parent-based, trace-id ratio)
+//!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent)
+//!                        │ 6 span     (SERVER + CLIENT, ended with the response body)
+//!                        └─► 7 export (bounded queue → batcher → OTLP gRPC / HTTP)
+//! ```
+//!
+//! Around the path: `config` (YAML + `OTEL_*`), `admin` (health, readiness, metrics),
+//! `gateway` (start and graceful shutdown), `demo` (the embedded default).
+
+pub mod config;
+
+pub mod body;
+pub mod context;
+pub mod error;
+pub mod export;
+pub mod forward;
+pub mod listen;
+pub mod proxy;
+pub mod route;
+pub mod sample;
+pub mod span;
+
+pub mod admin;
+pub mod demo;
+pub mod gateway;
+pub mod log;

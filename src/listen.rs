@@ -1,0 +1,51 @@
+//! Step 1 of the request path: accept TCP connections and serve HTTP/1.1 and HTTP/2
+//! (cleartext, prior knowledge) on each, until told to stop; then let open connections
+//! finish their in-flight requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gateway::stopped;
+
+use crate::proxy::{self, ConnInfo, Shared};
+
+/// Serves `listener` until `stop` turns true, then waits for its connections to finish.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = ConnInfo { peer, local: stream.local_addr().unwrap_or(local) };
+                    let shared = shared.clone();
+                    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
+                    let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                    let c = graceful.watch(c);
+                    tokio::spawn(async move {
+                        let _ = c.await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    crate::log::warn(&format!("accept on {local} failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

@@ -1,0 +1,213 @@
+//! The `tracegate` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracegate::config::{self, Settings};
+use tracegate::gateway::Gateway;
+use tracegate::{demo, log};
+
+/// A reverse proxy that traces every HTTP request with OpenTelemetry.
+///
+/// Put it in front of a service; every request gets a SERVER and a CLIENT span exported over
+/// OTLP, the caller's W3C trace context is continued, and the trace id is returned in
+/// X-Trace-Id.
+#[derive(Parser)]
+#[command(name = "tracegate", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file; alone it means `run --config FILE`.
+    #[arg(long, global = false)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: with --config FILE, or zero-config with --listen and --upstream.
+    Run {
+        /// YAML config file (see config/tracegate.yaml for every key).
+        #[arg(long, conflicts_with_all = ["listen", "upstream"])]
+        config: Option<PathBuf>,
+        /// Zero-config: address to accept traffic on, e.g. 127.0.0.1:8080.
+        #[arg(long, requires = "upstream")]
+        listen: Option<String>,
+        /// Zero-config: the one upstream, e.g. http://127.0.0.1:3000.
+        #[arg(long, requires = "listen")]
+        upstream: Option<String>,
+        /// Admin address (health, readiness, metrics), or `off`. Default 127.0.0.1:9901.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Worker threads. Default: one per core.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file: print every problem with file:line and key, then the
+    /// effective config (YAML merged with OTEL_* variables). Exits 1 on any problem.
+    Check {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
+    /// Run the embedded default: a built-in echo upstream with tracegate in front of it.
+    /// Needs no collector; exports over OTLP too when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    Demo {
+        /// Where tracegate listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().thread_name("tracegate").build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = config::process_env();
+    match cli.command {
+        Some(Command::Check { file }) => match config::load_file(&file, &env) {
+            Ok(s) => {
+                println!("{}: ok", file.display());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s.describe()).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} problem(s)", file.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Demo { listen, admin }) => serve(None, move |rt| {
+            rt.block_on(async {
+                let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| format!("cannot bind the echo upstream: {e}"))?;
+                let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
+                tokio::spawn(demo::serve_echo(echo));
+                demo::settings(&listen, &admin, echo_addr, &env).map_err(|e| e.to_string())
+            })
+        }),
+        Some(Command::Run {
+            config,
+            listen,
+            upstream,
+            admin,
+            workers,
+        }) => {
+            let settings = match (config.or(cli.config), listen, upstream) {
+                (Some(path), _, _) => config::load_file(&path, &env).map(|mut s| {
+                    if let Some(a) = admin.as_deref() {
+                        s.admin = if a == "off" {
+                            None
+                        } else {
+                            a.parse().ok().or(s.admin)
+                        };
+                    }
+                    s
+                }),
+                (None, Some(l), Some(u)) => config::sidecar(&l, &u, admin.as_deref(), &env),
+                _ => {
+                    eprintln!("tracegate run: give --config FILE, or --listen ADDR --upstream URL");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(workers, move |_| settings.map_err(|e| e.to_string()))
+        }
+        None => match cli.config {
+            Some(path) => {
+                let settings = config::load_file(&path, &env);
+                serve(None, move |_| settings.map_err(|e| e.to_string()))
+            }
+            None => {
+                eprintln!(
+                    "tracegate: give a command (run, check, demo) or --config FILE; see --help"
+                );
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Runs tracegate until SIGTERM/SIGINT has drained it. A second signal exits at once.
+fn serve(
+    workers: Option<usize>,
+    settings: impl FnOnce(&tokio::runtime::Runtime) -> Result<Settings, String>,
+) -> ExitCode {
+    let rt = match runtime(workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error(&format!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = match settings(&rt) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let demo = settings.source == "demo";
+    rt.block_on(async move {
+        let gateway = match Gateway::start(settings).await {
+            Ok(g) => g,
+            Err(e) => {
+                log::error(&e);
+                return ExitCode::FAILURE;
+            }
+        };
+        if demo {
+            print_demo_help(&gateway);
+        }
+        let mut sigterm =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error(&format!("cannot install the SIGTERM handler: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
+        tokio::select! {
+            _ = sigterm.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        gateway.shutdown();
+        tokio::select! {
+            () = gateway.wait() => ExitCode::SUCCESS,
+            _ = sigterm.recv() => {
+                log::warn("second signal: exiting now");
+                ExitCode::FAILURE
+            }
+            _ = tokio::signal::ctrl_c() => {
+                log::warn("second signal: exiting now");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn print_demo_help(g: &Gateway) {
+    let proxy = g
+        .proxy_addrs
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let admin = g
+        .admin_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    println!(
+        "\ntracegate demo is running.\n\n  proxy (echo upstream behind it):  curl -i http://{proxy}/api/hello\n  continue a trace:                 curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{proxy}/api/hello\n  health / metrics / config:        curl http://{admin}/healthz   http://{admin}/metrics   http://{admin}/config\n\nThe echo shows the headers the upstream received (traceparent, x-request-id, x-forwarded-*).\nSet OTEL_EXPORTER_OTLP_ENDPOINT to export the spans to a collector too. Ctrl-C to stop.\n"
+    );
+}

@@ -1,0 +1,235 @@
+//! The request path, top to bottom: route → trace context → sample → forward → span.
+//!
+//! `handle` is called by the listener for every request. It reads like the steps in
+//! `lib.rs`; each step lives in the module named after it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, SpanGuard};
+use crate::config::Settings;
+use crate::context::{self, TraceIds, correlation, ids, w3c};
+use crate::error::ProxyError;
+use crate::export::ExportHandle;
+use crate::forward::{self, Outbound, Upstream};
+use crate::route::{Router, strip_port};
+use crate::sample::Sampler;
+use crate::span::{ClientCall, Exchange};
+
+/// Everything one config version needs to serve requests.
+pub struct Runtime {
+    pub router: Router,
+    pub upstreams: Vec<Upstream>,
+    pub sampler: Sampler,
+    pub trace_id_header: Option<HeaderName>,
+    pub correlation_headers: Vec<HeaderName>,
+    pub client_spans: bool,
+}
+
+impl Runtime {
+    pub fn build(s: &Settings) -> Self {
+        Runtime {
+            router: Router::new(&s.routes),
+            upstreams: s.upstreams.iter().map(Upstream::new).collect(),
+            sampler: Sampler::new(&s.tracing.sampling),
+            trace_id_header: s.tracing.trace_id_header.clone(),
+            correlation_headers: s.tracing.correlation_headers.clone(),
+            client_spans: s.tracing.client_spans,
+        }
+    }
+}
+
+/// State shared by every connection: the current config version and the export queue.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub export: ExportHandle,
+}
+
+/// The connection a request arrived on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let start = SystemTime::now();
+    let rt = shared.runtime.load_full();
+
+    // 2. route
+    let route = rt.router.find(
+        request_host(&req),
+        req.uri().path(),
+        req.method(),
+        req.headers(),
+    );
+
+    // 3. trace context and correlation id
+    let inbound = context::extract(req.headers());
+    let mut ids = TraceIds::new(&inbound, false);
+    // 4. sample
+    if rt.sampler.decide(inbound.parent.as_ref(), &ids.trace_id) {
+        ids.flags |= w3c::FLAG_SAMPLED;
+    }
+    let correlation = correlation::resolve(req.headers(), &rt.correlation_headers);
+    let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
+
+    let mut guard = (ids.sampled() && shared.export.enabled()).then(|| {
+        let host = request_host(&req);
+        let server_port = host
+            .and_then(|h| h.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .or(Some(80));
+        let exchange = Exchange {
+            ids,
+            tracestate: inbound.tracestate.as_ref().map(|t| t.as_str().to_string()),
+            start,
+            started,
+            duration: Default::default(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            route: route.map(|r| r.name.clone()),
+            status: 0,
+            server_address: host.map(|h| strip_port(h).to_string()),
+            server_port,
+            local: conn.local,
+            peer: conn.peer,
+            version: req.version(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            correlation_id: correlation.as_ref().map(|c| c.value.clone()),
+            error_type: None,
+            bytes_sent: 0,
+            client: None,
+        };
+        SpanGuard::new(exchange, shared.export.clone())
+    });
+
+    let Some(route) = route else {
+        return Ok(local_error(ProxyError::NoRoute, guard, &rt, &ids, corr));
+    };
+
+    // 5. forward, with our CLIENT span as the parent the upstream sees
+    let upstream = &rt.upstreams[route.upstream];
+    let (authority, target) = upstream.pick();
+    let client_span = if rt.client_spans {
+        ids::span_id()
+    } else {
+        ids.server_span
+    };
+    let host = request_host(&req).map(str::to_string);
+    forward::prepare_request(
+        &mut req,
+        Outbound {
+            authority,
+            host: host.as_deref(),
+            peer: conn.peer,
+            traceparent: w3c::format_traceparent(&ids.trace_id, &client_span, ids.flags),
+            tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+            correlation: corr,
+        },
+    );
+    if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+        e.client = Some(ClientCall {
+            span_id: client_span,
+            start: started.elapsed(),
+            end: None,
+            target: target.clone(),
+            status: None,
+            error_type: None,
+            recorded: rt.client_spans,
+        });
+    }
+
+    match upstream.send(req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                e.status = parts.status.as_u16();
+                if let Some(c) = &mut e.client {
+                    c.status = Some(parts.status.as_u16());
+                }
+            }
+            forward::prepare_response(
+                &mut parts.headers,
+                rt.trace_id_header.as_ref(),
+                &ids.trace_id,
+                corr,
+            );
+            // 6. the spans end with the body
+            Ok(Response::from_parts(
+                parts,
+                ProxyBody::upstream(body, guard),
+            ))
+        }
+        Err(err) => {
+            if let Some(c) = guard
+                .as_mut()
+                .and_then(SpanGuard::exchange)
+                .and_then(|e| e.client.as_mut())
+            {
+                c.end = Some(started.elapsed());
+                c.error_type = Some(err.error_type());
+            }
+            Ok(local_error(err, guard, &rt, &ids, corr))
+        }
+    }
+}
+
+/// A response tracegate writes itself (404, 502, 504): JSON body, trace headers included.
+fn local_error(
+    err: ProxyError,
+    mut guard: Option<SpanGuard>,
+    rt: &Runtime,
+    ids: &TraceIds,
+    corr: Option<(&HeaderName, &HeaderValue)>,
+) -> Response<ProxyBody> {
+    let status: StatusCode = err.status();
+    if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+        e.status = status.as_u16();
+        e.error_type = Some(err.error_type());
+    }
+    let trace_hex = w3c::trace_id_hex(&ids.trace_id);
+    let body = serde_json::json!({
+        "error": err.error_type(),
+        "message": err.message(),
+        "status": status.as_u16(),
+        "trace_id": std::str::from_utf8(&trace_hex).unwrap_or_default(),
+    })
+    .to_string();
+    let mut resp = Response::new(ProxyBody::local(Bytes::from(body), guard));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    forward::prepare_response(h, rt.trace_id_header.as_ref(), &ids.trace_id, corr);
+    resp
+}

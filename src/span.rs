@@ -1,0 +1,323 @@
+//! Step 6 of the request path: what one exchange records, and how it becomes OTLP spans.
+//!
+//! The request path fills an [`Exchange`]: plain fields, a few owned strings, no attribute
+//! vectors. The exporter task turns it into a SERVER span and (by default) a CLIENT span with
+//! the stable HTTP semantic conventions, off the request path.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Method, Version};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::context::TraceIds;
+
+/// The upstream endpoint a call went to.
+#[derive(Debug)]
+pub struct Target {
+    /// Upstream name (`tracegate.upstream`).
+    pub upstream: Arc<str>,
+    pub host: Arc<str>,
+    pub port: u16,
+    /// `http://host:port`, the prefix of `url.full`.
+    pub base_url: Arc<str>,
+}
+
+/// The CLIENT side of an exchange: one upstream attempt.
+#[derive(Debug)]
+pub struct ClientCall {
+    /// Its id is the parent id the upstream sees.
+    pub span_id: [u8; 8],
+    /// Offsets from the exchange start.
+    pub start: Duration,
+    pub end: Option<Duration>,
+    pub target: Arc<Target>,
+    pub status: Option<u16>,
+    pub error_type: Option<&'static str>,
+    /// Recorded as a CLIENT span (false: the id is still sent upstream, no span).
+    pub recorded: bool,
+}
+
+/// Everything recorded about one inbound request.
+#[derive(Debug)]
+pub struct Exchange {
+    pub ids: TraceIds,
+    pub tracestate: Option<String>,
+    pub start: SystemTime,
+    pub started: Instant,
+    pub duration: Duration,
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub status: u16,
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub version: Version,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<HeaderValue>,
+    pub error_type: Option<&'static str>,
+    pub bytes_sent: u64,
+    pub client: Option<ClientCall>,
+}
+
+impl Exchange {
+    /// Spans this exchange exports.
+    pub fn span_count(&self) -> usize {
+        1 + usize::from(self.client.as_ref().is_some_and(|c| c.recorded))
+    }
+
+    /// Approximate bytes held while queued, for the exporter's byte bound.
+    pub fn approx_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.path.len()
+            + self.query.as_ref().map_or(0, String::len)
+            + self.server_address.as_ref().map_or(0, String::len)
+            + self.user_agent.as_ref().map_or(0, String::len)
+            + self.tracestate.as_ref().map_or(0, String::len)
+            + self.correlation_id.as_ref().map_or(0, HeaderValue::len)
+            + if self.client.is_some() {
+                std::mem::size_of::<ClientCall>()
+            } else {
+                0
+            }
+    }
+
+    /// Marks the end of the exchange (the response body is done or failed).
+    pub fn finish(&mut self, error: Option<&'static str>) {
+        self.duration = self.started.elapsed();
+        if let Some(c) = &mut self.client {
+            c.end.get_or_insert(self.duration);
+            if c.error_type.is_none() && c.status.is_some() {
+                c.error_type = error;
+            }
+        }
+        if self.error_type.is_none() {
+            self.error_type = error;
+        }
+    }
+
+    /// Converts into OTLP spans (SERVER first, then CLIENT).
+    pub fn into_spans(self, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
+        let trace_id = TraceId::from_bytes(self.ids.trace_id);
+        let flags = TraceFlags::new(self.ids.flags);
+        let trace_state = self
+            .tracestate
+            .as_deref()
+            .and_then(|s| {
+                TraceState::from_key_value(s.split(',').filter_map(|m| m.split_once('='))).ok()
+            })
+            .unwrap_or_default();
+        let method = known_method(&self.method);
+        let server_name: Cow<'static, str> = match (&self.route, method) {
+            (Some(r), Some(m)) => format!("{m} {r}").into(),
+            (None, Some(m)) => Cow::Borrowed(m),
+            (Some(r), None) => format!("HTTP {r}").into(),
+            (None, None) => Cow::Borrowed("HTTP"),
+        };
+        let end = self.start + self.duration;
+        // Built before the path moves into the server span's attributes.
+        let url_full = self.client.as_ref().filter(|c| c.recorded).map(|c| {
+            let q = self.query.as_deref();
+            let mut u = String::with_capacity(
+                c.target.base_url.len() + self.path.len() + q.map_or(0, |q| q.len() + 1),
+            );
+            u.push_str(&c.target.base_url);
+            u.push_str(&self.path);
+            if let Some(q) = q {
+                u.push('?');
+                u.push_str(q);
+            }
+            u
+        });
+
+        let mut a = Vec::with_capacity(20);
+        push_method(&mut a, &self.method);
+        a.push(kv("url.path", self.path));
+        if let Some(q) = self.query {
+            a.push(kv("url.query", q));
+        }
+        a.push(kv("url.scheme", "http"));
+        if let Some(r) = &self.route {
+            a.push(kv("http.route", r.to_string()));
+        }
+        a.push(KeyValue::new(
+            Key::from_static_str("http.response.status_code"),
+            i64::from(self.status),
+        ));
+        if let Some(h) = self.server_address {
+            a.push(kv("server.address", h));
+        }
+        if let Some(p) = self.server_port {
+            a.push(KeyValue::new(
+                Key::from_static_str("server.port"),
+                i64::from(p),
+            ));
+        }
+        a.push(kv("client.address", self.peer.ip().to_string()));
+        a.push(KeyValue::new(
+            Key::from_static_str("client.port"),
+            i64::from(self.peer.port()),
+        ));
+        a.push(kv("network.peer.address", self.peer.ip().to_string()));
+        a.push(KeyValue::new(
+            Key::from_static_str("network.peer.port"),
+            i64::from(self.peer.port()),
+        ));
+        a.push(kv("network.local.address", self.local.ip().to_string()));
+        a.push(KeyValue::new(
+            Key::from_static_str("network.local.port"),
+            i64::from(self.local.port()),
+        ));
+        a.push(kv("network.protocol.name", "http"));
+        a.push(kv(
+            "network.protocol.version",
+            protocol_version(self.version),
+        ));
+        if let Some(ua) = self.user_agent {
+            a.push(kv("user_agent.original", ua));
+        }
+        if let Some(id) = self.correlation_id.as_ref().and_then(|v| v.to_str().ok()) {
+            a.push(kv("tracegate.correlation_id", id.to_string()));
+        }
+        if let Some(c) = &self.client {
+            a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+        }
+        // `error.type`: tracegate's own reason, else the status code of a 5xx.
+        let server_error: Option<String> = self
+            .error_type
+            .map(str::to_string)
+            .or_else(|| (self.status >= 500).then(|| self.status.to_string()));
+        if let Some(e) = &server_error {
+            a.push(kv("error.type", e.clone()));
+        }
+        // Server spans: 5xx or a failed exchange is an error, 4xx is not.
+        let status = if self.status >= 500 || (self.error_type.is_some() && self.status < 400) {
+            Status::error(server_error.unwrap_or_else(|| "error".into()))
+        } else {
+            Status::Unset
+        };
+        let server_id = SpanId::from_bytes(self.ids.server_span);
+        out.push(SpanData {
+            span_context: SpanContext::new(trace_id, server_id, flags, false, trace_state.clone()),
+            parent_span_id: self
+                .ids
+                .remote_parent
+                .map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: self.ids.remote_parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: server_name,
+            start_time: self.start,
+            end_time: end,
+            attributes: a,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: scope.clone(),
+        });
+
+        let Some(c) = self.client.filter(|c| c.recorded) else {
+            return;
+        };
+        let mut a = Vec::with_capacity(10);
+        push_method(&mut a, &self.method);
+        a.push(kv("server.address", c.target.host.to_string()));
+        a.push(KeyValue::new(
+            Key::from_static_str("server.port"),
+            i64::from(c.target.port),
+        ));
+        a.push(kv("network.peer.address", c.target.host.to_string()));
+        a.push(KeyValue::new(
+            Key::from_static_str("network.peer.port"),
+            i64::from(c.target.port),
+        ));
+        a.push(kv("url.full", url_full.unwrap_or_default()));
+        a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+        if let Some(s) = c.status {
+            a.push(KeyValue::new(
+                Key::from_static_str("http.response.status_code"),
+                i64::from(s),
+            ));
+        }
+        // Client spans: 4xx and 5xx are errors, and so is a call with no response.
+        let client_error: Option<String> = c
+            .error_type
+            .map(str::to_string)
+            .or_else(|| c.status.filter(|s| *s >= 400).map(|s| s.to_string()));
+        if let Some(e) = &client_error {
+            a.push(kv("error.type", e.clone()));
+        }
+        out.push(SpanData {
+            span_context: SpanContext::new(
+                trace_id,
+                SpanId::from_bytes(c.span_id),
+                flags,
+                false,
+                trace_state,
+            ),
+            parent_span_id: server_id,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Client,
+            name: Cow::Borrowed(method.unwrap_or("HTTP")),
+            start_time: self.start + c.start,
+            end_time: self.start + c.end.unwrap_or(self.duration),
+            attributes: a,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: client_error.map_or(Status::Unset, Status::error),
+            instrumentation_scope: scope.clone(),
+        });
+    }
+}
+
+fn kv(key: &'static str, value: impl Into<Value>) -> KeyValue {
+    KeyValue::new(Key::from_static_str(key), value)
+}
+
+/// The method as the conventions name it, or `None` for a method outside the known set.
+fn known_method(m: &Method) -> Option<&'static str> {
+    Some(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return None,
+    })
+}
+
+/// `http.request.method`, with `_OTHER` plus `http.request.method_original` for unknown ones.
+fn push_method(a: &mut Vec<KeyValue>, m: &Method) {
+    match known_method(m) {
+        Some(name) => a.push(kv("http.request.method", name)),
+        None => {
+            a.push(kv("http.request.method", "_OTHER"));
+            a.push(kv("http.request.method_original", m.as_str().to_string()));
+        }
+    }
+}
+
+fn protocol_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}

@@ -20,13 +20,47 @@ use crate::context::w3c;
 use crate::error::ProxyError;
 use crate::span::Target;
 
+/// The request body sent upstream: the client's body, streamed, telling `send` when its
+/// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
+pub struct RequestBody {
+    inner: Incoming,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        if frame.is_none() || this.inner.is_end_stream() {
+            if let Some(tx) = this.sent.take() {
+                let _ = tx.send(());
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// One configured upstream: its endpoints and a connection pool.
 pub struct Upstream {
     pub name: Arc<str>,
     targets: Vec<(http::uri::Authority, Arc<Target>)>,
     next: AtomicUsize,
     request_timeout: std::time::Duration,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
 }
 
 impl Upstream {
@@ -70,14 +104,38 @@ impl Upstream {
         (a, t)
     }
 
-    /// Sends the prepared request; the error says what failed.
+    /// Sends the prepared request; the error says what failed. `request_timeout` counts from
+    /// the moment the whole request body has been sent (at once for a request without body).
     pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+        let (parts, inner) = req.into_parts();
+        let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let call = self
+            .client
+            .request(Request::from_parts(parts, RequestBody { inner, sent }));
+        tokio::pin!(call);
+        if let Some(body_sent) = body_sent {
+            tokio::select! {
+                result = &mut call => return map_result(result),
+                // Sent, or the body ended in an error: either way the wait for the answer starts.
+                _ = body_sent => {}
+            }
+        }
+        match tokio::time::timeout(self.request_timeout, call).await {
             Err(_) => Err(ProxyError::Timeout),
-            Ok(Err(e)) => Err(ProxyError::from_client_error(&e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(result) => map_result(result),
         }
     }
+}
+
+fn map_result(
+    r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, ProxyError> {
+    r.map_err(|e| ProxyError::from_client_error(&e))
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).

@@ -66,7 +66,7 @@ pub struct UpstreamConfig {
     pub endpoints: Vec<Text>,
     /// Time allowed to open a TCP connection. Default `5s`.
     pub connect_timeout: Option<Text>,
-    /// Time allowed from sending the request to receiving the response headers. Default `30s`.
+    /// Time allowed from the end of the request body to the response headers. Default `30s`.
     pub request_timeout: Option<Text>,
     /// Idle keep-alive connections kept per endpoint. Default 64.
     pub max_idle_per_endpoint: Option<usize>,

@@ -1,0 +1,200 @@
+//! The `tracegate` binary: `check` on bad configs, the shipped example configs, and SIGTERM
+//! in the zero-config sidecar mode (in-flight request completes, spans flushed, exit 0).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
+
+fn check(yaml: &str) -> (bool, String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tracegate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("c{}.yaml", yaml.len()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text, path)
+}
+
+const UP: &str = "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:3000]\n";
+
+#[test]
+fn check_reports_unknown_key_with_file_and_line() {
+    let (ok, text, path) = check(&format!(
+        "{UP}routes:\n  - upstream: app\n    match:\n      path_prefx: /api\n"
+    ));
+    assert!(!ok);
+    assert!(text.contains(&format!("{}:7:", path.display())), "{text}");
+    assert!(text.contains("path_prefx"), "{text}");
+}
+
+#[test]
+fn check_reports_wrong_type_with_file_and_line() {
+    let (ok, text, path) = check(&format!("{UP}export:\n  queue_limit: [1, 2]\n"));
+    assert!(!ok);
+    assert!(text.contains(&format!("{}:5:", path.display())), "{text}");
+    assert!(text.contains("queue_limit"), "{text}");
+}
+
+#[test]
+fn check_reports_every_semantic_problem_at_once() {
+    let (ok, text, path) = check(&format!(
+        "{UP}routes:\n  - upstream: missing\n  - match: {{ path_regex: '[a-' }}\n    upstream: app\n"
+    ));
+    assert!(!ok);
+    let p = path.display();
+    assert!(
+        text.contains(&format!("{p}:5:"))
+            && text.contains("routes[0].upstream")
+            && text.contains("unknown upstream"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{p}:6:")) && text.contains("routes[1].match.path_regex"),
+        "{text}"
+    );
+    assert!(text.contains("2 problem(s)"), "{text}");
+}
+
+#[test]
+fn check_prints_the_effective_config() {
+    let (ok, text, _) = check(&format!("{UP}routes:\n  - upstream: app\n"));
+    assert!(ok, "{text}");
+    assert!(text.contains("\"service_name\": \"tracegate\""), "{text}");
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(yaml_files(&p));
+        } else if p.extension().is_some_and(|x| x == "yaml") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn shipped_configs_all_pass_check() {
+    let files = yaml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"));
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let out = Command::new(BIN).arg("check").arg(&f).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn readme_documents_every_config_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let schema =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/schema.rs"))
+            .unwrap();
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tracegate.yaml"),
+    )
+    .unwrap();
+    for line in schema.lines() {
+        let l = line.trim();
+        let Some(rest) = l.strip_prefix("pub ") else {
+            continue;
+        };
+        let Some((field, _)) = rest.split_once(':') else {
+            continue;
+        };
+        if field.contains(' ') {
+            continue;
+        }
+        let key = if field == "matcher" { "match" } else { field };
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "README reference lacks `{key}`"
+        );
+        assert!(
+            reference.contains(&format!("{key}:")),
+            "config/tracegate.yaml lacks {key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_inflight_request_finish_and_flushes_spans() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{}", up.addr),
+            "--admin",
+            "off",
+        ])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", col.addr),
+        )
+        .env("OTEL_SERVICE_NAME", "sidecar-test")
+        // A long batch delay: only the shutdown flush can deliver the spans in time.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
+    let addr = loop {
+        let line = lines.next().expect("tracegate exited early").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let client = h1_client();
+    let url = format!("http://{addr}/slow/1500");
+    let inflight = tokio::spawn(async move { get(&client, &url, &[]).await });
+    up.seen.wait_for(1).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completes");
+    assert_eq!(r.body, "slow ok");
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit 0 after a graceful shutdown: {status:?}"
+    );
+    let spans = col.spans.wait_for(2).await;
+    assert_eq!(
+        spans[0].resource_attr("service.name").as_deref(),
+        Some("sidecar-test")
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.attr("url.path").as_deref() == Some("/slow/1500"))
+    );
+}

@@ -1,0 +1,612 @@
+//! The core path through real sockets: client → tracegate → upstream, spans → OTLP receiver.
+
+mod support;
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use support::*;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+fn traceparent_parts(v: &str) -> (String, String, String) {
+    let p: Vec<&str> = v.split('-').collect();
+    assert_eq!(p.len(), 4, "{v}");
+    assert_eq!(p[0], "00");
+    (p[1].to_string(), p[2].to_string(), p[3].to_string())
+}
+
+#[tokio::test]
+async fn continues_caller_trace_end_to_end() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let url = format!("http://{}/api/42?q=1", gw.proxy_addrs[0]);
+    let r = get(
+        &h1_client(),
+        &url,
+        &[
+            ("traceparent", &format!("00-{TRACE}-{CALLER}-01")),
+            ("tracestate", "vendor=abc"),
+            ("tracestate", "other=x"),
+            ("user-agent", "itest/1.0"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-trace-id"], TRACE);
+
+    let seen = up.seen.wait_for(1).await.remove(0);
+    let tps: Vec<_> = seen.headers.get_all("traceparent").iter().collect();
+    assert_eq!(tps.len(), 1, "exactly one traceparent upstream");
+    let (tid, parent, flags) = traceparent_parts(tps[0].to_str().unwrap());
+    assert_eq!(tid, TRACE, "same trace id");
+    assert_ne!(parent, CALLER, "new parent id");
+    assert_eq!(flags, "01", "sampled kept, random flag as received (unset)");
+    assert_eq!(
+        seen.headers["tracestate"], "vendor=abc,other=x",
+        "lines joined, one line out"
+    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["host"],
+        gw.proxy_addrs[0].to_string(),
+        "Host kept"
+    );
+
+    // Correlation id: generated, same value upstream and back to the client.
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(rid.len(), 36);
+    assert_eq!(seen.headers["x-request-id"], rid.as_str());
+
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, TRACE);
+    let client = client.expect("client span");
+    assert_eq!(
+        client.span_id(),
+        parent,
+        "upstream's parent is the client span"
+    );
+    assert_eq!(
+        client.parent_id(),
+        server.span_id(),
+        "client span's parent is the server span"
+    );
+    assert_eq!(
+        server.parent_id(),
+        CALLER,
+        "server span's parent is the caller"
+    );
+    assert_eq!(server.span.name, "GET /api/{id}");
+    assert_eq!(server.attr("http.route").as_deref(), Some("/api/{id}"));
+    assert_eq!(server.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(server.attr("url.path").as_deref(), Some("/api/42"));
+    assert_eq!(server.attr("url.query").as_deref(), Some("q=1"));
+    assert_eq!(server.attr("url.scheme").as_deref(), Some("http"));
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(server.attr("server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        server.attr("server.port"),
+        Some(gw.proxy_addrs[0].port().to_string())
+    );
+    assert_eq!(server.attr("client.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        server.attr("network.peer.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        server.attr("network.protocol.version").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        server.attr("user_agent.original").as_deref(),
+        Some("itest/1.0")
+    );
+    assert_eq!(server.attr("tracegate.correlation_id"), Some(rid));
+    assert_eq!(server.attr("error.type"), None);
+    assert_eq!(server.status_code(), 0);
+    assert_eq!(server.span.trace_state, "vendor=abc,other=x");
+    assert_eq!(
+        client.attr("url.full"),
+        Some(format!("http://{}/api/42?q=1", up.addr))
+    );
+    assert_eq!(client.attr("server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(client.attr("server.port"), Some(up.addr.port().to_string()));
+    assert_eq!(
+        client.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(server.span.end_time_unix_nano >= client.span.end_time_unix_nano);
+    assert!(client.span.start_time_unix_nano >= server.span.start_time_unix_nano);
+    assert_eq!(
+        server.resource_attr("service.name").as_deref(),
+        Some("test-svc")
+    );
+    assert_eq!(server.resource_attr("team").as_deref(), Some("tests"));
+    assert!(server.resource_attr("service.version").is_some());
+    assert_eq!(
+        server.resource_attr("telemetry.sdk.language").as_deref(),
+        Some("rust")
+    );
+}
+
+#[tokio::test]
+async fn starts_a_trace_without_traceparent_and_reuses_request_id() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[("x-correlation-id", "corr-123")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // The upstream's own x-request-id is not what the client gets back: the used header is.
+    assert_eq!(r.headers["x-correlation-id"], "corr-123");
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let seen = up.seen.wait_for(1).await.remove(0);
+    assert_eq!(seen.headers["x-correlation-id"], "corr-123");
+    assert!(seen.headers.get("tracestate").is_none());
+    let (tid, _, flags) = traceparent_parts(seen.headers["traceparent"].to_str().unwrap());
+    assert_eq!(tid, trace);
+    assert_eq!(flags, "03", "sampled, and random for a new CSPRNG trace id");
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.parent_id(), "", "a root span");
+    assert_eq!(
+        server.attr("tracegate.correlation_id").as_deref(),
+        Some("corr-123")
+    );
+    assert!(client.is_some());
+}
+
+#[tokio::test]
+async fn every_malformed_traceparent_restarts_and_drops_tracestate() {
+    let up = upstream().await;
+    let gw = tracegate(&config(up.addr, "export:\n  protocol: none\n")).await;
+    let url = format!("http://{}/ok", gw.proxy_addrs[0]);
+    let good = format!("00-{TRACE}-{CALLER}-01");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("too short", vec![format!("00-{}-{CALLER}-01", &TRACE[1..])]),
+        ("too long", vec![format!("{good}-extra")]),
+        ("non-hex", vec![format!("00-{}x-{CALLER}-01", &TRACE[1..])]),
+        (
+            "uppercase",
+            vec![format!("00-{}-{CALLER}-01", TRACE.to_uppercase())],
+        ),
+        ("version ff", vec![format!("ff-{TRACE}-{CALLER}-01")]),
+        (
+            "zero trace id",
+            vec![format!("00-{}-{CALLER}-01", "0".repeat(32))],
+        ),
+        (
+            "zero parent id",
+            vec![format!("00-{TRACE}-{}-01", "0".repeat(16))],
+        ),
+        ("two headers", vec![good.clone(), good.clone()]),
+        ("comma joined", vec![format!("{good},{good}")]),
+    ];
+    let client = h1_client();
+    for (i, (name, values)) in cases.iter().enumerate() {
+        let mut headers: Vec<(&str, &str)> =
+            values.iter().map(|v| ("traceparent", v.as_str())).collect();
+        headers.push(("tracestate", "vendor=abc"));
+        let r = get(&client, &url, &headers).await;
+        assert_eq!(r.status, 200, "{name}");
+        let seen = up.seen.wait_for(i + 1).await.remove(i);
+        let tps: Vec<_> = seen.headers.get_all("traceparent").iter().collect();
+        assert_eq!(tps.len(), 1, "{name}: exactly one traceparent upstream");
+        let (tid, parent, _) = traceparent_parts(tps[0].to_str().unwrap());
+        assert_ne!(tid, TRACE, "{name}: a new trace");
+        assert_ne!(parent, CALLER, "{name}");
+        assert_eq!(r.headers["x-trace-id"], tid.as_str(), "{name}");
+        assert!(
+            seen.headers.get("tracestate").is_none(),
+            "{name}: tracestate dropped"
+        );
+    }
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_proxied_and_traced() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let client = h2c_client();
+    let r = get(
+        &client,
+        &format!("http://{}/api/h2", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "ok");
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let seen = up.seen.wait_for(1).await.remove(0);
+    assert_eq!(
+        seen.headers["host"],
+        gw.proxy_addrs[0].to_string(),
+        ":authority becomes Host"
+    );
+    let spans = col.spans.wait_for(2).await;
+    let (server, _) = pair(&spans, &trace);
+    assert_eq!(
+        server.attr("network.protocol.version").as_deref(),
+        Some("2")
+    );
+}
+
+#[tokio::test]
+async fn no_route_is_404_with_json_trace_headers_and_error_span() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/nowhere", gw.proxy_addrs[0]),
+        &[("x-request-id", "rid-404")],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers["x-request-id"], "rid-404");
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "route_not_found");
+    assert_eq!(body["trace_id"], trace.as_str());
+    assert_eq!(up.seen.len(), 0, "nothing reached the upstream");
+    let spans = col.spans.wait_for(1).await;
+    let (server, client) = pair(&spans, &trace);
+    assert!(client.is_none());
+    assert_eq!(
+        server.span.name, "GET",
+        "no route: the name is the method alone"
+    );
+    assert_eq!(
+        server.attr("error.type").as_deref(),
+        Some("route_not_found")
+    );
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("404")
+    );
+    assert_eq!(server.status_code(), 0, "4xx is not a server error");
+}
+
+async fn upstream_failure(
+    endpoint: std::net::SocketAddr,
+    path: &str,
+    status: u16,
+    error_type: &str,
+) {
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(endpoint, &grpc_export(col.addr))).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}{path}", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, status, "{error_type}");
+    assert!(r.headers.contains_key("x-request-id"));
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], error_type);
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace);
+    let client = client.expect("a client span for the failed attempt");
+    assert_eq!(server.attr("error.type").as_deref(), Some(error_type));
+    assert_eq!(server.status_code(), 2, "5xx is a server error");
+    assert_eq!(
+        server.attr("http.response.status_code"),
+        Some(status.to_string())
+    );
+    assert_eq!(client.attr("error.type").as_deref(), Some(error_type));
+    assert_eq!(client.status_code(), 2);
+    assert_eq!(
+        client.attr("http.response.status_code"),
+        None,
+        "no response was received"
+    );
+}
+
+#[tokio::test]
+async fn refused_upstream_is_502_with_error_spans() {
+    upstream_failure(refused_addr().await, "/ok", 502, "connection_refused").await;
+}
+
+#[tokio::test]
+async fn upstream_closing_the_connection_is_502() {
+    upstream_failure(closing_upstream().await, "/ok", 502, "connection_reset").await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_with_error_spans() {
+    let up = upstream().await;
+    // request_timeout is 1s in the test config; the upstream waits 5s.
+    upstream_failure(up.addr, "/slow/5000", 504, "timeout").await;
+}
+
+#[tokio::test]
+async fn upstream_5xx_is_passed_through_and_marks_spans() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/status/503", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, "status");
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.attr("error.type").as_deref(), Some("503"));
+    assert_eq!(server.status_code(), 2);
+    assert_eq!(client.unwrap().attr("error.type").as_deref(), Some("503"));
+
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/status/404", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(4).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.status_code(), 0, "server: 4xx is not an error");
+    assert_eq!(server.attr("error.type"), None);
+    assert_eq!(client.unwrap().status_code(), 2, "client: 4xx is an error");
+}
+
+#[tokio::test]
+async fn http_protobuf_export_with_headers() {
+    let up = upstream().await;
+    let col = http_collector().await;
+    let export = format!(
+        "export:\n  protocol: http/protobuf\n  endpoint: \"http://{}/v1/traces\"\n  batch_delay: 20ms\n  headers:\n    x-api-key: k1\n",
+        col.addr
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/api/1", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.span.name, "GET /api/{id}");
+    assert!(client.is_some());
+    assert_eq!(col.requests.all()[0]["x-api-key"], "k1");
+}
+
+#[tokio::test]
+async fn grpc_export_with_gzip_and_metadata() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let export = format!(
+        "export:\n  protocol: grpc\n  endpoint: \"http://{}\"\n  compression: gzip\n  batch_delay: 20ms\n  headers:\n    authorization: Bearer t0k\n",
+        col.addr
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    col.spans.wait_for(2).await;
+    let md = col.requests.all().remove(0);
+    assert_eq!(md["authorization"], "Bearer t0k");
+    assert_eq!(md["grpc-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn batches_are_sent_by_size() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    // A long delay: only the size trigger can send these batches.
+    let export = format!(
+        "export:\n  endpoint: \"http://{}\"\n  batch_size: 4\n  batch_delay: 1h\n",
+        col.addr
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let client = h1_client();
+    for _ in 0..4 {
+        assert_eq!(
+            get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let spans = col.spans.wait_for(8).await;
+    assert_eq!(spans.len(), 8);
+    assert_eq!(col.requests.len(), 2, "two full batches of 4 spans");
+}
+
+async fn dead_collector(addr: std::net::SocketAddr) {
+    let up = upstream().await;
+    let export = format!(
+        "export:\n  endpoint: \"http://{addr}\"\n  batch_delay: 10ms\n  batch_size: 8\n  timeout: 300ms\n  queue_limit: 16\n"
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let client = h1_client();
+    for _ in 0..200 {
+        let r = get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    // Every span is accounted for: exported (none), dropped, or still queued / in flight.
+    let stats = gw.export_stats.clone();
+    assert_eq!(stats.produced.load(Relaxed), 400);
+    assert_eq!(stats.exported.load(Relaxed), 0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while stats.dropped() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drops never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        stats.dropped_queue_full.load(Relaxed) > 0,
+        "a full queue drops instead of waiting"
+    );
+    let admin = gw.admin_addr.unwrap();
+    let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains("tracegate_spans_dropped_total{reason=\"queue_full\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn refused_collector_costs_dropped_spans_not_requests() {
+    dead_collector(refused_addr().await).await;
+}
+
+#[tokio::test]
+async fn black_holed_collector_costs_dropped_spans_not_requests() {
+    dead_collector(black_hole().await).await;
+}
+
+#[tokio::test]
+async fn unsampled_caller_is_passed_on_unsampled_and_not_exported() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let client = h1_client();
+    let r = get(
+        &client,
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[("traceparent", &format!("00-{TRACE}-{CALLER}-02"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = up.seen.wait_for(1).await.remove(0);
+    let (tid, _, flags) = traceparent_parts(seen.headers["traceparent"].to_str().unwrap());
+    assert_eq!(
+        (tid.as_str(), flags.as_str()),
+        (TRACE, "02"),
+        "unsampled, random kept"
+    );
+    // A sampled request afterwards is exported; the unsampled one never is.
+    let r = get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[]).await;
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(2).await;
+    assert!(
+        spans.iter().all(|s| s.trace_id() == trace),
+        "only the sampled trace"
+    );
+}
+
+#[tokio::test]
+async fn trace_id_header_can_be_renamed_or_turned_off() {
+    let up = upstream().await;
+    let base = config(up.addr, "export:\n  protocol: none\n");
+    let gw = tracegate(&base.replace(
+        "tracing:\n",
+        "tracing:\n  trace_id_header: X-B3-Whatever\n  correlation_headers: []\n",
+    ))
+    .await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.headers["x-b3-whatever"].len(), 32);
+    assert!(r.headers.get("x-trace-id").is_none());
+    assert_eq!(
+        r.headers["x-request-id"], "upstream-overwrites",
+        "correlation off: upstream's own header passes"
+    );
+    let gw = tracegate(&base.replace("tracing:\n", "tracing:\n  trace_id_header: \"off\"\n")).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert!(r.headers.get("x-trace-id").is_none());
+}
+
+#[tokio::test]
+async fn round_robin_over_endpoints() {
+    let a = upstream().await;
+    let b = upstream().await;
+    let yaml = config(a.addr, "export:\n  protocol: none\n").replace(
+        &format!("endpoints: [\"http://{}\"]", a.addr),
+        &format!("endpoints: [\"http://{}\", \"http://{}\"]", a.addr, b.addr),
+    );
+    let gw = tracegate(&yaml).await;
+    let client = h1_client();
+    for _ in 0..6 {
+        get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[]).await;
+    }
+    assert_eq!((a.seen.len(), b.seen.len()), (3, 3));
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let up = upstream().await;
+    let gw = tracegate(&config(up.addr, "export:\n  protocol: none\n")).await;
+    get(
+        &h1_client(),
+        &format!("http://{}/ok", gw.proxy_addrs[0]),
+        &[
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=1"),
+            ("x-end", "2"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ],
+    )
+    .await;
+    let seen = up.seen.wait_for(1).await.remove(0);
+    assert!(seen.headers.get("x-hop").is_none());
+    assert!(seen.headers.get("keep-alive").is_none());
+    assert_eq!(seen.headers["x-end"], "2");
+    assert_eq!(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn admin_health_readiness_and_config() {
+    let up = upstream().await;
+    let gw = tracegate(&config(
+        up.addr,
+        "export:\n  protocol: grpc\n  headers:\n    authorization: secret-token\n",
+    ))
+    .await;
+    let admin = gw.admin_addr.unwrap();
+    let c = h1_client();
+    assert_eq!(
+        get(&c, &format!("http://{admin}/healthz"), &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&c, &format!("http://{admin}/readyz"), &[]).await.status,
+        200
+    );
+    let cfg = get(&c, &format!("http://{admin}/config"), &[]).await;
+    let text = String::from_utf8_lossy(&cfg.body);
+    assert!(
+        text.contains("REDACTED") && !text.contains("secret-token"),
+        "{text}"
+    );
+    gw.shutdown();
+    gw.wait().await;
+}

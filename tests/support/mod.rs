@@ -1,0 +1,496 @@
+//! Real peers for integration tests, all on 127.0.0.1:0: an upstream that records what it
+//! saw, OTLP receivers over gRPC (tonic) and HTTP/protobuf that decode what they get, HTTP/1.1
+//! and h2c clients, and tracegate itself in-process.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracegate::config::{Env, load};
+use tracegate::gateway::Gateway;
+
+/// Upper bound for waiting on something that should happen; a failure, not a threshold.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+}
+
+/// Collects items and wakes waiters.
+pub struct Log<T> {
+    items: Mutex<Vec<T>>,
+    notify: Notify,
+}
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Log {
+            items: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        }
+    }
+}
+
+impl<T: Clone> Log<T> {
+    pub fn push(&self, t: T) {
+        self.items.lock().unwrap().push(t);
+        self.notify.notify_waiters();
+    }
+
+    pub fn all(&self) -> Vec<T> {
+        self.items.lock().unwrap().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` items arrived (panics after `PATIENCE`).
+    pub async fn wait_for(&self, n: usize) -> Vec<T> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.notify.notified();
+            {
+                let items = self.items.lock().unwrap();
+                if items.len() >= n {
+                    return items.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("waited {PATIENCE:?} for {n} items, have {}", self.len());
+            }
+        }
+    }
+}
+
+/// A body of `left` bytes made of one repeated chunk, produced as it is read.
+pub struct Repeat {
+    pub chunk: Bytes,
+    pub left: u64,
+}
+
+impl Repeat {
+    pub fn new(total: u64) -> Self {
+        Repeat {
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+            left: total,
+        }
+    }
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64) as usize;
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn boxed<B: Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static>(b: B) -> BoxBody {
+    BoxBody::new(b)
+}
+
+/// The test upstream. Paths: `/slow/{ms}`, `/bytes/{n}`, `/status/{code}`; anything else
+/// answers 200 `ok`. Every request's body is read to the end and counted.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Log<Seen>>,
+}
+
+pub async fn upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Log<Seen>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let log = log.clone();
+                    async move { Ok::<_, Infallible>(upstream_answer(req, &log).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen }
+}
+
+async fn upstream_answer(req: Request<Incoming>, log: &Log<Seen>) -> Response<BoxBody> {
+    let (parts, mut body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let mut seen = Seen {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        headers: parts.headers,
+        body_len: 0,
+    };
+    // Recorded before the body is read, so a test can act while a request is in flight.
+    log.push(seen.clone());
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            seen.body_len += d.len() as u64;
+        }
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["slow", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            Response::new(boxed(Full::new(Bytes::from_static(b"slow ok"))))
+        }
+        ["bytes", n] => Response::new(boxed(Repeat::new(n.parse().unwrap_or(0)))),
+        ["status", code] => {
+            let mut r = Response::new(boxed(Full::new(Bytes::from_static(b"status"))));
+            *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+            r
+        }
+        ["upload"] => Response::new(boxed(Full::new(Bytes::from(seen.body_len.to_string())))),
+        _ => {
+            let mut r = Response::new(boxed(Full::new(Bytes::from_static(b"ok"))));
+            r.headers_mut()
+                .insert("x-request-id", "upstream-overwrites".parse().unwrap());
+            r
+        }
+    }
+}
+
+/// An address where nothing listens (connection refused).
+pub async fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Accepts connections and closes each as soon as a request starts arriving.
+pub async fn closing_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+/// Accepts connections and never reads or answers (a black-holed collector).
+pub async fn black_hole() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// One decoded span with its resource.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub resource: Resource,
+    pub span: Span,
+}
+
+impl Received {
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.span.attributes, key)
+    }
+    pub fn resource_attr(&self, key: &str) -> Option<String> {
+        attr(&self.resource.attributes, key)
+    }
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+    pub fn parent_id(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+    /// 2 = SERVER, 3 = CLIENT.
+    pub fn kind(&self) -> i32 {
+        self.span.kind
+    }
+    /// 0 unset, 1 ok, 2 error.
+    pub fn status_code(&self) -> i32 {
+        self.span.status.as_ref().map_or(0, |s| s.code)
+    }
+}
+
+fn attr(list: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<String> {
+    list.iter().find(|kv| kv.key == key).and_then(|kv| {
+        kv.value.as_ref().and_then(|v| match v.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            any_value::Value::IntValue(i) => Some(i.to_string()),
+            any_value::Value::BoolValue(b) => Some(b.to_string()),
+            other => Some(format!("{other:?}")),
+        })
+    })
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn flatten(req: ExportTraceServiceRequest, log: &Log<Received>) {
+    for rs in req.resource_spans {
+        let resource = rs.resource.unwrap_or_default();
+        for ss in rs.scope_spans {
+            for span in ss.spans {
+                log.push(Received {
+                    resource: resource.clone(),
+                    span,
+                });
+            }
+        }
+    }
+}
+
+/// An OTLP receiver; `spans` fills as export requests arrive.
+pub struct Collector {
+    pub addr: SocketAddr,
+    pub spans: Arc<Log<Received>>,
+    pub requests: Arc<Log<HeaderMap>>,
+}
+
+struct Grpc {
+    spans: Arc<Log<Received>>,
+    requests: Arc<Log<HeaderMap>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.requests
+            .push(request.metadata().clone().into_headers());
+        flatten(request.into_inner(), &self.spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A real OTLP/gRPC receiver (tonic, gzip accepted).
+pub async fn grpc_collector() -> Collector {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans: Arc<Log<Received>> = Arc::default();
+    let requests: Arc<Log<HeaderMap>> = Arc::default();
+    let svc = TraceServiceServer::new(Grpc {
+        spans: spans.clone(),
+        requests: requests.clone(),
+    })
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    Collector {
+        addr,
+        spans,
+        requests,
+    }
+}
+
+/// A real OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
+pub async fn http_collector() -> Collector {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans: Arc<Log<Received>> = Arc::default();
+    let requests: Arc<Log<HeaderMap>> = Arc::default();
+    let (s, r) = (spans.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (s, r) = (s.clone(), r.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (s, r) = (s.clone(), r.clone());
+                    async move {
+                        let ok = req.uri().path() == "/v1/traces"
+                            && req
+                                .headers()
+                                .get("content-type")
+                                .is_some_and(|v| v == "application/x-protobuf");
+                        r.push(req.headers().clone());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let status = match (ok, ExportTraceServiceRequest::decode(body)) {
+                            (true, Ok(decoded)) => {
+                                flatten(decoded, &s);
+                                StatusCode::OK
+                            }
+                            _ => StatusCode::BAD_REQUEST,
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(
+                            ExportTraceServiceResponse {
+                                partial_success: None,
+                            }
+                            .encode_to_vec(),
+                        )));
+                        *resp.status_mut() = status;
+                        resp.headers_mut()
+                            .insert("content-type", "application/x-protobuf".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Collector {
+        addr,
+        spans,
+        requests,
+    }
+}
+
+/// tracegate started in-process from a YAML template. `{upstream}` and `{collector}` are
+/// replaced; listeners and admin bind port 0.
+pub async fn tracegate(yaml: &str) -> Gateway {
+    let settings = load(yaml, "test.yaml", &Env::default()).unwrap_or_else(|e| panic!("{e}"));
+    Gateway::start(settings).await.unwrap()
+}
+
+/// The usual test config: one upstream, catch-all plus an `/api` route, gRPC export.
+pub fn config(upstream: SocketAddr, export: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\n    connect_timeout: 2s\n    request_timeout: 1s\nroutes:\n  - name: /api/{{id}}\n    match: {{ path_prefix: /api }}\n    upstream: app\n  - match: {{ path_prefix: /slow }}\n    upstream: app\n  - match: {{ path_prefix: /bytes }}\n    upstream: app\n  - match: {{ path_prefix: /status }}\n    upstream: app\n  - match: {{ path: /upload }}\n    upstream: app\n  - match: {{ path: /ok }}\n    upstream: app\ntracing:\n  service_name: test-svc\n  resource_attributes: {{ team: tests }}\n{export}"
+    )
+}
+
+/// gRPC export to `addr` with a short batch delay.
+pub fn grpc_export(addr: SocketAddr) -> String {
+    format!(
+        "export:\n  protocol: grpc\n  endpoint: \"http://{addr}\"\n  batch_delay: 20ms\n  timeout: 2s\n"
+    )
+}
+
+pub fn h1_client() -> Client<HttpConnector, BoxBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> Client<HttpConnector, BoxBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A finished response: status, headers, body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends a request with the given headers and an empty body.
+pub async fn get(
+    client: &Client<HttpConnector, BoxBody>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(client, b.body(boxed(Full::new(Bytes::new()))).unwrap()).await
+}
+
+pub async fn send(client: &Client<HttpConnector, BoxBody>, req: Request<BoxBody>) -> Reply {
+    let resp = tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub fn body_of(b: impl Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static) -> BoxBody {
+    boxed(b)
+}
+
+/// The SERVER and CLIENT spans of one trace.
+pub fn pair(spans: &[Received], trace_id: &str) -> (Received, Option<Received>) {
+    let server = spans
+        .iter()
+        .find(|s| s.trace_id() == trace_id && s.kind() == 2)
+        .unwrap_or_else(|| panic!("no server span for {trace_id} in {} spans", spans.len()))
+        .clone();
+    let client = spans
+        .iter()
+        .find(|s| s.trace_id() == trace_id && s.kind() == 3)
+        .cloned();
+    (server, client)
+}

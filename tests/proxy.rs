@@ -1,5 +1,7 @@
 //! The core path through real sockets: client → tracegate → upstream, spans → OTLP receiver.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
 mod support;
 
 use std::sync::atomic::Ordering::Relaxed;

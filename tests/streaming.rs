@@ -2,6 +2,8 @@
 //! while the whole process's peak memory stays far below the body size.
 //! (Its own test binary, so no other test shares the process's memory.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
 mod support;
 
 use http::Request;

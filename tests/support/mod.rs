@@ -1,7 +1,12 @@
 //! Real peers for integration tests, all on 127.0.0.1:0: an upstream that records what it
 //! saw, OTLP receivers over gRPC (tonic) and HTTP/protobuf that decode what they get, HTTP/1.1
 //! and h2c clients, and tracegate itself in-process.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_types
+)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -49,6 +49,16 @@ enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Run only the built-in echo upstream: it answers every request with JSON describing
+    /// what it received (method, path, headers). A stand-in service for trying tracegate.
+    Echo {
+        /// Where the echo listens.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+        /// Worker threads. Default: one per core.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Run the embedded default: a built-in echo upstream with tracegate in front of it.
     /// Needs no collector; exports over OTLP too when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     Demo {
@@ -88,6 +98,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Echo { listen, workers }) => {
+            let rt = match runtime(workers) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error(&format!("cannot start the runtime: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                match tokio::net::TcpListener::bind(&listen).await {
+                    Ok(l) => {
+                        log::info(&format!("echo upstream serving on {listen}"));
+                        tokio::select! {
+                            () = demo::serve_echo(l) => ExitCode::SUCCESS,
+                            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+                        }
+                    }
+                    Err(e) => {
+                        log::error(&format!("cannot bind the echo upstream on {listen}: {e}"));
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         Some(Command::Demo { listen, admin }) => serve(None, move |rt| {
             rt.block_on(async {
                 let echo = tokio::net::TcpListener::bind("127.0.0.1:0")

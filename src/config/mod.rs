@@ -199,22 +199,99 @@ pub const DEFAULT_CORRELATION_HEADERS: [&str; 2] = ["x-request-id", "x-correlati
 
 /// Parses and validates a config. `env` supplies the `OTEL_*` variables.
 pub fn load(text: &str, source: &str, env: &Env) -> Result<Settings, ConfigErrors> {
-    let file: FileConfig = if text.trim().is_empty() {
-        FileConfig::default()
-    } else {
-        serde_saphyr::from_str(text)
-            .map_err(|e| ConfigErrors(vec![syntax_error(&e, text, source)]))?
-    };
+    let (file, mut errors) = parse_recovering(text, source);
     let mut v = Validator {
         source,
         errors: Vec::new(),
     };
-    let settings = v.settings(file, env);
-    if v.errors.is_empty() {
-        Ok(settings)
-    } else {
-        Err(ConfigErrors(v.errors))
+    let settings = file.map(|f| v.settings(f, env));
+    errors.append(&mut v.errors);
+    match settings {
+        Some(s) if errors.is_empty() => Ok(s),
+        _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// At most this many schema errors are collected from one file.
+const MAX_SCHEMA_ERRORS: usize = 20;
+
+/// Deserializes, recovering from schema errors so that one run reports them all: after an
+/// error on an inline `key: value` line, that line is blanked (line numbers stay put) and the
+/// text parsed again. The recovered document, when there is one, still gets validated.
+/// Recovery stops at anything it cannot step over (block values, list items, YAML syntax) and
+/// drops the "missing field" errors that blanking a required key would cause.
+fn parse_recovering(text: &str, source: &str) -> (Option<FileConfig>, Vec<ConfigError>) {
+    if text.trim().is_empty() {
+        return (Some(FileConfig::default()), Vec::new());
+    }
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut current = text.to_string();
+    while errors.len() < MAX_SCHEMA_ERRORS {
+        let e = match serde_saphyr::from_str::<FileConfig>(&current) {
+            Ok(file) => return (Some(file), errors),
+            Err(e) => syntax_error(&e, text, source),
+        };
+        if !errors.is_empty() && e.message.starts_with("missing field") {
+            break;
+        }
+        let line = usize::try_from(e.line).unwrap_or(0);
+        let recoverable = errors.iter().all(|p| p.line != e.line) && inline_entry(&lines, line);
+        errors.push(e);
+        if !recoverable {
+            break;
+        }
+        lines[line - 1] = placeholder(&lines, line - 1);
+        current = lines.join("\n");
+    }
+    (None, errors)
+}
+
+/// What replaces a removed entry: nothing, or `{}` when it was its mapping's only entry (a
+/// blank would turn the parent into `null` and report a second, invented error).
+fn placeholder(lines: &[String], i: usize) -> String {
+    let indent_of = |l: &String| l.len() - l.trim_start().len();
+    let indent = indent_of(&lines[i]);
+    let in_block = |l: &&String| !l.trim().is_empty();
+    let before = lines[..i]
+        .iter()
+        .rev()
+        .filter(in_block)
+        .take_while(|l| indent_of(l) >= indent);
+    let after = lines[i + 1..]
+        .iter()
+        .filter(in_block)
+        .take_while(|l| indent_of(l) >= indent);
+    let siblings = before.chain(after).any(|l| indent_of(l) == indent);
+    if siblings {
+        String::new()
+    } else {
+        format!("{}{{}}", " ".repeat(indent))
+    }
+}
+
+/// Line `line` (1-based) is `key: value` with the value on the same line, not a list item,
+/// and the next non-empty line is not indented deeper (no block value belongs to it).
+fn inline_entry(lines: &[String], line: usize) -> bool {
+    let Some(l) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return false;
+    };
+    let t = l.trim_start();
+    if t.starts_with('-') || t.starts_with('#') {
+        return false;
+    }
+    let Some((_, value)) = t.split_once(':') else {
+        return false;
+    };
+    let value = value.trim();
+    if value.is_empty() || value.starts_with('#') {
+        return false;
+    }
+    let indent = l.len() - t.len();
+    lines[line..]
+        .iter()
+        .find(|n| !n.trim().is_empty())
+        .is_none_or(|n| n.len() - n.trim_start().len() <= indent)
 }
 
 /// Reads and loads a file.

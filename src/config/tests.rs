@@ -293,3 +293,36 @@ fn base_config_loads() {
     assert_eq!(s.routes[0].upstream, 0);
     assert_eq!(s.upstreams[0].connect_timeout, Duration::from_secs(5));
 }
+
+#[test]
+fn schema_errors_are_all_reported_with_validation_errors() {
+    let yaml = "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:3000]\n    conect_timeout: 1s\n    request_timeout: soon\nroutes:\n  - upstream: nope\n    match:\n      path_prefx: /api\nexport:\n  batch_size: many\n";
+    let e = errs(yaml);
+    let got: Vec<(u64, &str)> = e.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (4, "conect_timeout"),
+            (9, "path_prefx"),
+            (11, "batch_size"),
+            (5, "upstreams[0].request_timeout"),
+            (7, "routes[0].upstream"),
+        ]
+    );
+}
+
+#[test]
+fn recovery_stops_at_block_values_without_inventing_errors() {
+    let yaml = "tracing:\n  samplin:\n    ratio: 1\n  service_nam: x\n";
+    let e = errs(yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].line, e[0].key.as_str()), (2, "samplin"));
+}
+
+#[test]
+fn blanking_a_required_key_does_not_report_it_missing() {
+    let yaml = "upstreams:\n  - name: app\n    endpoints: [http://h:1]\nroutes:\n  - upstream: app\n    match: {path: /x}\n    extra: 1\n";
+    let e = errs(yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "extra");
+}

@@ -612,3 +612,40 @@ async fn admin_health_readiness_and_config() {
     gw.shutdown();
     gw.wait().await;
 }
+
+#[tokio::test]
+async fn demo_echo_shows_the_traceparent_tracegate_sent() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(tracegate::demo::serve_echo(echo));
+    let env = tracegate::config::Env::default();
+    let settings =
+        tracegate::demo::settings("127.0.0.1:0", "127.0.0.1:0", echo_addr, &env).unwrap();
+    assert!(
+        matches!(settings.export, tracegate::config::ExportSettings::Disabled),
+        "no collector needed"
+    );
+    let gw = tracegate::gateway::Gateway::start(settings).await.unwrap();
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/api/hello", gw.proxy_addrs[0]),
+        &[("cookie", "secret=1")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let echoed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let tp = echoed["headers"]["traceparent"].as_str().unwrap();
+    assert_eq!(&tp[3..35], r.headers["x-trace-id"].to_str().unwrap());
+    assert_eq!(echoed["headers"]["cookie"], "REDACTED");
+    assert_eq!(echoed["path"], "/api/hello");
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, the demo exports.
+    let env = tracegate::config::Env::from_pairs([(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://127.0.0.1:4317",
+    )]);
+    let s = tracegate::demo::settings("127.0.0.1:0", "127.0.0.1:0", echo_addr, &env).unwrap();
+    assert!(matches!(
+        s.export,
+        tracegate::config::ExportSettings::Otlp(_)
+    ));
+}

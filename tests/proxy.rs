@@ -649,3 +649,28 @@ async fn demo_echo_shows_the_traceparent_tracegate_sent() {
         tracegate::config::ExportSettings::Otlp(_)
     ));
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let up = upstream().await;
+    let gw = tracegate(&config(up.addr, "export:\n  protocol: none\n")).await;
+    // Sequential requests on fresh client connections each time: only tracegate's pool
+    // can explain a single upstream connection.
+    for _ in 0..20 {
+        let r = get(
+            &h1_client(),
+            &format!("http://{}/ok", gw.proxy_addrs[0]),
+            &[("connection", "close")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(up.seen.len(), 20);
+    // A connection goes back to the pool asynchronously after its response ends, so a second
+    // one may open now and then; without pooling there would be 20.
+    let accepted = up.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        accepted <= 2,
+        "{accepted} upstream connections for 20 sequential requests"
+    );
+}

@@ -147,18 +147,23 @@ fn boxed<B: Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static>(b: B
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Log<Seen>>,
+    /// TCP connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Log<Seen>> = Arc::default();
+    let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let log = seen.clone();
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let log = log.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -171,7 +176,11 @@ pub async fn upstream() -> Upstream {
             });
         }
     });
-    Upstream { addr, seen }
+    Upstream {
+        addr,
+        seen,
+        accepted,
+    }
 }
 
 async fn upstream_answer(req: Request<Incoming>, log: &Log<Seen>) -> Response<BoxBody> {

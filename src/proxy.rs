@@ -61,12 +61,12 @@ pub struct ConnInfo {
 }
 
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+/// Owned so it outlives the request's rewrite; for HTTP/1 the clone only bumps a refcount.
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
 }
 
 pub async fn handle(
@@ -79,12 +79,11 @@ pub async fn handle(
     let rt = shared.runtime.load_full();
 
     // 2. route
-    let route = rt.router.find(
-        request_host(&req),
-        req.uri().path(),
-        req.method(),
-        req.headers(),
-    );
+    let host_value = request_host(&req);
+    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let route = rt
+        .router
+        .find(host, req.uri().path(), req.method(), req.headers());
 
     // 3. trace context and correlation id
     let inbound = context::extract(req.headers());
@@ -97,7 +96,6 @@ pub async fn handle(
     let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
 
     let mut guard = (ids.sampled() && shared.export.enabled()).then(|| {
-        let host = request_host(&req);
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
@@ -143,12 +141,11 @@ pub async fn handle(
     } else {
         ids.server_span
     };
-    let host = request_host(&req).map(str::to_string);
     forward::prepare_request(
         &mut req,
         Outbound {
             authority,
-            host: host.as_deref(),
+            host,
             peer: conn.peer,
             traceparent: w3c::format_traceparent(&ids.trace_id, &client_span, ids.flags),
             tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),

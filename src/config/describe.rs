@@ -1,0 +1,87 @@
+//! The effective config as JSON (for `tracegate check` and `/config`), secrets redacted.
+
+use http::Method;
+use http::header::HeaderName;
+
+use super::*;
+
+impl Settings {
+    /// The effective config as JSON, secrets (exporter header values) redacted.
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let upstreams: Vec<_> = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                json!({
+                    "name": u.name,
+                    "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+                    "request_timeout_ms": u.request_timeout.as_millis() as u64,
+                    "max_idle_per_endpoint": u.max_idle_per_endpoint,
+                    "idle_timeout_ms": u.idle_timeout.as_millis() as u64,
+                })
+            })
+            .collect();
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let path = match &r.path {
+                    PathMatch::Any => json!("any"),
+                    PathMatch::Exact(p) => json!({ "path": p }),
+                    PathMatch::Prefix(p) => json!({ "path_prefix": if p.is_empty() { "/" } else { p } }),
+                    PathMatch::Regex(re) => json!({ "path_regex": re.as_str() }),
+                };
+                let host = r.host.as_ref().map(|h| match h {
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Suffix(s) => format!("*{s}"),
+                });
+                json!({
+                    "name": r.name,
+                    "path": path,
+                    "host": host,
+                    "methods": r.methods.iter().map(Method::as_str).collect::<Vec<_>>(),
+                    "headers": r.headers.iter().map(|(n, v)| json!({"name": n.as_str(), "value": v.as_ref().and_then(|v| v.to_str().ok())})).collect::<Vec<_>>(),
+                    "upstream": self.upstreams.get(r.upstream).map(|u| u.name.as_str()),
+                })
+            })
+            .collect();
+        let export = match &self.export {
+            ExportSettings::Disabled => json!({ "protocol": "none" }),
+            ExportSettings::Otlp(o) => json!({
+                "protocol": o.protocol.as_str(),
+                "endpoint": o.endpoint,
+                "headers": o.headers.iter().map(|(k, _)| (k.clone(), json!("REDACTED"))).collect::<serde_json::Map<_, _>>(),
+                "timeout_ms": o.timeout.as_millis() as u64,
+                "compression": if o.gzip { "gzip" } else { "none" },
+                "batch_size": o.batch_size,
+                "batch_delay_ms": o.batch_delay.as_millis() as u64,
+                "queue_limit": o.queue_limit,
+                "queue_max_bytes": o.queue_max_bytes,
+            }),
+        };
+        let t = &self.tracing;
+        json!({
+            "source": self.source,
+            "listeners": self.listeners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "admin": self.admin.map(|a| a.to_string()),
+            "upstreams": upstreams,
+            "routes": routes,
+            "tracing": {
+                "service_name": t.service_name,
+                "service_version": t.service_version,
+                "resource_attributes": t.resource_attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "trace_id_header": t.trace_id_header.as_ref().map(HeaderName::as_str),
+                "correlation_headers": t.correlation_headers.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
+                "client_spans": t.client_spans,
+                "sampling": { "ratio": t.sampling.ratio, "parent_based": t.sampling.parent_based },
+            },
+            "export": export,
+            "shutdown": {
+                "drain_delay_ms": self.shutdown.drain_delay.as_millis() as u64,
+                "grace_period_ms": self.shutdown.grace_period.as_millis() as u64,
+            },
+        })
+    }
+}

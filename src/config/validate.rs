@@ -1,0 +1,687 @@
+//! Validation: turns the deserialized file and the environment into [`Settings`], collecting
+//! every problem with its line and key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
+use regex::Regex;
+use serde_saphyr::Location;
+
+use super::schema::{self, FileConfig, Text};
+use super::*;
+
+pub(super) struct Validator<'a> {
+    source: &'a str,
+    pub(super) errors: Vec<ConfigError>,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(source: &'a str) -> Self {
+        Validator {
+            source,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, at: &Location, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            source: self.source.to_string(),
+            line: at.line(),
+            column: at.column(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn env_error(&mut self, var: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            source: "environment".into(),
+            line: 0,
+            column: 0,
+            key: var.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, t: &Option<Text>, key: &str, default: Duration) -> Duration {
+        match t {
+            None => default,
+            Some(t) => duration::parse(&t.value).unwrap_or_else(|m| {
+                self.error(&t.referenced, key, m);
+                default
+            }),
+        }
+    }
+
+    fn socket_addr(&mut self, t: &Text, key: &str) -> Option<SocketAddr> {
+        match t.value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    &t.referenced,
+                    key,
+                    format!(
+                        "invalid address `{}`: expected ip:port, e.g. 0.0.0.0:8080",
+                        t.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn settings(&mut self, f: FileConfig, env: &Env) -> Settings {
+        let listeners = if f.listeners.is_empty() {
+            vec![DEFAULT_LISTENER]
+        } else {
+            f.listeners
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    self.socket_addr(&l.address, &format!("listeners[{i}].address"))
+                })
+                .collect()
+        };
+        let admin = match &f.admin.address {
+            None => Some(DEFAULT_ADMIN),
+            Some(t) if t.value == "off" => None,
+            Some(t) => self.socket_addr(t, "admin.address"),
+        };
+        let upstreams = self.upstreams(&f);
+        let routes = self.routes(&f, &upstreams);
+        let tracing = self.tracing(&f.tracing, env);
+        let export = self.export(&f.export, env);
+        let shutdown = ShutdownSettings {
+            drain_delay: self.duration(
+                &f.shutdown.drain_delay,
+                "shutdown.drain_delay",
+                Duration::ZERO,
+            ),
+            grace_period: self.duration(
+                &f.shutdown.grace_period,
+                "shutdown.grace_period",
+                Duration::from_secs(25),
+            ),
+        };
+        Settings {
+            source: self.source.to_string(),
+            listeners,
+            admin,
+            upstreams,
+            routes,
+            tracing,
+            export,
+            shutdown,
+        }
+    }
+
+    fn upstreams(&mut self, f: &FileConfig) -> Vec<UpstreamSettings> {
+        let mut out: Vec<UpstreamSettings> = Vec::new();
+        for (i, u) in f.upstreams.iter().enumerate() {
+            let key = format!("upstreams[{i}]");
+            if out.iter().any(|o| o.name == u.name.value) {
+                self.error(
+                    &u.name.referenced,
+                    format!("{key}.name"),
+                    format!("duplicate upstream name `{}`", u.name.value),
+                );
+            }
+            if u.endpoints.is_empty() {
+                self.error(
+                    &u.name.referenced,
+                    format!("{key}.endpoints"),
+                    "needs at least one endpoint",
+                );
+            }
+            let endpoints = u
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(j, e)| match parse_endpoint(&e.value) {
+                    Ok(ep) => Some(ep),
+                    Err(m) => {
+                        self.error(&e.referenced, format!("{key}.endpoints[{j}]"), m);
+                        None
+                    }
+                })
+                .collect();
+            out.push(UpstreamSettings {
+                name: u.name.value.clone(),
+                endpoints,
+                connect_timeout: self.duration(
+                    &u.connect_timeout,
+                    &format!("{key}.connect_timeout"),
+                    Duration::from_secs(5),
+                ),
+                request_timeout: self.duration(
+                    &u.request_timeout,
+                    &format!("{key}.request_timeout"),
+                    Duration::from_secs(30),
+                ),
+                max_idle_per_endpoint: u.max_idle_per_endpoint.unwrap_or(64),
+                idle_timeout: self.duration(
+                    &u.idle_timeout,
+                    &format!("{key}.idle_timeout"),
+                    Duration::from_secs(90),
+                ),
+            });
+        }
+        out
+    }
+
+    fn routes(&mut self, f: &FileConfig, upstreams: &[UpstreamSettings]) -> Vec<RouteSettings> {
+        let mut out = Vec::new();
+        for (i, r) in f.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let m = &r.matcher;
+            let given = [&m.path, &m.path_prefix, &m.path_regex]
+                .iter()
+                .filter(|p| p.is_some())
+                .count();
+            if given > 1 {
+                self.error(
+                    &r.upstream.referenced,
+                    format!("{key}.match"),
+                    "give at most one of path, path_prefix, path_regex",
+                );
+            }
+            let path = if let Some(p) = &m.path {
+                if !p.value.starts_with('/') {
+                    self.error(
+                        &p.referenced,
+                        format!("{key}.match.path"),
+                        "must start with `/`",
+                    );
+                }
+                PathMatch::Exact(p.value.clone())
+            } else if let Some(p) = &m.path_prefix {
+                if !p.value.starts_with('/') {
+                    self.error(
+                        &p.referenced,
+                        format!("{key}.match.path_prefix"),
+                        "must start with `/`",
+                    );
+                }
+                PathMatch::Prefix(p.value.trim_end_matches('/').to_string())
+            } else if let Some(p) = &m.path_regex {
+                match Regex::new(&format!("^(?:{})$", p.value)) {
+                    Ok(re) => PathMatch::Regex(re),
+                    Err(e) => {
+                        let first = e.to_string();
+                        let detail = first.lines().last().unwrap_or("invalid");
+                        self.error(
+                            &p.referenced,
+                            format!("{key}.match.path_regex"),
+                            format!("invalid regex `{}`: {}", p.value, detail.trim()),
+                        );
+                        PathMatch::Any
+                    }
+                }
+            } else {
+                PathMatch::Any
+            };
+            let host = m.host.as_ref().map(|h| {
+                let v = h.value.to_ascii_lowercase();
+                match v.strip_prefix('*') {
+                    Some(rest) if rest.starts_with('.') => HostMatch::Suffix(rest.to_string()),
+                    _ => HostMatch::Exact(v),
+                }
+            });
+            let mut methods = Vec::new();
+            for (j, t) in m.methods.iter().flatten().enumerate() {
+                match Method::from_bytes(t.value.to_ascii_uppercase().as_bytes()) {
+                    Ok(meth) => methods.push(meth),
+                    Err(_) => self.error(
+                        &t.referenced,
+                        format!("{key}.match.methods[{j}]"),
+                        format!("invalid method `{}`", t.value),
+                    ),
+                }
+            }
+            let mut headers = Vec::new();
+            for (j, h) in m.headers.iter().enumerate() {
+                let hkey = format!("{key}.match.headers[{j}]");
+                let name = HeaderName::from_bytes(h.name.value.as_bytes());
+                let value = h
+                    .value
+                    .as_ref()
+                    .map(|v| (HeaderValue::from_str(&v.value), v));
+                match (name, value) {
+                    (Err(_), _) => self.error(
+                        &h.name.referenced,
+                        format!("{hkey}.name"),
+                        format!("invalid header name `{}`", h.name.value),
+                    ),
+                    (Ok(_), Some((Err(_), v))) => self.error(
+                        &v.referenced,
+                        format!("{hkey}.value"),
+                        format!("invalid header value `{}`", v.value),
+                    ),
+                    (Ok(n), Some((Ok(v), _))) => headers.push((n, Some(v))),
+                    (Ok(n), None) => headers.push((n, None)),
+                }
+            }
+            let upstream = match upstreams.iter().position(|u| u.name == r.upstream.value) {
+                Some(idx) => idx,
+                None => {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    self.error(
+                        &r.upstream.referenced,
+                        format!("{key}.upstream"),
+                        format!(
+                            "unknown upstream `{}` (defined: {})",
+                            r.upstream.value,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                    0
+                }
+            };
+            let name = match (&r.name, &path) {
+                (Some(n), _) => n.value.clone(),
+                (None, PathMatch::Any) => "/*".to_string(),
+                (None, PathMatch::Exact(p)) => p.clone(),
+                (None, PathMatch::Prefix(p)) => format!("{p}/*"),
+                (None, PathMatch::Regex(_)) => m
+                    .path_regex
+                    .as_ref()
+                    .map(|t| t.value.clone())
+                    .unwrap_or_default(),
+            };
+            out.push(RouteSettings {
+                name,
+                path,
+                host,
+                methods,
+                headers,
+                upstream,
+            });
+        }
+        out
+    }
+
+    fn header_names(&mut self, list: &[Text], key: &str) -> Vec<HeaderName> {
+        let mut out = Vec::new();
+        for (i, t) in list.iter().enumerate() {
+            match HeaderName::from_bytes(t.value.as_bytes()) {
+                Ok(n) => out.push(n),
+                Err(_) => self.error(
+                    &t.referenced,
+                    format!("{key}[{i}]"),
+                    format!("invalid header name `{}`", t.value),
+                ),
+            }
+        }
+        out
+    }
+
+    fn tracing(&mut self, t: &schema::TracingConfig, env: &Env) -> TracingSettings {
+        let mut resource: Vec<(String, String)> = Vec::new();
+        if let Some(raw) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
+            match env::parse_key_values(&raw) {
+                Ok(kvs) => resource = kvs,
+                Err(m) => self.env_error("OTEL_RESOURCE_ATTRIBUTES", m),
+            }
+        }
+        for (k, v) in &t.resource_attributes {
+            resource.retain(|(rk, _)| rk != k);
+            resource.push((k.clone(), v.clone()));
+        }
+        let take = |resource: &mut Vec<(String, String)>, key: &str| {
+            let pos = resource.iter().position(|(k, _)| k == key)?;
+            Some(resource.remove(pos).1)
+        };
+        let attr_name = take(&mut resource, "service.name");
+        let attr_version = take(&mut resource, "service.version");
+        let service_name = t
+            .service_name
+            .clone()
+            .or_else(|| env.get("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()))
+            .or(attr_name)
+            .unwrap_or_else(|| "tracegate".to_string());
+        let service_version = t
+            .service_version
+            .clone()
+            .or(attr_version)
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        let trace_id_header = match &t.trace_id_header {
+            None => Some(HeaderName::from_static("x-trace-id")),
+            Some(h) if h.value == "off" => None,
+            Some(h) => self
+                .header_names(std::slice::from_ref(h), "tracing.trace_id_header")
+                .pop(),
+        };
+        let correlation_headers = match &t.correlation_headers {
+            None => DEFAULT_CORRELATION_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            Some(list) => self.header_names(list, "tracing.correlation_headers"),
+        };
+        let sampling = self.sampling(&t.sampling, env);
+        TracingSettings {
+            service_name,
+            service_version,
+            resource_attributes: resource,
+            trace_id_header,
+            correlation_headers,
+            client_spans: t.client_spans.unwrap_or(true),
+            sampling,
+        }
+    }
+
+    fn sampling(&mut self, s: &schema::SamplingConfig, env: &Env) -> SamplingSettings {
+        let mut out = SamplingSettings {
+            ratio: 1.0,
+            parent_based: true,
+        };
+        if let Some(name) = env.get("OTEL_TRACES_SAMPLER") {
+            let arg = env.get("OTEL_TRACES_SAMPLER_ARG");
+            let ratio_arg = |v: &mut Self| match arg.as_deref().map(str::parse::<f64>) {
+                None => 1.0,
+                Some(Ok(r)) if (0.0..=1.0).contains(&r) => r,
+                Some(_) => {
+                    v.env_error("OTEL_TRACES_SAMPLER_ARG", "expected a number from 0 to 1");
+                    1.0
+                }
+            };
+            out = match name.as_str() {
+                "always_on" => SamplingSettings {
+                    ratio: 1.0,
+                    parent_based: false,
+                },
+                "always_off" => SamplingSettings {
+                    ratio: 0.0,
+                    parent_based: false,
+                },
+                "traceidratio" => SamplingSettings {
+                    ratio: ratio_arg(self),
+                    parent_based: false,
+                },
+                "parentbased_always_on" => SamplingSettings {
+                    ratio: 1.0,
+                    parent_based: true,
+                },
+                "parentbased_always_off" => SamplingSettings {
+                    ratio: 0.0,
+                    parent_based: true,
+                },
+                "parentbased_traceidratio" => SamplingSettings {
+                    ratio: ratio_arg(self),
+                    parent_based: true,
+                },
+                other => {
+                    self.env_error(
+                        "OTEL_TRACES_SAMPLER",
+                        format!("unsupported sampler `{other}` (supported: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"),
+                    );
+                    out
+                }
+            };
+        }
+        if let Some(r) = &s.ratio {
+            if (0.0..=1.0).contains(&r.value) {
+                out.ratio = r.value;
+            } else {
+                self.error(
+                    &r.referenced,
+                    "tracing.sampling.ratio",
+                    format!("{} is not between 0 and 1", r.value),
+                );
+            }
+        }
+        if let Some(pb) = s.parent_based {
+            out.parent_based = pb;
+        }
+        out
+    }
+
+    fn export(&mut self, e: &schema::ExportConfig, env: &Env) -> ExportSettings {
+        let env_pick = |name: &str| {
+            env.get(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|| env.get(&format!("OTEL_EXPORTER_OTLP_{name}")))
+                .filter(|v| !v.is_empty())
+        };
+        let protocol = match &e.protocol {
+            Some(p) => {
+                match p.value.as_str() {
+                    "grpc" => Some(Protocol::Grpc),
+                    "http/protobuf" => Some(Protocol::HttpProtobuf),
+                    "none" => None,
+                    other => {
+                        self.error(
+                        &p.referenced,
+                        "export.protocol",
+                        format!("unsupported protocol `{other}` (supported: grpc, http/protobuf, none)"),
+                    );
+                        Some(Protocol::Grpc)
+                    }
+                }
+            }
+            None => {
+                if env
+                    .get("OTEL_SDK_DISABLED")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                {
+                    None
+                } else {
+                    match env_pick("PROTOCOL").as_deref() {
+                        None | Some("grpc") => Some(Protocol::Grpc),
+                        Some("http/protobuf") => Some(Protocol::HttpProtobuf),
+                        Some(other) => {
+                            self.env_error(
+                                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                                format!("unsupported protocol `{other}` (supported: grpc, http/protobuf)"),
+                            );
+                            Some(Protocol::Grpc)
+                        }
+                    }
+                }
+            }
+        };
+        let endpoint = match (&e.endpoint, protocol) {
+            (Some(t), _) => t.value.clone(),
+            (None, p) => match env
+                .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .filter(|v| !v.is_empty())
+            {
+                Some(v) => v,
+                None => match (
+                    env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                        .filter(|v| !v.is_empty()),
+                    p,
+                ) {
+                    (Some(base), Some(Protocol::HttpProtobuf)) => {
+                        format!("{}/v1/traces", base.trim_end_matches('/'))
+                    }
+                    (Some(base), _) => base,
+                    (None, Some(Protocol::HttpProtobuf)) => {
+                        "http://localhost:4318/v1/traces".into()
+                    }
+                    (None, _) => "http://localhost:4317".into(),
+                },
+            },
+        };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.parse::<http::Uri>().is_err()
+        {
+            match &e.endpoint {
+                Some(t) => self.error(
+                    &t.referenced,
+                    "export.endpoint",
+                    format!("invalid URL `{endpoint}`"),
+                ),
+                None => self.env_error(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("invalid URL `{endpoint}`"),
+                ),
+            }
+        }
+        let mut headers = Vec::new();
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Some(raw) = env.get(var) {
+                match env::parse_key_values(&raw) {
+                    Ok(kvs) => {
+                        for (k, v) in kvs {
+                            headers
+                                .retain(|(hk, _): &(String, String)| !hk.eq_ignore_ascii_case(&k));
+                            headers.push((k, v));
+                        }
+                    }
+                    Err(m) => self.env_error(var, m),
+                }
+            }
+        }
+        for (k, t) in e.headers.iter().flatten() {
+            let value = match env::substitute(&t.value, env) {
+                Ok(v) => v,
+                Err(m) => {
+                    self.error(&t.referenced, format!("export.headers.{k}"), m);
+                    continue;
+                }
+            };
+            if HeaderName::from_bytes(k.as_bytes()).is_err()
+                || HeaderValue::from_str(&value).is_err()
+            {
+                self.error(
+                    &t.referenced,
+                    format!("export.headers.{k}"),
+                    "invalid header name or value",
+                );
+                continue;
+            }
+            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), value));
+        }
+        let timeout = match (&e.timeout, env_pick("TIMEOUT")) {
+            (None, Some(ms)) => match ms.parse::<u64>() {
+                Ok(ms) => Duration::from_millis(ms),
+                Err(_) => {
+                    self.env_error("OTEL_EXPORTER_OTLP_TIMEOUT", "expected milliseconds");
+                    Duration::from_secs(10)
+                }
+            },
+            (t, _) => self.duration(t, "export.timeout", Duration::from_secs(10)),
+        };
+        let gzip = match (&e.compression, env_pick("COMPRESSION")) {
+            (Some(t), _) => match t.value.as_str() {
+                "gzip" => true,
+                "none" => false,
+                other => {
+                    self.error(
+                        &t.referenced,
+                        "export.compression",
+                        format!("unsupported `{other}` (gzip, none)"),
+                    );
+                    false
+                }
+            },
+            (None, Some(v)) => match v.as_str() {
+                "gzip" => true,
+                "none" => false,
+                other => {
+                    self.env_error(
+                        "OTEL_EXPORTER_OTLP_COMPRESSION",
+                        format!("unsupported `{other}` (gzip, none)"),
+                    );
+                    false
+                }
+            },
+            (None, None) => false,
+        };
+        let env_num = |v: &mut Self, var: &str, default: usize| match env.get(var) {
+            None => default,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                v.env_error(var, "expected a whole number");
+                default
+            }),
+        };
+        let batch_size = match &e.batch_size {
+            Some(s) => s.value,
+            None => env_num(self, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        };
+        let queue_limit = match &e.queue_limit {
+            Some(s) => s.value,
+            None => env_num(self, "OTEL_BSP_MAX_QUEUE_SIZE", 4096),
+        };
+        let batch_delay = match (&e.batch_delay, env.get("OTEL_BSP_SCHEDULE_DELAY")) {
+            (None, Some(_)) => {
+                Duration::from_millis(env_num(self, "OTEL_BSP_SCHEDULE_DELAY", 1000) as u64)
+            }
+            (t, _) => self.duration(t, "export.batch_delay", Duration::from_secs(1)),
+        };
+        for (value, key, t) in [
+            (batch_size, "export.batch_size", &e.batch_size),
+            (queue_limit, "export.queue_limit", &e.queue_limit),
+        ] {
+            if value == 0 {
+                match t {
+                    Some(t) => self.error(&t.referenced, key, "must be at least 1"),
+                    None => self.env_error(key, "must be at least 1"),
+                }
+            }
+        }
+        let queue_max_bytes = e.queue_max_bytes.as_ref().map_or(16 << 20, |s| s.value);
+        match protocol {
+            None => ExportSettings::Disabled,
+            Some(protocol) => ExportSettings::Otlp(OtlpSettings {
+                protocol,
+                endpoint,
+                headers,
+                timeout,
+                gzip,
+                batch_size: batch_size.max(1),
+                batch_delay,
+                queue_limit: queue_limit.max(1),
+                queue_max_bytes,
+            }),
+        }
+    }
+}
+
+/// Parses `http://host:port` (port defaults to 80).
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let bad = || format!("invalid endpoint `{s}`: expected http://host:port");
+    let rest = s.strip_prefix("http://").ok_or_else(|| {
+        if s.starts_with("https://") {
+            format!("`{s}`: https upstreams are not supported yet; use http://host:port")
+        } else {
+            bad()
+        }
+    })?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(bad());
+    }
+    let authority: http::uri::Authority = rest.parse().map_err(|_| bad())?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    let authority = if authority.port().is_some() {
+        authority
+    } else {
+        format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| bad())?
+    };
+    Ok(Endpoint {
+        host,
+        port,
+        authority,
+    })
+}

@@ -3,14 +3,20 @@
 #   bash benches/quick.sh [seconds] [connections]
 # Needs wrk (apt-get install wrk). Everything stays on 127.0.0.1 and stops by itself.
 # tracegate runs three ways: export off (context still propagated, no spans recorded),
-# spans recorded and exported to a collector port that refuses (built, batched, dropped and
-# counted), and spans exported to a live OTLP/gRPC receiver when OTLP_SINK=host:port is given.
+# spans exported to a live OTLP/gRPC receiver (benches/otlp_sink.rs, decodes and counts), and
+# spans recorded for a collector port that refuses (built, batched, dropped and counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
 cargo build --release -q
 bin=target/release/tracegate
+sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("executable") and m.get("target",{}).get("name")=="otlp_sink": print(m["executable"])')
+counts=$(mktemp)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -20,6 +26,7 @@ pin0=(); pin1=()
 if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
 
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
 sleep 0.5
 
 run_tg() { # name port admin extra-env...
@@ -30,25 +37,32 @@ run_tg() { # name port admin extra-env...
   sleep 0.5
 }
 run_tg off 18081 19081 OTEL_SDK_DISABLED=true
+run_tg exported 18083 19083 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317
 run_tg dropped 18082 19082 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1
-if [ -n "${OTLP_SINK:-}" ]; then
-  run_tg exported 18083 19083 OTEL_EXPORTER_OTLP_ENDPOINT=http://$OTLP_SINK
-fi
 
-measure() { # label url
-  local out
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # utime+stime, clock ticks
+measure() { # label url pid
+  local out before after reqs
+  before=$(cpu "$3")
   out=$(timeout $((secs + 20)) wrk -t1 -c"$conns" -d"${secs}s" --latency "$2")
-  printf '%-34s %10s req/s   p50 %8s   p99 %8s\n' "$1" \
+  after=$(cpu "$3")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  printf '%-34s %10s req/s   p50 %8s   p99 %8s   %4s us CPU/req\n' "$1" \
     "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
     "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")"
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+    "$(( (after - before) * 1000000 / $(getconf CLK_TCK) / reqs ))"
+  last_reqs=$reqs
 }
+pid_on() { pgrep -f -- "--listen 127.0.0.1:$1 " | head -n1; }
 echo "wrk -t1 -c$conns -d${secs}s; echo upstream and tracegate one worker each"
-measure "direct (echo upstream)" http://127.0.0.1:18000/
-measure "tracegate, export off" http://127.0.0.1:18081/
-measure "tracegate, spans built+dropped" http://127.0.0.1:18082/
-curl -s -m 5 127.0.0.1:19082/metrics | grep -E '^tracegate_spans_(produced|dropped)' || true
-if [ -n "${OTLP_SINK:-}" ]; then
-  measure "tracegate, exported to $OTLP_SINK" http://127.0.0.1:18083/
-  curl -s -m 5 127.0.0.1:19083/metrics | grep -E '^tracegate_spans_(produced|exported|dropped)' || true
-fi
+echo "(CPU/req: the process serving the URL; for direct, the echo upstream)"
+measure "direct (echo upstream)" http://127.0.0.1:18000/ "$(pid_on 18000)"
+measure "tracegate, export off" http://127.0.0.1:18081/ "$(pid_on 18081)"
+measure "tracegate, 2 spans/req exported" http://127.0.0.1:18083/ "$(pid_on 18083)"
+sleep 2   # the last batch and the sink's once-a-second count
+read -r spans _ < "$counts"
+echo "  spans received by the OTLP sink per request: $(python3 -c "print(round($spans/$last_reqs, 2))")"
+curl -s -m 5 127.0.0.1:19083/metrics | grep -E '^tracegate_spans_(exported|dropped)' | sed 's/^/  /' || true
+measure "tracegate, 2 spans/req, dead collector" http://127.0.0.1:18082/ "$(pid_on 18082)"
+curl -s -m 5 127.0.0.1:19082/metrics | grep -E '^tracegate_spans_dropped' | sed 's/^/  /' || true

@@ -1,0 +1,87 @@
+//! An OTLP/gRPC receiver for benchmarks: decodes every export request (real protobuf, real
+//! tonic server) and counts spans and requests; `GET /` style polling is not needed: it prints
+//! the totals to stdout once a second while they change, and writes them to the file given
+//! as the second argument (read by benches/quick.sh).
+//!
+//!     cargo bench --bench otlp_sink -- 127.0.0.1:4317 /tmp/sink-count
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+#[derive(Default)]
+struct Counts {
+    spans: AtomicU64,
+    requests: AtomicU64,
+}
+
+struct Sink(Arc<Counts>);
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.0.spans.fetch_add(spans as u64, Relaxed);
+        self.0.requests.fetch_add(1, Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let addr = args
+        .first()
+        .map_or("127.0.0.1:4317", String::as_str)
+        .to_string();
+    let out = args.get(1).cloned();
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (s, r) = (c.spans.load(Relaxed), c.requests.load(Relaxed));
+            if let Some(path) = &out {
+                let _ = std::fs::write(path, format!("{s} {r}\n"));
+            }
+            if s != last {
+                println!("spans {s} requests {r}");
+                last = s;
+            }
+        }
+    });
+    println!("otlp sink on {addr}");
+    tonic::transport::Server::builder()
+        .add_service(
+            TraceServiceServer::new(Sink(counts))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+        )
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .await
+        .expect("serve");
+}

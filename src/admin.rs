@@ -18,12 +18,14 @@ use tokio::sync::watch;
 use crate::gateway::stopped;
 
 use crate::export::ExportStats;
+use crate::sample::SamplingStats;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     /// True once listeners are bound and the config is loaded; false while draining.
     pub ready: AtomicBool,
     pub export: Arc<ExportStats>,
+    pub sampling: Arc<SamplingStats>,
     /// The effective config, secrets redacted.
     pub config_json: String,
 }
@@ -131,6 +133,18 @@ fn metrics(state: &AdminState) -> String {
         "Export requests sent.",
         &[("", s.batches.load(Relaxed))],
     );
+    let _ = writeln!(
+        out,
+        "# HELP tracegate_sampling_decisions_total Sampling decisions by outcome and reason (error and slow: kept after the head dropped them).\n# TYPE tracegate_sampling_decisions_total counter"
+    );
+    for (sampled, reason, n) in state.sampling.snapshot() {
+        let decision = if sampled { "sampled" } else { "dropped" };
+        let _ = writeln!(
+            out,
+            "tracegate_sampling_decisions_total{{decision=\"{decision}\",reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP tracegate_export_queue_depth Exchanges waiting to be exported.\n# TYPE tracegate_export_queue_depth gauge\ntracegate_export_queue_depth {}",

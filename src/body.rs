@@ -9,7 +9,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use std::sync::Arc;
+
+use crate::error::ProxyError;
 use crate::export::ExportHandle;
+use crate::sample::SamplingStats;
 use crate::span::Exchange;
 
 /// Owns the exchange until it ends, then submits it. Dropped without `finish` (the client
@@ -17,13 +21,15 @@ use crate::span::Exchange;
 pub struct SpanGuard {
     exchange: Option<Exchange>,
     sink: ExportHandle,
+    stats: Arc<SamplingStats>,
 }
 
 impl SpanGuard {
-    pub fn new(exchange: Exchange, sink: ExportHandle) -> Self {
+    pub fn new(exchange: Exchange, sink: ExportHandle, stats: Arc<SamplingStats>) -> Self {
         SpanGuard {
             exchange: Some(exchange),
             sink,
+            stats,
         }
     }
 
@@ -36,13 +42,27 @@ impl SpanGuard {
         self.record(error);
     }
 
+    /// Ends the exchange and exports it when the head sampler kept it, or when the tail
+    /// rule keeps it now (5xx, failed, slow): then its spans are marked sampled and carry the
+    /// reason, although the upstream was told "not sampled".
     fn record(&mut self, error: Option<&'static str>) {
-        if let Some(mut e) = self.exchange.take() {
-            e.finish(error);
-            if e.ids.sampled() {
-                self.sink.submit(e);
-            }
+        let Some(mut e) = self.exchange.take() else {
+            return;
+        };
+        e.finish(error);
+        if !e.ids.sampled() {
+            // A 404 for no route is the client's mistake (and scanners'): not kept as an error.
+            let failed = e
+                .error_type
+                .is_some_and(|t| t != ProxyError::NoRoute.error_type());
+            let Some(reason) = e.tail.keep(e.status, failed, e.duration) else {
+                return;
+            };
+            self.stats.count(true, reason);
+            e.sampling = reason;
+            e.ids.flags |= crate::context::w3c::FLAG_SAMPLED;
         }
+        self.sink.submit(e);
     }
 }
 

@@ -197,7 +197,8 @@ pub struct Outbound<'a> {
     pub authority: &'a http::uri::Authority,
     pub host: Option<&'a str>,
     pub peer: SocketAddr,
-    pub traceparent: HeaderValue,
+    /// `None`: an excluded route, whose trace headers pass through untouched.
+    pub traceparent: Option<HeaderValue>,
     pub tracestate: Option<&'a str>,
     pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
 }
@@ -231,25 +232,28 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
         append_list(h, &X_FORWARDED_HOST, host);
     }
     // Exactly one traceparent: every inbound copy is replaced.
-    h.insert(w3c::TRACEPARENT, out.traceparent);
-    h.remove(w3c::TRACESTATE);
-    if let Some(ts) = out.tracestate.and_then(|ts| HeaderValue::from_str(ts).ok()) {
-        h.insert(w3c::TRACESTATE, ts);
+    if let Some(tp) = out.traceparent {
+        h.insert(w3c::TRACEPARENT, tp);
+        h.remove(w3c::TRACESTATE);
+        if let Some(ts) = out.tracestate.and_then(|ts| HeaderValue::from_str(ts).ok()) {
+            h.insert(w3c::TRACESTATE, ts);
+        }
     }
     if let Some((name, value)) = out.correlation {
         h.insert(name, value.clone());
     }
 }
 
-/// Response headers for the client: hop-by-hop removed, trace id and correlation id added.
+/// Response headers for the client: hop-by-hop removed, trace id (`None` for an excluded
+/// route) and correlation id added.
 pub fn prepare_response(
     headers: &mut HeaderMap,
     trace_id_header: Option<&HeaderName>,
-    trace_id: &[u8; 16],
+    trace_id: Option<&[u8; 16]>,
     correlation: Option<(&HeaderName, &HeaderValue)>,
 ) {
     remove_hop_by_hop(headers);
-    if let Some(name) = trace_id_header {
+    if let (Some(name), Some(trace_id)) = (trace_id_header, trace_id) {
         let hex = w3c::trace_id_hex(trace_id);
         if let Ok(v) = HeaderValue::from_bytes(&hex) {
             headers.insert(name, v);

@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::export::{ExportStats, Exporter};
 use crate::proxy::{Runtime, Shared};
+use crate::sample::SamplingStats;
 use crate::{listen, log};
 
 pub struct Gateway {
@@ -50,13 +51,16 @@ impl Gateway {
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let exporter = Exporter::start(&settings.export, &settings.tracing)?;
+        let sampling = Arc::new(SamplingStats::default());
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
             export: exporter.handle.clone(),
+            sampling: sampling.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
             export: exporter.handle.stats.clone(),
+            sampling,
             config_json: serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
         });
 

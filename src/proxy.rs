@@ -16,12 +16,12 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, SpanGuard};
 use crate::config::Settings;
-use crate::context::{self, TraceIds, correlation, ids, w3c};
+use crate::context::{self, Inbound, TraceIds, correlation, ids, w3c};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
 use crate::route::{Router, strip_port};
-use crate::sample::Sampler;
+use crate::sample::{Ratio, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange};
 
 /// Everything one config version needs to serve requests.
@@ -32,12 +32,25 @@ pub struct Runtime {
     pub trace_id_header: Option<HeaderName>,
     pub correlation_headers: Vec<HeaderName>,
     pub client_spans: bool,
+    /// Paths never traced (exact match).
+    pub exclude_paths: Vec<String>,
+    /// Sampling for requests no route matches.
+    pub default_policy: RoutePolicy,
 }
 
 impl Runtime {
     pub fn build(s: &Settings) -> Self {
+        let sampling = &s.tracing.sampling;
         Runtime {
-            router: Router::new(&s.routes),
+            router: Router::new(&s.routes, sampling.keep_errors),
+            exclude_paths: sampling.exclude_paths.clone(),
+            default_policy: RoutePolicy {
+                ratio: Ratio::new(sampling.ratio),
+                tail: TailRule {
+                    keep_errors: sampling.keep_errors,
+                    slow: sampling.slow_threshold,
+                },
+            },
             upstreams: s.upstreams.iter().map(Upstream::new).collect(),
             sampler: Sampler::new(&s.tracing.sampling),
             trace_id_header: s.tracing.trace_id_header.clone(),
@@ -51,6 +64,7 @@ impl Runtime {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub export: ExportHandle,
+    pub sampling: Arc<SamplingStats>,
 }
 
 /// The connection a request arrived on.
@@ -85,17 +99,40 @@ pub async fn handle(
         .router
         .find(host, req.uri().path(), req.method(), req.headers());
 
+    let policy = route.map_or(rt.default_policy, |r| r.policy);
+    // Excluded routes and paths (health checks, scrapes): no span, no sampling decision, and
+    // the caller's trace headers pass upstream untouched.
+    let path = req.uri().path();
+    let traced = !(route.is_some_and(|r| r.excluded) || rt.exclude_paths.iter().any(|p| p == path));
+
     // 3. trace context and correlation id
-    let inbound = context::extract(req.headers());
+    let inbound = if traced {
+        context::extract(req.headers())
+    } else {
+        Inbound::default()
+    };
     let mut ids = TraceIds::new(&inbound, false);
     // 4. sample
-    if rt.sampler.decide(inbound.parent.as_ref(), &ids.trace_id) {
+    let decision = traced.then(|| {
+        let d = rt
+            .sampler
+            .decide(inbound.parent.as_ref(), &ids.trace_id, policy.ratio);
+        shared.sampling.count(d.sampled, d.reason);
+        d
+    });
+    if decision.is_some_and(|d| d.sampled) {
         ids.flags |= w3c::FLAG_SAMPLED;
     }
+    let trace_id = traced.then_some(&ids.trace_id);
     let correlation = correlation::resolve(req.headers(), &rt.correlation_headers);
     let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
 
-    let mut guard = (ids.sampled() && shared.export.enabled()).then(|| {
+    // Recorded when sampled, or when the tail rule may still keep it (errors, slow).
+    let record = decision.filter(|d| {
+        shared.export.enabled()
+            && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
+    });
+    let mut guard = record.map(|decision| {
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
@@ -125,12 +162,14 @@ pub async fn handle(
             error_type: None,
             bytes_sent: 0,
             client: None,
+            sampling: decision.reason,
+            tail: policy.tail,
         };
-        SpanGuard::new(exchange, shared.export.clone())
+        SpanGuard::new(exchange, shared.export.clone(), shared.sampling.clone())
     });
 
     let Some(route) = route else {
-        return Ok(local_error(ProxyError::NoRoute, guard, &rt, &ids, corr));
+        return Ok(local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr));
     };
 
     // 5. forward, with our CLIENT span as the parent the upstream sees
@@ -147,7 +186,8 @@ pub async fn handle(
             authority,
             host,
             peer: conn.peer,
-            traceparent: w3c::format_traceparent(&ids.trace_id, &client_span, ids.flags),
+            traceparent: traced
+                .then(|| w3c::format_traceparent(&ids.trace_id, &client_span, ids.flags)),
             tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
             correlation: corr,
         },
@@ -176,7 +216,7 @@ pub async fn handle(
             forward::prepare_response(
                 &mut parts.headers,
                 rt.trace_id_header.as_ref(),
-                &ids.trace_id,
+                trace_id,
                 corr,
             );
             // 6. the spans end with the body
@@ -194,7 +234,7 @@ pub async fn handle(
                 c.end = Some(started.elapsed());
                 c.error_type = Some(err.error_type());
             }
-            Ok(local_error(err, guard, &rt, &ids, corr))
+            Ok(local_error(err, guard, &rt, trace_id, corr))
         }
     }
 }
@@ -204,7 +244,7 @@ fn local_error(
     err: ProxyError,
     mut guard: Option<SpanGuard>,
     rt: &Runtime,
-    ids: &TraceIds,
+    trace_id: Option<&[u8; 16]>,
     corr: Option<(&HeaderName, &HeaderValue)>,
 ) -> Response<ProxyBody> {
     let status: StatusCode = err.status();
@@ -212,12 +252,12 @@ fn local_error(
         e.status = status.as_u16();
         e.error_type = Some(err.error_type());
     }
-    let trace_hex = w3c::trace_id_hex(&ids.trace_id);
+    let trace_hex = trace_id.map(w3c::trace_id_hex);
     let body = serde_json::json!({
         "error": err.error_type(),
         "message": err.message(),
         "status": status.as_u16(),
-        "trace_id": std::str::from_utf8(&trace_hex).unwrap_or_default(),
+        "trace_id": trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok()),
     })
     .to_string();
     let mut resp = Response::new(ProxyBody::local(Bytes::from(body), guard));
@@ -227,6 +267,6 @@ fn local_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    forward::prepare_response(h, rt.trace_id_header.as_ref(), &ids.trace_id, corr);
+    forward::prepare_response(h, rt.trace_id_header.as_ref(), trace_id, corr);
     resp
 }

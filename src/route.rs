@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::config::{HostMatch, PathMatch, RouteSettings};
+use crate::sample::{Ratio, RoutePolicy, TailRule};
 
 /// A route ready for matching.
 #[derive(Debug)]
@@ -16,6 +17,10 @@ pub struct Route {
     pub name: Arc<str>,
     /// Index of the upstream.
     pub upstream: usize,
+    /// Sampling ratio and tail rule.
+    pub policy: RoutePolicy,
+    /// Never traced: trace headers pass through untouched.
+    pub excluded: bool,
     path: PathMatch,
     host: Option<HostMatch>,
     methods: Vec<Method>,
@@ -29,13 +34,21 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(settings: &[RouteSettings]) -> Self {
+    pub fn new(settings: &[RouteSettings], keep_errors: bool) -> Self {
         Router {
             routes: settings
                 .iter()
                 .map(|r| Route {
                     name: Arc::from(r.name.as_str()),
                     upstream: r.upstream,
+                    policy: RoutePolicy {
+                        ratio: Ratio::new(r.ratio),
+                        tail: TailRule {
+                            keep_errors,
+                            slow: r.slow_threshold,
+                        },
+                    },
+                    excluded: r.excluded,
                     path: r.path.clone(),
                     host: r.host.clone(),
                     methods: r.methods.clone(),
@@ -123,7 +136,7 @@ mod tests {
 
     fn router(yaml: &str) -> Router {
         let s = load(yaml, "t.yaml", &Env::default()).unwrap();
-        Router::new(&s.routes)
+        Router::new(&s.routes, true)
     }
 
     const UP: &str = "upstreams:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: [http://127.0.0.1:2]\n";

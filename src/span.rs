@@ -18,6 +18,7 @@ use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::context::TraceIds;
+use crate::sample::{Reason, TailRule};
 
 /// The upstream endpoint a call went to.
 #[derive(Debug)]
@@ -68,6 +69,10 @@ pub struct Exchange {
     pub error_type: Option<&'static str>,
     pub bytes_sent: u64,
     pub client: Option<ClientCall>,
+    /// Why it is recorded: the head reason, or `Error`/`Slow` when kept after the fact.
+    pub sampling: Reason,
+    /// What keeps it when the head sampler dropped it.
+    pub tail: TailRule,
 }
 
 impl Exchange {
@@ -192,6 +197,7 @@ impl Exchange {
         if let Some(c) = &self.client {
             a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
         }
+        a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
         // `error.type`: tracegate's own reason, else the status code of a 5xx.
         let server_error: Option<String> = self
             .error_type
@@ -243,6 +249,7 @@ impl Exchange {
         ));
         a.push(kv("url.full", url_full.unwrap_or_default()));
         a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+        a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
         if let Some(s) = c.status {
             a.push(KeyValue::new(
                 Key::from_static_str("http.response.status_code"),

@@ -44,6 +44,11 @@ impl Settings {
                     "methods": r.methods.iter().map(Method::as_str).collect::<Vec<_>>(),
                     "headers": r.headers.iter().map(|(n, v)| json!({"name": n.as_str(), "value": v.as_ref().and_then(|v| v.to_str().ok())})).collect::<Vec<_>>(),
                     "upstream": self.upstreams.get(r.upstream).map(|u| u.name.as_str()),
+                    "sampling": {
+                        "ratio": r.ratio,
+                        "slow_threshold_ms": r.slow_threshold.map(|d| d.as_millis() as u64),
+                        "exclude": r.excluded,
+                    },
                 })
             })
             .collect();
@@ -75,7 +80,14 @@ impl Settings {
                 "trace_id_header": t.trace_id_header.as_ref().map(HeaderName::as_str),
                 "correlation_headers": t.correlation_headers.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
                 "client_spans": t.client_spans,
-                "sampling": { "ratio": t.sampling.ratio, "parent_based": t.sampling.parent_based },
+                "sampling": {
+                    "ratio": t.sampling.ratio,
+                    "parent_based": t.sampling.parent_based,
+                    "rate_limit": t.sampling.rate_limit,
+                    "keep_errors": t.sampling.keep_errors,
+                    "slow_threshold_ms": t.sampling.slow_threshold.map(|d| d.as_millis() as u64),
+                    "exclude_paths": t.sampling.exclude_paths,
+                },
             },
             "export": export,
             "shutdown": {

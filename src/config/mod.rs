@@ -135,6 +135,12 @@ pub struct RouteSettings {
     pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// Index into `Settings::upstreams`.
     pub upstream: usize,
+    /// This route's ratio (its own, else the global one).
+    pub ratio: f64,
+    /// This route's slow threshold (its own, else the global one); `None`: off.
+    pub slow_threshold: Option<Duration>,
+    /// Never traced.
+    pub excluded: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -149,10 +155,34 @@ pub struct TracingSettings {
     pub sampling: SamplingSettings,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SamplingSettings {
     pub ratio: f64,
     pub parent_based: bool,
+    /// New sampled traces per second per process.
+    pub rate_limit: Option<f64>,
+    pub keep_errors: bool,
+    pub slow_threshold: Option<Duration>,
+    pub exclude_paths: Vec<String>,
+}
+
+pub const DEFAULT_EXCLUDE_PATHS: [&str; 4] = ["/healthz", "/readyz", "/livez", "/metrics"];
+pub const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_secs(1);
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        SamplingSettings {
+            ratio: 1.0,
+            parent_based: true,
+            rate_limit: None,
+            keep_errors: true,
+            slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
+            exclude_paths: DEFAULT_EXCLUDE_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -85,6 +85,21 @@ pub struct RouteConfig {
     pub matcher: MatchConfig,
     /// Name of an entry in `upstreams`.
     pub upstream: Text,
+    /// Sampling overrides for this route.
+    #[serde(default)]
+    pub sampling: RouteSamplingConfig,
+}
+
+/// Per-route sampling: each key overrides `tracing.sampling` for this route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSamplingConfig {
+    /// Fraction of new traces to sample on this route, 0.0 to 1.0.
+    pub ratio: Option<Spanned<f64>>,
+    /// Keep head-dropped exchanges slower than this, or `off`.
+    pub slow_threshold: Option<Text>,
+    /// Never trace this route: no span, the caller's trace headers pass through untouched.
+    pub exclude: Option<bool>,
 }
 
 /// Route conditions. All given conditions must hold. At most one of `path`, `path_prefix`,
@@ -140,7 +155,8 @@ pub struct TracingConfig {
     pub sampling: SamplingConfig,
 }
 
-/// Head sampling: parent-based; new traces are kept with probability `ratio`.
+/// Head sampling: parent-based; new traces are kept with probability `ratio`, at most
+/// `rate_limit` per second; errors and slow exchanges are kept even when the head said no.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingConfig {
@@ -148,6 +164,15 @@ pub struct SamplingConfig {
     pub ratio: Option<Spanned<f64>>,
     /// Follow the caller's sampled flag. Default true.
     pub parent_based: Option<bool>,
+    /// At most this many new sampled traces per second per process. Default: no limit.
+    pub rate_limit: Option<Spanned<f64>>,
+    /// Keep exchanges the head dropped when they end in a 5xx or an error. Default true.
+    pub keep_errors: Option<bool>,
+    /// Keep exchanges the head dropped when slower than this, or `off`. Default `1s`.
+    pub slow_threshold: Option<Text>,
+    /// Exact paths never traced (health checks, scrapes): no span, trace headers untouched.
+    /// Default `[/healthz, /readyz, /livez, /metrics]`.
+    pub exclude_paths: Option<Vec<Text>>,
 }
 
 /// OTLP export.

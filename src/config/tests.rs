@@ -160,7 +160,8 @@ fn otel_env_applies_when_yaml_is_silent() {
         s.tracing.sampling,
         SamplingSettings {
             ratio: 0.25,
-            parent_based: true
+            parent_based: true,
+            ..SamplingSettings::default()
         }
     );
     let ExportSettings::Otlp(o) = &s.export else {

@@ -90,8 +90,17 @@ impl<'a> Validator<'a> {
             Some(t) => self.socket_addr(t, "admin.address"),
         };
         let upstreams = self.upstreams(&f);
-        let routes = self.routes(&f, &upstreams);
+        let mut routes = self.routes(&f, &upstreams);
         let tracing = self.tracing(&f.tracing, env);
+        // Routes without their own sampling values take the global ones.
+        for (r, rc) in routes.iter_mut().zip(&f.routes) {
+            if rc.sampling.ratio.is_none() {
+                r.ratio = tracing.sampling.ratio;
+            }
+            if rc.sampling.slow_threshold.is_none() {
+                r.slow_threshold = tracing.sampling.slow_threshold;
+            }
+        }
         let export = self.export(&f.export, env);
         let shutdown = ShutdownSettings {
             drain_delay: self.duration(
@@ -294,6 +303,11 @@ impl<'a> Validator<'a> {
                     .map(|t| t.value.clone())
                     .unwrap_or_default(),
             };
+            let ratio = self.ratio(&r.sampling.ratio, &format!("{key}.sampling.ratio"));
+            let slow_threshold = self.threshold(
+                &r.sampling.slow_threshold,
+                &format!("{key}.sampling.slow_threshold"),
+            );
             out.push(RouteSettings {
                 name,
                 path,
@@ -301,6 +315,10 @@ impl<'a> Validator<'a> {
                 methods,
                 headers,
                 upstream,
+                // Replaced by the global values in `settings` when the route gives none.
+                ratio: ratio.unwrap_or(1.0),
+                slow_threshold: slow_threshold.flatten(),
+                excluded: r.sampling.exclude.unwrap_or(false),
             });
         }
         out
@@ -377,10 +395,7 @@ impl<'a> Validator<'a> {
     }
 
     fn sampling(&mut self, s: &schema::SamplingConfig, env: &Env) -> SamplingSettings {
-        let mut out = SamplingSettings {
-            ratio: 1.0,
-            parent_based: true,
-        };
+        let mut out = SamplingSettings::default();
         if let Some(name) = env.get("OTEL_TRACES_SAMPLER") {
             let arg = env.get("OTEL_TRACES_SAMPLER_ARG");
             let ratio_arg = |v: &mut Self| match arg.as_deref().map(str::parse::<f64>) {
@@ -391,55 +406,96 @@ impl<'a> Validator<'a> {
                     1.0
                 }
             };
-            out = match name.as_str() {
-                "always_on" => SamplingSettings {
-                    ratio: 1.0,
-                    parent_based: false,
-                },
-                "always_off" => SamplingSettings {
-                    ratio: 0.0,
-                    parent_based: false,
-                },
-                "traceidratio" => SamplingSettings {
-                    ratio: ratio_arg(self),
-                    parent_based: false,
-                },
-                "parentbased_always_on" => SamplingSettings {
-                    ratio: 1.0,
-                    parent_based: true,
-                },
-                "parentbased_always_off" => SamplingSettings {
-                    ratio: 0.0,
-                    parent_based: true,
-                },
-                "parentbased_traceidratio" => SamplingSettings {
-                    ratio: ratio_arg(self),
-                    parent_based: true,
-                },
+            let (ratio, parent_based) = match name.as_str() {
+                "always_on" => (1.0, false),
+                "always_off" => (0.0, false),
+                "traceidratio" => (ratio_arg(self), false),
+                "parentbased_always_on" => (1.0, true),
+                "parentbased_always_off" => (0.0, true),
+                "parentbased_traceidratio" => (ratio_arg(self), true),
                 other => {
                     self.env_error(
                         "OTEL_TRACES_SAMPLER",
                         format!("unsupported sampler `{other}` (supported: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"),
                     );
-                    out
+                    (out.ratio, out.parent_based)
                 }
             };
+            out.ratio = ratio;
+            out.parent_based = parent_based;
         }
-        if let Some(r) = &s.ratio {
-            if (0.0..=1.0).contains(&r.value) {
-                out.ratio = r.value;
-            } else {
-                self.error(
-                    &r.referenced,
-                    "tracing.sampling.ratio",
-                    format!("{} is not between 0 and 1", r.value),
-                );
-            }
+        if let Some(r) = self.ratio(&s.ratio, "tracing.sampling.ratio") {
+            out.ratio = r;
         }
         if let Some(pb) = s.parent_based {
             out.parent_based = pb;
         }
+        if let Some(r) = &s.rate_limit {
+            if r.value > 0.0 && r.value.is_finite() {
+                out.rate_limit = Some(r.value);
+            } else {
+                self.error(
+                    &r.referenced,
+                    "tracing.sampling.rate_limit",
+                    format!("{} is not a positive number of traces per second", r.value),
+                );
+            }
+        }
+        if let Some(k) = s.keep_errors {
+            out.keep_errors = k;
+        }
+        if let Some(t) = self.threshold(&s.slow_threshold, "tracing.sampling.slow_threshold") {
+            out.slow_threshold = t;
+        }
+        if let Some(list) = &s.exclude_paths {
+            out.exclude_paths = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    if p.value.starts_with('/') {
+                        Some(p.value.clone())
+                    } else {
+                        self.error(
+                            &p.referenced,
+                            format!("tracing.sampling.exclude_paths[{i}]"),
+                            "must start with `/`",
+                        );
+                        None
+                    }
+                })
+                .collect();
+        }
         out
+    }
+
+    /// A ratio between 0 and 1, when given.
+    fn ratio(&mut self, r: &Option<serde_saphyr::Spanned<f64>>, key: &str) -> Option<f64> {
+        let r = r.as_ref()?;
+        if (0.0..=1.0).contains(&r.value) {
+            Some(r.value)
+        } else {
+            self.error(
+                &r.referenced,
+                key,
+                format!("{} is not between 0 and 1", r.value),
+            );
+            None
+        }
+    }
+
+    /// A duration or `off`, when given: `Some(None)` is off.
+    fn threshold(&mut self, t: &Option<Text>, key: &str) -> Option<Option<Duration>> {
+        let t = t.as_ref()?;
+        if t.value == "off" {
+            return Some(None);
+        }
+        match duration::parse(&t.value) {
+            Ok(d) => Some(Some(d)),
+            Err(m) => {
+                self.error(&t.referenced, key, m);
+                None
+            }
+        }
     }
 
     fn export(&mut self, e: &schema::ExportConfig, env: &Env) -> ExportSettings {

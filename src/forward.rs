@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamSettings;
-use crate::context::w3c;
+use crate::context::{Outgoing, Propagation, w3c};
 use crate::error::ProxyError;
 use crate::span::Target;
 
@@ -197,9 +197,9 @@ pub struct Outbound<'a> {
     pub authority: &'a http::uri::Authority,
     pub host: Option<&'a str>,
     pub peer: SocketAddr,
-    /// `None`: an excluded route, whose trace headers pass through untouched.
-    pub traceparent: Option<HeaderValue>,
-    pub tracestate: Option<&'a str>,
+    /// The context to inject in every configured format; `None`: an excluded route, whose
+    /// trace headers pass through untouched.
+    pub trace: Option<(&'a Propagation, Outgoing<'a>)>,
     pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
 }
 
@@ -231,13 +231,9 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     if let Some(host) = out.host {
         append_list(h, &X_FORWARDED_HOST, host);
     }
-    // Exactly one traceparent: every inbound copy is replaced.
-    if let Some(tp) = out.traceparent {
-        h.insert(w3c::TRACEPARENT, tp);
-        h.remove(w3c::TRACESTATE);
-        if let Some(ts) = out.tracestate.and_then(|ts| HeaderValue::from_str(ts).ok()) {
-            h.insert(w3c::TRACESTATE, ts);
-        }
+    // One copy of each configured format: inbound copies are replaced.
+    if let Some((propagation, outgoing)) = &out.trace {
+        propagation.inject(h, outgoing);
     }
     if let Some((name, value)) = out.correlation {
         h.insert(name, value.clone());

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, SpanGuard};
 use crate::config::Settings;
-use crate::context::{self, Inbound, TraceIds, correlation, ids, w3c};
+use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids, w3c};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
@@ -34,6 +34,9 @@ pub struct Runtime {
     pub client_spans: bool,
     /// Paths never traced (exact match).
     pub exclude_paths: Vec<String>,
+    pub propagation: Propagation,
+    /// Baggage members recorded as `baggage.<key>` span attributes.
+    pub baggage_attributes: Vec<Arc<str>>,
     /// Sampling for requests no route matches.
     pub default_policy: RoutePolicy,
 }
@@ -44,6 +47,13 @@ impl Runtime {
         Runtime {
             router: Router::new(&s.routes, sampling.keep_errors),
             exclude_paths: sampling.exclude_paths.clone(),
+            propagation: s.tracing.propagation.clone(),
+            baggage_attributes: s
+                .tracing
+                .baggage_attributes
+                .iter()
+                .map(|k| Arc::from(k.as_str()))
+                .collect(),
             default_policy: RoutePolicy {
                 ratio: Ratio::new(sampling.ratio),
                 tail: TailRule {
@@ -107,7 +117,7 @@ pub async fn handle(
 
     // 3. trace context and correlation id
     let inbound = if traced {
-        context::extract(req.headers())
+        rt.propagation.extract(req.headers())
     } else {
         Inbound::default()
     };
@@ -164,6 +174,15 @@ pub async fn handle(
             client: None,
             sampling: decision.reason,
             tail: policy.tail,
+            propagation_source: inbound.source,
+            baggage: match &inbound.baggage {
+                Some(b) => rt
+                    .baggage_attributes
+                    .iter()
+                    .filter_map(|k| b.get(k).map(|v| (k.clone(), v)))
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         SpanGuard::new(exchange, shared.export.clone(), shared.sampling.clone())
     });
@@ -186,9 +205,19 @@ pub async fn handle(
             authority,
             host,
             peer: conn.peer,
-            traceparent: traced
-                .then(|| w3c::format_traceparent(&ids.trace_id, &client_span, ids.flags)),
-            tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+            trace: traced.then(|| {
+                (
+                    &rt.propagation,
+                    Outgoing {
+                        trace_id: &ids.trace_id,
+                        span_id: &client_span,
+                        parent_id: &ids.server_span,
+                        flags: ids.flags,
+                        tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+                        baggage: inbound.baggage.as_ref(),
+                    },
+                )
+            }),
             correlation: corr,
         },
     );

@@ -17,7 +17,7 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
-use crate::context::TraceIds;
+use crate::context::{Format, TraceIds};
 use crate::sample::{Reason, TailRule};
 
 /// The upstream endpoint a call went to.
@@ -73,6 +73,10 @@ pub struct Exchange {
     pub sampling: Reason,
     /// What keeps it when the head sampler dropped it.
     pub tail: TailRule,
+    /// The format the caller's context came in, if any.
+    pub propagation_source: Option<Format>,
+    /// `tracing.baggage_attributes` members found in the caller's baggage.
+    pub baggage: Vec<(Arc<str>, String)>,
 }
 
 impl Exchange {
@@ -198,6 +202,12 @@ impl Exchange {
             a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
         }
         a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
+        if let Some(f) = self.propagation_source {
+            a.push(kv("tracegate.propagation.format", f.as_str()));
+        }
+        for (k, v) in self.baggage {
+            a.push(KeyValue::new(format!("baggage.{k}"), v));
+        }
         // `error.type`: tracegate's own reason, else the status code of a 5xx.
         let server_error: Option<String> = self
             .error_type

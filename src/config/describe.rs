@@ -80,6 +80,8 @@ impl Settings {
                 "trace_id_header": t.trace_id_header.as_ref().map(HeaderName::as_str),
                 "correlation_headers": t.correlation_headers.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
                 "client_spans": t.client_spans,
+                "propagation": t.propagation.formats().iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "baggage_attributes": t.baggage_attributes,
                 "sampling": {
                     "ratio": t.sampling.ratio,
                     "parent_based": t.sampling.parent_based,

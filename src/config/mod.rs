@@ -21,6 +21,8 @@ use http::header::{HeaderName, HeaderValue};
 use regex::Regex;
 
 pub use env::{Env, process_env};
+
+use crate::context::{Format, Propagation};
 pub use validate::parse_endpoint;
 
 /// One problem in a config, with where it is.
@@ -153,6 +155,8 @@ pub struct TracingSettings {
     pub correlation_headers: Vec<HeaderName>,
     pub client_spans: bool,
     pub sampling: SamplingSettings,
+    pub propagation: Propagation,
+    pub baggage_attributes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -13,6 +13,16 @@ use serde_saphyr::Spanned;
 /// A YAML string with the line it came from.
 pub type Text = Spanned<String>;
 
+/// A section written with no keys (`tracing:` followed only by comments) is YAML `null`:
+/// it means "all defaults", like an absent section.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +31,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     /// The admin listener (health, readiness, metrics).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub admin: AdminConfig,
     /// Named groups of upstream endpoints.
     #[serde(default)]
@@ -30,13 +40,13 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Trace context, correlation ids, resource and sampling.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub tracing: TracingConfig,
     /// OTLP export of finished spans.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub export: ExportConfig,
     /// Graceful shutdown on SIGTERM/SIGINT.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub shutdown: ShutdownConfig,
 }
 
@@ -81,12 +91,12 @@ pub struct RouteConfig {
     /// Used as `http.route` and in the span name. Default: the path, prefix (`/api/*`) or regex.
     pub name: Option<Text>,
     /// Conditions; an empty or absent `match` matches every request.
-    #[serde(rename = "match", default)]
+    #[serde(rename = "match", default, deserialize_with = "null_is_default")]
     pub matcher: MatchConfig,
     /// Name of an entry in `upstreams`.
     pub upstream: Text,
     /// Sampling overrides for this route.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub sampling: RouteSamplingConfig,
 }
 
@@ -150,8 +160,13 @@ pub struct TracingConfig {
     pub correlation_headers: Option<Vec<Text>>,
     /// Record a CLIENT span per upstream call. Default true.
     pub client_spans: Option<bool>,
+    /// Propagation formats, in extraction order: `tracecontext`, `baggage`, `b3`, `b3multi`,
+    /// `jaeger`. Else `OTEL_PROPAGATORS`, else `[tracecontext, baggage]`.
+    pub propagation: Option<Vec<Text>>,
+    /// Baggage members copied into span attributes as `baggage.<key>`. Default none.
+    pub baggage_attributes: Option<Vec<String>>,
     /// Head sampling.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub sampling: SamplingConfig,
 }
 

@@ -327,3 +327,61 @@ fn blanking_a_required_key_does_not_report_it_missing() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].key, "extra");
 }
+
+#[test]
+fn sections_with_every_key_commented_out_mean_defaults() {
+    let s = ok(
+        "tracing:\n  # service_name: x\nexport:\nshutdown:\n  # grace_period: 1s\nupstreams:\n  - name: a\n    endpoints: [http://h:1]\nroutes:\n  - upstream: a\n    match:\n    sampling:\n",
+    );
+    assert_eq!(s.tracing.service_name, "tracegate");
+    assert_eq!(s.shutdown.grace_period, Duration::from_secs(25));
+    assert!(matches!(s.routes[0].path, PathMatch::Any));
+}
+
+#[test]
+fn spans_still_point_at_lines_inside_null_tolerant_sections() {
+    let e = errs("tracing:\n  sampling:\n    ratio: 7\n");
+    assert_eq!(
+        (e[0].line, e[0].key.as_str()),
+        (3, "tracing.sampling.ratio")
+    );
+}
+
+#[test]
+fn propagation_from_yaml_or_otel_propagators() {
+    use crate::context::Format;
+    let s = ok("tracing:\n  propagation: [b3, tracecontext, b3]\n");
+    assert_eq!(
+        s.tracing.propagation.formats(),
+        [Format::B3, Format::TraceContext]
+    );
+    let env = Env::from_pairs([("OTEL_PROPAGATORS", "jaeger, b3multi")]);
+    let s = load("", "t", &env).unwrap();
+    assert_eq!(
+        s.tracing.propagation.formats(),
+        [Format::Jaeger, Format::B3Multi]
+    );
+    let env = Env::from_pairs([("OTEL_PROPAGATORS", "none")]);
+    assert!(
+        load("", "t", &env)
+            .unwrap()
+            .tracing
+            .propagation
+            .formats()
+            .is_empty()
+    );
+    assert_eq!(
+        ok("").tracing.propagation.formats(),
+        [Format::TraceContext, Format::Baggage]
+    );
+    let e = errs("tracing:\n  propagation: [b3, xray]\n");
+    assert_eq!(
+        (e[0].line, e[0].key.as_str()),
+        (2, "tracing.propagation[1]")
+    );
+    let env = Env::from_pairs([("OTEL_PROPAGATORS", "tracecontext,ottrace")]);
+    assert_eq!(
+        load("", "t", &env).unwrap_err().0[0].key,
+        "OTEL_PROPAGATORS"
+    );
+}

@@ -383,6 +383,7 @@ impl<'a> Validator<'a> {
             Some(list) => self.header_names(list, "tracing.correlation_headers"),
         };
         let sampling = self.sampling(&t.sampling, env);
+        let propagation = self.propagation(&t.propagation, env);
         TracingSettings {
             service_name,
             service_version,
@@ -391,6 +392,8 @@ impl<'a> Validator<'a> {
             correlation_headers,
             client_spans: t.client_spans.unwrap_or(true),
             sampling,
+            propagation,
+            baggage_attributes: t.baggage_attributes.clone().unwrap_or_default(),
         }
     }
 
@@ -466,6 +469,47 @@ impl<'a> Validator<'a> {
                 .collect();
         }
         out
+    }
+
+    /// `tracing.propagation`, else `OTEL_PROPAGATORS` (`none` for no format), else the default.
+    fn propagation(&mut self, list: &Option<Vec<Text>>, env: &Env) -> Propagation {
+        let unsupported = |name: &str| {
+            format!(
+                "unsupported propagator `{name}` (supported: {})",
+                Format::NAMES
+            )
+        };
+        if let Some(list) = list {
+            let mut formats = Vec::new();
+            for (i, t) in list.iter().enumerate() {
+                match Format::parse(&t.value) {
+                    Some(f) => formats.push(f),
+                    None => self.error(
+                        &t.referenced,
+                        format!("tracing.propagation[{i}]"),
+                        unsupported(&t.value),
+                    ),
+                }
+            }
+            return Propagation::new(formats);
+        }
+        match env.get("OTEL_PROPAGATORS").filter(|v| !v.trim().is_empty()) {
+            None => Propagation::default(),
+            Some(v) => {
+                let mut formats = Vec::new();
+                for name in v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| *n != "none" && !n.is_empty())
+                {
+                    match Format::parse(name) {
+                        Some(f) => formats.push(f),
+                        None => self.env_error("OTEL_PROPAGATORS", unsupported(name)),
+                    }
+                }
+                Propagation::new(formats)
+            }
+        }
     }
 
     /// A ratio between 0 and 1, when given.

@@ -3,32 +3,188 @@
 //! Decides "continue" (valid inbound `traceparent`: same trace id, our own span ids) or
 //! "start" (absent or invalid: new trace id, inbound `tracestate` dropped).
 
+pub mod b3;
+pub mod baggage;
 pub mod correlation;
 pub mod ids;
+pub mod jaeger;
 pub mod w3c;
 
 use http::HeaderMap;
 
+pub use baggage::Baggage;
 pub use w3c::{TraceParent, TraceState};
+
+/// A propagation format (`tracing.propagation`, `OTEL_PROPAGATORS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// W3C `traceparent` / `tracestate`.
+    TraceContext,
+    /// W3C `baggage`.
+    Baggage,
+    /// Zipkin `b3` single header.
+    B3,
+    /// Zipkin `X-B3-*` headers.
+    B3Multi,
+    /// Jaeger `uber-trace-id`.
+    Jaeger,
+}
+
+impl Format {
+    pub const NAMES: &'static str = "tracecontext, baggage, b3, b3multi, jaeger";
+
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "tracecontext" => Format::TraceContext,
+            "baggage" => Format::Baggage,
+            "b3" => Format::B3,
+            "b3multi" => Format::B3Multi,
+            "jaeger" => Format::Jaeger,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::TraceContext => "tracecontext",
+            Format::Baggage => "baggage",
+            Format::B3 => "b3",
+            Format::B3Multi => "b3multi",
+            Format::Jaeger => "jaeger",
+        }
+    }
+}
+
+/// The configured formats, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Propagation {
+    formats: Vec<Format>,
+}
+
+impl Default for Propagation {
+    /// `tracecontext, baggage`, as the OpenTelemetry default.
+    fn default() -> Self {
+        Propagation::new(vec![Format::TraceContext, Format::Baggage])
+    }
+}
 
 /// What the caller sent, validated.
 #[derive(Clone, Debug, Default)]
 pub struct Inbound {
-    /// The caller's context when its `traceparent` is valid.
+    /// The caller's context, from the format that won.
     pub parent: Option<TraceParent>,
-    /// Only kept with a valid parent; otherwise dropped.
+    /// The format it came from.
+    pub source: Option<Format>,
+    /// Only kept with a valid W3C parent; otherwise dropped.
     pub tracestate: Option<TraceState>,
+    /// Validated baggage (when `baggage` is a configured format).
+    pub baggage: Option<Baggage>,
 }
 
-/// Extracts the caller's W3C context. `tracestate` is not even parsed without a valid parent.
-pub fn extract(headers: &HeaderMap) -> Inbound {
-    match w3c::extract_traceparent(headers) {
-        Some(parent) => Inbound {
-            parent: Some(parent),
-            tracestate: w3c::extract_tracestate(headers),
-        },
-        None => Inbound::default(),
+/// The context tracegate sends upstream: one trace id and one parent id in every format.
+pub struct Outgoing<'a> {
+    pub trace_id: &'a [u8; 16],
+    /// The span the upstream sees as its parent (tracegate's CLIENT span).
+    pub span_id: &'a [u8; 8],
+    /// That span's own parent (tracegate's SERVER span), for B3's ParentSpanId.
+    pub parent_id: &'a [u8; 8],
+    pub flags: u8,
+    pub tracestate: Option<&'a str>,
+    pub baggage: Option<&'a Baggage>,
+}
+
+impl Propagation {
+    pub fn new(mut formats: Vec<Format>) -> Self {
+        let mut seen = Vec::with_capacity(formats.len());
+        formats.retain(|f| {
+            let first = !seen.contains(f);
+            seen.push(*f);
+            first
+        });
+        Propagation { formats }
     }
+
+    pub fn formats(&self) -> &[Format] {
+        &self.formats
+    }
+
+    fn has(&self, f: Format) -> bool {
+        self.formats.contains(&f)
+    }
+
+    /// Tries the formats in configured order; the first valid context wins. When it is not
+    /// W3C but a valid `traceparent` names the same trace, W3C wins (its flags and
+    /// `tracestate` are richer). `tracestate` is only read with a winning W3C parent.
+    pub fn extract(&self, headers: &HeaderMap) -> Inbound {
+        let w3c = self
+            .has(Format::TraceContext)
+            .then(|| w3c::extract_traceparent(headers))
+            .flatten();
+        let mut won = self.formats.iter().find_map(|f| {
+            let p = match f {
+                Format::TraceContext => w3c,
+                Format::B3 => b3::extract_single(headers),
+                Format::B3Multi => b3::extract_multi(headers),
+                Format::Jaeger => jaeger::extract(headers),
+                Format::Baggage => None,
+            }?;
+            Some((*f, p))
+        });
+        if let (Some((f, p)), Some(w)) = (won, w3c) {
+            if f != Format::TraceContext && p.trace_id == w.trace_id {
+                won = Some((Format::TraceContext, w));
+            }
+        }
+        Inbound {
+            parent: won.map(|(_, p)| p),
+            source: won.map(|(f, _)| f),
+            tracestate: won
+                .filter(|(f, _)| *f == Format::TraceContext)
+                .and_then(|_| w3c::extract_tracestate(headers)),
+            baggage: self
+                .has(Format::Baggage)
+                .then(|| baggage::extract(headers))
+                .flatten(),
+        }
+    }
+
+    /// Writes every configured format, each header's inbound copies removed first.
+    pub fn inject(&self, headers: &mut HeaderMap, out: &Outgoing<'_>) {
+        let sampled = out.flags & w3c::FLAG_SAMPLED != 0;
+        if self.has(Format::B3) || self.has(Format::B3Multi) {
+            b3::remove_all(headers);
+        }
+        for f in &self.formats {
+            match f {
+                Format::TraceContext => {
+                    headers.insert(
+                        w3c::TRACEPARENT,
+                        w3c::format_traceparent(out.trace_id, out.span_id, out.flags),
+                    );
+                    headers.remove(w3c::TRACESTATE);
+                    if let Some(ts) = out
+                        .tracestate
+                        .and_then(|ts| http::HeaderValue::from_str(ts).ok())
+                    {
+                        headers.insert(w3c::TRACESTATE, ts);
+                    }
+                }
+                Format::Baggage => baggage::inject(headers, out.baggage),
+                Format::B3 => {
+                    b3::inject_single(headers, out.trace_id, out.span_id, out.parent_id, sampled)
+                }
+                Format::B3Multi => {
+                    b3::inject_multi(headers, out.trace_id, out.span_id, out.parent_id, sampled)
+                }
+                Format::Jaeger => jaeger::inject(headers, out.trace_id, out.span_id, sampled),
+            }
+        }
+    }
+}
+
+/// Extracts the caller's W3C context (the default propagation).
+pub fn extract(headers: &HeaderMap) -> Inbound {
+    Propagation::default().extract(headers)
 }
 
 /// The ids of one traced exchange.
@@ -120,6 +276,121 @@ mod tests {
         let inbound = extract(&h);
         assert!(inbound.parent.is_none());
         assert!(inbound.tracestate.is_none());
+    }
+
+    fn all() -> Propagation {
+        Propagation::new(vec![
+            Format::TraceContext,
+            Format::Baggage,
+            Format::B3,
+            Format::B3Multi,
+            Format::Jaeger,
+        ])
+    }
+
+    #[test]
+    fn formats_are_tried_in_configured_order() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "b3",
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        );
+        h.insert("uber-trace-id", HeaderValue::from_static("abc:1f:0:1"));
+        let b3_first = Propagation::new(vec![Format::B3, Format::Jaeger]).extract(&h);
+        assert_eq!(b3_first.source, Some(Format::B3));
+        let jaeger_first = Propagation::new(vec![Format::Jaeger, Format::B3]).extract(&h);
+        assert_eq!(jaeger_first.source, Some(Format::Jaeger));
+    }
+
+    #[test]
+    fn w3c_wins_when_formats_agree_first_valid_wins_when_they_disagree() {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(TP));
+        h.insert("tracestate", HeaderValue::from_static("k=v"));
+        h.insert(
+            "b3",
+            HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-e457b5a2e4d86bd1-1"),
+        );
+        let b3_first = Propagation::new(vec![Format::B3, Format::TraceContext]);
+        let agree = b3_first.extract(&h);
+        assert_eq!(agree.source, Some(Format::TraceContext));
+        assert_eq!(agree.tracestate.unwrap().as_str(), "k=v");
+        h.insert(
+            "b3",
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        );
+        let disagree = b3_first.extract(&h);
+        assert_eq!(disagree.source, Some(Format::B3));
+        assert!(
+            disagree.tracestate.is_none(),
+            "tracestate only travels with a W3C parent"
+        );
+    }
+
+    #[test]
+    fn unconfigured_formats_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "b3",
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        );
+        h.insert("baggage", HeaderValue::from_static("a=1"));
+        let inbound = extract(&h);
+        assert!(inbound.parent.is_none());
+        assert_eq!(inbound.baggage.unwrap().value, "a=1");
+    }
+
+    #[test]
+    fn every_configured_format_is_injected_consistently_and_replaces_copies() {
+        let mut h = HeaderMap::new();
+        h.append("traceparent", HeaderValue::from_static(TP));
+        h.append("traceparent", HeaderValue::from_static(TP));
+        h.insert(
+            "x-b3-traceid",
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7"),
+        );
+        h.insert("x-b3-flags", HeaderValue::from_static("1"));
+        let (t, s, p) = ([0x12; 16], [0x34; 8], [0x56; 8]);
+        let bag = baggage::extract(&{
+            let mut b = HeaderMap::new();
+            b.insert("baggage", HeaderValue::from_static("k=v"));
+            b
+        });
+        all().inject(
+            &mut h,
+            &Outgoing {
+                trace_id: &t,
+                span_id: &s,
+                parent_id: &p,
+                flags: w3c::FLAG_SAMPLED,
+                tracestate: None,
+                baggage: bag.as_ref(),
+            },
+        );
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert!(h.get("x-b3-flags").is_none(), "inbound B3 copies removed");
+        for f in [
+            Format::TraceContext,
+            Format::B3,
+            Format::B3Multi,
+            Format::Jaeger,
+        ] {
+            let got = Propagation::new(vec![f]).extract(&h);
+            let parent = got.parent.unwrap_or_else(|| panic!("{f:?} not injected"));
+            assert_eq!(
+                (parent.trace_id, parent.parent_id, parent.sampled()),
+                (t, s, true),
+                "{f:?}"
+            );
+        }
+        assert_eq!(h["baggage"], "k=v");
+        assert_eq!(h["x-b3-parentspanid"], "5656565656565656");
+    }
+
+    #[test]
+    fn duplicate_formats_are_kept_once() {
+        let p = Propagation::new(vec![Format::B3, Format::B3, Format::Jaeger]);
+        assert_eq!(p.formats(), [Format::B3, Format::Jaeger]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod config;
 
 pub mod body;
+pub mod capture;
 pub mod context;
 pub mod error;
 pub mod export;

@@ -15,12 +15,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, SpanGuard};
+use crate::capture::Capture;
 use crate::config::Settings;
 use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids, w3c};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
-use crate::route::{Router, strip_port};
+use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange};
 
@@ -37,6 +38,10 @@ pub struct Runtime {
     pub propagation: Propagation,
     /// Baggage members recorded as `baggage.<key>` span attributes.
     pub baggage_attributes: Vec<Arc<str>>,
+    /// Header capture and query redaction.
+    pub capture: Capture,
+    /// Static attributes for requests no route matches.
+    pub default_attributes: Arc<[(String, String)]>,
     /// Sampling for requests no route matches.
     pub default_policy: RoutePolicy,
 }
@@ -45,7 +50,9 @@ impl Runtime {
     pub fn build(s: &Settings) -> Self {
         let sampling = &s.tracing.sampling;
         Runtime {
-            router: Router::new(&s.routes, sampling.keep_errors),
+            router: Router::new(&s.routes, sampling.keep_errors, &s.tracing.attributes),
+            capture: Capture::new(s.tracing.capture.clone(), s.tracing.redact_query.clone()),
+            default_attributes: route::merge(&s.tracing.attributes, &[]),
             exclude_paths: sampling.exclude_paths.clone(),
             propagation: s.tracing.propagation.clone(),
             baggage_attributes: s
@@ -155,7 +162,7 @@ pub async fn handle(
             duration: Default::default(),
             method: req.method().clone(),
             path: req.uri().path().to_string(),
-            query: req.uri().query().map(str::to_string),
+            query: req.uri().query().map(|q| rt.capture.query(q).into_owned()),
             route: route.map(|r| r.name.clone()),
             status: 0,
             server_address: host.map(|h| strip_port(h).to_string()),
@@ -175,6 +182,10 @@ pub async fn handle(
             sampling: decision.reason,
             tail: policy.tail,
             propagation_source: inbound.source,
+            request_headers: rt.capture.request(req.headers()),
+            response_headers: Vec::new(),
+            attributes: route
+                .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
             baggage: match &inbound.baggage {
                 Some(b) => rt
                     .baggage_attributes
@@ -248,6 +259,9 @@ pub async fn handle(
                 trace_id,
                 corr,
             );
+            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                e.response_headers = rt.capture.response(&parts.headers);
+            }
             // 6. the spans end with the body
             Ok(Response::from_parts(
                 parts,

@@ -21,6 +21,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// Never traced: trace headers pass through untouched.
     pub excluded: bool,
+    /// Static span attributes: the process-wide ones, then this route's (which win).
+    pub attributes: Arc<[(String, String)]>,
     path: PathMatch,
     host: Option<HostMatch>,
     methods: Vec<Method>,
@@ -34,7 +36,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(settings: &[RouteSettings], keep_errors: bool) -> Self {
+    pub fn new(
+        settings: &[RouteSettings],
+        keep_errors: bool,
+        global_attributes: &[(String, String)],
+    ) -> Self {
         Router {
             routes: settings
                 .iter()
@@ -49,6 +55,7 @@ impl Router {
                         },
                     },
                     excluded: r.excluded,
+                    attributes: merge(global_attributes, &r.attributes),
                     path: r.path.clone(),
                     host: r.host.clone(),
                     methods: r.methods.clone(),
@@ -70,6 +77,17 @@ impl Router {
             .iter()
             .find(|r| r.matches(host, path, method, headers))
     }
+}
+
+/// `base` overridden per key by `over`, in one shared slice.
+pub fn merge(base: &[(String, String)], over: &[(String, String)]) -> Arc<[(String, String)]> {
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !over.iter().any(|(o, _)| o == k))
+        .cloned()
+        .collect();
+    out.extend(over.iter().cloned());
+    out.into()
 }
 
 /// The host without its port (IPv6 literals keep their brackets).
@@ -136,7 +154,7 @@ mod tests {
 
     fn router(yaml: &str) -> Router {
         let s = load(yaml, "t.yaml", &Env::default()).unwrap();
-        Router::new(&s.routes, true)
+        Router::new(&s.routes, true, &[])
     }
 
     const UP: &str = "upstreams:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: [http://127.0.0.1:2]\n";

@@ -17,6 +17,7 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
+use crate::capture::Headers;
 use crate::context::{Format, TraceIds};
 use crate::sample::{Reason, TailRule};
 
@@ -77,6 +78,11 @@ pub struct Exchange {
     pub propagation_source: Option<Format>,
     /// `tracing.baggage_attributes` members found in the caller's baggage.
     pub baggage: Vec<(Arc<str>, String)>,
+    /// Allow-listed headers (sensitive ones already `REDACTED`).
+    pub request_headers: Headers,
+    pub response_headers: Headers,
+    /// Static attributes (process-wide and the route's).
+    pub attributes: Arc<[(String, String)]>,
 }
 
 impl Exchange {
@@ -208,6 +214,11 @@ impl Exchange {
         for (k, v) in self.baggage {
             a.push(KeyValue::new(format!("baggage.{k}"), v));
         }
+        push_headers(&mut a, "http.request.header.", self.request_headers);
+        push_headers(&mut a, "http.response.header.", self.response_headers);
+        for (k, v) in self.attributes.iter() {
+            a.push(KeyValue::new(k.clone(), v.clone()));
+        }
         // `error.type`: tracegate's own reason, else the status code of a 5xx.
         let server_error: Option<String> = self
             .error_type
@@ -260,6 +271,9 @@ impl Exchange {
         a.push(kv("url.full", url_full.unwrap_or_default()));
         a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
         a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
+        for (k, v) in self.attributes.iter() {
+            a.push(KeyValue::new(k.clone(), v.clone()));
+        }
         if let Some(s) = c.status {
             a.push(KeyValue::new(
                 Key::from_static_str("http.response.status_code"),
@@ -336,5 +350,22 @@ fn protocol_version(v: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+/// Headers as the conventions record them: one string-array attribute per lowercase name.
+fn push_headers(a: &mut Vec<KeyValue>, prefix: &str, headers: Headers) {
+    let mut grouped: Vec<(http::HeaderName, Vec<opentelemetry::StringValue>)> = Vec::new();
+    for (name, value) in headers {
+        match grouped.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value.into()),
+            None => grouped.push((name, vec![value.into()])),
+        }
+    }
+    for (name, values) in grouped {
+        a.push(KeyValue::new(
+            format!("{prefix}{}", name.as_str()),
+            Value::Array(opentelemetry::Array::String(values)),
+        ));
     }
 }

@@ -44,6 +44,7 @@ impl Settings {
                     "methods": r.methods.iter().map(Method::as_str).collect::<Vec<_>>(),
                     "headers": r.headers.iter().map(|(n, v)| json!({"name": n.as_str(), "value": v.as_ref().and_then(|v| v.to_str().ok())})).collect::<Vec<_>>(),
                     "upstream": self.upstreams.get(r.upstream).map(|u| u.name.as_str()),
+                    "attributes": r.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                     "sampling": {
                         "ratio": r.ratio,
                         "slow_threshold_ms": r.slow_threshold.map(|d| d.as_millis() as u64),
@@ -82,6 +83,13 @@ impl Settings {
                 "client_spans": t.client_spans,
                 "propagation": t.propagation.formats().iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                 "baggage_attributes": t.baggage_attributes,
+                "capture": {
+                    "request_headers": header_list(&t.capture.request),
+                    "response_headers": header_list(&t.capture.response),
+                    "reveal": t.capture.reveal.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
+                },
+                "redact_query": t.redact_query,
+                "attributes": t.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "sampling": {
                     "ratio": t.sampling.ratio,
                     "parent_based": t.sampling.parent_based,
@@ -97,5 +105,15 @@ impl Settings {
                 "grace_period_ms": self.shutdown.grace_period.as_millis() as u64,
             },
         })
+    }
+}
+
+fn header_list(l: &HeaderList) -> serde_json::Value {
+    match l {
+        HeaderList::None => serde_json::json!([]),
+        HeaderList::All => serde_json::json!(["*"]),
+        HeaderList::Some(names) => {
+            serde_json::json!(names.iter().map(HeaderName::as_str).collect::<Vec<_>>())
+        }
     }
 }

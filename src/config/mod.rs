@@ -143,6 +143,8 @@ pub struct RouteSettings {
     pub slow_threshold: Option<Duration>,
     /// Never traced.
     pub excluded: bool,
+    /// Static attributes on this route's spans.
+    pub attributes: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -157,7 +159,49 @@ pub struct TracingSettings {
     pub sampling: SamplingSettings,
     pub propagation: Propagation,
     pub baggage_attributes: Vec<String>,
+    pub capture: CaptureSettings,
+    pub redact_query: Vec<String>,
+    /// Static attributes on every span.
+    pub attributes: Vec<(String, String)>,
 }
+
+/// Which headers become span attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureSettings {
+    pub request: HeaderList,
+    pub response: HeaderList,
+    /// Sensitive headers recorded with their real value.
+    pub reveal: Vec<HeaderName>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HeaderList {
+    #[default]
+    None,
+    All,
+    Some(Vec<HeaderName>),
+}
+
+/// Never recorded (only as `REDACTED`) unless revealed.
+pub const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+pub const DEFAULT_REDACT_QUERY: [&str; 4] =
+    ["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"];
+
+/// Downward-API variables that become Kubernetes resource attributes.
+pub const K8S_ENV: [(&str, &str); 7] = [
+    ("K8S_POD_NAME", "k8s.pod.name"),
+    ("K8S_POD_UID", "k8s.pod.uid"),
+    ("K8S_NAMESPACE_NAME", "k8s.namespace.name"),
+    ("K8S_NODE_NAME", "k8s.node.name"),
+    ("K8S_CONTAINER_NAME", "k8s.container.name"),
+    ("K8S_DEPLOYMENT_NAME", "k8s.deployment.name"),
+    ("K8S_CLUSTER_NAME", "k8s.cluster.name"),
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingSettings {

@@ -98,6 +98,8 @@ pub struct RouteConfig {
     /// Sampling overrides for this route.
     #[serde(default, deserialize_with = "null_is_default")]
     pub sampling: RouteSamplingConfig,
+    /// Static attributes added to this route's spans.
+    pub attributes: Option<BTreeMap<String, String>>,
 }
 
 /// Per-route sampling: each key overrides `tracing.sampling` for this route.
@@ -165,9 +167,31 @@ pub struct TracingConfig {
     pub propagation: Option<Vec<Text>>,
     /// Baggage members copied into span attributes as `baggage.<key>`. Default none.
     pub baggage_attributes: Option<Vec<String>>,
+    /// Headers recorded as span attributes.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub capture: CaptureConfig,
+    /// Query parameters whose values are replaced by `REDACTED` in `url.query` and `url.full`.
+    /// Default `[AWSAccessKeyId, Signature, sig, X-Goog-Signature]`.
+    pub redact_query: Option<Vec<String>>,
+    /// Static attributes added to every span.
+    pub attributes: Option<BTreeMap<String, String>>,
     /// Head sampling.
     #[serde(default, deserialize_with = "null_is_default")]
     pub sampling: SamplingConfig,
+}
+
+/// Header capture: `http.request.header.<name>` / `http.response.header.<name>` (lowercase,
+/// string arrays). `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie` are
+/// recorded as `REDACTED` even when listed, unless also listed in `reveal`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Request headers to record; `"*"` records all.
+    pub request_headers: Option<Vec<Text>>,
+    /// Response headers to record; `"*"` records all.
+    pub response_headers: Option<Vec<Text>>,
+    /// Sensitive headers whose real values are recorded anyway (explicit opt-in).
+    pub reveal: Option<Vec<Text>>,
 }
 
 /// Head sampling: parent-based; new traces are kept with probability `ratio`, at most

@@ -385,3 +385,60 @@ fn propagation_from_yaml_or_otel_propagators() {
         "OTEL_PROPAGATORS"
     );
 }
+
+#[test]
+fn kubernetes_downward_api_variables_become_resource_attributes() {
+    let env = Env::from_pairs([
+        ("K8S_POD_NAME", "web-7d9f"),
+        ("K8S_NAMESPACE_NAME", "shop"),
+        ("K8S_NODE_NAME", "node-1"),
+        ("K8S_POD_UID", "1234"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "k8s.node.name=from-otel"),
+    ]);
+    let s = load(
+        "tracing:\n  resource_attributes: { k8s.namespace.name: from-yaml }\n",
+        "t",
+        &env,
+    )
+    .unwrap();
+    let get = |k: &str| {
+        s.tracing
+            .resource_attributes
+            .iter()
+            .find(|(rk, _)| rk == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("k8s.pod.name"), Some("web-7d9f"));
+    assert_eq!(get("k8s.pod.uid"), Some("1234"));
+    assert_eq!(
+        get("k8s.node.name"),
+        Some("from-otel"),
+        "OTEL_RESOURCE_ATTRIBUTES wins over K8S_*"
+    );
+    assert_eq!(
+        get("k8s.namespace.name"),
+        Some("from-yaml"),
+        "the YAML wins over both"
+    );
+}
+
+#[test]
+fn capture_lists_and_query_redaction_defaults() {
+    let s = ok(
+        "tracing:\n  capture:\n    request_headers: [X-Tenant]\n    response_headers: [\"*\"]\n    reveal: [cookie]\n",
+    );
+    assert_eq!(
+        s.tracing.capture.request,
+        HeaderList::Some(vec![HeaderName::from_static("x-tenant")])
+    );
+    assert_eq!(s.tracing.capture.response, HeaderList::All);
+    assert_eq!(
+        s.tracing.redact_query,
+        ["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"]
+    );
+    let e = errs("tracing:\n  capture:\n    request_headers: [\"bad header\"]\n");
+    assert_eq!(
+        (e[0].line, e[0].key.as_str()),
+        (3, "tracing.capture.request_headers[0]")
+    );
+}

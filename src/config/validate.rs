@@ -319,6 +319,12 @@ impl<'a> Validator<'a> {
                 ratio: ratio.unwrap_or(1.0),
                 slow_threshold: slow_threshold.flatten(),
                 excluded: r.sampling.exclude.unwrap_or(false),
+                attributes: r
+                    .attributes
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
         out
@@ -340,10 +346,24 @@ impl<'a> Validator<'a> {
     }
 
     fn tracing(&mut self, t: &schema::TracingConfig, env: &Env) -> TracingSettings {
-        let mut resource: Vec<(String, String)> = Vec::new();
+        // Kubernetes downward-API variables, then OTEL_RESOURCE_ATTRIBUTES, then the YAML:
+        // each later source wins per key.
+        let mut resource: Vec<(String, String)> = K8S_ENV
+            .iter()
+            .filter_map(|(var, key)| {
+                env.get(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (key.to_string(), v))
+            })
+            .collect();
         if let Some(raw) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
             match env::parse_key_values(&raw) {
-                Ok(kvs) => resource = kvs,
+                Ok(kvs) => {
+                    for (k, v) in kvs {
+                        resource.retain(|(rk, _)| *rk != k);
+                        resource.push((k, v));
+                    }
+                }
                 Err(m) => self.env_error("OTEL_RESOURCE_ATTRIBUTES", m),
             }
         }
@@ -394,6 +414,30 @@ impl<'a> Validator<'a> {
             sampling,
             propagation,
             baggage_attributes: t.baggage_attributes.clone().unwrap_or_default(),
+            capture: CaptureSettings {
+                request: self.header_list(
+                    &t.capture.request_headers,
+                    "tracing.capture.request_headers",
+                ),
+                response: self.header_list(
+                    &t.capture.response_headers,
+                    "tracing.capture.response_headers",
+                ),
+                reveal: self.header_names(
+                    t.capture.reveal.as_deref().unwrap_or_default(),
+                    "tracing.capture.reveal",
+                ),
+            },
+            redact_query: t
+                .redact_query
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REDACT_QUERY.iter().map(|q| q.to_string()).collect()),
+            attributes: t
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
@@ -469,6 +513,16 @@ impl<'a> Validator<'a> {
                 .collect();
         }
         out
+    }
+
+    /// A header allow-list: absent or empty records none, `"*"` records all.
+    fn header_list(&mut self, list: &Option<Vec<Text>>, key: &str) -> HeaderList {
+        match list {
+            None => HeaderList::None,
+            Some(l) if l.iter().any(|t| t.value == "*") => HeaderList::All,
+            Some(l) if l.is_empty() => HeaderList::None,
+            Some(l) => HeaderList::Some(self.header_names(l, key)),
+        }
     }
 
     /// `tracing.propagation`, else `OTEL_PROPAGATORS` (`none` for no format), else the default.

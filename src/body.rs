@@ -128,6 +128,15 @@ impl Body for ProxyBody {
                         if let Some(d) = frame.data_ref() {
                             let n = d.len();
                             this.count(n);
+                        } else if let Some(trailers) = frame.trailers_ref() {
+                            if let Some(g) = this
+                                .guard
+                                .as_mut()
+                                .and_then(SpanGuard::exchange)
+                                .and_then(|e| e.grpc.as_mut())
+                            {
+                                g.read_status(trailers);
+                            }
                         }
                         if ended {
                             this.finish(None);

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::UpstreamSettings;
+use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::context::{Outgoing, Propagation, w3c};
 use crate::error::ProxyError;
 use crate::span::Target;
@@ -60,6 +60,8 @@ pub struct Upstream {
     targets: Vec<(http::uri::Authority, Arc<Target>)>,
     next: AtomicUsize,
     request_timeout: std::time::Duration,
+    /// HTTP/1.1, or HTTP/2 for an h2c upstream.
+    pub version: Version,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -74,6 +76,7 @@ impl Upstream {
             .pool_idle_timeout(s.idle_timeout)
             .pool_max_idle_per_host(s.max_idle_per_endpoint)
             .set_host(false)
+            .http2_only(s.protocol == UpstreamProtocol::H2c)
             .build(connector);
         let name: Arc<str> = Arc::from(s.name.as_str());
         Upstream {
@@ -93,6 +96,10 @@ impl Upstream {
             name,
             next: AtomicUsize::new(0),
             request_timeout: s.request_timeout,
+            version: match s.protocol {
+                UpstreamProtocol::Http1 => Version::HTTP_11,
+                UpstreamProtocol::H2c => Version::HTTP_2,
+            },
             client,
         }
     }
@@ -195,6 +202,8 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 /// What the upstream request carries beyond the client's own headers.
 pub struct Outbound<'a> {
     pub authority: &'a http::uri::Authority,
+    /// The upstream's HTTP version.
+    pub version: Version,
     pub host: Option<&'a str>,
     pub peer: SocketAddr,
     /// The context to inject in every configured format; `None`: an excluded route, whose
@@ -217,9 +226,20 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = out.version;
     let h = req.headers_mut();
+    // `TE: trailers` is hop-by-hop but says the client takes trailers, which gRPC requires
+    // of every hop: it is kept (and only it).
+    let te_trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     remove_hop_by_hop(h);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // `Host` is kept; an HTTP/2 request has only `:authority`, which becomes `Host`.
     if !h.contains_key(header::HOST) {
         if let Some(v) = out.host.and_then(|host| HeaderValue::from_str(host).ok()) {
@@ -282,6 +302,18 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn te_trailers_is_the_only_hop_by_hop_value_kept() {
+        // Exercised through prepare_request in tests/grpc.rs; here the rule itself.
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        remove_hop_by_hop(&mut h);
+        assert!(
+            h.get("te").is_none(),
+            "removed with the other hop-by-hop headers first"
+        );
     }
 
     #[test]

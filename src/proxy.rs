@@ -23,7 +23,7 @@ use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, RoutePolicy, Sampler, SamplingStats, TailRule};
-use crate::span::{ClientCall, Exchange};
+use crate::span::{ClientCall, Exchange, Grpc};
 
 /// Everything one config version needs to serve requests.
 pub struct Runtime {
@@ -186,6 +186,12 @@ pub async fn handle(
             response_headers: Vec::new(),
             attributes: route
                 .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
+            grpc: Grpc::from_request(
+                req.headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                req.uri().path(),
+            ),
             baggage: match &inbound.baggage {
                 Some(b) => rt
                     .baggage_attributes
@@ -214,6 +220,7 @@ pub async fn handle(
         &mut req,
         Outbound {
             authority,
+            version: upstream.version,
             host,
             peer: conn.peer,
             trace: traced.then(|| {
@@ -261,6 +268,10 @@ pub async fn handle(
             );
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
                 e.response_headers = rt.capture.response(&parts.headers);
+                // A trailers-only gRPC response carries its status in the headers.
+                if let Some(g) = &mut e.grpc {
+                    g.read_status(&parts.headers);
+                }
             }
             // 6. the spans end with the body
             Ok(Response::from_parts(

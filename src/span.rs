@@ -47,6 +47,47 @@ pub struct ClientCall {
     pub recorded: bool,
 }
 
+/// A gRPC call (`content-type: application/grpc*`).
+#[derive(Debug)]
+pub struct Grpc {
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` from the trailers (or a trailers-only response's headers).
+    pub status: Option<u32>,
+}
+
+impl Grpc {
+    /// `/package.Service/Method`, for requests whose content type is gRPC.
+    pub fn from_request(content_type: Option<&str>, path: &str) -> Option<Grpc> {
+        if !content_type?.starts_with("application/grpc") {
+            return None;
+        }
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        Some(Grpc {
+            service: service.to_string(),
+            method: method.to_string(),
+            status: None,
+        })
+    }
+
+    /// Reads `grpc-status` from headers or trailers.
+    pub fn read_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            self.status = Some(code);
+        }
+    }
+}
+
+/// gRPC codes that make a SERVER span an error (semantic conventions): UNKNOWN,
+/// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+fn grpc_server_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
 /// Everything recorded about one inbound request.
 #[derive(Debug)]
 pub struct Exchange {
@@ -83,6 +124,7 @@ pub struct Exchange {
     pub response_headers: Headers,
     /// Static attributes (process-wide and the route's).
     pub attributes: Arc<[(String, String)]>,
+    pub grpc: Option<Grpc>,
 }
 
 impl Exchange {
@@ -227,9 +269,16 @@ impl Exchange {
         if let Some(e) = &server_error {
             a.push(kv("error.type", e.clone()));
         }
-        // Server spans: 5xx or a failed exchange is an error, 4xx is not.
+        let grpc_status = self.grpc.as_ref().and_then(|g| g.status);
+        if let Some(g) = &self.grpc {
+            push_grpc(&mut a, g);
+        }
+        // Server spans: 5xx or a failed exchange is an error, 4xx is not; for gRPC, the codes
+        // the conventions name for servers.
         let status = if self.status >= 500 || (self.error_type.is_some() && self.status < 400) {
             Status::error(server_error.unwrap_or_else(|| "error".into()))
+        } else if let Some(code) = grpc_status.filter(|c| grpc_server_error(*c)) {
+            Status::error(format!("grpc status {code}"))
         } else {
             Status::Unset
         };
@@ -274,6 +323,9 @@ impl Exchange {
         for (k, v) in self.attributes.iter() {
             a.push(KeyValue::new(k.clone(), v.clone()));
         }
+        if let Some(g) = &self.grpc {
+            push_grpc(&mut a, g);
+        }
         if let Some(s) = c.status {
             a.push(KeyValue::new(
                 Key::from_static_str("http.response.status_code"),
@@ -306,7 +358,12 @@ impl Exchange {
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
-            status: client_error.map_or(Status::Unset, Status::error),
+            // Client spans: any failure, and for gRPC any code but OK.
+            status: match (client_error, grpc_status) {
+                (Some(e), _) => Status::error(e),
+                (None, Some(code)) if code != 0 => Status::error(format!("grpc status {code}")),
+                _ => Status::Unset,
+            },
             instrumentation_scope: scope.clone(),
         });
     }
@@ -366,6 +423,18 @@ fn push_headers(a: &mut Vec<KeyValue>, prefix: &str, headers: Headers) {
         a.push(KeyValue::new(
             format!("{prefix}{}", name.as_str()),
             Value::Array(opentelemetry::Array::String(values)),
+        ));
+    }
+}
+
+fn push_grpc(a: &mut Vec<KeyValue>, g: &Grpc) {
+    a.push(kv("rpc.system", "grpc"));
+    a.push(kv("rpc.service", g.service.clone()));
+    a.push(kv("rpc.method", g.method.clone()));
+    if let Some(code) = g.status {
+        a.push(KeyValue::new(
+            Key::from_static_str("rpc.grpc.status_code"),
+            i64::from(code),
         ));
     }
 }

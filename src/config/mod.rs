@@ -86,11 +86,20 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
     pub name: String,
+    pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+}
+
+/// How tracegate talks to an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
 }
 
 /// An `http://host:port` endpoint.

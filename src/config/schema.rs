@@ -82,6 +82,8 @@ pub struct UpstreamConfig {
     pub max_idle_per_endpoint: Option<usize>,
     /// How long an idle pooled connection is kept. Default `90s`.
     pub idle_timeout: Option<Text>,
+    /// `http1` or `h2c` (HTTP/2 with prior knowledge; needed for gRPC). Default `http1`.
+    pub protocol: Option<Text>,
 }
 
 /// A route: conditions (all must hold) and where matching requests go.

@@ -156,8 +156,21 @@ impl<'a> Validator<'a> {
                     }
                 })
                 .collect();
+            let protocol = match u.protocol.as_ref().map(|t| (t, t.value.as_str())) {
+                None | Some((_, "http1")) => UpstreamProtocol::Http1,
+                Some((_, "h2c")) => UpstreamProtocol::H2c,
+                Some((t, other)) => {
+                    self.error(
+                        &t.referenced,
+                        format!("{key}.protocol"),
+                        format!("unsupported protocol `{other}` (supported: http1, h2c)"),
+                    );
+                    UpstreamProtocol::Http1
+                }
+            };
             out.push(UpstreamSettings {
                 name: u.name.value.clone(),
+                protocol,
                 endpoints,
                 connect_timeout: self.duration(
                     &u.connect_timeout,

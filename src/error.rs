@@ -109,6 +109,38 @@ impl ProxyError {
     }
 }
 
+/// A failed upstream call: its classification and the underlying error's text (for the
+/// CLIENT span's `exception` event).
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ProxyError,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
+        Failure {
+            kind: ProxyError::from_client_error(e),
+            detail: describe(e),
+        }
+    }
+}
+
+/// Every message in an error's source chain, outermost first, repeats left out.
+pub fn describe(e: &(dyn StdError + 'static)) -> String {
+    let mut out = String::new();
+    for s in source_chain(e) {
+        let msg = s.to_string();
+        if !msg.is_empty() && !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
+}
+
 fn source_chain<'a>(
     e: &'a (dyn StdError + 'static),
 ) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
@@ -146,6 +178,27 @@ mod tests {
             assert!(!e.error_type().is_empty());
         }
         assert_eq!(ProxyError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn describe_joins_the_source_chain() {
+        #[derive(Debug)]
+        struct Outer(io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(describe(&e), "client error (Connect): Connection refused");
         assert_eq!(
             ProxyError::ConnectionRefused.status(),
             StatusCode::BAD_GATEWAY

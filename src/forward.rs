@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::context::{Outgoing, Propagation, w3c};
-use crate::error::ProxyError;
+use crate::error::{Failure, ProxyError};
 use crate::span::Target;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
@@ -113,7 +113,7 @@ impl Upstream {
 
     /// Sends the prepared request; the error says what failed. `request_timeout` counts from
     /// the moment the whole request body has been sent (at once for a request without body).
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
             (None, None)
@@ -133,7 +133,10 @@ impl Upstream {
             }
         }
         match tokio::time::timeout(self.request_timeout, call).await {
-            Err(_) => Err(ProxyError::Timeout),
+            Err(_) => Err(Failure {
+                kind: ProxyError::Timeout,
+                detail: format!("no response headers within {:?}", self.request_timeout),
+            }),
             Ok(result) => map_result(result),
         }
     }
@@ -141,8 +144,8 @@ impl Upstream {
 
 fn map_result(
     r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-) -> Result<Response<Incoming>, ProxyError> {
-    r.map_err(|e| ProxyError::from_client_error(&e))
+) -> Result<Response<Incoming>, Failure> {
+    r.map_err(|e| Failure::from_client_error(&e))
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).

@@ -247,6 +247,7 @@ pub async fn handle(
             target: target.clone(),
             status: None,
             error_type: None,
+            error_detail: None,
             recorded: rt.client_spans,
         });
     }
@@ -279,16 +280,17 @@ pub async fn handle(
                 ProxyBody::upstream(body, guard),
             ))
         }
-        Err(err) => {
+        Err(failure) => {
             if let Some(c) = guard
                 .as_mut()
                 .and_then(SpanGuard::exchange)
                 .and_then(|e| e.client.as_mut())
             {
                 c.end = Some(started.elapsed());
-                c.error_type = Some(err.error_type());
+                c.error_type = Some(failure.kind.error_type());
+                c.error_detail = Some(failure.detail);
             }
-            Ok(local_error(err, guard, &rt, trace_id, corr))
+            Ok(local_error(failure.kind, guard, &rt, trace_id, corr))
         }
     }
 }

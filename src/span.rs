@@ -43,6 +43,8 @@ pub struct ClientCall {
     pub target: Arc<Target>,
     pub status: Option<u16>,
     pub error_type: Option<&'static str>,
+    /// The underlying error's text, for the `exception` event.
+    pub error_detail: Option<String>,
     /// Recorded as a CLIENT span (false: the id is still sent upstream, no span).
     pub recorded: bool,
 }
@@ -340,6 +342,16 @@ impl Exchange {
         if let Some(e) = &client_error {
             a.push(kv("error.type", e.clone()));
         }
+        // A failed call carries an `exception` event with what the connection said.
+        let mut events = SpanEvents::default();
+        if let (Some(kind), Some(detail)) = (c.error_type, c.error_detail) {
+            events.events.push(opentelemetry::trace::Event::new(
+                "exception",
+                self.start + c.end.unwrap_or(self.duration),
+                vec![kv("exception.type", kind), kv("exception.message", detail)],
+                0,
+            ));
+        }
         out.push(SpanData {
             span_context: SpanContext::new(
                 trace_id,
@@ -356,7 +368,7 @@ impl Exchange {
             end_time: self.start + c.end.unwrap_or(self.duration),
             attributes: a,
             dropped_attributes_count: 0,
-            events: SpanEvents::default(),
+            events,
             links: SpanLinks::default(),
             // Client spans: any failure, and for gRPC any code but OK.
             status: match (client_error, grpc_status) {

@@ -285,6 +285,7 @@ async fn upstream_failure(
     path: &str,
     status: u16,
     error_type: &str,
+    message_part: &str,
 ) {
     let col = grpc_collector().await;
     let gw = tracegate(&config(endpoint, &grpc_export(col.addr))).await;
@@ -315,23 +316,65 @@ async fn upstream_failure(
         None,
         "no response was received"
     );
+    // The failure's own words travel as an `exception` event on the CLIENT span.
+    let event = client
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("exception event");
+    let attr = |k: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    assert!(attr("exception.type").contains(error_type), "{event:?}");
+    assert!(
+        attr("exception.message").contains(message_part),
+        "{event:?}"
+    );
 }
 
 #[tokio::test]
 async fn refused_upstream_is_502_with_error_spans() {
-    upstream_failure(refused_addr().await, "/ok", 502, "connection_refused").await;
+    upstream_failure(
+        refused_addr().await,
+        "/ok",
+        502,
+        "connection_refused",
+        "refused",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn upstream_closing_the_connection_is_502() {
-    upstream_failure(closing_upstream().await, "/ok", 502, "connection_reset").await;
+    upstream_failure(
+        closing_upstream().await,
+        "/ok",
+        502,
+        "connection_reset",
+        "closed",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn slow_upstream_is_504_with_error_spans() {
     let up = upstream().await;
     // request_timeout is 1s in the test config; the upstream waits 5s.
-    upstream_failure(up.addr, "/slow/5000", 504, "timeout").await;
+    upstream_failure(
+        up.addr,
+        "/slow/5000",
+        504,
+        "timeout",
+        "no response headers within",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::gateway::stopped;
 
+use crate::access_log::AccessLogStats;
 use crate::export::ExportStats;
 use crate::sample::SamplingStats;
 
@@ -26,6 +27,7 @@ pub struct AdminState {
     pub ready: AtomicBool,
     pub export: Arc<ExportStats>,
     pub sampling: Arc<SamplingStats>,
+    pub access_log: Arc<AccessLogStats>,
     /// The effective config, secrets redacted.
     pub config_json: String,
 }

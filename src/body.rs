@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use std::sync::Arc;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::sample::SamplingStats;
@@ -20,16 +21,24 @@ use crate::span::Exchange;
 /// went away while tracegate waited for the upstream), it records `client_aborted`.
 pub struct SpanGuard {
     exchange: Option<Exchange>,
-    sink: ExportHandle,
+    /// Where spans go; `None`: this exchange is recorded for the access log only.
+    sink: Option<ExportHandle>,
     stats: Arc<SamplingStats>,
+    log: Option<AccessLog>,
 }
 
 impl SpanGuard {
-    pub fn new(exchange: Exchange, sink: ExportHandle, stats: Arc<SamplingStats>) -> Self {
+    pub fn new(
+        exchange: Exchange,
+        sink: Option<ExportHandle>,
+        stats: Arc<SamplingStats>,
+        log: Option<AccessLog>,
+    ) -> Self {
         SpanGuard {
             exchange: Some(exchange),
             sink,
             stats,
+            log,
         }
     }
 
@@ -50,19 +59,51 @@ impl SpanGuard {
             return;
         };
         e.finish(error);
-        if !e.ids.sampled() {
+        let mut export = self.sink.is_some() && e.traced;
+        if export && !e.ids.sampled() {
             // A 404 for no route is the client's mistake (and scanners'): not kept as an error.
             let failed = e
                 .error_type
                 .is_some_and(|t| t != ProxyError::NoRoute.error_type());
-            let Some(reason) = e.tail.keep(e.status, failed, e.duration) else {
-                return;
-            };
-            self.stats.count(true, reason);
-            e.sampling = reason;
-            e.ids.flags |= crate::context::w3c::FLAG_SAMPLED;
+            match e.tail.keep(e.status, failed, e.duration) {
+                Some(reason) => {
+                    self.stats.count(true, reason);
+                    e.sampling = reason;
+                    e.ids.flags |= crate::context::w3c::FLAG_SAMPLED;
+                }
+                None => export = false,
+            }
         }
-        self.sink.submit(e);
+        if let Some(log) = &self.log {
+            log.log(entry(&e));
+        }
+        if let (true, Some(sink)) = (export, &self.sink) {
+            sink.submit(e);
+        }
+    }
+}
+
+/// The access log's view of a finished exchange.
+fn entry(e: &Exchange) -> Entry {
+    Entry {
+        time: e.start,
+        trace_id: e.traced.then_some(e.ids.trace_id),
+        span_id: e.traced.then_some(e.ids.server_span),
+        request_id: e.correlation_id.clone(),
+        route: e.route.clone(),
+        method: e.method.clone(),
+        path: e.path.clone(),
+        query: e.query.clone(),
+        status: e.status,
+        duration: e.duration,
+        bytes_in: e
+            .bytes_in
+            .as_ref()
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed)),
+        bytes_out: e.bytes_sent,
+        upstream: e.client.as_ref().map(|c| c.target.base_url.clone()),
+        error_type: e.error_type,
+        sampled: e.traced && e.ids.sampled(),
     }
 }
 

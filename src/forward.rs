@@ -25,6 +25,8 @@ use crate::span::Target;
 pub struct RequestBody {
     inner: Incoming,
     sent: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Bytes sent so far, for the access log.
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl http_body::Body for RequestBody {
@@ -37,6 +39,11 @@ impl http_body::Body for RequestBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(Ok(f)), Some(c)) = (&frame, &this.counted) {
+            if let Some(d) = f.data_ref() {
+                c.fetch_add(d.len() as u64, Relaxed);
+            }
+        }
         if frame.is_none() || this.inner.is_end_stream() {
             if let Some(tx) = this.sent.take() {
                 let _ = tx.send(());
@@ -113,7 +120,11 @@ impl Upstream {
 
     /// Sends the prepared request; the error says what failed. `request_timeout` counts from
     /// the moment the whole request body has been sent (at once for a request without body).
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<Response<Incoming>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
             (None, None)
@@ -121,9 +132,14 @@ impl Upstream {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
         };
-        let call = self
-            .client
-            .request(Request::from_parts(parts, RequestBody { inner, sent }));
+        let call = self.client.request(Request::from_parts(
+            parts,
+            RequestBody {
+                inner,
+                sent,
+                counted,
+            },
+        ));
         tokio::pin!(call);
         if let Some(body_sent) = body_sent {
             tokio::select! {

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::export::{ExportStats, Exporter};
@@ -52,15 +53,18 @@ impl Gateway {
 
         let exporter = Exporter::start(&settings.export, &settings.tracing)?;
         let sampling = Arc::new(SamplingStats::default());
+        let access_log = AccessLog::start(&settings.access_log)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
             export: exporter.handle.clone(),
+            access_log: access_log.clone(),
             sampling: sampling.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
             export: exporter.handle.stats.clone(),
             sampling,
+            access_log: access_log.stats.clone(),
             config_json: serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
         });
 
@@ -109,6 +113,13 @@ impl Gateway {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !exporter.flush(left).await {
                 log::warn("grace period over before the last spans were exported");
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !access_log
+                .flush(left.max(std::time::Duration::from_millis(100)))
+                .await
+            {
+                log::warn("access log not flushed within the grace period");
             }
             let _ = admin_stop_tx.send(true);
             log::info("shutdown complete");

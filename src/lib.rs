@@ -27,6 +27,7 @@ pub mod route;
 pub mod sample;
 pub mod span;
 
+pub mod access_log;
 pub mod admin;
 pub mod demo;
 pub mod gateway;

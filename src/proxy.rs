@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessLog;
 use crate::body::{ProxyBody, SpanGuard};
 use crate::capture::Capture;
 use crate::config::Settings;
@@ -22,7 +24,7 @@ use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
 use crate::route::{self, Router, strip_port};
-use crate::sample::{Ratio, RoutePolicy, Sampler, SamplingStats, TailRule};
+use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc};
 
 /// Everything one config version needs to serve requests.
@@ -81,6 +83,7 @@ impl Runtime {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub export: ExportHandle,
+    pub access_log: AccessLog,
     pub sampling: Arc<SamplingStats>,
 }
 
@@ -144,12 +147,14 @@ pub async fn handle(
     let correlation = correlation::resolve(req.headers(), &rt.correlation_headers);
     let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
 
-    // Recorded when sampled, or when the tail rule may still keep it (errors, slow).
-    let record = decision.filter(|d| {
+    // Spans are recorded when sampled, or when the tail rule may still keep them (errors,
+    // slow); the exchange is also recorded for the access log, traced or not.
+    let export_spans = decision.is_some_and(|d| {
         shared.export.enabled()
             && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
     });
-    let mut guard = record.map(|decision| {
+    let record = export_spans || shared.access_log.enabled();
+    let mut guard = record.then(|| {
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
@@ -179,7 +184,9 @@ pub async fn handle(
             error_type: None,
             bytes_sent: 0,
             client: None,
-            sampling: decision.reason,
+            sampling: decision.map_or(Reason::Ratio, |d| d.reason),
+            traced,
+            bytes_in: None,
             tail: policy.tail,
             propagation_source: inbound.source,
             request_headers: rt.capture.request(req.headers()),
@@ -201,7 +208,15 @@ pub async fn handle(
                 None => Vec::new(),
             },
         };
-        SpanGuard::new(exchange, shared.export.clone(), shared.sampling.clone())
+        SpanGuard::new(
+            exchange,
+            export_spans.then(|| shared.export.clone()),
+            shared.sampling.clone(),
+            shared
+                .access_log
+                .enabled()
+                .then(|| shared.access_log.clone()),
+        )
     });
 
     let Some(route) = route else {
@@ -209,6 +224,7 @@ pub async fn handle(
     };
 
     // 5. forward, with our CLIENT span as the parent the upstream sees
+    let mut bytes_in = None;
     let upstream = &rt.upstreams[route.upstream];
     let (authority, target) = upstream.pick();
     let client_span = if rt.client_spans {
@@ -250,9 +266,15 @@ pub async fn handle(
             error_detail: None,
             recorded: rt.client_spans,
         });
+        // Request body bytes, counted as they stream upstream (only when there is a body).
+        if !http_body::Body::is_end_stream(req.body()) {
+            let counter = Arc::new(AtomicU64::new(0));
+            e.bytes_in = Some(counter.clone());
+            bytes_in = Some(counter);
+        }
     }
 
-    match upstream.send(req).await {
+    match upstream.send(req, bytes_in).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {

@@ -127,6 +127,10 @@ pub struct Exchange {
     /// Static attributes (process-wide and the route's).
     pub attributes: Arc<[(String, String)]>,
     pub grpc: Option<Grpc>,
+    /// False for excluded requests: logged, never exported, no trace ids shown.
+    pub traced: bool,
+    /// Request body bytes sent upstream, when there was a body.
+    pub bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Exchange {

@@ -101,6 +101,18 @@ impl Settings {
                 },
             },
             "export": export,
+            "access_log": match &self.access_log {
+                AccessLogSettings::Off => json!({ "format": "off" }),
+                AccessLogSettings::On { format, target, buffer } => json!({
+                    "format": match format { AccessLogFormat::Json => "json", AccessLogFormat::Text => "text" },
+                    "path": match target {
+                        AccessLogTarget::Stdout => "stdout".to_string(),
+                        AccessLogTarget::Stderr => "stderr".to_string(),
+                        AccessLogTarget::File(p) => p.display().to_string(),
+                    },
+                    "buffer": buffer,
+                }),
+            },
             "shutdown": {
                 "drain_delay_ms": self.shutdown.drain_delay.as_millis() as u64,
                 "grace_period_ms": self.shutdown.grace_period.as_millis() as u64,

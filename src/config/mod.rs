@@ -81,6 +81,31 @@ pub struct Settings {
     pub tracing: TracingSettings,
     pub export: ExportSettings,
     pub shutdown: ShutdownSettings,
+    pub access_log: AccessLogSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogSettings {
+    Off,
+    On {
+        format: AccessLogFormat,
+        target: AccessLogTarget,
+        /// Queued lines before drops.
+        buffer: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    File(std::path::PathBuf),
 }
 
 #[derive(Clone, Debug)]

@@ -48,6 +48,21 @@ pub struct FileConfig {
     /// Graceful shutdown on SIGTERM/SIGINT.
     #[serde(default, deserialize_with = "null_is_default")]
     pub shutdown: ShutdownConfig,
+    /// One line per request.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub access_log: AccessLogConfig,
+}
+
+/// The access log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `json`, `text` or `off`. Default `off`.
+    pub format: Option<Text>,
+    /// `stdout`, `stderr` or a file path (appended to). Default `stdout`.
+    pub path: Option<String>,
+    /// Lines queued for the writer before new ones are dropped (and counted). Default 8192.
+    pub buffer: Option<Spanned<usize>>,
 }
 
 /// One proxy listener.

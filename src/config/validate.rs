@@ -114,8 +114,10 @@ impl<'a> Validator<'a> {
                 Duration::from_secs(25),
             ),
         };
+        let access_log = self.access_log(&f.access_log);
         Settings {
             source: self.source.to_string(),
+            access_log,
             listeners,
             admin,
             upstreams,
@@ -526,6 +528,40 @@ impl<'a> Validator<'a> {
                 .collect();
         }
         out
+    }
+
+    fn access_log(&mut self, a: &schema::AccessLogConfig) -> AccessLogSettings {
+        let format = match a.format.as_ref().map(|t| (t, t.value.as_str())) {
+            None | Some((_, "off")) => return AccessLogSettings::Off,
+            Some((_, "json")) => AccessLogFormat::Json,
+            Some((_, "text")) => AccessLogFormat::Text,
+            Some((t, other)) => {
+                self.error(
+                    &t.referenced,
+                    "access_log.format",
+                    format!("unsupported format `{other}` (json, text, off)"),
+                );
+                return AccessLogSettings::Off;
+            }
+        };
+        let target = match a.path.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some(p) => AccessLogTarget::File(p.into()),
+        };
+        let buffer = match &a.buffer {
+            Some(b) if b.value == 0 => {
+                self.error(&b.referenced, "access_log.buffer", "must be at least 1");
+                1
+            }
+            Some(b) => b.value,
+            None => 8192,
+        };
+        AccessLogSettings::On {
+            format,
+            target,
+            buffer,
+        }
     }
 
     /// A header allow-list: absent or empty records none, `"*"` records all.

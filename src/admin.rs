@@ -19,7 +19,9 @@ use crate::gateway::stopped;
 
 use crate::access_log::AccessLogStats;
 use crate::export::ExportStats;
+use crate::reload::ReloadStats;
 use crate::sample::SamplingStats;
+use arc_swap::ArcSwap;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -28,8 +30,9 @@ pub struct AdminState {
     pub export: Arc<ExportStats>,
     pub sampling: Arc<SamplingStats>,
     pub access_log: Arc<AccessLogStats>,
-    /// The effective config, secrets redacted.
-    pub config_json: String,
+    /// The effective config, secrets redacted (replaced on reload).
+    pub config_json: Arc<ArcSwap<String>>,
+    pub reloads: Arc<ReloadStats>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
@@ -81,7 +84,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/config" => reply(
             StatusCode::OK,
             "application/json",
-            state.config_json.clone(),
+            state.config_json.load().as_str().to_string(),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
@@ -134,6 +137,28 @@ fn metrics(state: &AdminState) -> String {
         "tracegate_export_batches_total",
         "Export requests sent.",
         &[("", s.batches.load(Relaxed))],
+    );
+    counter(
+        "tracegate_access_log_lines_total",
+        "Access log lines, written or dropped (full queue, write error).",
+        &[
+            (
+                "{result=\"written\"}",
+                state.access_log.written.load(Relaxed),
+            ),
+            (
+                "{result=\"dropped\"}",
+                state.access_log.dropped.load(Relaxed),
+            ),
+        ],
+    );
+    counter(
+        "tracegate_config_reloads_total",
+        "Config reloads, applied or rejected.",
+        &[
+            ("{result=\"ok\"}", state.reloads.ok.load(Relaxed)),
+            ("{result=\"failed\"}", state.reloads.failed.load(Relaxed)),
+        ],
     );
     let _ = writeln!(
         out,

@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
-use crate::config::Settings;
+use crate::config::{Env, Settings};
 use crate::export::{ExportStats, Exporter};
 use crate::proxy::{Runtime, Shared};
+use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
 use crate::{listen, log};
 
@@ -26,6 +27,10 @@ pub struct Gateway {
     pub export_stats: Arc<ExportStats>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    config_json: Arc<ArcSwap<String>>,
+    reloads: Arc<ReloadStats>,
+    settings: Settings,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -53,6 +58,10 @@ impl Gateway {
 
         let exporter = Exporter::start(&settings.export, &settings.tracing)?;
         let sampling = Arc::new(SamplingStats::default());
+        let config_json = Arc::new(ArcSwap::from_pointee(
+            serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
+        ));
+        let reloads = Arc::new(ReloadStats::default());
         let access_log = AccessLog::start(&settings.access_log)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
@@ -65,7 +74,8 @@ impl Gateway {
             export: exporter.handle.stats.clone(),
             sampling,
             access_log: access_log.stats.clone(),
-            config_json: serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
+            config_json: config_json.clone(),
+            reloads: reloads.clone(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -90,6 +100,7 @@ impl Gateway {
         ));
 
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let shared_for_reload = shared.clone();
         let export_stats = exporter.handle.stats.clone();
         let drain_delay = settings.shutdown.drain_delay;
         let grace = settings.shutdown.grace_period;
@@ -130,7 +141,24 @@ impl Gateway {
             export_stats,
             shutdown: shutdown_tx,
             task,
+            shared: shared_for_reload,
+            config_json,
+            reloads,
+            settings,
         })
+    }
+
+    /// Reloads `path` on SIGHUP and when it changes, until shutdown.
+    pub fn watch_config(&self, path: std::path::PathBuf, env: Env) {
+        let reloader = Reloader {
+            path,
+            env,
+            shared: self.shared.clone(),
+            config_json: self.config_json.clone(),
+            stats: self.reloads.clone(),
+            current: self.settings.clone(),
+        };
+        tokio::spawn(reloader.run(self.shutdown.subscribe()));
     }
 
     /// Starts the graceful shutdown (what SIGTERM does). Returns at once.

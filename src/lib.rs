@@ -32,3 +32,4 @@ pub mod admin;
 pub mod demo;
 pub mod gateway;
 pub mod log;
+pub mod reload;

@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Some(Command::Demo { listen, admin }) => serve(None, move |rt| {
+        Some(Command::Demo { listen, admin }) => serve(None, None, move |rt| {
             rt.block_on(async {
                 let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
@@ -146,7 +146,9 @@ fn main() -> ExitCode {
             admin,
             workers,
         }) => {
-            let settings = match (config.or(cli.config), listen, upstream) {
+            let path = config.or(cli.config);
+            let watch = path.clone().map(|p| (p, env.clone()));
+            let settings = match (path, listen, upstream) {
                 (Some(path), _, _) => config::load_file(&path, &env).map(|mut s| {
                     if let Some(a) = admin.as_deref() {
                         s.admin = if a == "off" {
@@ -163,12 +165,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            serve(workers, move |_| settings.map_err(|e| e.to_string()))
+            serve(workers, watch, move |_| settings.map_err(|e| e.to_string()))
         }
         None => match cli.config {
             Some(path) => {
                 let settings = config::load_file(&path, &env);
-                serve(None, move |_| settings.map_err(|e| e.to_string()))
+                serve(None, Some((path, env)), move |_| {
+                    settings.map_err(|e| e.to_string())
+                })
             }
             None => {
                 eprintln!(
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
 /// Runs tracegate until SIGTERM/SIGINT has drained it. A second signal exits at once.
 fn serve(
     workers: Option<usize>,
+    watch: Option<(PathBuf, config::Env)>,
     settings: impl FnOnce(&tokio::runtime::Runtime) -> Result<Settings, String>,
 ) -> ExitCode {
     let rt = match runtime(workers) {
@@ -210,6 +215,9 @@ fn serve(
         };
         if demo {
             print_demo_help(&gateway);
+        }
+        if let Some((path, env)) = watch {
+            gateway.watch_config(path, env);
         }
         let mut sigterm =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

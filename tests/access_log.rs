@@ -53,7 +53,15 @@ async fn one_json_line_per_request_flushed_on_shutdown() {
         (404, 404)
     );
 
+    let admin = gw.admin_addr.unwrap();
     gw.shutdown();
+    // The admin port serves until the shutdown sequence ends; read the counters first.
+    let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        metrics.contains("tracegate_access_log_lines_total{result=\"dropped\"} 0"),
+        "{metrics}"
+    );
     gw.wait().await;
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(

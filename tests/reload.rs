@@ -1,0 +1,182 @@
+//! Hot reload through the real binary: SIGHUP and file changes swap routes without failing a
+//! request; an invalid file is rejected with its file:line errors and the old config serves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
+
+fn config_to(upstream: SocketAddr) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\nroutes:\n  - upstream: app\nexport:\n  protocol: none\n"
+    )
+}
+
+/// Replaces the file atomically (write + rename), as editors and ConfigMaps do.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits until the counter `name` reaches at least `n`; returns its value. (A change may be
+/// applied twice, by the file watch and by SIGHUP, whichever comes first: both are reloads.)
+async fn counter_at_least(admin: &str, name: &str, n: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+        let value = String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if value >= n {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {value}, below {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+const OK: &str = "tracegate_config_reloads_total{result=\"ok\"}";
+const FAILED: &str = "tracegate_config_reloads_total{result=\"failed\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_config_without_failing_a_request() {
+    let a = upstream().await;
+    let b = upstream().await;
+    let dir = std::env::temp_dir().join(format!("tracegate-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tracegate.yaml");
+    write(&path, &config_to(a.addr));
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
+    let (proxy, admin) = loop {
+        let line = lines.next().expect("tracegate exited early").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            let proxy = rest.split(' ').next().unwrap().to_string();
+            let admin = rest
+                .split("(admin ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_string();
+            break (proxy, admin);
+        }
+    };
+    // Keep reading the log so the pipe never fills.
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log_writer = log.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            log_writer.lock().unwrap().push(l);
+        }
+    });
+
+    // A bounded load loop for the whole test: every request must succeed.
+    let done = Arc::new(AtomicBool::new(false));
+    let (stop, url) = (done.clone(), format!("http://{proxy}/x"));
+    let load = tokio::spawn(async move {
+        let client = h1_client();
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::Relaxed) && statuses.len() < 200_000 {
+            statuses.push(get(&client, &url, &[]).await.status.as_u16());
+        }
+        statuses
+    });
+    a.seen.wait_for(1).await;
+    let pid = child.id().unwrap().to_string();
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+
+    // 1. A valid change, applied by SIGHUP.
+    write(&path, &config_to(b.addr));
+    hup();
+    b.seen.wait_for(1).await;
+    let ok = counter_at_least(&admin, OK, 1).await;
+    let cfg = get(&h1_client(), &format!("http://{admin}/config"), &[]).await;
+    assert!(
+        String::from_utf8_lossy(&cfg.body).contains(&b.addr.to_string()),
+        "/config shows the new upstream"
+    );
+
+    // 2. An invalid file: rejected with file:line, the old config keeps serving.
+    write(
+        &path,
+        &config_to(a.addr).replace("upstream: app", "upstream: nope"),
+    );
+    hup();
+    counter_at_least(&admin, FAILED, 1).await;
+    assert_eq!(
+        counter_at_least(&admin, OK, 0).await,
+        ok,
+        "a rejected file is not applied"
+    );
+    let before = b.seen.len();
+    b.seen.wait_for(before + 5).await;
+    let logged = log.lock().unwrap().join("\n");
+    assert!(
+        logged.contains(&format!("{}:9:", path.display()))
+            && logged.contains("unknown upstream `nope`"),
+        "{logged}"
+    );
+
+    // 3. A valid change picked up from the file alone, no signal.
+    let seen_by_a = a.seen.len();
+    write(&path, &config_to(a.addr));
+    a.seen.wait_for(seen_by_a + 1).await;
+    counter_at_least(&admin, OK, ok + 1).await;
+
+    done.store(true, Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 10, "the load loop ran: {}", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a request failed during reloads"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+}

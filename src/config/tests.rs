@@ -442,3 +442,61 @@ fn capture_lists_and_query_redaction_defaults() {
         (3, "tracing.capture.request_headers[0]")
     );
 }
+
+#[test]
+fn effective_config_shows_every_section_of_the_reference() {
+    let env = Env::from_pairs([("COLLECTOR_TOKEN", "t")]);
+    let s = load(
+        include_str!("../../config/tracegate.yaml"),
+        "tracegate.yaml",
+        &env,
+    )
+    .unwrap();
+    let d = s.describe();
+    for key in [
+        "listeners",
+        "admin",
+        "upstreams",
+        "routes",
+        "tracing",
+        "export",
+        "shutdown",
+        "access_log",
+    ] {
+        assert!(!d[key].is_null(), "describe() lacks {key}");
+    }
+    for key in [
+        "service_name",
+        "resource_attributes",
+        "trace_id_header",
+        "correlation_headers",
+        "client_spans",
+        "propagation",
+        "baggage_attributes",
+        "capture",
+        "redact_query",
+        "attributes",
+        "sampling",
+    ] {
+        assert!(
+            !d["tracing"][key].is_null(),
+            "describe() lacks tracing.{key}"
+        );
+    }
+    for key in [
+        "ratio",
+        "parent_based",
+        "rate_limit",
+        "keep_errors",
+        "slow_threshold_ms",
+        "exclude_paths",
+    ] {
+        assert!(
+            !d["tracing"]["sampling"][key].is_null(),
+            "describe() lacks tracing.sampling.{key}"
+        );
+    }
+    assert_eq!(d["routes"][3]["sampling"]["slow_threshold_ms"], 300);
+    assert_eq!(d["upstreams"][0]["protocol"], "http1");
+    assert_eq!(d["access_log"]["format"], "json");
+}

@@ -1,7 +1,6 @@
 //! The admin listener (default 127.0.0.1:9901): `/healthz`, `/readyz`, `/metrics`, `/config`.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -17,22 +16,18 @@ use tokio::sync::watch;
 
 use crate::gateway::stopped;
 
-use crate::access_log::AccessLogStats;
-use crate::export::ExportStats;
-use crate::reload::ReloadStats;
-use crate::sample::SamplingStats;
 use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+
+use crate::metrics;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     /// True once listeners are bound and the config is loaded; false while draining.
     pub ready: AtomicBool,
-    pub export: Arc<ExportStats>,
-    pub sampling: Arc<SamplingStats>,
-    pub access_log: Arc<AccessLogStats>,
+    pub registry: Registry,
     /// The effective config, secrets redacted (replaced on reload).
     pub config_json: Arc<ArcSwap<String>>,
-    pub reloads: Arc<ReloadStats>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
@@ -80,7 +75,28 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }
         }
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(state)),
+        "/metrics" => {
+            // Prometheus asks for OpenMetrics (which carries the exemplars); others get text.
+            let openmetrics = req
+                .headers()
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics::openmetrics(&state.registry),
+                )
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::prometheus_text(&state.registry),
+                )
+            }
+        }
         "/config" => reply(
             StatusCode::OK,
             "application/json",
@@ -88,94 +104,4 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
-}
-
-fn metrics(state: &AdminState) -> String {
-    let s = &state.export;
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, values: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, v) in values {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    counter(
-        "tracegate_spans_produced_total",
-        "Sampled spans offered to the export queue.",
-        &[("", s.produced.load(Relaxed))],
-    );
-    counter(
-        "tracegate_spans_exported_total",
-        "Spans the collector accepted.",
-        &[("", s.exported.load(Relaxed))],
-    );
-    counter(
-        "tracegate_spans_dropped_total",
-        "Spans dropped, by reason.",
-        &[
-            (
-                "{reason=\"queue_full\"}",
-                s.dropped_queue_full.load(Relaxed),
-            ),
-            (
-                "{reason=\"queue_bytes\"}",
-                s.dropped_queue_bytes.load(Relaxed),
-            ),
-            (
-                "{reason=\"export_failed\"}",
-                s.dropped_export_failed.load(Relaxed),
-            ),
-            ("{reason=\"shutdown\"}", s.dropped_shutdown.load(Relaxed)),
-        ],
-    );
-    counter(
-        "tracegate_export_failures_total",
-        "Export requests that failed after retries.",
-        &[("", s.failed_batches.load(Relaxed))],
-    );
-    counter(
-        "tracegate_export_batches_total",
-        "Export requests sent.",
-        &[("", s.batches.load(Relaxed))],
-    );
-    counter(
-        "tracegate_access_log_lines_total",
-        "Access log lines, written or dropped (full queue, write error).",
-        &[
-            (
-                "{result=\"written\"}",
-                state.access_log.written.load(Relaxed),
-            ),
-            (
-                "{result=\"dropped\"}",
-                state.access_log.dropped.load(Relaxed),
-            ),
-        ],
-    );
-    counter(
-        "tracegate_config_reloads_total",
-        "Config reloads, applied or rejected.",
-        &[
-            ("{result=\"ok\"}", state.reloads.ok.load(Relaxed)),
-            ("{result=\"failed\"}", state.reloads.failed.load(Relaxed)),
-        ],
-    );
-    let _ = writeln!(
-        out,
-        "# HELP tracegate_sampling_decisions_total Sampling decisions by outcome and reason (error and slow: kept after the head dropped them).\n# TYPE tracegate_sampling_decisions_total counter"
-    );
-    for (sampled, reason, n) in state.sampling.snapshot() {
-        let decision = if sampled { "sampled" } else { "dropped" };
-        let _ = writeln!(
-            out,
-            "tracegate_sampling_decisions_total{{decision=\"{decision}\",reason=\"{}\"}} {n}",
-            reason.as_str()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tracegate_export_queue_depth Exchanges waiting to be exported.\n# TYPE tracegate_export_queue_depth gauge\ntracegate_export_queue_depth {}",
-        s.queue_len.load(Relaxed)
-    );
-    out
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::access_log::{AccessLog, Entry};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
+use crate::metrics::Metrics;
 use crate::sample::SamplingStats;
 use crate::span::Exchange;
 
@@ -25,6 +26,7 @@ pub struct SpanGuard {
     sink: Option<ExportHandle>,
     stats: Arc<SamplingStats>,
     log: Option<AccessLog>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl SpanGuard {
@@ -33,12 +35,14 @@ impl SpanGuard {
         sink: Option<ExportHandle>,
         stats: Arc<SamplingStats>,
         log: Option<AccessLog>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Self {
         SpanGuard {
             exchange: Some(exchange),
             sink,
             stats,
             log,
+            metrics,
         }
     }
 
@@ -76,6 +80,23 @@ impl SpanGuard {
         }
         if let Some(log) = &self.log {
             log.log(entry(&e));
+        }
+        if let Some(m) = &self.metrics {
+            // The exemplar names a trace that exists in the backend: a sampled (or kept) one.
+            let exemplar = (export && e.ids.sampled()).then(|| {
+                String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
+                    .into_owned()
+            });
+            m.observe(
+                e.route.as_ref(),
+                &e.method,
+                e.status,
+                e.duration.as_secs_f64(),
+                exemplar,
+            );
+            if let Some((c, kind)) = e.client.as_ref().and_then(|c| c.error_type.map(|k| (c, k))) {
+                m.upstream_error(&c.target.upstream, kind);
+            }
         }
         if let (true, Some(sink)) = (export, &self.sink) {
             sink.submit(e);

@@ -15,6 +15,7 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::config::{Env, Settings};
 use crate::export::{ExportStats, Exporter};
+use crate::metrics::{self, Metrics, Sources};
 use crate::proxy::{Runtime, Shared};
 use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
@@ -63,19 +64,25 @@ impl Gateway {
         ));
         let reloads = Arc::new(ReloadStats::default());
         let access_log = AccessLog::start(&settings.access_log)?;
+        // Request metrics are recorded only where they can be read: with an admin port.
+        let request_metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
             export: exporter.handle.clone(),
             access_log: access_log.clone(),
             sampling: sampling.clone(),
+            metrics: settings.admin.is_some().then(|| request_metrics.clone()),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
-            export: exporter.handle.stats.clone(),
-            sampling,
-            access_log: access_log.stats.clone(),
+            registry: metrics::registry(Arc::new(Sources {
+                metrics: request_metrics,
+                export: exporter.handle.stats.clone(),
+                sampling,
+                access_log: access_log.stats.clone(),
+                reloads: reloads.clone(),
+            })),
             config_json: config_json.clone(),
-            reloads: reloads.clone(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -32,4 +32,5 @@ pub mod admin;
 pub mod demo;
 pub mod gateway;
 pub mod log;
+pub mod metrics;
 pub mod reload;

@@ -29,12 +29,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let conn = ConnInfo { peer, local: stream.local_addr().unwrap_or(local) };
+                    let open = shared.metrics.as_ref().map(|m| ConnectionCount::new(m.active_connections.clone()));
                     let shared = shared.clone();
                     let svc = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
                     let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                     let c = graceful.watch(c);
                     tokio::spawn(async move {
                         let _ = c.await;
+                        drop(open);
                     });
                 }
                 Err(e) => {
@@ -48,4 +50,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Counts an open connection until dropped.
+struct ConnectionCount(Arc<std::sync::atomic::AtomicI64>);
+
+impl ConnectionCount {
+    fn new(gauge: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionCount(gauge)
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

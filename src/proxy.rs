@@ -23,6 +23,7 @@ use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids,
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
+use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc};
@@ -84,6 +85,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub export: ExportHandle,
     pub access_log: AccessLog,
+    /// Request metrics (`None` without an admin port to read them).
+    pub metrics: Option<Arc<Metrics>>,
     pub sampling: Arc<SamplingStats>,
 }
 
@@ -153,7 +156,8 @@ pub async fn handle(
         shared.export.enabled()
             && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
     });
-    let record = export_spans || shared.access_log.enabled();
+    let metrics = shared.metrics.as_ref().filter(|_| traced);
+    let record = export_spans || shared.access_log.enabled() || metrics.is_some();
     let mut guard = record.then(|| {
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
@@ -216,6 +220,7 @@ pub async fn handle(
                 .access_log
                 .enabled()
                 .then(|| shared.access_log.clone()),
+            metrics.cloned(),
         )
     });
 

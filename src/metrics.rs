@@ -1,0 +1,391 @@
+//! Prometheus / OpenMetrics metrics for `/metrics` on the admin port.
+//!
+//! RED: `tracegate_request_duration_seconds{route, method, status_class}` (its `_count` is
+//! the request count), with the trace id of a sampled request as exemplar so a latency
+//! spike links to a trace; `tracegate_upstream_errors_total{upstream, error_type}`;
+//! `tracegate_active_connections`. The counters kept elsewhere as atomics (exporter,
+//! sampling, access log, reloads) are read at scrape time by a collector, so the whole
+//! exposition is one valid OpenMetrics document.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+use http::Method;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::access_log::AccessLogStats;
+use crate::export::ExportStats;
+use crate::reload::ReloadStats;
+use crate::sample::SamplingStats;
+
+/// A label value that shares its string (route and upstream names) instead of copying it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Shared(pub Arc<str>);
+
+impl EncodeLabelValue for Shared {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Shared,
+    pub method: &'static str,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExemplarLabels {
+    pub trace_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: Shared,
+    pub error_type: &'static str,
+}
+
+/// Latency buckets, seconds: 1 ms to ~16 s.
+fn duration_histogram() -> HistogramWithExemplars<ExemplarLabels> {
+    HistogramWithExemplars::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+/// The request path's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    pub durations: Family<
+        RequestLabels,
+        HistogramWithExemplars<ExemplarLabels>,
+        fn() -> HistogramWithExemplars<ExemplarLabels>,
+    >,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub active_connections: Arc<AtomicI64>,
+    no_route: Shared,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            durations: Family::new_with_constructor(duration_histogram),
+            upstream_errors: Family::default(),
+            active_connections: Arc::default(),
+            no_route: Shared(Arc::from("")),
+        }
+    }
+}
+
+/// The method as a bounded label: the known ones, else `_OTHER`.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Records one finished exchange; `trace_id` (hex) becomes the exemplar when sampled.
+    pub fn observe(
+        &self,
+        route: Option<&Arc<str>>,
+        method: &Method,
+        status: u16,
+        seconds: f64,
+        trace_id: Option<String>,
+    ) {
+        let labels = RequestLabels {
+            route: route.map_or_else(|| self.no_route.clone(), |r| Shared(r.clone())),
+            method: method_label(method),
+            status_class: status_class(status),
+        };
+        self.durations.get_or_create(&labels).observe(
+            seconds,
+            trace_id.map(|trace_id| ExemplarLabels { trace_id }),
+            None,
+        );
+    }
+
+    pub fn upstream_error(&self, upstream: &Arc<str>, error_type: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                upstream: Shared(upstream.clone()),
+                error_type,
+            })
+            .inc();
+    }
+}
+
+/// Everything `/metrics` reads.
+#[derive(Debug)]
+pub struct Sources {
+    pub metrics: Arc<Metrics>,
+    pub export: Arc<ExportStats>,
+    pub sampling: Arc<SamplingStats>,
+    pub access_log: Arc<AccessLogStats>,
+    pub reloads: Arc<ReloadStats>,
+}
+
+/// Reads the atomics kept by other modules at scrape time.
+#[derive(Debug)]
+struct Counters(Arc<Sources>);
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in values {
+        if labels.is_empty() {
+            ConstCounter::new(*v).encode(family)?;
+            return Ok(());
+        }
+        let labels: Vec<(&str, &str)> = labels.to_vec();
+        ConstCounter::new(*v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let e = &s.export;
+        counter(
+            &mut enc,
+            "tracegate_spans_produced",
+            "Sampled spans offered to the export queue",
+            &[(&[], e.produced.load(Relaxed))],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_spans_exported",
+            "Spans the collector accepted",
+            &[(&[], e.exported.load(Relaxed))],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_spans_dropped",
+            "Spans dropped, by reason",
+            &[
+                (
+                    &[("reason", "queue_full")],
+                    e.dropped_queue_full.load(Relaxed),
+                ),
+                (
+                    &[("reason", "queue_bytes")],
+                    e.dropped_queue_bytes.load(Relaxed),
+                ),
+                (
+                    &[("reason", "export_failed")],
+                    e.dropped_export_failed.load(Relaxed),
+                ),
+                (&[("reason", "shutdown")], e.dropped_shutdown.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_export_failures",
+            "Export requests that failed after retries",
+            &[(&[], e.failed_batches.load(Relaxed))],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_export_batches",
+            "Export requests sent",
+            &[(&[], e.batches.load(Relaxed))],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_export_batch_duration_microseconds",
+            "Total time spent in export requests, microseconds",
+            &[(&[], e.export_micros.load(Relaxed))],
+        )?;
+        ConstGauge::new(e.queue_len.load(Relaxed) as i64).encode(enc.encode_descriptor(
+            "tracegate_export_queue_depth",
+            "Exchanges waiting to be exported",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(s.metrics.active_connections.load(Relaxed)).encode(
+            enc.encode_descriptor(
+                "tracegate_active_connections",
+                "Open downstream connections",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
+        let snapshot = s.sampling.snapshot();
+        let values: Vec<([(&str, &str); 2], u64)> = snapshot
+            .iter()
+            .map(|(sampled, reason, n)| {
+                (
+                    [
+                        ("decision", if *sampled { "sampled" } else { "dropped" }),
+                        ("reason", reason.as_str()),
+                    ],
+                    *n,
+                )
+            })
+            .collect();
+        let refs: Vec<(&[(&str, &str)], u64)> = values.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "tracegate_sampling_decisions",
+            "Sampling decisions by outcome and reason (error and slow: kept after the head dropped them)",
+            &refs,
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_access_log_lines",
+            "Access log lines, written or dropped (full queue, write error)",
+            &[
+                (&[("result", "written")], s.access_log.written.load(Relaxed)),
+                (&[("result", "dropped")], s.access_log.dropped.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "tracegate_config_reloads",
+            "Config reloads, applied or rejected",
+            &[
+                (&[("result", "ok")], s.reloads.ok.load(Relaxed)),
+                (&[("result", "failed")], s.reloads.failed.load(Relaxed)),
+            ],
+        )
+    }
+}
+
+/// The registry behind `/metrics`.
+pub fn registry(sources: Arc<Sources>) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "tracegate_request_duration_seconds",
+        "Downstream request duration, by route, method and status class; _count is the request count",
+        sources.metrics.durations.clone(),
+    );
+    r.register(
+        "tracegate_upstream_errors",
+        "Failed upstream calls, by upstream and error.type",
+        sources.metrics.upstream_errors.clone(),
+    );
+    r.register_collector(Box::new(Counters(sources)));
+    r
+}
+
+/// OpenMetrics text (with exemplars and `# EOF`).
+pub fn openmetrics(r: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, r);
+    out
+}
+
+/// Prometheus text 0.0.4: the OpenMetrics document without exemplars, `# UNIT` and `# EOF`.
+pub fn prometheus_text(r: &Registry) -> String {
+    let mut out = String::new();
+    for line in openmetrics(r).lines() {
+        if line == "# EOF" || line.starts_with("# UNIT") {
+            continue;
+        }
+        let line = line.split(" # {").next().unwrap_or(line);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> Arc<Sources> {
+        Arc::new(Sources {
+            metrics: Arc::default(),
+            export: Arc::default(),
+            sampling: Arc::default(),
+            access_log: Arc::default(),
+            reloads: Arc::default(),
+        })
+    }
+
+    #[test]
+    fn histogram_counts_buckets_and_exemplar() {
+        let s = sources();
+        let route: Arc<str> = Arc::from("/api/*");
+        s.metrics.observe(
+            Some(&route),
+            &Method::GET,
+            200,
+            0.003,
+            Some("ab".repeat(16)),
+        );
+        s.metrics
+            .observe(Some(&route), &Method::GET, 204, 0.5, None);
+        s.metrics.observe(
+            None,
+            &Method::from_bytes(b"PURGE").unwrap(),
+            404,
+            0.001,
+            None,
+        );
+        let text = openmetrics(&registry(s));
+        assert!(text.contains("tracegate_request_duration_seconds_count{route=\"/api/*\",method=\"GET\",status_class=\"2xx\"} 2"), "{text}");
+        assert!(text.contains("tracegate_request_duration_seconds_bucket{le=\"0.004\",route=\"/api/*\",method=\"GET\",status_class=\"2xx\"} 1 # {trace_id=\"abababababababababababababababab\"} 0.003"), "{text}");
+        assert!(
+            text.contains("route=\"\",method=\"_OTHER\",status_class=\"4xx\""),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn counters_from_other_modules_and_prometheus_text() {
+        let s = sources();
+        s.export.exported.fetch_add(7, Relaxed);
+        s.metrics
+            .upstream_error(&Arc::from("app"), "connection_refused");
+        s.metrics
+            .observe(None, &Method::GET, 200, 0.01, Some("cd".repeat(16)));
+        let r = registry(s);
+        let om = openmetrics(&r);
+        assert!(om.contains("tracegate_spans_exported_total 7"), "{om}");
+        assert!(om.contains("tracegate_upstream_errors_total{upstream=\"app\",error_type=\"connection_refused\"} 1"), "{om}");
+        let text = prometheus_text(&r);
+        assert!(
+            !text.contains("# EOF") && !text.contains("trace_id="),
+            "{text}"
+        );
+        assert!(text.contains("tracegate_spans_exported_total 7"));
+    }
+}

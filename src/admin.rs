@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 
 use crate::metrics;
+use crate::viewer::{self, Filter, Viewer};
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The effective config, secrets redacted (replaced on reload).
     pub config_json: Arc<ArcSwap<String>>,
+    pub viewer: Option<Viewer>,
+    pub trace_link: Option<String>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
@@ -39,7 +42,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 let state = state.clone();
                 let svc = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, &req)) }
+                    async move { Ok::<_, Infallible>(route(&state, &req).await) }
                 });
                 let c = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
@@ -65,8 +68,32 @@ fn reply(
     r
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
+async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if let Some(viewer) = &state.viewer {
+        if path == "/traces" || path == "/traces/" {
+            return reply(StatusCode::OK, "text/html; charset=utf-8", viewer::PAGE);
+        }
+        if path == "/traces.json" {
+            let mut list = viewer.list(Filter::parse(req.uri().query())).await;
+            list["trace_link"] = serde_json::json!(state.trace_link);
+            return reply(StatusCode::OK, "application/json", list.to_string());
+        }
+        if let Some(id) = path
+            .strip_prefix("/traces/")
+            .and_then(|p| p.strip_suffix(".json"))
+        {
+            return match viewer.trace(id.to_string()).await {
+                Some(t) => reply(StatusCode::OK, "application/json", t.to_string()),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    "{\"error\":\"trace not in the store\"}",
+                ),
+            };
+        }
+    }
+    match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             if state.ready.load(Relaxed) {

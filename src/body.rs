@@ -17,6 +17,7 @@ use crate::export::ExportHandle;
 use crate::metrics::Metrics;
 use crate::sample::SamplingStats;
 use crate::span::Exchange;
+use crate::viewer::Viewer;
 
 /// Owns the exchange until it ends, then submits it. Dropped without `finish` (the client
 /// went away while tracegate waited for the upstream), it records `client_aborted`.
@@ -27,6 +28,7 @@ pub struct SpanGuard {
     stats: Arc<SamplingStats>,
     log: Option<AccessLog>,
     metrics: Option<Arc<Metrics>>,
+    viewer: Option<Viewer>,
 }
 
 impl SpanGuard {
@@ -36,6 +38,7 @@ impl SpanGuard {
         stats: Arc<SamplingStats>,
         log: Option<AccessLog>,
         metrics: Option<Arc<Metrics>>,
+        viewer: Option<Viewer>,
     ) -> Self {
         SpanGuard {
             exchange: Some(exchange),
@@ -43,6 +46,7 @@ impl SpanGuard {
             stats,
             log,
             metrics,
+            viewer,
         }
     }
 
@@ -97,6 +101,9 @@ impl SpanGuard {
             if let Some((c, kind)) = e.client.as_ref().and_then(|c| c.error_type.map(|k| (c, k))) {
                 m.upstream_error(&c.target.upstream, kind);
             }
+        }
+        if let Some(v) = &self.viewer {
+            v.record(e.clone());
         }
         if let (true, Some(sink)) = (export, &self.sink) {
             sink.submit(e);

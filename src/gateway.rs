@@ -19,6 +19,7 @@ use crate::metrics::{self, Metrics, Sources};
 use crate::proxy::{Runtime, Shared};
 use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
+use crate::viewer::Viewer;
 use crate::{listen, log};
 
 pub struct Gateway {
@@ -66,12 +67,15 @@ impl Gateway {
         let access_log = AccessLog::start(&settings.access_log)?;
         // Request metrics are recorded only where they can be read: with an admin port.
         let request_metrics = Arc::new(Metrics::default());
+        let viewer = (settings.admin.is_some() && settings.viewer_capacity > 0)
+            .then(|| Viewer::start(settings.viewer_capacity));
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
             export: exporter.handle.clone(),
             access_log: access_log.clone(),
             sampling: sampling.clone(),
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),
+            viewer: viewer.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
@@ -83,6 +87,8 @@ impl Gateway {
                 reloads: reloads.clone(),
             })),
             config_json: config_json.clone(),
+            viewer,
+            trace_link: settings.trace_link.clone(),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -34,3 +34,4 @@ pub mod gateway;
 pub mod log;
 pub mod metrics;
 pub mod reload;
+pub mod viewer;

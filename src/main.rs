@@ -257,6 +257,6 @@ fn print_demo_help(g: &Gateway) {
         .map(|a| a.to_string())
         .unwrap_or_else(|| "off".into());
     println!(
-        "\ntracegate demo is running.\n\n  proxy (echo upstream behind it):  curl -i http://{proxy}/api/hello\n  continue a trace:                 curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{proxy}/api/hello\n  health / metrics / config:        curl http://{admin}/healthz   http://{admin}/metrics   http://{admin}/config\n\nThe echo shows the headers the upstream received (traceparent, x-request-id, x-forwarded-*).\nSet OTEL_EXPORTER_OTLP_ENDPOINT to export the spans to a collector too. Ctrl-C to stop.\n"
+        "\ntracegate demo is running.\n\n  proxy (echo upstream behind it):  curl -i http://{proxy}/api/hello\n  continue a trace:                 curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{proxy}/api/hello\n  trace viewer (open in a browser):  http://{admin}/traces\n  health / metrics / config:        curl http://{admin}/healthz   http://{admin}/metrics   http://{admin}/config\n\nThe echo shows the headers the upstream received (traceparent, x-request-id, x-forwarded-*).\nSet OTEL_EXPORTER_OTLP_ENDPOINT to export the spans to a collector too. Ctrl-C to stop.\n"
     );
 }

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc};
+use crate::viewer::Viewer;
 
 /// Everything one config version needs to serve requests.
 pub struct Runtime {
@@ -87,6 +88,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// Request metrics (`None` without an admin port to read them).
     pub metrics: Option<Arc<Metrics>>,
+    /// The trace viewer's store (`None` without an admin port or with `admin.traces: 0`).
+    pub viewer: Option<Viewer>,
     pub sampling: Arc<SamplingStats>,
 }
 
@@ -157,7 +160,9 @@ pub async fn handle(
             && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
     });
     let metrics = shared.metrics.as_ref().filter(|_| traced);
-    let record = export_spans || shared.access_log.enabled() || metrics.is_some();
+    let viewer = shared.viewer.as_ref().filter(|_| traced);
+    let record =
+        export_spans || shared.access_log.enabled() || metrics.is_some() || viewer.is_some();
     let mut guard = record.then(|| {
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
@@ -221,6 +226,7 @@ pub async fn handle(
                 .enabled()
                 .then(|| shared.access_log.clone()),
             metrics.cloned(),
+            viewer.cloned(),
         )
     });
 

@@ -33,7 +33,7 @@ pub struct Target {
 }
 
 /// The CLIENT side of an exchange: one upstream attempt.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientCall {
     /// Its id is the parent id the upstream sees.
     pub span_id: [u8; 8],
@@ -50,7 +50,7 @@ pub struct ClientCall {
 }
 
 /// A gRPC call (`content-type: application/grpc*`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Grpc {
     pub service: String,
     pub method: String,
@@ -91,7 +91,7 @@ fn grpc_server_error(code: u32) -> bool {
 }
 
 /// Everything recorded about one inbound request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Exchange {
     pub ids: TraceIds,
     pub tracestate: Option<String>,

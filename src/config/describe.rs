@@ -73,6 +73,8 @@ impl Settings {
             "source": self.source,
             "listeners": self.listeners.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "admin": self.admin.map(|a| a.to_string()),
+            "traces": self.viewer_capacity,
+            "trace_link": self.trace_link,
             "upstreams": upstreams,
             "routes": routes,
             "tracing": {

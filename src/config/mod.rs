@@ -76,6 +76,9 @@ pub struct Settings {
     pub source: String,
     pub listeners: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Recent requests the trace viewer keeps; 0: no viewer.
+    pub viewer_capacity: usize,
+    pub trace_link: Option<String>,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     pub tracing: TracingSettings,

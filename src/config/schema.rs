@@ -79,6 +79,12 @@ pub struct ListenerConfig {
 pub struct AdminConfig {
     /// `ip:port`, or `off`. Default `127.0.0.1:9901` (loopback only).
     pub address: Option<Text>,
+    /// Recent requests kept for the trace viewer at `/traces` (plus the 50 slowest and the
+    /// 100 latest failed, kept apart); 0 turns the viewer off. Default 1000.
+    pub traces: Option<usize>,
+    /// Link from the viewer to a tracing UI, `{trace_id}` replaced, e.g.
+    /// `http://localhost:16686/trace/{trace_id}` (Jaeger). Default none.
+    pub trace_link: Option<String>,
 }
 
 /// A named upstream service.

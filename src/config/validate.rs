@@ -116,6 +116,8 @@ impl<'a> Validator<'a> {
         };
         let access_log = self.access_log(&f.access_log);
         Settings {
+            viewer_capacity: f.admin.traces.unwrap_or(1000),
+            trace_link: f.admin.trace_link.clone(),
             source: self.source.to_string(),
             access_log,
             listeners,

@@ -1,0 +1,374 @@
+//! The built-in trace viewer behind `/traces` on the admin port: a bounded in-memory store of
+//! recent requests (plus the slowest and the failed, kept apart), a JSON API and an HTML page
+//! that works offline.
+//!
+//! The request path hands a copy of each traced exchange to the store's task with
+//! `try_send` (a full queue drops it: the viewer is best-effort, never a cost to requests).
+//! The task converts it into spans and owns every collection; the admin port asks it
+//! questions over a channel, so no lock is shared with the request path.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::Status;
+use opentelemetry::{InstrumentationScope, Value};
+use opentelemetry_sdk::trace::SpanData;
+use serde_json::{Value as Json, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::access_log::rfc3339;
+use crate::span::Exchange;
+
+/// The HTML page (vanilla JS, no external resources).
+pub const PAGE: &str = include_str!("viewer.html");
+
+/// How many of the slowest and of the failed requests are kept apart from the recent ones.
+const SLOWEST: usize = 50;
+const FAILED: usize = 100;
+
+/// A stored request: its summary and its spans.
+struct Stored {
+    summary: Summary,
+    spans: Vec<SpanData>,
+}
+
+#[derive(Clone, Debug)]
+struct Summary {
+    trace_id: String,
+    route: String,
+    method: String,
+    path: String,
+    status: u16,
+    start: SystemTime,
+    duration: Duration,
+    sampled: bool,
+    error_type: Option<&'static str>,
+}
+
+impl Summary {
+    fn failed(&self) -> bool {
+        self.status >= 500 || self.error_type.is_some_and(|e| e != "route_not_found")
+    }
+
+    fn json(&self) -> Json {
+        json!({
+            "trace_id": self.trace_id,
+            "route": self.route,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "start": rfc3339(self.start),
+            "duration_ms": self.duration.as_secs_f64() * 1000.0,
+            "sampled": self.sampled,
+            "error_type": self.error_type,
+        })
+    }
+}
+
+/// Filters of `/traces.json`.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub route: Option<String>,
+    /// `2xx`, `4xx`, `5xx`...
+    pub status_class: Option<String>,
+    pub min_ms: Option<f64>,
+    pub trace_id: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    /// Parses a query string (`route=/api/*&status=5xx&min_ms=100&trace_id=...&limit=50`).
+    pub fn parse(query: Option<&str>) -> Filter {
+        let mut f = Filter::default();
+        for pair in query.unwrap_or("").split('&') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            let v = percent_decode(v);
+            if v.is_empty() {
+                continue;
+            }
+            match k {
+                "route" => f.route = Some(v),
+                "status" => f.status_class = Some(v),
+                "min_ms" => f.min_ms = v.parse().ok(),
+                "trace_id" => f.trace_id = Some(v.to_ascii_lowercase()),
+                "limit" => f.limit = v.parse().ok(),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn keeps(&self, s: &Summary) -> bool {
+        self.route.as_ref().is_none_or(|r| *r == s.route)
+            && self
+                .status_class
+                .as_ref()
+                .is_none_or(|c| c.as_bytes().first() == Some(&(b'0' + (s.status / 100) as u8)))
+            && self
+                .min_ms
+                .is_none_or(|m| s.duration.as_secs_f64() * 1000.0 >= m)
+            && self
+                .trace_id
+                .as_ref()
+                .is_none_or(|t| s.trace_id.starts_with(t.as_str()))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let Some(h) = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    out.push(h);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+enum Msg {
+    Record(Box<Exchange>),
+    List(Filter, oneshot::Sender<Json>),
+    Trace(String, oneshot::Sender<Option<Json>>),
+}
+
+/// The request path's and the admin port's handle.
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Viewer {
+    /// Starts the store's task, keeping the last `capacity` requests.
+    pub fn start(capacity: usize) -> Viewer {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(rx, capacity));
+        Viewer { tx }
+    }
+
+    /// Hands a finished exchange over; never waits.
+    pub fn record(&self, e: Exchange) {
+        let _ = self.tx.try_send(Msg::Record(Box::new(e)));
+    }
+
+    pub async fn list(&self, filter: Filter) -> Json {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::List(filter, tx)).await.is_err() {
+            return json!({});
+        }
+        rx.await.unwrap_or_else(|_| json!({}))
+    }
+
+    pub async fn trace(&self, trace_id: String) -> Option<Json> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Trace(trace_id, tx)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    capacity: usize,
+    recent: VecDeque<Stored>,
+    slowest: Vec<Stored>,
+    failed: VecDeque<Stored>,
+}
+
+async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
+    let scope = InstrumentationScope::builder("tracegate").build();
+    let mut store = Store {
+        capacity,
+        ..Store::default()
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Record(e) => store.add(*e, &scope),
+            Msg::List(f, reply) => {
+                let _ = reply.send(store.list(&f));
+            }
+            Msg::Trace(id, reply) => {
+                let _ = reply.send(store.trace(&id));
+            }
+        }
+    }
+}
+
+impl Store {
+    fn add(&mut self, e: Exchange, scope: &InstrumentationScope) {
+        let summary = Summary {
+            trace_id: String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
+                .into_owned(),
+            route: e.route.as_deref().unwrap_or("").to_string(),
+            method: e.method.to_string(),
+            path: match &e.query {
+                Some(q) => format!("{}?{q}", e.path),
+                None => e.path.clone(),
+            },
+            status: e.status,
+            start: e.start,
+            duration: e.duration,
+            sampled: e.ids.sampled(),
+            error_type: e.error_type,
+        };
+        let mut spans = Vec::with_capacity(2);
+        e.into_spans(scope, &mut spans);
+        let stored = || Stored {
+            summary: summary.clone(),
+            spans: spans.clone(),
+        };
+        if summary.failed() {
+            if self.failed.len() == FAILED {
+                self.failed.pop_front();
+            }
+            self.failed.push_back(stored());
+        }
+        let slow_enough = self.slowest.len() < SLOWEST
+            || self
+                .slowest
+                .last()
+                .is_some_and(|s| s.summary.duration < summary.duration);
+        if slow_enough {
+            let at = self
+                .slowest
+                .partition_point(|s| s.summary.duration >= summary.duration);
+            self.slowest.insert(at, stored());
+            self.slowest.truncate(SLOWEST);
+        }
+        if self.recent.len() == self.capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Stored { summary, spans });
+    }
+
+    fn list(&self, f: &Filter) -> Json {
+        let limit = f.limit.unwrap_or(200);
+        let pick = |it: &mut dyn Iterator<Item = &Stored>| -> Vec<Json> {
+            it.filter(|s| f.keeps(&s.summary))
+                .take(limit)
+                .map(|s| s.summary.json())
+                .collect()
+        };
+        let mut routes: Vec<&str> = self
+            .recent
+            .iter()
+            .map(|s| s.summary.route.as_str())
+            .collect();
+        routes.sort_unstable();
+        routes.dedup();
+        json!({
+            "recent": pick(&mut self.recent.iter().rev()),
+            "slowest": pick(&mut self.slowest.iter()),
+            "failed": pick(&mut self.failed.iter().rev()),
+            "routes": routes,
+            "capacity": self.capacity,
+        })
+    }
+
+    fn trace(&self, id: &str) -> Option<Json> {
+        let id = id.to_ascii_lowercase();
+        let found = self
+            .recent
+            .iter()
+            .chain(self.failed.iter())
+            .chain(self.slowest.iter())
+            .find(|s| s.summary.trace_id == id)?;
+        Some(json!({
+            "trace_id": found.summary.trace_id,
+            "summary": found.summary.json(),
+            "spans": found.spans.iter().map(span_json).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Bool(b) => json!(b),
+        Value::I64(i) => json!(i),
+        Value::F64(f) => json!(f),
+        Value::String(s) => json!(s.as_str()),
+        Value::Array(a) => json!(a.to_string()),
+        other => json!(other.to_string()),
+    }
+}
+
+fn span_json(s: &SpanData) -> Json {
+    let (status, message) = match &s.status {
+        Status::Unset => ("unset", String::new()),
+        Status::Ok => ("ok", String::new()),
+        Status::Error { description } => ("error", description.to_string()),
+    };
+    json!({
+        "span_id": s.span_context.span_id().to_string(),
+        "parent_span_id": (s.parent_span_id != opentelemetry::trace::SpanId::INVALID).then(|| s.parent_span_id.to_string()),
+        "kind": format!("{:?}", s.span_kind).to_ascii_uppercase(),
+        "name": s.name,
+        "start_unix_nano": nanos(s.start_time),
+        "end_unix_nano": nanos(s.end_time),
+        "status": status,
+        "status_message": message,
+        "attributes": s.attributes.iter().map(|kv| (kv.key.to_string(), value_json(&kv.value))).collect::<serde_json::Map<_, _>>(),
+        "events": s.events.iter().map(|e| json!({
+            "name": e.name,
+            "time_unix_nano": nanos(e.timestamp),
+            "attributes": e.attributes.iter().map(|kv| (kv.key.to_string(), value_json(&kv.value))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_parses_query() {
+        let f = Filter::parse(Some(
+            "route=%2Fapi%2F*&status=5xx&min_ms=12.5&trace_id=ABC&limit=3&x=y",
+        ));
+        assert_eq!(f.route.as_deref(), Some("/api/*"));
+        assert_eq!(f.status_class.as_deref(), Some("5xx"));
+        assert_eq!(f.min_ms, Some(12.5));
+        assert_eq!(f.trace_id.as_deref(), Some("abc"));
+        assert_eq!(f.limit, Some(3));
+    }
+
+    #[test]
+    fn filter_keeps_by_class_route_duration_and_trace_prefix() {
+        let s = Summary {
+            trace_id: "abcdef".into(),
+            route: "/api/*".into(),
+            method: "GET".into(),
+            path: "/api/1".into(),
+            status: 503,
+            start: UNIX_EPOCH,
+            duration: Duration::from_millis(20),
+            sampled: true,
+            error_type: None,
+        };
+        assert!(Filter::parse(Some("status=5xx&route=/api/*&min_ms=10&trace_id=abc")).keeps(&s));
+        assert!(!Filter::parse(Some("status=2xx")).keeps(&s));
+        assert!(!Filter::parse(Some("min_ms=21")).keeps(&s));
+        assert!(!Filter::parse(Some("trace_id=bcd")).keeps(&s));
+        assert!(s.failed());
+    }
+}

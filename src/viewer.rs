@@ -26,10 +26,11 @@ pub const PAGE: &str = include_str!("viewer.html");
 const SLOWEST: usize = 50;
 const FAILED: usize = 100;
 
-/// A stored request: its summary and its spans.
+/// A stored request: its summary, and the exchange itself, turned into spans only when
+/// someone opens the trace (most never are).
 struct Stored {
     summary: Summary,
-    spans: Vec<SpanData>,
+    exchange: Exchange,
 }
 
 #[derive(Clone, Debug)]
@@ -198,19 +199,19 @@ async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
     };
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Record(e) => store.add(*e, &scope),
+            Msg::Record(e) => store.add(*e),
             Msg::List(f, reply) => {
                 let _ = reply.send(store.list(&f));
             }
             Msg::Trace(id, reply) => {
-                let _ = reply.send(store.trace(&id));
+                let _ = reply.send(store.trace(&id, &scope));
             }
         }
     }
 }
 
 impl Store {
-    fn add(&mut self, e: Exchange, scope: &InstrumentationScope) {
+    fn add(&mut self, e: Exchange) {
         let summary = Summary {
             trace_id: String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
                 .into_owned(),
@@ -226,11 +227,9 @@ impl Store {
             sampled: e.ids.sampled(),
             error_type: e.error_type,
         };
-        let mut spans = Vec::with_capacity(2);
-        e.into_spans(scope, &mut spans);
         let stored = || Stored {
             summary: summary.clone(),
-            spans: spans.clone(),
+            exchange: e.clone(),
         };
         if summary.failed() {
             if self.failed.len() == FAILED {
@@ -253,7 +252,10 @@ impl Store {
         if self.recent.len() == self.capacity {
             self.recent.pop_front();
         }
-        self.recent.push_back(Stored { summary, spans });
+        self.recent.push_back(Stored {
+            summary,
+            exchange: e,
+        });
     }
 
     fn list(&self, f: &Filter) -> Json {
@@ -280,7 +282,7 @@ impl Store {
         })
     }
 
-    fn trace(&self, id: &str) -> Option<Json> {
+    fn trace(&self, id: &str, scope: &InstrumentationScope) -> Option<Json> {
         let id = id.to_ascii_lowercase();
         let found = self
             .recent
@@ -288,10 +290,12 @@ impl Store {
             .chain(self.failed.iter())
             .chain(self.slowest.iter())
             .find(|s| s.summary.trace_id == id)?;
+        let mut spans = Vec::with_capacity(2);
+        found.exchange.clone().into_spans(scope, &mut spans);
         Some(json!({
             "trace_id": found.summary.trace_id,
             "summary": found.summary.json(),
-            "spans": found.spans.iter().map(span_json).collect::<Vec<_>>(),
+            "spans": spans.iter().map(span_json).collect::<Vec<_>>(),
         }))
     }
 }

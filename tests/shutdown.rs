@@ -1,0 +1,165 @@
+//! Graceful shutdown of the real binary under a bounded load loop: /readyz turns 503 while
+//! it keeps serving for the drain delay; no accepted request fails; every served request's
+//! spans are flushed; exit 0. A second signal exits at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
+
+/// Starts the binary on a config file; returns the child, the proxy and admin addresses.
+async fn start(yaml: &str, name: &str) -> (tokio::process::Child, String, String) {
+    let dir =
+        std::env::temp_dir().join(format!("tracegate-shutdown-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tracegate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
+    let (proxy, admin) = loop {
+        let line = lines.next().expect("tracegate exited early").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            let proxy = rest.split(' ').next().unwrap().to_string();
+            let admin = rest
+                .split("(admin ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_string();
+            break (proxy, admin);
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (child, proxy, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 10m\nshutdown:\n  drain_delay: 1s\n  grace_period: 10s\n",
+        up.addr, col.addr
+    );
+    let (mut child, proxy, admin) = start(&yaml, "load").await;
+
+    // Four concurrent loops; each request's outcome is classified.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), format!("http://{proxy}/slow/20"));
+        loops.push(tokio::spawn(async move {
+            let client = h1_client();
+            let (mut ok, mut refused, mut failed) = (0u64, 0u64, Vec::new());
+            let started = tokio::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < PATIENCE {
+                let req = Request::get(&url)
+                    .body(body_of(Full::new(Bytes::new())))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        resp.into_body().collect().await.unwrap();
+                        ok += 1;
+                    }
+                    Ok(resp) => failed.push(format!("status {}", resp.status())),
+                    // Never accepted: the listener was closed. Not a failed request.
+                    Err(e) if e.is_connect() => {
+                        refused += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, refused, failed)
+        }));
+    }
+    up.seen.wait_for(20).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // During the drain delay: not ready, still serving.
+    let ready = get(&h1_client(), &format!("http://{admin}/readyz"), &[]).await;
+    assert_eq!(ready.status, 503, "not ready while draining");
+    let during = up.seen.len();
+    up.seen.wait_for(during + 10).await;
+
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    stop.store(true, Ordering::Relaxed);
+    let mut served = 0;
+    for l in loops {
+        let (ok, _refused, failed) = l.await.unwrap();
+        assert!(failed.is_empty(), "accepted requests failed: {failed:?}");
+        served += ok;
+    }
+    assert!(served > 20, "{served}");
+    // Only the shutdown flush could deliver these (the batch delay is 10 minutes).
+    let spans = col.spans.wait_for(2 * served as usize).await;
+    assert_eq!(
+        spans.len() as u64,
+        2 * served,
+        "every served request's two spans, no more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let up = upstream().await;
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  protocol: none\nshutdown:\n  drain_delay: 10m\n",
+        up.addr
+    );
+    let (mut child, _, _) = start(&yaml, "second").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The 10-minute drain has begun; a second signal must not wait for it.
+    let first_wait =
+        tokio::time::timeout(std::time::Duration::from_millis(300), child.wait()).await;
+    assert!(first_wait.is_err(), "still draining after the first signal");
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "exit at once, non-zero");
+}

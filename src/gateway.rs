@@ -76,6 +76,7 @@ impl Gateway {
             sampling: sampling.clone(),
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),
             viewer: viewer.clone(),
+            draining: Arc::default(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
@@ -113,6 +114,7 @@ impl Gateway {
         ));
 
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let draining = shared.draining.clone();
         let shared_for_reload = shared.clone();
         let export_stats = exporter.handle.stats.clone();
         let drain_delay = settings.shutdown.drain_delay;
@@ -120,6 +122,7 @@ impl Gateway {
         let task = tokio::spawn(async move {
             stopped(&mut shutdown_rx).await;
             admin_state.ready.store(false, Relaxed);
+            draining.store(true, Relaxed);
             log::info(&format!(
                 "shutting down: draining for {drain_delay:?}, grace period {grace:?}"
             ));
@@ -162,7 +165,12 @@ impl Gateway {
     }
 
     /// Reloads `path` on SIGHUP and when it changes, until shutdown.
-    pub fn watch_config(&self, path: std::path::PathBuf, env: Env) {
+    pub fn watch_config(
+        &self,
+        path: std::path::PathBuf,
+        env: Env,
+        sighup: tokio::signal::unix::Signal,
+    ) {
         let reloader = Reloader {
             path,
             env,
@@ -171,7 +179,7 @@ impl Gateway {
             stats: self.reloads.clone(),
             current: self.settings.clone(),
         };
-        tokio::spawn(reloader.run(self.shutdown.subscribe()));
+        tokio::spawn(reloader.run(Some(sighup), self.shutdown.subscribe()));
     }
 
     /// Starts the graceful shutdown (what SIGTERM does). Returns at once.

@@ -23,22 +23,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     let Ok(local) = listener.local_addr() else {
         return;
     };
+    let serve_one = |stream: tokio::net::TcpStream, peer| {
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            peer,
+            local: stream.local_addr().unwrap_or(local),
+        };
+        let open = shared
+            .metrics
+            .as_ref()
+            .map(|m| ConnectionCount::new(m.active_connections.clone()));
+        let shared = shared.clone();
+        let svc = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
+        let c = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let c = graceful.watch(c);
+        tokio::spawn(async move {
+            let _ = c.await;
+            drop(open);
+        });
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = ConnInfo { peer, local: stream.local_addr().unwrap_or(local) };
-                    let open = shared.metrics.as_ref().map(|m| ConnectionCount::new(m.active_connections.clone()));
-                    let shared = shared.clone();
-                    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
-                    let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    let c = graceful.watch(c);
-                    tokio::spawn(async move {
-                        let _ = c.await;
-                        drop(open);
-                    });
-                }
+                Ok((stream, peer)) => serve_one(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     crate::log::warn(&format!("accept on {local} failed: {e}"));
@@ -47,6 +56,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             },
             () = stopped(&mut stop) => break,
         }
+    }
+    // Connections the kernel completed before we stopped are served, not reset by the close.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await
+    {
+        serve_one(stream, peer);
     }
     drop(listener);
     graceful.shutdown().await;

@@ -206,6 +206,20 @@ fn serve(
     };
     let demo = settings.source == "demo";
     rt.block_on(async move {
+        // Signals are caught from before the first connection: a SIGTERM (or SIGHUP) that
+        // arrives while starting must not take its default action and kill the process.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut sigterm, mut sigint, sighup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                log::error("cannot install the signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match Gateway::start(settings).await {
             Ok(g) => g,
             Err(e) => {
@@ -217,19 +231,11 @@ fn serve(
             print_demo_help(&gateway);
         }
         if let Some((path, env)) = watch {
-            gateway.watch_config(path, env);
+            gateway.watch_config(path, env, sighup);
         }
-        let mut sigterm =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error(&format!("cannot install the SIGTERM handler: {e}"));
-                    return ExitCode::FAILURE;
-                }
-            };
         tokio::select! {
             _ = sigterm.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+            _ = sigint.recv() => {},
         }
         gateway.shutdown();
         tokio::select! {
@@ -238,7 +244,7 @@ fn serve(
                 log::warn("second signal: exiting now");
                 ExitCode::FAILURE
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 log::warn("second signal: exiting now");
                 ExitCode::FAILURE
             }

@@ -90,6 +90,9 @@ pub struct Shared {
     pub metrics: Option<Arc<Metrics>>,
     /// The trace viewer's store (`None` without an admin port or with `admin.traces: 0`).
     pub viewer: Option<Viewer>,
+    /// Set when shutdown begins: HTTP/1 responses then carry `Connection: close`, so
+    /// clients move off their keep-alive connections before the listener closes.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub sampling: Arc<SamplingStats>,
 }
 
@@ -112,8 +115,24 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let http1 = req.version() < http::Version::HTTP_2;
+    let draining = shared.draining.clone();
+    let mut resp = exchange(shared, conn, req).await;
+    if http1 && draining.load(std::sync::atomic::Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+/// One request through the steps of the path.
+async fn exchange(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let start = SystemTime::now();
     let rt = shared.runtime.load_full();
@@ -231,7 +250,7 @@ pub async fn handle(
     });
 
     let Some(route) = route else {
-        return Ok(local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr));
+        return local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr);
     };
 
     // 5. forward, with our CLIENT span as the parent the upstream sees
@@ -308,10 +327,7 @@ pub async fn handle(
                 }
             }
             // 6. the spans end with the body
-            Ok(Response::from_parts(
-                parts,
-                ProxyBody::upstream(body, guard),
-            ))
+            Response::from_parts(parts, ProxyBody::upstream(body, guard))
         }
         Err(failure) => {
             if let Some(c) = guard
@@ -323,7 +339,7 @@ pub async fn handle(
                 c.error_type = Some(failure.kind.error_type());
                 c.error_detail = Some(failure.detail);
             }
-            Ok(local_error(failure.kind, guard, &rt, trace_id, corr))
+            local_error(failure.kind, guard, &rt, trace_id, corr)
         }
     }
 }

@@ -83,14 +83,12 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and when the file changes, until `stop`.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn(&format!("no SIGHUP reloads: {e}"));
-                None
-            }
-        };
+    /// `hup`: the SIGHUP stream, registered by the caller before serving.
+    pub async fn run(
+        mut self,
+        mut hup: Option<tokio::signal::unix::Signal>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut seen = stamp(&self.path);
         loop {
             tokio::select! {

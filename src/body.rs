@@ -98,8 +98,11 @@ impl SpanGuard {
                 e.duration.as_secs_f64(),
                 exemplar,
             );
-            if let Some((c, kind)) = e.client.as_ref().and_then(|c| c.error_type.map(|k| (c, k))) {
-                m.upstream_error(&c.target.upstream, kind);
+            // Every failed attempt counts, the retried ones too.
+            for c in e.retried.iter().chain(e.client.as_ref()) {
+                if let Some(kind) = c.error_type {
+                    m.upstream_error(&c.target.upstream, kind);
+                }
             }
         }
         if let Some(v) = &self.viewer {

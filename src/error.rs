@@ -65,6 +65,28 @@ impl ProxyError {
         }
     }
 
+    /// Can a request that failed this way be sent again? When the connection could not be
+    /// made nothing was sent: any method. A reset before any response: idempotent methods
+    /// only (RFC 9110 9.2.2). A timeout: never (the upstream may still be working on it).
+    pub fn retryable(self, method: &http::Method) -> bool {
+        use http::Method;
+        match self {
+            ProxyError::ConnectionRefused
+            | ProxyError::ConnectFailed
+            | ProxyError::ConnectTimeout => true,
+            ProxyError::ConnectionReset => matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
+            ),
+            _ => false,
+        }
+    }
+
     /// Human text for the JSON body of the generated response.
     pub fn message(self) -> &'static str {
         match self {

@@ -23,7 +23,8 @@ use crate::span::Target;
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: a replayed request without a body.
+    inner: Option<Incoming>,
     sent: Option<tokio::sync::oneshot::Sender<()>>,
     /// Bytes sent so far, for the access log.
     counted: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -38,13 +39,16 @@ impl http_body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(inner) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let frame = std::task::ready!(std::pin::Pin::new(inner).poll_frame(cx));
         if let (Some(Ok(f)), Some(c)) = (&frame, &this.counted) {
             if let Some(d) = f.data_ref() {
                 c.fetch_add(d.len() as u64, Relaxed);
             }
         }
-        if frame.is_none() || this.inner.is_end_stream() {
+        if frame.is_none() || this.inner.as_ref().is_none_or(|i| i.is_end_stream()) {
             if let Some(tx) = this.sent.take() {
                 let _ = tx.send(());
             }
@@ -53,11 +57,13 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |i| i.size_hint())
     }
 }
 
@@ -69,6 +75,8 @@ pub struct Upstream {
     request_timeout: std::time::Duration,
     /// HTTP/1.1, or HTTP/2 for an h2c upstream.
     pub version: Version,
+    /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
+    pub retries: u32,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -103,6 +111,7 @@ impl Upstream {
             name,
             next: AtomicUsize::new(0),
             request_timeout: s.request_timeout,
+            retries: s.retries,
             version: match s.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::H2c => Version::HTTP_2,
@@ -135,7 +144,7 @@ impl Upstream {
         let call = self.client.request(Request::from_parts(
             parts,
             RequestBody {
-                inner,
+                inner: Some(inner),
                 sent,
                 counted,
             },
@@ -148,6 +157,31 @@ impl Upstream {
                 _ = body_sent => {}
             }
         }
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Err(_) => Err(Failure {
+                kind: ProxyError::Timeout,
+                detail: format!("no response headers within {:?}", self.request_timeout),
+            }),
+            Ok(result) => map_result(result),
+        }
+    }
+}
+
+impl Upstream {
+    /// Sends a rebuilt request without a body (a retry).
+    pub async fn send_replay(
+        &self,
+        req: Request<Option<Incoming>>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let (parts, _) = req.into_parts();
+        let call = self.client.request(Request::from_parts(
+            parts,
+            RequestBody {
+                inner: None,
+                sent: None,
+                counted: None,
+            },
+        ));
         match tokio::time::timeout(self.request_timeout, call).await {
             Err(_) => Err(Failure {
                 kind: ProxyError::Timeout,

@@ -212,6 +212,7 @@ async fn exchange(
             error_type: None,
             bytes_sent: 0,
             client: None,
+            retried: Vec::new(),
             sampling: decision.map_or(Reason::Ratio, |d| d.reason),
             traced,
             bytes_in: None,
@@ -294,6 +295,7 @@ async fn exchange(
             status: None,
             error_type: None,
             error_detail: None,
+            resend_count: 0,
             recorded: rt.client_spans,
         });
         // Request body bytes, counted as they stream upstream (only when there is a body).
@@ -304,7 +306,76 @@ async fn exchange(
         }
     }
 
-    match upstream.send(req, bytes_in).await {
+    // A request without a body can be sent again: keep what it takes to rebuild it.
+    let replay = (upstream.retries > 0 && http_body::Body::is_end_stream(req.body())).then(|| {
+        (
+            req.method().clone(),
+            req.uri().path_and_query().cloned(),
+            req.headers().clone(),
+        )
+    });
+    let mut result = upstream.send(req, bytes_in).await;
+    let mut attempt = 0;
+    while let (Err(failure), Some((method, path, headers))) = (&result, &replay) {
+        if attempt >= upstream.retries || !failure.kind.retryable(method) {
+            break;
+        }
+        attempt += 1;
+        // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
+        // (a new parent id for the upstream) and the next endpoint.
+        let (authority, target) = upstream.pick();
+        let span = if rt.client_spans {
+            ids::span_id()
+        } else {
+            ids.server_span
+        };
+        if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+            if let Some(mut failed) = e.client.take() {
+                failed.end = Some(started.elapsed());
+                failed.error_type = Some(failure.kind.error_type());
+                failed.error_detail = Some(failure.detail.clone());
+                e.retried.push(failed);
+            }
+            e.client = Some(ClientCall {
+                span_id: span,
+                start: started.elapsed(),
+                end: None,
+                target: target.clone(),
+                status: None,
+                error_type: None,
+                error_detail: None,
+                resend_count: attempt,
+                recorded: rt.client_spans,
+            });
+        }
+        let mut again = Request::new(None);
+        *again.method_mut() = method.clone();
+        *again.version_mut() = upstream.version;
+        *again.headers_mut() = headers.clone();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = path.clone();
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *again.uri_mut() = uri;
+        }
+        if traced {
+            rt.propagation.inject(
+                again.headers_mut(),
+                &Outgoing {
+                    trace_id: &ids.trace_id,
+                    span_id: &span,
+                    parent_id: &ids.server_span,
+                    flags: ids.flags,
+                    tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+                    baggage: inbound.baggage.as_ref(),
+                },
+            );
+        }
+        result = upstream.send_replay(again).await;
+    }
+
+    match result {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {

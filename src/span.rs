@@ -45,6 +45,8 @@ pub struct ClientCall {
     pub error_type: Option<&'static str>,
     /// The underlying error's text, for the `exception` event.
     pub error_detail: Option<String>,
+    /// 0 for the first attempt, n for the n-th retry (`http.request.resend_count`).
+    pub resend_count: u32,
     /// Recorded as a CLIENT span (false: the id is still sent upstream, no span).
     pub recorded: bool,
 }
@@ -112,7 +114,10 @@ pub struct Exchange {
     pub correlation_id: Option<HeaderValue>,
     pub error_type: Option<&'static str>,
     pub bytes_sent: u64,
+    /// The last upstream attempt.
     pub client: Option<ClientCall>,
+    /// Earlier attempts that failed and were retried, in order.
+    pub retried: Vec<ClientCall>,
     /// Why it is recorded: the head reason, or `Error`/`Slow` when kept after the fact.
     pub sampling: Reason,
     /// What keeps it when the head sampler dropped it.
@@ -136,7 +141,12 @@ pub struct Exchange {
 impl Exchange {
     /// Spans this exchange exports.
     pub fn span_count(&self) -> usize {
-        1 + usize::from(self.client.as_ref().is_some_and(|c| c.recorded))
+        1 + self
+            .retried
+            .iter()
+            .chain(self.client.as_ref())
+            .filter(|c| c.recorded)
+            .count()
     }
 
     /// Approximate bytes held while queued, for the exporter's byte bound.
@@ -188,21 +198,29 @@ impl Exchange {
             (None, None) => Cow::Borrowed("HTTP"),
         };
         let end = self.start + self.duration;
-        // Built before the path moves into the server span's attributes.
-        let url_full = self.client.as_ref().filter(|c| c.recorded).map(|c| {
-            let q = self.query.as_deref();
-            let mut u = String::with_capacity(
-                c.target.base_url.len() + self.path.len() + q.map_or(0, |q| q.len() + 1),
-            );
-            u.push_str(&c.target.base_url);
-            u.push_str(&self.path);
-            if let Some(q) = q {
-                u.push('?');
-                u.push_str(q);
-            }
-            u
-        });
-
+        // Kept for the CLIENT spans' url.full before the path moves into the server span.
+        let any_client = self.client.iter().chain(&self.retried).any(|c| c.recorded);
+        let url_parts = any_client.then(|| (self.path.clone(), self.query.clone()));
+        // Each retry is an event on the SERVER span.
+        let mut server_events = SpanEvents::default();
+        for c in &self.retried {
+            server_events.events.push(opentelemetry::trace::Event::new(
+                "retry",
+                self.start + c.end.unwrap_or(self.duration),
+                vec![
+                    KeyValue::new(
+                        Key::from_static_str("http.request.resend_count"),
+                        i64::from(c.resend_count + 1),
+                    ),
+                    kv("error.type", c.error_type.unwrap_or("error")),
+                    kv(
+                        "exception.message",
+                        c.error_detail.clone().unwrap_or_default(),
+                    ),
+                ],
+                0,
+            ));
+        }
         let mut a = Vec::with_capacity(20);
         push_method(&mut a, &self.method);
         a.push(kv("url.path", self.path));
@@ -302,86 +320,106 @@ impl Exchange {
             end_time: end,
             attributes: a,
             dropped_attributes_count: 0,
-            events: SpanEvents::default(),
+            events: server_events,
             links: SpanLinks::default(),
             status,
             instrumentation_scope: scope.clone(),
         });
 
-        let Some(c) = self.client.filter(|c| c.recorded) else {
-            return;
-        };
-        let mut a = Vec::with_capacity(10);
-        push_method(&mut a, &self.method);
-        a.push(kv("server.address", c.target.host.to_string()));
-        a.push(KeyValue::new(
-            Key::from_static_str("server.port"),
-            i64::from(c.target.port),
-        ));
-        a.push(kv("network.peer.address", c.target.host.to_string()));
-        a.push(KeyValue::new(
-            Key::from_static_str("network.peer.port"),
-            i64::from(c.target.port),
-        ));
-        a.push(kv("url.full", url_full.unwrap_or_default()));
-        a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
-        a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
-        for (k, v) in self.attributes.iter() {
-            a.push(KeyValue::new(k.clone(), v.clone()));
-        }
-        if let Some(g) = &self.grpc {
-            push_grpc(&mut a, g);
-        }
-        if let Some(s) = c.status {
+        let (path, query) = url_parts.unwrap_or_default();
+        let calls = self
+            .retried
+            .into_iter()
+            .chain(self.client)
+            .filter(|c| c.recorded);
+        for c in calls {
+            let mut u = String::with_capacity(
+                c.target.base_url.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1),
+            );
+            u.push_str(&c.target.base_url);
+            u.push_str(&path);
+            if let Some(q) = &query {
+                u.push('?');
+                u.push_str(q);
+            }
+            let mut a = Vec::with_capacity(10);
+            push_method(&mut a, &self.method);
+            a.push(kv("server.address", c.target.host.to_string()));
             a.push(KeyValue::new(
-                Key::from_static_str("http.response.status_code"),
-                i64::from(s),
+                Key::from_static_str("server.port"),
+                i64::from(c.target.port),
             ));
-        }
-        // Client spans: 4xx and 5xx are errors, and so is a call with no response.
-        let client_error: Option<String> = c
-            .error_type
-            .map(str::to_string)
-            .or_else(|| c.status.filter(|s| *s >= 400).map(|s| s.to_string()));
-        if let Some(e) = &client_error {
-            a.push(kv("error.type", e.clone()));
-        }
-        // A failed call carries an `exception` event with what the connection said.
-        let mut events = SpanEvents::default();
-        if let (Some(kind), Some(detail)) = (c.error_type, c.error_detail) {
-            events.events.push(opentelemetry::trace::Event::new(
-                "exception",
-                self.start + c.end.unwrap_or(self.duration),
-                vec![kv("exception.type", kind), kv("exception.message", detail)],
-                0,
+            a.push(kv("network.peer.address", c.target.host.to_string()));
+            a.push(KeyValue::new(
+                Key::from_static_str("network.peer.port"),
+                i64::from(c.target.port),
             ));
+            a.push(kv("url.full", u));
+            if c.resend_count > 0 {
+                a.push(KeyValue::new(
+                    Key::from_static_str("http.request.resend_count"),
+                    i64::from(c.resend_count),
+                ));
+            }
+            a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+            a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
+            for (k, v) in self.attributes.iter() {
+                a.push(KeyValue::new(k.clone(), v.clone()));
+            }
+            if let Some(g) = &self.grpc {
+                push_grpc(&mut a, g);
+            }
+            if let Some(s) = c.status {
+                a.push(KeyValue::new(
+                    Key::from_static_str("http.response.status_code"),
+                    i64::from(s),
+                ));
+            }
+            // Client spans: 4xx and 5xx are errors, and so is a call with no response.
+            let client_error: Option<String> = c
+                .error_type
+                .map(str::to_string)
+                .or_else(|| c.status.filter(|s| *s >= 400).map(|s| s.to_string()));
+            if let Some(e) = &client_error {
+                a.push(kv("error.type", e.clone()));
+            }
+            // A failed call carries an `exception` event with what the connection said.
+            let mut events = SpanEvents::default();
+            if let (Some(kind), Some(detail)) = (c.error_type, c.error_detail) {
+                events.events.push(opentelemetry::trace::Event::new(
+                    "exception",
+                    self.start + c.end.unwrap_or(self.duration),
+                    vec![kv("exception.type", kind), kv("exception.message", detail)],
+                    0,
+                ));
+            }
+            out.push(SpanData {
+                span_context: SpanContext::new(
+                    trace_id,
+                    SpanId::from_bytes(c.span_id),
+                    flags,
+                    false,
+                    trace_state.clone(),
+                ),
+                parent_span_id: server_id,
+                parent_span_is_remote: false,
+                span_kind: SpanKind::Client,
+                name: Cow::Borrowed(method.unwrap_or("HTTP")),
+                start_time: self.start + c.start,
+                end_time: self.start + c.end.unwrap_or(self.duration),
+                attributes: a,
+                dropped_attributes_count: 0,
+                events,
+                links: SpanLinks::default(),
+                // Client spans: any failure, and for gRPC any code but OK.
+                status: match (client_error, grpc_status) {
+                    (Some(e), _) => Status::error(e),
+                    (None, Some(code)) if code != 0 => Status::error(format!("grpc status {code}")),
+                    _ => Status::Unset,
+                },
+                instrumentation_scope: scope.clone(),
+            });
         }
-        out.push(SpanData {
-            span_context: SpanContext::new(
-                trace_id,
-                SpanId::from_bytes(c.span_id),
-                flags,
-                false,
-                trace_state,
-            ),
-            parent_span_id: server_id,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
-            name: Cow::Borrowed(method.unwrap_or("HTTP")),
-            start_time: self.start + c.start,
-            end_time: self.start + c.end.unwrap_or(self.duration),
-            attributes: a,
-            dropped_attributes_count: 0,
-            events,
-            links: SpanLinks::default(),
-            // Client spans: any failure, and for gRPC any code but OK.
-            status: match (client_error, grpc_status) {
-                (Some(e), _) => Status::error(e),
-                (None, Some(code)) if code != 0 => Status::error(format!("grpc status {code}")),
-                _ => Status::Unset,
-            },
-            instrumentation_scope: scope.clone(),
-        });
     }
 }
 

@@ -35,7 +35,8 @@ async fn red_metrics_match_traffic_and_exemplars_name_exported_traces() {
     // Excluded paths make no metrics noise.
     get(&client, &format!("{base}/healthz"), &[]).await;
 
-    let spans = col.spans.wait_for(10).await;
+    // 3 x 2 + 2 + (1 SERVER + 2 CLIENT for /dead: the default single retry) = 11.
+    let spans = col.spans.wait_for(11).await;
     let admin = gw.admin_addr.unwrap();
     let r = get(
         &client,
@@ -68,8 +69,9 @@ async fn red_metrics_match_traffic_and_exemplars_name_exported_traces() {
     has(
         "tracegate_request_duration_seconds_bucket{le=\"+Inf\",route=\"/api/{id}\",method=\"GET\",status_class=\"2xx\"} 3",
     );
-    has("tracegate_upstream_errors_total{upstream=\"dead\",error_type=\"connection_refused\"} 1");
-    has("tracegate_spans_exported_total 10");
+    // The default single retry makes two failed attempts.
+    has("tracegate_upstream_errors_total{upstream=\"dead\",error_type=\"connection_refused\"} 2");
+    has("tracegate_spans_exported_total 11");
     assert!(!om.contains("healthz"), "excluded paths are not counted");
     let total: u64 = om
         .lines()

@@ -16,6 +16,7 @@ impl Settings {
                 json!({
                     "name": u.name,
                     "protocol": match u.protocol { UpstreamProtocol::Http1 => "http1", UpstreamProtocol::H2c => "h2c" },
+                    "retries": u.retries,
                     "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                     "request_timeout_ms": u.request_timeout.as_millis() as u64,

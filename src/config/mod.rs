@@ -115,6 +115,7 @@ pub enum AccessLogTarget {
 pub struct UpstreamSettings {
     pub name: String,
     pub protocol: UpstreamProtocol,
+    pub retries: u32,
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,

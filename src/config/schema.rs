@@ -105,6 +105,10 @@ pub struct UpstreamConfig {
     pub idle_timeout: Option<Text>,
     /// `http1` or `h2c` (HTTP/2 with prior knowledge; needed for gRPC). Default `http1`.
     pub protocol: Option<Text>,
+    /// Extra attempts, each to the next endpoint, for a request without a body whose
+    /// connection failed (any method) or was reset before a response (idempotent methods).
+    /// Default 1.
+    pub retries: Option<u32>,
 }
 
 /// A route: conditions (all must hold) and where matching requests go.

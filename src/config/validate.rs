@@ -175,6 +175,7 @@ impl<'a> Validator<'a> {
             out.push(UpstreamSettings {
                 name: u.name.value.clone(),
                 protocol,
+                retries: u.retries.unwrap_or(1),
                 endpoints,
                 connect_timeout: self.duration(
                     &u.connect_timeout,

@@ -11,9 +11,15 @@ use support::*;
 async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() {
     let up = upstream().await;
     let col = grpc_collector().await;
+    let dir = std::env::temp_dir().join(format!("tracegate-redaction-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let access_log = dir.join("access.log");
+    let _ = std::fs::remove_file(&access_log);
     let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - name: checkout\n    match: {{ path_prefix: /checkout }}\n    upstream: app\n    attributes: {{ team: payments, tier: gold }}\n  - upstream: app\ntracing:\n  capture:\n    request_headers: [\"*\"]\n    response_headers: [x-request-id, content-length]\n  attributes: {{ tier: bronze, deployment.environment.name: test }}\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 20ms\n",
-        up.addr, col.addr
+        "access_log:\n  format: json\n  path: \"{}\"\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - name: checkout\n    match: {{ path_prefix: /checkout }}\n    upstream: app\n    attributes: {{ team: payments, tier: gold }}\n  - upstream: app\ntracing:\n  capture:\n    request_headers: [\"*\"]\n    response_headers: [x-request-id, content-length]\n  attributes: {{ tier: bronze, deployment.environment.name: test }}\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 20ms\n",
+        access_log.display(),
+        up.addr,
+        col.addr
     );
     let gw = tracegate(&yaml).await;
     let r = get(
@@ -37,18 +43,51 @@ async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() 
     assert_eq!(seen.headers["authorization"], "Bearer topsecret-token");
 
     let spans = col.spans.wait_for(2).await;
-    let everything = format!("{spans:?}");
-    for secret in [
+    let secrets = [
         "topsecret-token",
         "cHJveHk6cGFzcw==",
         "cookie-secret",
         "s3cr3tsig",
         "abc123",
-    ] {
+    ];
+    let everything = format!("{spans:?}");
+    for secret in secrets {
         assert!(
             !everything.contains(secret),
             "`{secret}` reached the collector"
         );
+    }
+    // Nor the trace viewer (list and trace, where captured headers are shown) ...
+    let admin = gw.admin_addr.unwrap();
+    let trace_id = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let viewer = loop {
+        let t = get(
+            &h1_client(),
+            &format!("http://{admin}/traces/{trace_id}.json"),
+            &[],
+        )
+        .await;
+        if t.status == 200 {
+            let list = get(&h1_client(), &format!("http://{admin}/traces.json"), &[]).await;
+            break format!(
+                "{}{}",
+                String::from_utf8_lossy(&t.body),
+                String::from_utf8_lossy(&list.body)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trace never reached the viewer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        viewer.contains("http.request.header.authorization") && viewer.contains("REDACTED"),
+        "{viewer}"
+    );
+    for secret in secrets {
+        assert!(!viewer.contains(secret), "`{secret}` reached the viewer");
     }
     let (server, client) = pair(&spans, r.headers["x-trace-id"].to_str().unwrap());
     let client = client.unwrap();
@@ -126,4 +165,12 @@ async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() 
         ["content-length", "x-request-id"],
         "only the listed response headers"
     );
+    // ... nor the access log, flushed on shutdown.
+    gw.shutdown();
+    gw.wait().await;
+    let log = std::fs::read_to_string(&access_log).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "`{secret}` reached the access log");
+    }
 }

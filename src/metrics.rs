@@ -89,18 +89,7 @@ impl Default for Metrics {
 
 /// The method as a bounded label: the known ones, else `_OTHER`.
 pub fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "_OTHER",
-    }
+    crate::span::known_method(m).unwrap_or("_OTHER")
 }
 
 pub fn status_class(status: u16) -> &'static str {

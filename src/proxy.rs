@@ -287,17 +287,13 @@ async fn exchange(
         },
     );
     if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-        e.client = Some(ClientCall {
-            span_id: client_span,
-            start: started.elapsed(),
-            end: None,
-            target: target.clone(),
-            status: None,
-            error_type: None,
-            error_detail: None,
-            resend_count: 0,
-            recorded: rt.client_spans,
-        });
+        e.client = Some(ClientCall::begin(
+            client_span,
+            started.elapsed(),
+            target.clone(),
+            0,
+            rt.client_spans,
+        ));
         // Request body bytes, counted as they stream upstream (only when there is a body).
         if !http_body::Body::is_end_stream(req.body()) {
             let counter = Arc::new(AtomicU64::new(0));
@@ -336,17 +332,13 @@ async fn exchange(
                 failed.error_detail = Some(failure.detail.clone());
                 e.retried.push(failed);
             }
-            e.client = Some(ClientCall {
-                span_id: span,
-                start: started.elapsed(),
-                end: None,
-                target: target.clone(),
-                status: None,
-                error_type: None,
-                error_detail: None,
-                resend_count: attempt,
-                recorded: rt.client_spans,
-            });
+            e.client = Some(ClientCall::begin(
+                span,
+                started.elapsed(),
+                target.clone(),
+                attempt,
+                rt.client_spans,
+            ));
         }
         let mut again = Request::new(None);
         *again.method_mut() = method.clone();

@@ -92,6 +92,29 @@ fn grpc_server_error(code: u32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
+impl ClientCall {
+    /// A new attempt, started `start` after the exchange began; `resend_count` 0 for the first.
+    pub fn begin(
+        span_id: [u8; 8],
+        start: Duration,
+        target: Arc<Target>,
+        resend_count: u32,
+        recorded: bool,
+    ) -> Self {
+        ClientCall {
+            span_id,
+            start,
+            end: None,
+            target,
+            status: None,
+            error_type: None,
+            error_detail: None,
+            resend_count,
+            recorded,
+        }
+    }
+}
+
 /// Everything recorded about one inbound request.
 #[derive(Clone, Debug)]
 pub struct Exchange {
@@ -428,7 +451,7 @@ fn kv(key: &'static str, value: impl Into<Value>) -> KeyValue {
 }
 
 /// The method as the conventions name it, or `None` for a method outside the known set.
-fn known_method(m: &Method) -> Option<&'static str> {
+pub fn known_method(m: &Method) -> Option<&'static str> {
     Some(match *m {
         Method::GET => "GET",
         Method::POST => "POST",

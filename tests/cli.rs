@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::*;
 
@@ -143,54 +142,35 @@ fn readme_documents_every_config_key() {
 async fn sigterm_lets_inflight_request_finish_and_flushes_spans() {
     let up = upstream().await;
     let col = grpc_collector().await;
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
+    let endpoint = format!("http://{}", col.addr);
+    let upstream_url = format!("http://{}", up.addr);
+    let mut tg = spawn_tracegate(
+        &[
             "run",
             "--listen",
             "127.0.0.1:0",
             "--upstream",
-            &format!("http://{}", up.addr),
+            &upstream_url,
             "--admin",
             "off",
-        ])
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", col.addr),
-        )
-        .env("OTEL_SERVICE_NAME", "sidecar-test")
-        // A long batch delay: only the shutdown flush can deliver the spans in time.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
-    let addr = loop {
-        let line = lines.next().expect("tracegate exited early").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "sidecar-test"),
+            // A long batch delay: only the shutdown flush can deliver the spans in time.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let addr = tg.proxy.clone();
     let client = h1_client();
     let url = format!("http://{addr}/slow/1500");
     let inflight = tokio::spawn(async move { get(&client, &url, &[]).await });
     up.seen.wait_for(1).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    tg.signal("TERM");
     let r = inflight.await.unwrap();
     assert_eq!(r.status, 200, "the in-flight request completes");
     assert_eq!(r.body, "slow ok");
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tg.exit().await;
     assert!(
         status.success(),
         "exit 0 after a graceful shutdown: {status:?}"

@@ -5,16 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
 
 fn config_to(upstream: SocketAddr) -> String {
     format!(
@@ -65,37 +61,8 @@ async fn reload_swaps_config_without_failing_a_request() {
     let path = dir.join("tracegate.yaml");
     write(&path, &config_to(a.addr));
 
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
-    let (proxy, admin) = loop {
-        let line = lines.next().expect("tracegate exited early").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            let proxy = rest.split(' ').next().unwrap().to_string();
-            let admin = rest
-                .split("(admin ")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap()
-                .to_string();
-            break (proxy, admin);
-        }
-    };
-    // Keep reading the log so the pipe never fills.
-    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let log_writer = log.clone();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            log_writer.lock().unwrap().push(l);
-        }
-    });
+    let mut tg = spawn_tracegate(&["run", "--config", path.to_str().unwrap()], &[]);
+    let (proxy, admin, log) = (tg.proxy.clone(), tg.admin.clone().unwrap(), tg.log.clone());
 
     // A bounded load loop for the whole test: every request must succeed.
     let done = Arc::new(AtomicBool::new(false));
@@ -109,16 +76,7 @@ async fn reload_swaps_config_without_failing_a_request() {
         statuses
     });
     a.seen.wait_for(1).await;
-    let pid = child.id().unwrap().to_string();
-    let hup = || {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let hup = || tg.signal("HUP");
 
     // 1. A valid change, applied by SIGHUP.
     write(&path, &config_to(b.addr));
@@ -165,18 +123,6 @@ async fn reload_swaps_config_without_failing_a_request() {
         statuses.iter().all(|s| *s == 200),
         "a request failed during reloads"
     );
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        tokio::time::timeout(PATIENCE, child.wait())
-            .await
-            .unwrap()
-            .unwrap()
-            .success()
-    );
+    tg.signal("TERM");
+    assert!(tg.exit().await.success());
 }

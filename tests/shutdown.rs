@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,40 +14,14 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
-
-/// Starts the binary on a config file; returns the child, the proxy and admin addresses.
-async fn start(yaml: &str, name: &str) -> (tokio::process::Child, String, String) {
+/// Starts the binary on a config file.
+fn start(yaml: &str, name: &str) -> Process {
     let dir =
         std::env::temp_dir().join(format!("tracegate-shutdown-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tracegate.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let mut lines = BufReader::new(std::fs::File::from(stderr)).lines();
-    let (proxy, admin) = loop {
-        let line = lines.next().expect("tracegate exited early").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            let proxy = rest.split(' ').next().unwrap().to_string();
-            let admin = rest
-                .split("(admin ")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap()
-                .to_string();
-            break (proxy, admin);
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (child, proxy, admin)
+    spawn_tracegate(&["run", "--config", path.to_str().unwrap()], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +32,8 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
         "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 10m\nshutdown:\n  drain_delay: 1s\n  grace_period: 10s\n",
         up.addr, col.addr
     );
-    let (mut child, proxy, admin) = start(&yaml, "load").await;
+    let mut tg = start(&yaml, "load");
+    let (proxy, admin) = (tg.proxy.clone(), tg.admin.clone().unwrap());
 
     // Four concurrent loops; each request's outcome is classified.
     let stop = Arc::new(AtomicBool::new(false));
@@ -93,27 +66,20 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
         }));
     }
     up.seen.wait_for(20).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    tg.signal("TERM");
 
     // During the drain delay: not ready, still serving.
     let ready = get(&h1_client(), &format!("http://{admin}/readyz"), &[]).await;
     assert_eq!(ready.status, 503, "not ready while draining");
     let during = up.seen.len();
     up.seen.wait_for(during + 10).await;
-
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    // Like a load balancer that saw /readyz fail (Kubernetes removes the endpoint): no new
+    // work from now on; what is in flight must finish. (A connection the kernel completes
+    // in the instant the listener closes would be reset: that race is why the drain exists.)
     stop.store(true, Ordering::Relaxed);
+
+    let status = tg.exit().await;
+    assert!(status.success(), "{status:?}");
     let mut served = 0;
     for l in loops {
         let (ok, _refused, failed) = l.await.unwrap();
@@ -137,29 +103,12 @@ async fn a_second_signal_exits_at_once() {
         "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  protocol: none\nshutdown:\n  drain_delay: 10m\n",
         up.addr
     );
-    let (mut child, _, _) = start(&yaml, "second").await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mut tg = start(&yaml, "second");
+    tg.signal("TERM");
     // The 10-minute drain has begun; a second signal must not wait for it.
     let first_wait =
-        tokio::time::timeout(std::time::Duration::from_millis(300), child.wait()).await;
+        tokio::time::timeout(std::time::Duration::from_millis(300), tg.child.wait()).await;
     assert!(first_wait.is_err(), "still draining after the first signal");
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(1), "exit at once, non-zero");
+    tg.signal("INT");
+    assert_eq!(tg.exit().await.code(), Some(1), "exit at once, non-zero");
 }

@@ -508,3 +508,77 @@ pub fn pair(spans: &[Received], trace_id: &str) -> (Received, Option<Received>) 
         .cloned();
     (server, client)
 }
+
+/// The tracegate binary running as a child process.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub proxy: String,
+    /// `None` when the admin port is off.
+    pub admin: Option<String>,
+    /// Log lines after startup, collected as they come (so the pipe never fills).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts the binary and waits for its "serving on" line, which gives the bound addresses.
+pub fn spawn_tracegate(args: &[&str], envs: &[(&str, &str)]) -> Process {
+    use std::io::BufRead;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let mut lines = std::io::BufReader::new(std::fs::File::from(stderr)).lines();
+    let (proxy, admin) = loop {
+        let line = lines.next().expect("tracegate exited early").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            let proxy = rest.split(' ').next().unwrap().to_string();
+            let admin = rest
+                .split("(admin ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_string();
+            break (proxy, (admin != "off").then_some(admin));
+        }
+    };
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let writer = log.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            writer.lock().unwrap().push(l);
+        }
+    });
+    Process {
+        child,
+        proxy,
+        admin,
+        log,
+    }
+}
+
+impl Process {
+    /// Sends a signal (`TERM`, `INT`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([&format!("-{name}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for the exit (panics after `PATIENCE`).
+    pub async fn exit(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exit in time")
+            .unwrap()
+    }
+}

@@ -71,6 +71,12 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
     // During the drain delay: not ready, still serving.
     let ready = get(&h1_client(), &format!("http://{admin}/readyz"), &[]).await;
     assert_eq!(ready.status, 503, "not ready while draining");
+    let r = get(&h1_client(), &format!("http://{proxy}/slow/1"), &[]).await;
+    assert_eq!(r.status, 200, "still serving while draining");
+    assert_eq!(
+        r.headers["connection"], "close",
+        "clients are told to leave keep-alive connections"
+    );
     let during = up.seen.len();
     up.seen.wait_for(during + 10).await;
     // Like a load balancer that saw /readyz fail (Kubernetes removes the endpoint): no new
@@ -80,7 +86,7 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
 
     let status = tg.exit().await;
     assert!(status.success(), "{status:?}");
-    let mut served = 0;
+    let mut served = 1; // the request sent during the drain, above
     for l in loops {
         let (ok, _refused, failed) = l.await.unwrap();
         assert!(failed.is_empty(), "accepted requests failed: {failed:?}");

@@ -17,6 +17,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::config::{ExportSettings, OtlpSettings, Protocol, TracingSettings};
 use crate::span::Exchange;
@@ -69,15 +70,6 @@ pub struct ExportHandle {
 }
 
 impl ExportHandle {
-    /// A handle that records nothing (export disabled).
-    pub fn disabled() -> Self {
-        ExportHandle {
-            tx: None,
-            max_bytes: 0,
-            stats: Arc::default(),
-        }
-    }
-
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
@@ -110,26 +102,117 @@ impl ExportHandle {
     }
 }
 
-/// The running exporter: its handle and the means to flush it.
-pub struct Exporter {
-    pub handle: ExportHandle,
+/// The exporter in use, and the ones a reload replaced that still export what was queued
+/// to them. Counters are shared, so `/metrics` counts across reloads.
+pub struct Exporters {
+    stats: Arc<ExportStats>,
+    inner: tokio::sync::Mutex<ExportersInner>,
+}
+
+struct ExportersInner {
+    current: Exporter,
+    /// Batchers of replaced exporters: each ends once the last request holding its
+    /// handle has finished and its queue is exported.
+    retired: Vec<JoinHandle<()>>,
+}
+
+impl Exporters {
+    /// Starts the exporter `export` describes (must run inside the tokio runtime).
+    pub fn start(export: &ExportSettings, tracing: &TracingSettings) -> Result<Exporters, String> {
+        let stats = Arc::new(ExportStats::default());
+        let current = Exporter::start(export, tracing, stats.clone())?;
+        Ok(Exporters {
+            stats,
+            inner: tokio::sync::Mutex::new(ExportersInner {
+                current,
+                retired: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<ExportStats> {
+        self.stats.clone()
+    }
+
+    /// The handle requests submit to.
+    pub async fn handle(&self) -> ExportHandle {
+        self.inner.lock().await.current.handle.clone()
+    }
+
+    /// Starts a new exporter for `export` and retires the current one, which keeps
+    /// exporting what requests still in flight submit to it. Returns the new handle.
+    pub async fn replace(
+        &self,
+        export: &ExportSettings,
+        tracing: &TracingSettings,
+    ) -> Result<ExportHandle, String> {
+        let next = Exporter::start(export, tracing, self.stats.clone())?;
+        let handle = next.handle.clone();
+        let mut inner = self.inner.lock().await;
+        let old = std::mem::replace(&mut inner.current, next);
+        inner.retired.retain(|t| !t.is_finished());
+        if let Some(task) = old.task {
+            inner.retired.push(task);
+        }
+        Ok(handle)
+    }
+
+    /// Exports everything queued so far, by this exporter and the retired ones; returns
+    /// whether all of it was done before `deadline` passed.
+    pub async fn flush(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let (control, retired) = {
+            let mut inner = self.inner.lock().await;
+            (
+                inner.current.control.clone(),
+                std::mem::take(&mut inner.retired),
+            )
+        };
+        let mut done = match control {
+            Some(ctl) => {
+                let (tx, rx) = oneshot::channel();
+                ctl.send(Control::Flush(tx)).await.is_ok()
+                    && tokio::time::timeout_at(until, rx)
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+            }
+            None => true,
+        };
+        for task in retired {
+            done &= tokio::time::timeout_at(until, task).await.is_ok();
+        }
+        done
+    }
+}
+
+/// One running exporter: its handle, and its batcher task.
+struct Exporter {
+    handle: ExportHandle,
     control: Option<mpsc::Sender<Control>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Exporter {
-    /// Starts the batcher task (must run inside the tokio runtime).
-    pub fn start(export: &ExportSettings, tracing: &TracingSettings) -> Result<Exporter, String> {
+    fn start(
+        export: &ExportSettings,
+        tracing: &TracingSettings,
+        stats: Arc<ExportStats>,
+    ) -> Result<Exporter, String> {
         let ExportSettings::Otlp(o) = export else {
             return Ok(Exporter {
-                handle: ExportHandle::disabled(),
+                handle: ExportHandle {
+                    tx: None,
+                    max_bytes: 0,
+                    stats,
+                },
                 control: None,
+                task: None,
             });
         };
         let mut exporter = build_exporter(o)?;
         exporter.set_resource(&resource(tracing));
         let (tx, rx) = mpsc::channel(o.queue_limit);
         let (ctl_tx, ctl_rx) = mpsc::channel(1);
-        let stats = Arc::new(ExportStats::default());
         let batcher = Batcher {
             exporter,
             rx,
@@ -143,7 +226,7 @@ impl Exporter {
                 .build(),
             pending: Vec::new(),
         };
-        tokio::spawn(batcher.run());
+        let task = tokio::spawn(batcher.run());
         Ok(Exporter {
             handle: ExportHandle {
                 tx: Some(tx),
@@ -151,21 +234,8 @@ impl Exporter {
                 stats,
             },
             control: Some(ctl_tx),
+            task: Some(task),
         })
-    }
-
-    /// Exports everything queued so far; returns when done or when `deadline` passes.
-    pub async fn flush(&self, deadline: Duration) -> bool {
-        let Some(ctl) = &self.control else {
-            return true;
-        };
-        let (tx, rx) = oneshot::channel();
-        if ctl.send(Control::Flush(tx)).await.is_err() {
-            return false;
-        }
-        tokio::time::timeout(deadline, rx)
-            .await
-            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -258,11 +328,13 @@ struct Batcher {
 impl Batcher {
     async fn run(mut self) {
         let mut oldest: Option<tokio::time::Instant> = None;
+        // A retired exporter loses its control channel and runs until its queue closes.
+        let mut controlled = true;
         loop {
             let deadline = oldest.map(|t| t + self.batch_delay);
             tokio::select! {
                 biased;
-                ctl = self.control.recv() => match ctl {
+                ctl = self.control.recv(), if controlled => match ctl {
                     Some(Control::Flush(done)) => {
                         while let Ok(q) = self.rx.try_recv() {
                             self.take(q);
@@ -274,7 +346,7 @@ impl Batcher {
                         oldest = None;
                         let _ = done.send(());
                     }
-                    None => return,
+                    None => controlled = false,
                 },
                 item = self.rx.recv() => match item {
                     Some(q) => {

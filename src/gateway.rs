@@ -7,20 +7,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::config::{Env, Settings};
-use crate::export::{ExportStats, Exporter};
+use crate::export::{ExportStats, Exporters};
+use crate::listen::{self, Listeners};
+use crate::log;
 use crate::metrics::{self, Metrics, Sources};
 use crate::proxy::{Runtime, Shared};
 use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
 use crate::viewer::Viewer;
-use crate::{listen, log};
 
 pub struct Gateway {
     /// Bound proxy addresses, in config order (port 0 resolved).
@@ -30,35 +30,24 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     shared: Arc<Shared>,
+    exporters: Arc<Exporters>,
+    listeners: Arc<Listeners>,
     config_json: Arc<ArcSwap<String>>,
     reloads: Arc<ReloadStats>,
     settings: Settings,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
-}
-
 impl Gateway {
     /// Binds every listener, starts the exporter and the admin port, and serves.
     pub async fn start(settings: Settings) -> Result<Gateway, String> {
-        let mut listeners = Vec::new();
-        for addr in &settings.listeners {
-            listeners.push(bind(*addr, "proxy").await?);
-        }
+        let bound = Listeners::bind(&settings.listeners).await?;
         let admin_listener = match settings.admin {
-            Some(a) => Some(bind(a, "admin").await?),
+            Some(a) => Some(listen::bind(a, "admin").await?),
             None => None,
         };
-        let proxy_addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect::<Vec<_>>();
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-        let exporter = Exporter::start(&settings.export, &settings.tracing)?;
+        let exporters = Arc::new(Exporters::start(&settings.export, &settings.tracing)?);
         let sampling = Arc::new(SamplingStats::default());
         let config_json = Arc::new(ArcSwap::from_pointee(
             serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
@@ -70,8 +59,7 @@ impl Gateway {
         let viewer = (settings.admin.is_some() && settings.viewer_capacity > 0)
             .then(|| Viewer::start(settings.viewer_capacity));
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(Runtime::build(&settings)),
-            export: exporter.handle.clone(),
+            runtime: ArcSwap::from_pointee(Runtime::build(&settings, exporters.handle().await)),
             access_log: access_log.clone(),
             sampling: sampling.clone(),
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),
@@ -82,7 +70,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             registry: metrics::registry(Arc::new(Sources {
                 metrics: request_metrics,
-                export: exporter.handle.stats.clone(),
+                export: exporters.stats(),
                 sampling,
                 access_log: access_log.stats.clone(),
                 reloads: reloads.clone(),
@@ -92,11 +80,8 @@ impl Gateway {
             trace_link: settings.trace_link.clone(),
         });
 
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let serving: Vec<JoinHandle<()>> = listeners
-            .into_iter()
-            .map(|l| tokio::spawn(listen::serve(l, shared.clone(), stop_rx.clone())))
-            .collect();
+        let listeners = Arc::new(Listeners::serve(bound, shared.clone()));
+        let proxy_addrs = listeners.addrs().await;
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         if let Some(l) = admin_listener {
             tokio::spawn(admin::serve(l, admin_state.clone(), admin_stop_rx));
@@ -116,7 +101,8 @@ impl Gateway {
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let draining = shared.draining.clone();
         let shared_for_reload = shared.clone();
-        let export_stats = exporter.handle.stats.clone();
+        let export_stats = exporters.stats();
+        let (exporters_, listeners_) = (exporters.clone(), listeners.clone());
         let drain_delay = settings.shutdown.drain_delay;
         let grace = settings.shutdown.grace_period;
         let task = tokio::spawn(async move {
@@ -128,8 +114,7 @@ impl Gateway {
             ));
             tokio::time::sleep(drain_delay).await;
             let deadline = tokio::time::Instant::now() + grace;
-            let _ = stop_tx.send(true);
-            for task in serving {
+            for task in listeners_.stop().await {
                 if tokio::time::timeout_at(deadline, task).await.is_err() {
                     log::warn("grace period over with requests still in flight");
                     break;
@@ -138,7 +123,7 @@ impl Gateway {
             // Every finished exchange is queued by now: flush what is left.
             drop(shared);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if !exporter.flush(left).await {
+            if !exporters_.flush(left).await {
                 log::warn("grace period over before the last spans were exported");
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -158,6 +143,8 @@ impl Gateway {
             shutdown: shutdown_tx,
             task,
             shared: shared_for_reload,
+            exporters,
+            listeners,
             config_json,
             reloads,
             settings,
@@ -175,11 +162,18 @@ impl Gateway {
             path,
             env,
             shared: self.shared.clone(),
+            exporters: self.exporters.clone(),
+            listeners: self.listeners.clone(),
             config_json: self.config_json.clone(),
             stats: self.reloads.clone(),
             current: self.settings.clone(),
         };
         tokio::spawn(reloader.run(Some(sighup), self.shutdown.subscribe()));
+    }
+
+    /// The proxy addresses served now (a reload may have changed them).
+    pub async fn listening(&self) -> Vec<SocketAddr> {
+        self.listeners.addrs().await
     }
 
     /// Starts the graceful shutdown (what SIGTERM does). Returns at once.

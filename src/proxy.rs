@@ -48,10 +48,13 @@ pub struct Runtime {
     pub default_attributes: Arc<[(String, String)]>,
     /// Sampling for requests no route matches.
     pub default_policy: RoutePolicy,
+    /// The exporter this version's requests submit to; a reload that changes the export
+    /// settings brings a new one.
+    pub export: ExportHandle,
 }
 
 impl Runtime {
-    pub fn build(s: &Settings) -> Self {
+    pub fn build(s: &Settings, export: ExportHandle) -> Self {
         let sampling = &s.tracing.sampling;
         Runtime {
             router: Router::new(&s.routes, sampling.keep_errors, &s.tracing.attributes),
@@ -77,14 +80,14 @@ impl Runtime {
             trace_id_header: s.tracing.trace_id_header.clone(),
             correlation_headers: s.tracing.correlation_headers.clone(),
             client_spans: s.tracing.client_spans,
+            export,
         }
     }
 }
 
-/// State shared by every connection: the current config version and the export queue.
+/// State shared by every connection: the current config version, and what records.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
-    pub export: ExportHandle,
     pub access_log: AccessLog,
     /// Request metrics (`None` without an admin port to read them).
     pub metrics: Option<Arc<Metrics>>,
@@ -175,8 +178,7 @@ async fn exchange(
     // Spans are recorded when sampled, or when the tail rule may still keep them (errors,
     // slow); the exchange is also recorded for the access log, traced or not.
     let export_spans = decision.is_some_and(|d| {
-        shared.export.enabled()
-            && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
+        rt.export.enabled() && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
     });
     let metrics = shared.metrics.as_ref().filter(|_| traced);
     let viewer = shared.viewer.as_ref().filter(|_| traced);
@@ -239,7 +241,7 @@ async fn exchange(
         };
         SpanGuard::new(
             exchange,
-            export_spans.then(|| shared.export.clone()),
+            export_spans.then(|| rt.export.clone()),
             shared.sampling.clone(),
             shared
                 .access_log

@@ -4,8 +4,12 @@
 //! reported with the same file:line errors as `tracegate check`, and the old config keeps
 //! serving.
 //!
-//! Reloaded: routes, upstreams, sampling, propagation, header and attribute policy.
-//! Listener, admin and exporter changes need a restart; a reload that changes them says so.
+//! Reloaded: routes, upstreams, sampling, propagation, header and attribute policy; the
+//! exporter (endpoint, protocol, headers, batching, resource), whose predecessor exports
+//! what was queued to it; and the proxy listeners: added addresses are bound before
+//! anything changes (a bind failure rejects the reload), removed ones stop accepting and
+//! drain their connections. Admin and access-log changes need a restart; a reload that
+//! changes them says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, Env, Settings};
+use crate::export::Exporters;
 use crate::gateway::stopped;
+use crate::listen::Listeners;
 use crate::log;
 use crate::proxy::{Runtime, Shared};
 
@@ -41,6 +47,8 @@ pub struct Reloader {
     pub path: PathBuf,
     pub env: Env,
     pub shared: Arc<Shared>,
+    pub exporters: Arc<Exporters>,
+    pub listeners: Arc<Listeners>,
     /// The effective config `/config` shows.
     pub config_json: Arc<ArcSwap<String>>,
     pub stats: Arc<ReloadStats>,
@@ -50,26 +58,10 @@ pub struct Reloader {
 
 impl Reloader {
     /// Loads the file once; swaps it in when valid. Returns whether it applied.
-    pub fn reload(&mut self, why: &str) -> bool {
-        match config::load_file(&self.path, &self.env) {
-            Ok(next) => {
-                let needs_restart = restart_only_changes(&self.current, &next);
-                self.shared.runtime.store(Arc::new(Runtime::build(&next)));
-                self.config_json.store(Arc::new(
-                    serde_json::to_string_pretty(&next.describe()).unwrap_or_default(),
-                ));
-                self.current = next;
+    pub async fn reload(&mut self, why: &str) -> bool {
+        match self.apply(why).await {
+            Ok(()) => {
                 self.stats.ok.fetch_add(1, Relaxed);
-                log::info(&format!(
-                    "config reloaded from {} ({why})",
-                    self.path.display()
-                ));
-                if !needs_restart.is_empty() {
-                    log::warn(&format!(
-                        "changes to {} take effect after a restart",
-                        needs_restart.join(", ")
-                    ));
-                }
                 true
             }
             Err(errors) => {
@@ -80,6 +72,65 @@ impl Reloader {
                 false
             }
         }
+    }
+
+    /// Everything that can fail happens before the first change: parsing, validation,
+    /// building the exporter, binding new listeners.
+    async fn apply(&mut self, why: &str) -> Result<(), String> {
+        let next = config::load_file(&self.path, &self.env).map_err(|e| e.to_string())?;
+        let bound = if next.listeners != self.current.listeners {
+            Some(self.listeners.prepare(&next.listeners).await?)
+        } else {
+            None
+        };
+        let export = if export_changed(&self.current, &next) {
+            self.exporters.replace(&next.export, &next.tracing).await?
+        } else {
+            self.shared.runtime.load().export.clone()
+        };
+        self.shared
+            .runtime
+            .store(Arc::new(Runtime::build(&next, export)));
+        let moved = match bound {
+            Some(b) => Some(self.listeners.apply(&next.listeners, b).await),
+            None => None,
+        };
+        self.config_json.store(Arc::new(
+            serde_json::to_string_pretty(&next.describe()).unwrap_or_default(),
+        ));
+        let needs_restart = restart_only_changes(&self.current, &next);
+        let export_changed = export_changed(&self.current, &next);
+        self.current = next;
+        log::info(&format!(
+            "config reloaded from {} ({why})",
+            self.path.display()
+        ));
+        if let Some((added, removed)) = moved {
+            let list = |v: &[std::net::SocketAddr]| {
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            log::info(&format!(
+                "listeners: now serving on [{}]; added [{}]; draining [{}]",
+                list(&self.listeners.addrs().await),
+                list(&added),
+                list(&removed)
+            ));
+        }
+        if export_changed {
+            log::info(
+                "exporter restarted with the new settings; the previous one exports what it had queued",
+            );
+        }
+        if !needs_restart.is_empty() {
+            log::warn(&format!(
+                "changes to {} take effect after a restart",
+                needs_restart.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// Reloads on SIGHUP and when the file changes, until `stop`.
@@ -99,13 +150,13 @@ impl Reloader {
                     }
                 } => {
                     seen = stamp(&self.path);
-                    self.reload("SIGHUP");
+                    self.reload("SIGHUP").await;
                 }
                 () = tokio::time::sleep(POLL) => {
                     let now = stamp(&self.path);
                     if now.is_some() && now != seen {
                         seen = now;
-                        self.reload("file changed");
+                        self.reload("file changed").await;
                     }
                 }
                 () = stopped(&mut stop) => return,
@@ -114,19 +165,19 @@ impl Reloader {
     }
 }
 
+/// Whether the exporter must be rebuilt: its settings or the resource it reports changed.
+fn export_changed(old: &Settings, new: &Settings) -> bool {
+    old.export != new.export
+        || old.tracing.service_name != new.tracing.service_name
+        || old.tracing.service_version != new.tracing.service_version
+        || old.tracing.resource_attributes != new.tracing.resource_attributes
+}
+
 /// The parts of a config a reload cannot apply.
 fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if old.listeners != new.listeners {
-        out.push("listeners");
-    }
     if old.admin != new.admin {
         out.push("admin");
-    }
-    if old.describe()["export"] != new.describe()["export"]
-        || old.tracing.service_name != new.tracing.service_name
-    {
-        out.push("export and resource");
     }
     if old.access_log != new.access_log {
         out.push("access_log");

@@ -126,3 +126,169 @@ async fn reload_swaps_config_without_failing_a_request() {
     tg.signal("TERM");
     assert!(tg.exit().await.success());
 }
+
+/// A port free now (bound and released), for a listener a reload adds.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn moving_config(upstream: SocketAddr, second: u16, service: &str, export: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\n  - address: 127.0.0.1:{second}\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\nroutes:\n  - upstream: app\ntracing:\n  service_name: {service}\n{export}"
+    )
+}
+
+/// The exporter and the listeners change on reload: spans of requests started before go to
+/// the old collector (the old exporter drains), later ones to the new collector over the
+/// new protocol with the new resource; an added listener serves, a removed one finishes
+/// its in-flight request and then refuses connections; the kept one never fails a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_exporter_and_listeners() {
+    let app = upstream().await;
+    let old_collector = grpc_collector().await;
+    let new_collector = http_collector().await;
+    let (p1, p2) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("tracegate-move-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tracegate.yaml");
+    let before = moving_config(app.addr, p1, "svc-old", &grpc_export(old_collector.addr));
+    write(&path, &before);
+
+    let mut tg = spawn_tracegate(&["run", "--config", path.to_str().unwrap()], &[]);
+    let (kept, admin) = (tg.proxy.clone(), tg.admin.clone().unwrap());
+    let client = h1_client();
+    assert_eq!(
+        get(&client, &format!("http://127.0.0.1:{p1}/a"), &[])
+            .await
+            .status,
+        200
+    );
+    old_collector.spans.wait_for(2).await;
+
+    // Load on the kept listener for the whole test.
+    let done = Arc::new(AtomicBool::new(false));
+    let (stop, url) = (done.clone(), format!("http://{kept}/load"));
+    let load = tokio::spawn(async move {
+        let client = h1_client();
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::Relaxed) && statuses.len() < 200_000 {
+            statuses.push(get(&client, &url, &[]).await.status.as_u16());
+        }
+        statuses
+    });
+    // In flight on the listener about to be removed, across the reload.
+    let slow = tokio::spawn({
+        let url = format!("http://127.0.0.1:{p1}/slow/1500");
+        async move { get(&h1_client(), &url, &[]).await }
+    });
+    while !app.seen.all().iter().any(|s| s.path == "/slow/1500") {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let export = format!(
+        "export:\n  protocol: http/protobuf\n  endpoint: \"http://{}\"\n  batch_delay: 20ms\n",
+        new_collector.addr
+    );
+    write(&path, &moving_config(app.addr, p2, "svc-new", &export));
+    tg.signal("HUP");
+    counter_at_least(&admin, OK, 1).await;
+
+    let fresh = get(&client, &format!("http://127.0.0.1:{p2}/b"), &[]).await;
+    assert_eq!(fresh.status, 200, "the added listener serves");
+    let trace_id = fresh.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = new_collector.spans.wait_for(1).await;
+    let mut spans = spans;
+    while !spans.iter().any(|s| s.trace_id() == trace_id) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        spans = new_collector.spans.all();
+    }
+    let span = spans.iter().find(|s| s.trace_id() == trace_id).unwrap();
+    assert_eq!(
+        span.resource_attr("service.name").as_deref(),
+        Some("svc-new")
+    );
+
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        slow.status, 200,
+        "the in-flight request on the removed listener finished"
+    );
+    let slow_trace = slow.headers["x-trace-id"].to_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !old_collector
+        .spans
+        .all()
+        .iter()
+        .any(|s| s.trace_id() == slow_trace)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old exporter exported the span of the request it had"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !new_collector
+            .spans
+            .all()
+            .iter()
+            .any(|s| s.trace_id() == slow_trace),
+        "a request's spans go to one exporter"
+    );
+
+    // The removed listener is closed once its connection finished.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", p1))
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed listener still accepts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let logged = tg.log.lock().unwrap().join("\n");
+    assert!(
+        logged.contains(&format!("draining [127.0.0.1:{p1}]")),
+        "{logged}"
+    );
+
+    done.store(true, Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 10, "the load loop ran: {}", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a request on the kept listener failed during the reload"
+    );
+
+    // A listener address already taken: the reload is rejected, nothing moves.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    write(
+        &path,
+        &moving_config(app.addr, taken_port, "svc-new", &export),
+    );
+    tg.signal("HUP");
+    counter_at_least(&admin, FAILED, 1).await;
+    assert_eq!(
+        get(&client, &format!("http://127.0.0.1:{p2}/c"), &[])
+            .await
+            .status,
+        200,
+        "the listeners keep serving after a rejected reload"
+    );
+    let logged = tg.log.lock().unwrap().join("\n");
+    assert!(
+        logged.contains(&format!(
+            "cannot bind the proxy listener on 127.0.0.1:{taken_port}"
+        )),
+        "{logged}"
+    );
+    tg.signal("TERM");
+    assert!(tg.exit().await.success());
+}

@@ -286,13 +286,13 @@ impl Protocol {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ExportSettings {
     Disabled,
     Otlp(OtlpSettings),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OtlpSettings {
     pub protocol: Protocol,
     pub endpoint: String,

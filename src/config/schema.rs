@@ -249,6 +249,7 @@ pub struct ExportConfig {
     pub protocol: Option<Text>,
     /// Collector URL. Else `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, else
     /// `http://localhost:4317` (grpc) or `http://localhost:4318/v1/traces` (http/protobuf).
+    /// For http/protobuf, a URL without a path gets `/v1/traces`.
     pub endpoint: Option<Text>,
     /// Extra request headers (gRPC metadata), e.g. an auth token. Merged over
     /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`. Values of the form `${VAR}` are read from the

@@ -500,3 +500,31 @@ fn effective_config_shows_every_section_of_the_reference() {
     assert_eq!(d["upstreams"][0]["protocol"], "http1");
     assert_eq!(d["access_log"]["format"], "json");
 }
+
+#[test]
+fn http_endpoint_without_path_gets_the_traces_path() {
+    let endpoint = |yaml: &str| {
+        let s = load(yaml, "t.yaml", &Env::default()).unwrap();
+        let ExportSettings::Otlp(o) = s.export else {
+            panic!("export disabled")
+        };
+        o.endpoint
+    };
+    let http = "export:\n  protocol: http/protobuf\n  endpoint: ";
+    assert_eq!(
+        endpoint(&format!("{http}http://c:4318")),
+        "http://c:4318/v1/traces"
+    );
+    assert_eq!(
+        endpoint(&format!("{http}http://c:4318/")),
+        "http://c:4318/v1/traces"
+    );
+    assert_eq!(
+        endpoint(&format!("{http}http://c:4318/otlp/v1/traces")),
+        "http://c:4318/otlp/v1/traces"
+    );
+    assert_eq!(
+        endpoint("export:\n  protocol: grpc\n  endpoint: http://c:4317"),
+        "http://c:4317"
+    );
+}

@@ -692,6 +692,15 @@ impl<'a> Validator<'a> {
             }
         };
         let endpoint = match (&e.endpoint, protocol) {
+            // Like the Collector's otlphttp exporter: a bare `http://host:4318` means the
+            // standard traces path.
+            (Some(t), Some(Protocol::HttpProtobuf))
+                if t.value
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme().is_some() && matches!(u.path(), "" | "/")) =>
+            {
+                format!("{}/v1/traces", t.value.trim_end_matches('/'))
+            }
             (Some(t), _) => t.value.clone(),
             (None, p) => match env
                 .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

@@ -534,7 +534,7 @@ pub fn spawn_tracegate(args: &[&str], envs: &[(&str, &str)]) -> Process {
     let (proxy, admin) = loop {
         let line = lines.next().expect("tracegate exited early").unwrap();
         if let Some(rest) = line.split("serving on ").nth(1) {
-            let proxy = rest.split(' ').next().unwrap().to_string();
+            let proxy = rest.split([' ', ',']).next().unwrap().to_string();
             let admin = rest
                 .split("(admin ")
                 .nth(1)

@@ -25,6 +25,9 @@ pub enum ProxyError {
     ConnectTimeout,
     /// Any other failure to connect (DNS, unreachable network).
     ConnectFailed,
+    /// The TLS handshake with an `https://` upstream failed (certificate not trusted, name
+    /// mismatch, no common protocol).
+    TlsFailed,
     /// The upstream closed or reset the connection before a complete response.
     ConnectionReset,
     /// No response headers within `request_timeout`.
@@ -40,6 +43,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectionRefused
             | ProxyError::ConnectFailed
+            | ProxyError::TlsFailed
             | ProxyError::ConnectionReset
             | ProxyError::Protocol => StatusCode::BAD_GATEWAY,
         }
@@ -52,6 +56,7 @@ impl ProxyError {
             ProxyError::ConnectionRefused => "connection_refused",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::ConnectFailed => "connect_error",
+            ProxyError::TlsFailed => "tls_handshake_failed",
             ProxyError::ConnectionReset => "connection_reset",
             ProxyError::Timeout => "timeout",
             ProxyError::Protocol => "upstream_protocol_error",
@@ -94,6 +99,7 @@ impl ProxyError {
             ProxyError::ConnectionRefused => "the upstream refused the connection",
             ProxyError::ConnectTimeout => "the upstream did not accept a connection in time",
             ProxyError::ConnectFailed => "could not connect to the upstream",
+            ProxyError::TlsFailed => "the TLS handshake with the upstream failed",
             ProxyError::ConnectionReset => "the upstream closed the connection before responding",
             ProxyError::Timeout => "the upstream did not respond in time",
             ProxyError::Protocol => "the upstream sent an invalid response",
@@ -104,6 +110,9 @@ impl ProxyError {
     pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
         let io_kind = io_kind(e);
         if e.is_connect() {
+            if source_chain(e).any(is_tls_error) {
+                return ProxyError::TlsFailed;
+            }
             return match io_kind {
                 Some(io::ErrorKind::ConnectionRefused) => ProxyError::ConnectionRefused,
                 Some(io::ErrorKind::TimedOut) => ProxyError::ConnectTimeout,
@@ -174,6 +183,22 @@ fn source_chain<'a>(
     })
 }
 
+/// A rustls error, directly or wrapped in `io::Error`s (whose `source` skips their payload;
+/// hyper-rustls wraps tokio-rustls's io error in another one).
+fn is_tls_error(e: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        current = err
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn StdError + 'static));
+    }
+    false
+}
+
 fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
     source_chain(e).find_map(|s| s.downcast_ref::<io::Error>().map(io::Error::kind))
 }
@@ -189,6 +214,7 @@ mod tests {
             ProxyError::ConnectionRefused,
             ProxyError::ConnectTimeout,
             ProxyError::ConnectFailed,
+            ProxyError::TlsFailed,
             ProxyError::ConnectionReset,
             ProxyError::Timeout,
             ProxyError::Protocol,

@@ -19,7 +19,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{ExportSettings, OtlpSettings, Protocol, TracingSettings};
+use crate::config::{ClientTlsSettings, ExportSettings, OtlpSettings, Protocol, TracingSettings};
 use crate::span::Exchange;
 
 /// Counters, in spans unless named otherwise. Read by `/metrics` and by tests.
@@ -283,14 +283,20 @@ fn build_exporter(o: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, 
                 .with_endpoint(o.endpoint.clone())
                 .with_timeout(o.timeout)
                 .with_metadata(metadata);
+            if let Some(t) = &o.tls {
+                b = b.with_tls_config(grpc_tls(t)?);
+            }
             if let Some(c) = compression {
                 b = b.with_compression(c);
             }
             b.build()
         }
         Protocol::HttpProtobuf => {
-            let client =
-                opentelemetry_http::hyper::HyperClient::with_default_connector(o.timeout, None);
+            let client = opentelemetry_http::hyper::HyperClient::new(
+                https_connector(o.tls.as_ref())?,
+                o.timeout,
+                None,
+            );
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(client)
@@ -311,6 +317,54 @@ fn build_exporter(o: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, 
             o.endpoint
         )
     })
+}
+
+/// TLS for the gRPC exporter (tonic's rustls): the CA bundle or the system's roots, the
+/// client certificate, the name to verify.
+fn grpc_tls(
+    t: &ClientTlsSettings,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, String> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let mut c = ClientTlsConfig::new();
+    c = match &t.ca {
+        Some(ca) => c.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => c.with_native_roots(),
+    };
+    if let Some(id) = &t.identity {
+        c = c.identity(Identity::from_pem(read(&id.cert)?, read(&id.key)?));
+    }
+    if let Some(name) = &t.server_name {
+        c = c.domain_name(name.clone());
+    }
+    Ok(c)
+}
+
+/// The HTTP exporter's connector: TLS for an `https://` endpoint (ALPN http/1.1).
+fn https_connector(
+    t: Option<&ClientTlsSettings>,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String>
+{
+    let config = match t {
+        Some(t) => crate::tls::client_config(t),
+        None => crate::tls::unused_client_config(),
+    }
+    .map_err(|e| format!("export TLS: {e}"))?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http();
+    let builder = match t.and_then(|t| t.server_name.as_deref()) {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("export TLS server_name: {e}"))?,
+            ))
+        }
+        None => builder,
+    };
+    Ok(builder.enable_http1().build())
 }
 
 struct Batcher {

@@ -19,6 +19,8 @@ use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::context::{Outgoing, Propagation, w3c};
 use crate::error::{Failure, ProxyError};
 use crate::span::Target;
+use crate::tls;
+use hyper_rustls::HttpsConnector;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
@@ -77,24 +79,93 @@ pub struct Upstream {
     pub version: Version,
     /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
     pub retries: u32,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<Connector, RequestBody>,
+}
+
+/// TCP, then TLS for `https://` endpoints, within `connect_timeout` for both.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: std::time::Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connection (TCP and TLS) not established within {timeout:?}"),
+                )) as Self::Error),
+            }
+        })
+    }
+}
+
+impl Connector {
+    fn new(s: &UpstreamSettings) -> Result<Connector, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        // The TLS layer checks the scheme.
+        http.enforce_http(false);
+        let config = match &s.tls {
+            Some(t) => tls::client_config(t).map_err(|e| format!("upstream `{}`: {e}", s.name))?,
+            // Never used for a handshake: the upstream has no https:// endpoint.
+            None => tls::unused_client_config()?,
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match s.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("upstream `{}`: server_name: {e}", s.name))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        // ALPN from the enabled versions: `h2`, or `h2` and `http/1.1`; none for http1
+        // (the server's default, HTTP/1.1).
+        let inner = match s.protocol {
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+        };
+        Ok(Connector {
+            inner,
+            timeout: s.connect_timeout,
+        })
+    }
 }
 
 impl Upstream {
-    pub fn new(s: &UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(s.connect_timeout));
-        connector.enforce_http(true);
+    pub fn new(s: &UpstreamSettings) -> Result<Self, String> {
+        let connector = Connector::new(s)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(s.idle_timeout)
             .pool_max_idle_per_host(s.max_idle_per_endpoint)
             .set_host(false)
-            .http2_only(s.protocol == UpstreamProtocol::H2c)
+            .http2_only(s.protocol == UpstreamProtocol::Http2)
             .build(connector);
         let name: Arc<str> = Arc::from(s.name.as_str());
-        Upstream {
+        Ok(Upstream {
             targets: s
                 .endpoints
                 .iter()
@@ -104,6 +175,7 @@ impl Upstream {
                         host: Arc::from(e.host.as_str()),
                         port: e.port,
                         base_url: Arc::from(e.to_string().as_str()),
+                        tls: e.tls,
                     };
                     (e.authority.clone(), Arc::new(target))
                 })
@@ -113,11 +185,11 @@ impl Upstream {
             request_timeout: s.request_timeout,
             retries: s.retries,
             version: match s.protocol {
-                UpstreamProtocol::Http1 => Version::HTTP_11,
-                UpstreamProtocol::H2c => Version::HTTP_2,
+                UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
+                UpstreamProtocol::Http2 => Version::HTTP_2,
             },
             client,
-        }
+        })
     }
 
     /// Round-robin over the endpoints.
@@ -257,6 +329,10 @@ pub struct Outbound<'a> {
     pub authority: &'a http::uri::Authority,
     /// The upstream's HTTP version.
     pub version: Version,
+    /// The endpoint is `https://`.
+    pub upstream_tls: bool,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub client_tls: bool,
     pub host: Option<&'a str>,
     pub peer: SocketAddr,
     /// The context to inject in every configured format; `None`: an excluded route, whose
@@ -273,7 +349,11 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if out.upstream_tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     parts.authority = Some(out.authority.clone());
     parts.path_and_query = Some(path);
     if let Ok(uri) = Uri::from_parts(parts) {
@@ -300,7 +380,11 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
         }
     }
     append_list(h, &X_FORWARDED_FOR, &out.peer.ip().to_string());
-    append_list(h, &X_FORWARDED_PROTO, "http");
+    append_list(
+        h,
+        &X_FORWARDED_PROTO,
+        if out.client_tls { "https" } else { "http" },
+    );
     if let Some(host) = out.host {
         append_list(h, &X_FORWARDED_HOST, host);
     }

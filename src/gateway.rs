@@ -59,7 +59,7 @@ impl Gateway {
         let viewer = (settings.admin.is_some() && settings.viewer_capacity > 0)
             .then(|| Viewer::start(settings.viewer_capacity));
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(Runtime::build(&settings, exporters.handle().await)),
+            runtime: ArcSwap::from_pointee(Runtime::build(&settings, exporters.handle().await)?),
             access_log: access_log.clone(),
             sampling: sampling.clone(),
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),

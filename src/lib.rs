@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod route;
 pub mod sample;
 pub mod span;
+pub mod tls;
 
 pub mod access_log;
 pub mod admin;

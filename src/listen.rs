@@ -1,50 +1,101 @@
-//! Step 1 of the request path: accept TCP connections and serve HTTP/1.1 and HTTP/2
-//! (cleartext, prior knowledge) on each, until told to stop; then let open connections
-//! finish their in-flight requests. `Listeners` is the set of them a reload changes.
+//! Step 1 of the request path: accept TCP connections, terminate TLS where configured, and
+//! serve HTTP/1.1 and HTTP/2 (h2c with prior knowledge, or ALPN `h2` over TLS) on each,
+//! until told to stop; then let open connections finish their in-flight requests.
+//! `Listeners` is the set of them a reload changes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::{ListenerSettings, ServerTlsSettings};
 use crate::gateway::stopped;
-
 use crate::proxy::{self, ConnInfo, Shared};
+use crate::tls::{self, TlsInfo};
+
+/// Time a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS termination as a listener uses it now (swapped when certificates change).
+pub struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    record_subject: bool,
+}
+
+impl Tls {
+    pub fn new(s: &ServerTlsSettings) -> Result<Tls, String> {
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(s)?),
+            record_subject: s.record_client_subject,
+        })
+    }
+}
 
 /// Serves `listener` until `stop` turns true, then waits for its connections to finish.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Arc<ArcSwapOption<Tls>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
     let Ok(local) = listener.local_addr() else {
         return;
     };
-    let serve_one = |stream: tokio::net::TcpStream, peer| {
+    let serve_one = |stream: TcpStream, peer| {
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            peer,
-            local: stream.local_addr().unwrap_or(local),
-        };
+        let local = stream.local_addr().unwrap_or(local);
         let open = shared
             .metrics
             .as_ref()
             .map(|m| ConnectionCount::new(m.active_connections.clone()));
-        let shared = shared.clone();
-        let svc = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
-        let c = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let c = graceful.watch(c);
-        tokio::spawn(async move {
-            let _ = c.await;
-            drop(open);
-        });
+        match tls.load_full() {
+            None => {
+                let conn = ConnInfo {
+                    peer,
+                    local,
+                    tls: None,
+                };
+                let c = graceful.watch(connection(&builder, stream, conn, shared.clone()));
+                tokio::spawn(async move {
+                    let _ = c.await;
+                    drop(open);
+                });
+            }
+            Some(tls) => {
+                let (watcher, builder, shared) =
+                    (graceful.watcher(), builder.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let handshake = tls.acceptor.accept(stream);
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(s)) => s,
+                        // Failed or too slow handshakes are the client's problem: no log line
+                        // per bad client.
+                        _ => return,
+                    };
+                    let info = TlsInfo::of(stream.get_ref().1, tls.record_subject);
+                    let conn = ConnInfo {
+                        peer,
+                        local,
+                        tls: Some(Arc::new(info)),
+                    };
+                    let _ = watcher
+                        .watch(connection(&builder, stream, conn, shared))
+                        .await;
+                    drop(open);
+                });
+            }
+        }
     };
     loop {
         tokio::select! {
@@ -68,6 +119,22 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     graceful.shutdown().await;
 }
 
+/// One HTTP connection (HTTP/1.1 or HTTP/2, detected from the first bytes).
+fn connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+) -> impl hyper_util::server::graceful::GracefulConnection + use<I>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+    builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned()
+}
+
 /// Counts an open connection until dropped.
 struct ConnectionCount(Arc<std::sync::atomic::AtomicI64>);
 
@@ -86,16 +153,19 @@ impl Drop for ConnectionCount {
 
 /// One listener being served.
 struct Serving {
-    /// The address as configured (port 0 stays 0), to compare with a reloaded config.
-    configured: SocketAddr,
+    settings: ListenerSettings,
     bound: SocketAddr,
+    tls: Arc<ArcSwapOption<Tls>>,
+    /// Modification stamps of the TLS files the current config was built from.
+    stamps: Vec<Option<SystemTime>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-/// The proxy listeners. A reload binds the addresses it adds before anything changes (a
-/// bind failure rejects the reload) and drains the ones it removes: they stop accepting,
-/// and their connections finish what is in flight.
+/// The proxy listeners. A reload binds the addresses it adds (and builds their TLS) before
+/// anything changes (a failure rejects the reload), swaps TLS settings of kept addresses,
+/// and drains the removed ones: they stop accepting, and their connections finish what is
+/// in flight.
 pub struct Listeners {
     shared: Arc<Shared>,
     inner: tokio::sync::Mutex<ListenersInner>,
@@ -110,8 +180,12 @@ struct ListenersInner {
     stopped: bool,
 }
 
-/// Listeners bound for a reload, not serving yet.
-pub struct Bound(Vec<(SocketAddr, TcpListener)>);
+/// Listeners bound (and TLS built) for a start or a reload, not serving yet.
+pub struct Bound {
+    new: Vec<(ListenerSettings, TcpListener, Option<Arc<Tls>>)>,
+    /// Kept addresses whose TLS settings change.
+    retls: Vec<(ListenerSettings, Option<Arc<Tls>>)>,
+}
 
 pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
@@ -119,16 +193,38 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
 }
 
+fn build_tls(l: &ListenerSettings) -> Result<Option<Arc<Tls>>, String> {
+    l.tls
+        .as_ref()
+        .map(|t| Tls::new(t).map(Arc::new))
+        .transpose()
+        .map_err(|e| format!("TLS of the listener on {}: {e}", l.address))
+}
+
+fn stamps(l: &ListenerSettings) -> Vec<Option<SystemTime>> {
+    let files: Vec<PathBuf> = l.tls.as_ref().map(tls::server_files).unwrap_or_default();
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
 impl Listeners {
-    /// Binds every address (in order) without serving yet.
-    pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, String> {
-        let mut out = Vec::with_capacity(addrs.len());
-        for a in addrs {
-            if !out.iter().any(|(c, _)| c == a) {
-                out.push((*a, bind(*a, "proxy").await?));
+    /// Binds every address (in order) and builds its TLS, without serving yet.
+    pub async fn bind(listeners: &[ListenerSettings]) -> Result<Bound, String> {
+        let mut new: Vec<(ListenerSettings, TcpListener, Option<Arc<Tls>>)> =
+            Vec::with_capacity(listeners.len());
+        for l in listeners {
+            if l.address.port() != 0 && new.iter().any(|(c, _, _)| c.address == l.address) {
+                continue;
             }
+            let tls = build_tls(l)?;
+            new.push((l.clone(), bind(l.address, "proxy").await?, tls));
         }
-        Ok(Bound(out))
+        Ok(Bound {
+            new,
+            retls: Vec::new(),
+        })
     }
 
     /// Starts serving the bound listeners.
@@ -152,29 +248,50 @@ impl Listeners {
             .collect()
     }
 
-    /// Binds the addresses of `next` not served yet. Nothing changes until `apply`.
-    pub async fn prepare(&self, next: &[SocketAddr]) -> Result<Bound, String> {
-        let served: Vec<SocketAddr> = (self.inner.lock().await.active.iter())
-            .map(|s| s.configured)
+    /// Binds the addresses of `next` not served yet and builds the TLS that changes.
+    /// Nothing changes until `apply`.
+    pub async fn prepare(&self, next: &[ListenerSettings]) -> Result<Bound, String> {
+        let served: Vec<ListenerSettings> = (self.inner.lock().await.active.iter())
+            .map(|s| s.settings.clone())
             .collect();
-        let new: Vec<SocketAddr> = next
+        let added: Vec<ListenerSettings> = next
             .iter()
-            .filter(|a| !served.contains(a))
-            .copied()
+            .filter(|l| !served.iter().any(|s| s.address == l.address))
+            .cloned()
             .collect();
-        Listeners::bind(&new)
+        let mut bound = Listeners::bind(&added)
             .await
-            .map_err(|e| format!("{e} (the listeners keep serving on their current addresses)"))
+            .map_err(|e| format!("{e} (the listeners keep serving on their current addresses)"))?;
+        for l in next {
+            if served
+                .iter()
+                .any(|s| s.address == l.address && s.tls != l.tls)
+            {
+                bound.retls.push((l.clone(), build_tls(l)?));
+            }
+        }
+        Ok(bound)
     }
 
-    /// Serves `bound` and drains the listeners whose address is not in `next`.
-    /// Returns the bound addresses added and removed.
+    /// Serves `bound`, swaps changed TLS settings, and drains the listeners whose address
+    /// is not in `next`. Returns the bound addresses added and removed.
     pub async fn apply(
         &self,
-        next: &[SocketAddr],
-        bound: Bound,
+        next: &[ListenerSettings],
+        mut bound: Bound,
     ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let mut inner = self.inner.lock().await;
+        for (settings, tls) in std::mem::take(&mut bound.retls) {
+            if let Some(s) = inner
+                .active
+                .iter_mut()
+                .find(|s| s.settings.address == settings.address)
+            {
+                s.tls.store(tls);
+                s.stamps = stamps(&settings);
+                s.settings = settings;
+            }
+        }
         let added_before = inner.active.len();
         start(&mut inner, bound, &self.shared);
         let added = inner.active[added_before.min(inner.active.len())..]
@@ -183,7 +300,7 @@ impl Listeners {
             .collect();
         let (keep, gone): (Vec<Serving>, Vec<Serving>) = std::mem::take(&mut inner.active)
             .into_iter()
-            .partition(|s| next.contains(&s.configured));
+            .partition(|s| next.iter().any(|l| l.address == s.settings.address));
         inner.active = keep;
         inner.draining.retain(|t| !t.is_finished());
         let mut removed = Vec::new();
@@ -193,6 +310,32 @@ impl Listeners {
             inner.draining.push(s.task);
         }
         (added, removed)
+    }
+
+    /// Rebuilds the TLS of listeners whose certificate, key or CA files changed. New
+    /// handshakes use the new files; open connections keep theirs. A file that does not
+    /// load is reported and the previous certificates stay.
+    pub async fn refresh_certificates(&self) {
+        let mut inner = self.inner.lock().await;
+        for s in inner.active.iter_mut().filter(|s| s.settings.tls.is_some()) {
+            let now = stamps(&s.settings);
+            if now == s.stamps {
+                continue;
+            }
+            s.stamps = now;
+            match build_tls(&s.settings) {
+                Ok(tls) => {
+                    s.tls.store(tls);
+                    crate::log::info(&format!(
+                        "TLS certificates of the listener on {} reloaded",
+                        s.bound
+                    ));
+                }
+                Err(e) => crate::log::error(&format!(
+                    "{e}; the listener keeps its previous certificates"
+                )),
+            }
+        }
     }
 
     /// Stops accepting everywhere; the returned tasks end when their connections have
@@ -213,13 +356,16 @@ fn start(inner: &mut ListenersInner, bound: Bound, shared: &Arc<Shared>) {
     if inner.stopped {
         return;
     }
-    for (configured, l) in bound.0 {
+    for (settings, l, tls) in bound.new {
         let Ok(addr) = l.local_addr() else { continue };
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(l, shared.clone(), rx));
+        let tls = Arc::new(ArcSwapOption::new(tls));
+        let task = tokio::spawn(serve(l, shared.clone(), tls.clone(), rx));
         inner.active.push(Serving {
-            configured,
+            stamps: stamps(&settings),
+            settings,
             bound: addr,
+            tls,
             stop,
             task,
         });

@@ -54,9 +54,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn build(s: &Settings, export: ExportHandle) -> Self {
+    /// Fails when an upstream's TLS files cannot be loaded.
+    pub fn build(s: &Settings, export: ExportHandle) -> Result<Self, String> {
         let sampling = &s.tracing.sampling;
-        Runtime {
+        Ok(Runtime {
             router: Router::new(&s.routes, sampling.keep_errors, &s.tracing.attributes),
             capture: Capture::new(s.tracing.capture.clone(), s.tracing.redact_query.clone()),
             default_attributes: route::merge(&s.tracing.attributes, &[]),
@@ -75,13 +76,17 @@ impl Runtime {
                     slow: sampling.slow_threshold,
                 },
             },
-            upstreams: s.upstreams.iter().map(Upstream::new).collect(),
+            upstreams: s
+                .upstreams
+                .iter()
+                .map(Upstream::new)
+                .collect::<Result<_, _>>()?,
             sampler: Sampler::new(&s.tracing.sampling),
             trace_id_header: s.tracing.trace_id_header.clone(),
             correlation_headers: s.tracing.correlation_headers.clone(),
             client_spans: s.tracing.client_spans,
             export,
-        }
+        })
     }
 }
 
@@ -100,10 +105,12 @@ pub struct Shared {
 }
 
 /// The connection a request arrived on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// What the TLS handshake established; `None` for cleartext.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -188,7 +195,7 @@ async fn exchange(
         let server_port = host
             .and_then(|h| h.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
-            .or(Some(80));
+            .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
         let exchange = Exchange {
             ids,
             tracestate: inbound.tracestate.as_ref().map(|t| t.as_str().to_string()),
@@ -204,6 +211,7 @@ async fn exchange(
             server_port,
             local: conn.local,
             peer: conn.peer,
+            tls: conn.tls.clone(),
             version: req.version(),
             user_agent: req
                 .headers()
@@ -270,6 +278,8 @@ async fn exchange(
         Outbound {
             authority,
             version: upstream.version,
+            upstream_tls: target.tls,
+            client_tls: conn.tls.is_some(),
             host,
             peer: conn.peer,
             trace: traced.then(|| {

@@ -83,14 +83,12 @@ impl Reloader {
         } else {
             None
         };
-        let export = if export_changed(&self.current, &next) {
-            self.exporters.replace(&next.export, &next.tracing).await?
-        } else {
-            self.shared.runtime.load().export.clone()
-        };
-        self.shared
-            .runtime
-            .store(Arc::new(Runtime::build(&next, export)));
+        // Built against the current exporter first, so a failure leaves nothing started.
+        let mut runtime = Runtime::build(&next, self.shared.runtime.load().export.clone())?;
+        if export_changed(&self.current, &next) {
+            runtime.export = self.exporters.replace(&next.export, &next.tracing).await?;
+        }
+        self.shared.runtime.store(Arc::new(runtime));
         let moved = match bound {
             Some(b) => Some(self.listeners.apply(&next.listeners, b).await),
             None => None,
@@ -151,8 +149,10 @@ impl Reloader {
                 } => {
                     seen = stamp(&self.path);
                     self.reload("SIGHUP").await;
+                    self.listeners.refresh_certificates().await;
                 }
                 () = tokio::time::sleep(POLL) => {
+                    self.listeners.refresh_certificates().await;
                     let now = stamp(&self.path);
                     if now.is_some() && now != seen {
                         seen = now;

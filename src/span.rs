@@ -28,8 +28,10 @@ pub struct Target {
     pub upstream: Arc<str>,
     pub host: Arc<str>,
     pub port: u16,
-    /// `http://host:port`, the prefix of `url.full`.
+    /// `http://host:port` or `https://host:port`, the prefix of `url.full`.
     pub base_url: Arc<str>,
+    /// `https://`.
+    pub tls: bool,
 }
 
 /// The CLIENT side of an exchange: one upstream attempt.
@@ -130,6 +132,8 @@ pub struct Exchange {
     pub status: u16,
     pub server_address: Option<String>,
     pub server_port: Option<u16>,
+    /// The client's TLS connection, if any.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub version: Version,
@@ -250,7 +254,17 @@ impl Exchange {
         if let Some(q) = self.query {
             a.push(kv("url.query", q));
         }
-        a.push(kv("url.scheme", "http"));
+        match &self.tls {
+            None => a.push(kv("url.scheme", "http")),
+            Some(t) => {
+                a.push(kv("url.scheme", "https"));
+                a.push(kv("tls.protocol.name", "tls"));
+                a.push(kv("tls.protocol.version", t.version));
+                if let Some(s) = &t.client_subject {
+                    a.push(kv("tls.client.subject", s.clone()));
+                }
+            }
+        }
         if let Some(r) = &self.route {
             a.push(kv("http.route", r.to_string()));
         }

@@ -15,13 +15,14 @@ impl Settings {
             .map(|u| {
                 json!({
                     "name": u.name,
-                    "protocol": match u.protocol { UpstreamProtocol::Http1 => "http1", UpstreamProtocol::H2c => "h2c" },
+                    "protocol": u.protocol.as_str(),
                     "retries": u.retries,
                     "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                     "request_timeout_ms": u.request_timeout.as_millis() as u64,
                     "max_idle_per_endpoint": u.max_idle_per_endpoint,
                     "idle_timeout_ms": u.idle_timeout.as_millis() as u64,
+                    "tls": u.tls.as_ref().map(client_tls),
                 })
             })
             .collect();
@@ -67,12 +68,22 @@ impl Settings {
                 "batch_delay_ms": o.batch_delay.as_millis() as u64,
                 "queue_limit": o.queue_limit,
                 "queue_max_bytes": o.queue_max_bytes,
+                "tls": o.tls.as_ref().map(client_tls),
             }),
         };
         let t = &self.tracing;
         json!({
             "source": self.source,
-            "listeners": self.listeners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "listeners": self.listeners.iter().map(|l| json!({
+                "address": l.address.to_string(),
+                "tls": l.tls.as_ref().map(|t| json!({
+                    "certificates": t.certificates.iter().map(cert_files).collect::<Vec<_>>(),
+                    "min_version": match t.min_version { TlsVersion::Tls12 => "1.2", TlsVersion::Tls13 => "1.3" },
+                    "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
+                    "client_auth": match t.client_auth { ClientAuth::Required => "required", ClientAuth::Optional => "optional" },
+                    "record_client_subject": t.record_client_subject,
+                })),
+            })).collect::<Vec<_>>(),
             "admin": self.admin.map(|a| a.to_string()),
             "traces": self.viewer_capacity,
             "trace_link": self.trace_link,
@@ -122,6 +133,19 @@ impl Settings {
             },
         })
     }
+}
+
+/// Key files are named, never read into the config.
+fn cert_files(c: &CertFiles) -> serde_json::Value {
+    serde_json::json!({ "cert": c.cert.display().to_string(), "key": c.key.display().to_string() })
+}
+
+fn client_tls(t: &ClientTlsSettings) -> serde_json::Value {
+    serde_json::json!({
+        "ca": t.ca.as_ref().map_or("system roots".to_string(), |p| p.display().to_string()),
+        "server_name": t.server_name,
+        "client_certificate": t.identity.as_ref().map(cert_files),
+    })
 }
 
 fn header_list(l: &HeaderList) -> serde_json::Value {

@@ -70,11 +70,69 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A proxy listener: where it binds, and TLS when it terminates TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    pub tls: Option<ServerTlsSettings>,
+}
+
+impl ListenerSettings {
+    pub fn plain(address: SocketAddr) -> Self {
+        ListenerSettings { address, tls: None }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client without a valid certificate fails the handshake.
+    Required,
+    /// A client may present none; one it presents must be valid.
+    Optional,
+}
+
+/// TLS termination on a listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsSettings {
+    /// Chosen by the client's SNI; the first is the default.
+    pub certificates: Vec<CertFiles>,
+    pub min_version: TlsVersion,
+    /// CA bundle that verifies client certificates (mTLS); `None`: no client certificates.
+    pub client_ca: Option<std::path::PathBuf>,
+    pub client_auth: ClientAuth,
+    /// Record the verified client certificate's subject as `tls.client.subject`.
+    pub record_client_subject: bool,
+}
+
+/// TLS towards an upstream or the collector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    /// CA bundle; `None`: the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Name sent as SNI and verified in the server certificate, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Client certificate (mTLS).
+    pub identity: Option<CertFiles>,
+}
+
 /// Validated, effective configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub source: String,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSettings>,
     pub admin: Option<SocketAddr>,
     /// Recent requests the trace viewer keeps; 0: no viewer.
     pub viewer_capacity: usize,
@@ -115,6 +173,8 @@ pub enum AccessLogTarget {
 pub struct UpstreamSettings {
     pub name: String,
     pub protocol: UpstreamProtocol,
+    /// For `https://` endpoints (`Some` when there is one).
+    pub tls: Option<ClientTlsSettings>,
     pub retries: u32,
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
@@ -127,13 +187,27 @@ pub struct UpstreamSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamProtocol {
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge.
-    H2c,
+    /// HTTP/2: prior knowledge over cleartext, ALPN `h2` over TLS.
+    Http2,
+    /// ALPN offers `h2` and `http/1.1` (TLS); HTTP/1.1 over cleartext.
+    Auto,
 }
 
-/// An `http://host:port` endpoint.
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// An `http://host:port` or `https://host:port` endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `https://`.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// `host:port`, as it goes into the upstream request URI.
@@ -142,7 +216,8 @@ pub struct Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
 }
 
@@ -289,7 +364,7 @@ impl Protocol {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExportSettings {
     Disabled,
-    Otlp(OtlpSettings),
+    Otlp(Box<OtlpSettings>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -303,6 +378,8 @@ pub struct OtlpSettings {
     pub batch_delay: Duration,
     pub queue_limit: usize,
     pub queue_max_bytes: usize,
+    /// For an `https://` endpoint.
+    pub tls: Option<ClientTlsSettings>,
 }
 
 #[derive(Clone, Copy, Debug)]

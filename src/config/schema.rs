@@ -71,6 +71,50 @@ pub struct AccessLogConfig {
 pub struct ListenerConfig {
     /// `ip:port` to bind, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
     pub address: Text,
+    /// Terminate TLS here (HTTP/1.1 and HTTP/2 by ALPN). Default: cleartext.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// Certificate chains with their keys. The one whose names (SAN) cover the client's SNI
+    /// is used; the first is the default. Files are re-read when they change.
+    pub certificates: Vec<CertificateConfig>,
+    /// Lowest TLS version accepted: `1.2` or `1.3`. Default `1.2`.
+    pub min_version: Option<Text>,
+    /// CA bundle (PEM) client certificates are verified against (mTLS). Default: none asked.
+    pub client_ca: Option<Text>,
+    /// With `client_ca`: `required` (no valid certificate, no handshake) or `optional`.
+    /// Default `required`.
+    pub client_auth: Option<Text>,
+    /// Record the verified client certificate's subject as `tls.client.subject`. Default false.
+    pub record_client_subject: Option<bool>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// Certificate chain file.
+    pub cert: Text,
+    /// Private key file (PKCS#8, PKCS#1 or SEC1).
+    pub key: Text,
+}
+
+/// TLS towards an upstream or the collector (used for `https://` URLs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// CA bundle (PEM) the server certificate must chain to. Default: the system's roots.
+    pub ca: Option<Text>,
+    /// Name sent as SNI and expected in the server certificate. Default: the URL's host.
+    pub server_name: Option<Text>,
+    /// Client certificate chain (PEM) for mTLS, with `key`.
+    pub cert: Option<Text>,
+    /// The client certificate's private key (PEM), with `cert`.
+    pub key: Option<Text>,
 }
 
 /// The admin listener.
@@ -103,8 +147,12 @@ pub struct UpstreamConfig {
     pub max_idle_per_endpoint: Option<usize>,
     /// How long an idle pooled connection is kept. Default `90s`.
     pub idle_timeout: Option<Text>,
-    /// `http1` or `h2c` (HTTP/2 with prior knowledge; needed for gRPC). Default `http1`.
+    /// `http1`, `http2` (h2c with prior knowledge for `http://`, ALPN `h2` for `https://`;
+    /// needed for gRPC; `h2c` is the same) or `auto` (`https://` only: ALPN chooses).
+    /// Default `http1`.
     pub protocol: Option<Text>,
+    /// TLS for `https://` endpoints. Default: system roots, no client certificate.
+    pub tls: Option<ClientTlsConfig>,
     /// Extra attempts, each to the next endpoint, for a request without a body whose
     /// connection failed (any method) or was reset before a response (idempotent methods).
     /// Default 1.
@@ -251,6 +299,9 @@ pub struct ExportConfig {
     /// `http://localhost:4317` (grpc) or `http://localhost:4318/v1/traces` (http/protobuf).
     /// For http/protobuf, a URL without a path gets `/v1/traces`.
     pub endpoint: Option<Text>,
+    /// TLS for an `https://` endpoint. Else `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`,
+    /// `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`; else system roots.
+    pub tls: Option<ClientTlsConfig>,
     /// Extra request headers (gRPC metadata), e.g. an auth token. Merged over
     /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`. Values of the form `${VAR}` are read from the
     /// environment.

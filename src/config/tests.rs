@@ -18,7 +18,10 @@ const BASE: &str = "upstreams:\n  - name: app\n    endpoints: [http://127.0.0.1:
 #[test]
 fn empty_file_gives_safe_defaults() {
     let s = ok("");
-    assert_eq!(s.listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(
+        s.listeners,
+        vec![ListenerSettings::plain("127.0.0.1:8080".parse().unwrap())]
+    );
     assert_eq!(
         s.admin,
         Some("127.0.0.1:9901".parse().unwrap()),
@@ -113,11 +116,10 @@ fn endpoints_parse_with_default_port() {
     assert_eq!(ep.to_string(), "http://app.local:80");
     assert!(parse_endpoint("http://h:1/path").is_err());
     assert!(parse_endpoint("h:1").is_err());
-    assert!(
-        parse_endpoint("https://h:1")
-            .unwrap_err()
-            .contains("not supported yet")
-    );
+    let tls = parse_endpoint("https://api.example").unwrap();
+    assert!(tls.tls);
+    assert_eq!(tls.to_string(), "https://api.example:443");
+    assert!(parse_endpoint("ftp://h:1").is_err());
     assert_eq!(parse_endpoint("http://[::1]:9").unwrap().host, "::1");
 }
 
@@ -527,4 +529,39 @@ fn http_endpoint_without_path_gets_the_traces_path() {
         endpoint("export:\n  protocol: grpc\n  endpoint: http://c:4317"),
         "http://c:4317"
     );
+}
+
+#[test]
+fn tls_files_are_checked_with_their_line() {
+    let e = errs(
+        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: /nonexistent/site.crt\n          key: /nonexistent/site.key\n      client_auth: optional\nupstreams:\n  - name: a\n    endpoints: [http://h:1]\n    protocol: auto\n    tls:\n      ca: /nonexistent/ca.pem\n",
+    );
+    let found: Vec<(u64, &str)> = e.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (5, "listeners[0].tls.certificates[0]"),
+            (7, "listeners[0].tls.client_auth"),
+            (11, "upstreams[0].protocol"),
+            (13, "upstreams[0].tls.ca"),
+            (9, "upstreams[0].tls"),
+        ],
+        "{e:?}"
+    );
+    assert!(
+        e[0].message.contains("cannot read /nonexistent/site.crt"),
+        "{}",
+        e[0]
+    );
+    assert!(e[4].message.contains("no https:// endpoint") || e[4].message.contains("has none"));
+}
+
+#[test]
+fn https_endpoints_make_tls_settings() {
+    let s = ok("upstreams:\n  - name: a\n    endpoints: [https://h:8443]\n    protocol: http2\n");
+    assert_eq!(s.upstreams[0].tls, Some(ClientTlsSettings::default()));
+    assert_eq!(s.upstreams[0].protocol, UpstreamProtocol::Http2);
+    let s = ok("upstreams:\n  - name: a\n    endpoints: [http://h:1]\n    protocol: h2c\n");
+    assert_eq!(s.upstreams[0].tls, None);
+    assert_eq!(s.upstreams[0].protocol, UpstreamProtocol::Http2);
 }

@@ -74,15 +74,28 @@ impl<'a> Validator<'a> {
 
     pub(super) fn settings(&mut self, f: FileConfig, env: &Env) -> Settings {
         let listeners = if f.listeners.is_empty() {
-            vec![DEFAULT_LISTENER]
+            vec![ListenerSettings::plain(DEFAULT_LISTENER)]
         } else {
-            f.listeners
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| {
-                    self.socket_addr(&l.address, &format!("listeners[{i}].address"))
-                })
-                .collect()
+            let mut out: Vec<ListenerSettings> = Vec::new();
+            for (i, l) in f.listeners.iter().enumerate() {
+                let key = format!("listeners[{i}]");
+                let Some(address) = self.socket_addr(&l.address, &format!("{key}.address")) else {
+                    continue;
+                };
+                if address.port() != 0 && out.iter().any(|o| o.address == address) {
+                    self.error(
+                        &l.address.referenced,
+                        format!("{key}.address"),
+                        format!("`{address}` is listed twice"),
+                    );
+                }
+                let tls = l
+                    .tls
+                    .as_ref()
+                    .and_then(|t| self.server_tls(t, &format!("{key}.tls"), &l.address));
+                out.push(ListenerSettings { address, tls });
+            }
+            out
         };
         let admin = match &f.admin.address {
             None => Some(DEFAULT_ADMIN),
@@ -130,6 +143,125 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// TLS termination settings; the files are loaded to check them now.
+    fn server_tls(
+        &mut self,
+        t: &schema::ServerTlsConfig,
+        key: &str,
+        at: &Text,
+    ) -> Option<ServerTlsSettings> {
+        if t.certificates.is_empty() {
+            self.error(
+                &at.referenced,
+                format!("{key}.certificates"),
+                "needs at least one certificate",
+            );
+            return None;
+        }
+        let mut certificates = Vec::new();
+        for (i, c) in t.certificates.iter().enumerate() {
+            let files = CertFiles {
+                cert: c.cert.value.clone().into(),
+                key: c.key.value.clone().into(),
+            };
+            if let Err(m) = crate::tls::certified_key(&files) {
+                self.error(&c.cert.referenced, format!("{key}.certificates[{i}]"), m);
+            }
+            certificates.push(files);
+        }
+        let min_version = match t.min_version.as_ref().map(|v| (v, v.value.as_str())) {
+            None | Some((_, "1.2")) => TlsVersion::Tls12,
+            Some((_, "1.3")) => TlsVersion::Tls13,
+            Some((v, other)) => {
+                self.error(
+                    &v.referenced,
+                    format!("{key}.min_version"),
+                    format!("unsupported `{other}` (1.2, 1.3)"),
+                );
+                TlsVersion::Tls12
+            }
+        };
+        let client_ca = t.client_ca.as_ref().map(|ca| {
+            let path = std::path::PathBuf::from(&ca.value);
+            if let Err(m) = crate::tls::roots(Some(&path)) {
+                self.error(&ca.referenced, format!("{key}.client_ca"), m);
+            }
+            path
+        });
+        let client_auth = match t.client_auth.as_ref().map(|v| (v, v.value.as_str())) {
+            None | Some((_, "required")) => ClientAuth::Required,
+            Some((_, "optional")) => ClientAuth::Optional,
+            Some((v, other)) => {
+                self.error(
+                    &v.referenced,
+                    format!("{key}.client_auth"),
+                    format!("unsupported `{other}` (required, optional)"),
+                );
+                ClientAuth::Required
+            }
+        };
+        if let (Some(v), None) = (&t.client_auth, &client_ca) {
+            self.error(
+                &v.referenced,
+                format!("{key}.client_auth"),
+                "needs `client_ca` to verify client certificates against",
+            );
+        }
+        Some(ServerTlsSettings {
+            certificates,
+            min_version,
+            client_ca,
+            client_auth,
+            record_client_subject: t.record_client_subject.unwrap_or(false),
+        })
+    }
+
+    /// TLS towards a server; the files are loaded to check them now.
+    fn client_tls(&mut self, t: &schema::ClientTlsConfig, key: &str) -> ClientTlsSettings {
+        let ca = t.ca.as_ref().map(|ca| {
+            let path = std::path::PathBuf::from(&ca.value);
+            if let Err(m) = crate::tls::roots(Some(&path)) {
+                self.error(&ca.referenced, format!("{key}.ca"), m);
+            }
+            path
+        });
+        let server_name = t.server_name.as_ref().and_then(|n| {
+            match rustls::pki_types::ServerName::try_from(n.value.as_str()) {
+                Ok(_) => Some(n.value.clone()),
+                Err(_) => {
+                    self.error(
+                        &n.referenced,
+                        format!("{key}.server_name"),
+                        format!("`{}` is not a DNS name or IP address", n.value),
+                    );
+                    None
+                }
+            }
+        });
+        let identity = match (&t.cert, &t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let files = CertFiles {
+                    cert: c.value.clone().into(),
+                    key: k.value.clone().into(),
+                };
+                if let Err(m) = crate::tls::certified_key(&files) {
+                    self.error(&c.referenced, format!("{key}.cert"), m);
+                }
+                Some(files)
+            }
+            (Some(t), None) | (None, Some(t)) => {
+                self.error(&t.referenced, key, "`cert` and `key` go together");
+                None
+            }
+        };
+        ClientTlsSettings {
+            ca,
+            server_name,
+            identity,
+        }
+    }
+
     fn upstreams(&mut self, f: &FileConfig) -> Vec<UpstreamSettings> {
         let mut out: Vec<UpstreamSettings> = Vec::new();
         for (i, u) in f.upstreams.iter().enumerate() {
@@ -160,21 +292,50 @@ impl<'a> Validator<'a> {
                     }
                 })
                 .collect();
+            let endpoints: Vec<Endpoint> = endpoints;
+            let any_tls = endpoints.iter().any(|e| e.tls);
             let protocol = match u.protocol.as_ref().map(|t| (t, t.value.as_str())) {
                 None | Some((_, "http1")) => UpstreamProtocol::Http1,
-                Some((_, "h2c")) => UpstreamProtocol::H2c,
+                Some((_, "http2" | "h2c")) => UpstreamProtocol::Http2,
+                Some((t, "auto")) => {
+                    if !any_tls {
+                        self.error(
+                            &t.referenced,
+                            format!("{key}.protocol"),
+                            "`auto` chooses by ALPN and needs https:// endpoints (use http1 or http2)",
+                        );
+                    }
+                    UpstreamProtocol::Auto
+                }
                 Some((t, other)) => {
                     self.error(
                         &t.referenced,
                         format!("{key}.protocol"),
-                        format!("unsupported protocol `{other}` (supported: http1, h2c)"),
+                        format!(
+                            "unsupported protocol `{other}` (supported: http1, http2, h2c, auto)"
+                        ),
                     );
                     UpstreamProtocol::Http1
                 }
             };
+            let tls = match &u.tls {
+                Some(t) => {
+                    let settings = self.client_tls(t, &format!("{key}.tls"));
+                    if !any_tls {
+                        self.error(
+                            &u.name.referenced,
+                            format!("{key}.tls"),
+                            "applies to https:// endpoints, and this upstream has none",
+                        );
+                    }
+                    Some(settings)
+                }
+                None => any_tls.then(ClientTlsSettings::default),
+            };
             out.push(UpstreamSettings {
                 name: u.name.value.clone(),
                 protocol,
+                tls,
                 retries: u.retries.unwrap_or(1),
                 endpoints,
                 connect_timeout: self.duration(
@@ -848,7 +1009,8 @@ impl<'a> Validator<'a> {
         let queue_max_bytes = e.queue_max_bytes.as_ref().map_or(16 << 20, |s| s.value);
         match protocol {
             None => ExportSettings::Disabled,
-            Some(protocol) => ExportSettings::Otlp(OtlpSettings {
+            Some(protocol) => ExportSettings::Otlp(Box::new(OtlpSettings {
+                tls: self.export_tls(e, &endpoint, env),
                 protocol,
                 endpoint,
                 headers,
@@ -858,21 +1020,81 @@ impl<'a> Validator<'a> {
                 batch_delay,
                 queue_limit: queue_limit.max(1),
                 queue_max_bytes,
-            }),
+            })),
         }
     }
 }
 
 /// Parses `http://host:port` (port defaults to 80).
-pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
-    let bad = || format!("invalid endpoint `{s}`: expected http://host:port");
-    let rest = s.strip_prefix("http://").ok_or_else(|| {
-        if s.starts_with("https://") {
-            format!("`{s}`: https upstreams are not supported yet; use http://host:port")
-        } else {
-            bad()
+impl Validator<'_> {
+    /// TLS to the collector: the YAML `tls`, else the standard variables; only for https.
+    fn export_tls(
+        &mut self,
+        e: &schema::ExportConfig,
+        endpoint: &str,
+        env: &Env,
+    ) -> Option<ClientTlsSettings> {
+        let https = endpoint.starts_with("https://");
+        if let Some(t) = &e.tls {
+            let settings = self.client_tls(t, "export.tls");
+            if !https {
+                let at = [&t.ca, &t.server_name, &t.cert, &t.key]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map(|t| t.referenced);
+                if let Some(at) = at {
+                    self.error(&at, "export.tls", "applies to an https:// endpoint");
+                }
+            }
+            return https.then_some(settings);
         }
-    })?;
+        if !https {
+            return None;
+        }
+        let pick = |name: &str| {
+            [
+                format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+                format!("OTEL_EXPORTER_OTLP_{name}"),
+            ]
+            .into_iter()
+            .find_map(|var| env.get(&var).filter(|v| !v.is_empty()).map(|v| (var, v)))
+        };
+        let mut settings = ClientTlsSettings::default();
+        if let Some((var, ca)) = pick("CERTIFICATE") {
+            let path = std::path::PathBuf::from(ca);
+            if let Err(m) = crate::tls::roots(Some(&path)) {
+                self.env_error(&var, m);
+            }
+            settings.ca = Some(path);
+        }
+        match (pick("CLIENT_CERTIFICATE"), pick("CLIENT_KEY")) {
+            (None, None) => {}
+            (Some((_, cert)), Some((_, key))) => {
+                let files = CertFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                };
+                if let Err(m) = crate::tls::certified_key(&files) {
+                    self.env_error("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", m);
+                }
+                settings.identity = Some(files);
+            }
+            (Some((var, _)), None) | (None, Some((var, _))) => {
+                self.env_error(&var, "client certificate and key go together");
+            }
+        }
+        Some(settings)
+    }
+}
+
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let bad = || format!("invalid endpoint `{s}`: expected http://host:port or https://host:port");
+    let (tls, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(bad()),
+    };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
         return Err(bad());
@@ -886,15 +1108,17 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     if host.is_empty() {
         return Err(bad());
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let default_port = if tls { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
     let authority = if authority.port().is_some() {
         authority
     } else {
-        format!("{}:80", authority.host())
+        format!("{}:{default_port}", authority.host())
             .parse()
             .map_err(|_| bad())?
     };
     Ok(Endpoint {
+        tls,
         host,
         port,
         authority,

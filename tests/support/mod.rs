@@ -40,6 +40,8 @@ use tokio::sync::Notify;
 use tracegate::config::{Env, load};
 use tracegate::gateway::Gateway;
 
+pub mod pki;
+
 /// Upper bound for waiting on something that should happen; a failure, not a threshold.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -348,6 +350,15 @@ impl TraceService for Grpc {
 
 /// A real OTLP/gRPC receiver (tonic, gzip accepted).
 pub async fn grpc_collector() -> Collector {
+    grpc_collector_with(None).await
+}
+
+/// A real OTLP/gRPC receiver over TLS with `leaf` as its certificate.
+pub async fn grpc_collector_tls(leaf: &pki::Leaf) -> Collector {
+    grpc_collector_with(Some(leaf)).await
+}
+
+async fn grpc_collector_with(tls: Option<&pki::Leaf>) -> Collector {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let spans: Arc<Log<Received>> = Arc::default();
@@ -357,8 +368,18 @@ pub async fn grpc_collector() -> Collector {
         requests: requests.clone(),
     })
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(leaf) = tls {
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(&leaf.cert).unwrap(),
+            std::fs::read(&leaf.key).unwrap(),
+        );
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
+        let _ = server
             .add_service(svc)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;
@@ -372,6 +393,15 @@ pub async fn grpc_collector() -> Collector {
 
 /// A real OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
 pub async fn http_collector() -> Collector {
+    http_collector_with(None).await
+}
+
+/// A real OTLP/HTTP receiver over TLS with `leaf` as its certificate.
+pub async fn http_collector_tls(leaf: &pki::Leaf) -> Collector {
+    http_collector_with(Some(Arc::new(pki::server_config(leaf, None)))).await
+}
+
+async fn http_collector_with(tls: Option<Arc<rustls::ServerConfig>>) -> Collector {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let spans: Arc<Log<Received>> = Arc::default();
@@ -382,7 +412,7 @@ pub async fn http_collector() -> Collector {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (s, r) = (s.clone(), r.clone());
+            let (s, r, tls) = (s.clone(), r.clone(), tls.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (s, r) = (s.clone(), r.clone());
@@ -413,9 +443,20 @@ pub async fn http_collector() -> Collector {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(config) => {
+                        let Ok(stream) =
+                            tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                        else {
+                            return;
+                        };
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });

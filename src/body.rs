@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::access_log::{AccessLog, Entry};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
+use crate::limits::InFlight;
 use crate::metrics::Metrics;
 use crate::sample::SamplingStats;
 use crate::span::Exchange;
@@ -69,10 +70,13 @@ impl SpanGuard {
         e.finish(error);
         let mut export = self.sink.is_some() && e.traced;
         if export && !e.ids.sampled() {
-            // A 404 for no route is the client's mistake (and scanners'): not kept as an error.
-            let failed = e
-                .error_type
-                .is_some_and(|t| t != ProxyError::NoRoute.error_type());
+            // A 404 for no route or a 414 is the client's mistake (and scanners'): not kept
+            // as an error.
+            let failed = e.error_type.is_some_and(|t| {
+                t != ProxyError::NoRoute.error_type()
+                    && t != ProxyError::UriTooLong.error_type()
+                    && t != ProxyError::Ambiguous.error_type()
+            });
             match e.tail.keep(e.status, failed, e.duration) {
                 Some(reason) => {
                     self.stats.count(true, reason);
@@ -152,6 +156,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     guard: Option<SpanGuard>,
+    /// Marks the request in flight on its connection until the body is dropped.
+    in_flight: Option<InFlight>,
 }
 
 impl ProxyBody {
@@ -159,6 +165,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Upstream(body),
             guard,
+            in_flight: None,
         }
     }
 
@@ -166,7 +173,13 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             guard,
+            in_flight: None,
         }
+    }
+
+    /// Keeps the request counted as in flight until this body is done with.
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     fn finish(&mut self, error: Option<&'static str>) {

@@ -19,6 +19,13 @@ pub enum Side {
 pub enum ProxyError {
     /// No route matched the request.
     NoRoute,
+    /// The request target is longer than `limits.max_uri_length`.
+    UriTooLong,
+    /// A request that could be read two ways (both `Content-Length` and
+    /// `Transfer-Encoding`): refused, as a smuggling attempt.
+    Ambiguous,
+    /// The client paused its request body longer than `limits.request_body_timeout`.
+    RequestBodyTimeout,
     /// The upstream refused the TCP connection.
     ConnectionRefused,
     /// The TCP connection was not established within `connect_timeout`.
@@ -40,6 +47,9 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::Ambiguous => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ConnectTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectionRefused
             | ProxyError::ConnectFailed
@@ -53,6 +63,9 @@ impl ProxyError {
     pub fn error_type(self) -> &'static str {
         match self {
             ProxyError::NoRoute => "route_not_found",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::Ambiguous => "malformed_request",
+            ProxyError::RequestBodyTimeout => "request_body_timeout",
             ProxyError::ConnectionRefused => "connection_refused",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::ConnectFailed => "connect_error",
@@ -65,7 +78,10 @@ impl ProxyError {
 
     pub fn side(self) -> Side {
         match self {
-            ProxyError::NoRoute => Side::Downstream,
+            ProxyError::NoRoute
+            | ProxyError::UriTooLong
+            | ProxyError::Ambiguous
+            | ProxyError::RequestBodyTimeout => Side::Downstream,
             _ => Side::Upstream,
         }
     }
@@ -96,6 +112,9 @@ impl ProxyError {
     pub fn message(self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route matches this request",
+            ProxyError::UriTooLong => "the request target is too long",
+            ProxyError::Ambiguous => "the request has both Content-Length and Transfer-Encoding",
+            ProxyError::RequestBodyTimeout => "the request body did not arrive in time",
             ProxyError::ConnectionRefused => "the upstream refused the connection",
             ProxyError::ConnectTimeout => "the upstream did not accept a connection in time",
             ProxyError::ConnectFailed => "could not connect to the upstream",
@@ -109,6 +128,9 @@ impl ProxyError {
     /// Classifies a failed upstream call from the client's error chain.
     pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
         let io_kind = io_kind(e);
+        if source_chain(e).any(|s| s.downcast_ref::<crate::forward::BodyPaused>().is_some()) {
+            return ProxyError::RequestBodyTimeout;
+        }
         if e.is_connect() {
             if source_chain(e).any(is_tls_error) {
                 return ProxyError::TlsFailed;
@@ -211,6 +233,9 @@ mod tests {
     fn every_error_maps_to_one_status_and_type() {
         let all = [
             ProxyError::NoRoute,
+            ProxyError::UriTooLong,
+            ProxyError::Ambiguous,
+            ProxyError::RequestBodyTimeout,
             ProxyError::ConnectionRefused,
             ProxyError::ConnectTimeout,
             ProxyError::ConnectFailed,
@@ -221,8 +246,8 @@ mod tests {
         ];
         for e in all {
             let s = e.status().as_u16();
-            assert!(matches!(s, 404 | 502 | 504), "{e:?}");
-            assert_eq!(e.side() == Side::Downstream, s == 404);
+            assert!(matches!(s, 400 | 404 | 408 | 414 | 502 | 504), "{e:?}");
+            assert_eq!(e.side() == Side::Downstream, s < 500);
             assert!(!e.error_type().is_empty());
         }
         assert_eq!(ProxyError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);

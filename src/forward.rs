@@ -30,21 +30,57 @@ pub struct RequestBody {
     sent: Option<tokio::sync::oneshot::Sender<()>>,
     /// Bytes sent so far, for the access log.
     counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The longest pause allowed between two pieces of the client's body, and its timer.
+    pause: Option<std::time::Duration>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The client paused its request body for longer than `limits.request_body_timeout`.
+#[derive(Debug)]
+pub struct BodyPaused(pub std::time::Duration);
+
+impl std::fmt::Display for BodyPaused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client sent no request body data for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyPaused {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl http_body::Body for RequestBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::future::Future;
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return std::task::Poll::Ready(None);
         };
-        let frame = std::task::ready!(std::pin::Pin::new(inner).poll_frame(cx));
+        let frame = match std::pin::Pin::new(inner).poll_frame(cx) {
+            std::task::Poll::Ready(frame) => {
+                if let (Some(t), Some(pause)) = (&mut this.timer, this.pause) {
+                    t.as_mut().reset(tokio::time::Instant::now() + pause);
+                }
+                frame.map(|r| r.map_err(BoxError::from))
+            }
+            std::task::Poll::Pending => {
+                if let Some(pause) = this.pause {
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(Some(Err(Box::new(BodyPaused(pause)))));
+                    }
+                }
+                return std::task::Poll::Pending;
+            }
+        };
         if let (Some(Ok(f)), Some(c)) = (&frame, &this.counted) {
             if let Some(d) = f.data_ref() {
                 c.fetch_add(d.len() as u64, Relaxed);
@@ -201,10 +237,12 @@ impl Upstream {
 
     /// Sends the prepared request; the error says what failed. `request_timeout` counts from
     /// the moment the whole request body has been sent (at once for a request without body).
+    /// `pause`: the longest gap allowed in the client's body (zero: no limit).
     pub async fn send(
         &self,
         req: Request<Incoming>,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+        pause: std::time::Duration,
     ) -> Result<Response<Incoming>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
@@ -219,6 +257,8 @@ impl Upstream {
                 inner: Some(inner),
                 sent,
                 counted,
+                pause: (!pause.is_zero()).then_some(pause),
+                timer: None,
             },
         ));
         tokio::pin!(call);
@@ -252,6 +292,8 @@ impl Upstream {
                 inner: None,
                 sent: None,
                 counted: None,
+                pause: None,
+                timer: None,
             },
         ));
         match tokio::time::timeout(self.request_timeout, call).await {

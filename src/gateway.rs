@@ -53,6 +53,7 @@ impl Gateway {
             serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
         ));
         let reloads = Arc::new(ReloadStats::default());
+        let downstream = Arc::new(crate::limits::DownstreamStats::default());
         let access_log = AccessLog::start(&settings.access_log)?;
         // Request metrics are recorded only where they can be read: with an admin port.
         let request_metrics = Arc::new(Metrics::default());
@@ -65,6 +66,7 @@ impl Gateway {
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),
             viewer: viewer.clone(),
             draining: Arc::default(),
+            downstream: downstream.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
@@ -74,6 +76,7 @@ impl Gateway {
                 sampling,
                 access_log: access_log.stats.clone(),
                 reloads: reloads.clone(),
+                downstream,
             })),
             config_json: config_json.clone(),
             viewer,

@@ -21,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod export;
 pub mod forward;
+pub mod limits;
 pub mod listen;
 pub mod proxy;
 pub mod route;

@@ -17,8 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{ListenerSettings, ServerTlsSettings};
+use crate::config::{LimitSettings, ListenerSettings, ServerTlsSettings};
 use crate::gateway::stopped;
+use crate::limits::{ConnState, OpenConnection, Rejection, Watched};
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::tls::{self, TlsInfo};
 
@@ -47,7 +48,6 @@ pub async fn serve(
     tls: Arc<ArcSwapOption<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
     let Ok(local) = listener.local_addr() else {
         return;
@@ -55,33 +55,44 @@ pub async fn serve(
     let serve_one = |stream: TcpStream, peer| {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(local);
-        let open = shared
-            .metrics
-            .as_ref()
-            .map(|m| ConnectionCount::new(m.active_connections.clone()));
-        match tls.load_full() {
+        let limits = shared.runtime.load().limits;
+        let tls = tls.load_full();
+        let Some(open) = OpenConnection::try_open(&shared.downstream, limits.max_connections)
+        else {
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
+            return;
+        };
+        let builder = builder(&limits);
+        let stats = shared.downstream.clone();
+        match tls {
             None => {
                 let conn = ConnInfo {
                     peer,
                     local,
                     tls: None,
                 };
-                let c = graceful.watch(connection(&builder, stream, conn, shared.clone()));
+                let c = graceful.watch(connection(&builder, stream, conn, shared.clone(), &limits));
                 tokio::spawn(async move {
-                    let _ = c.await;
+                    if let Err(e) = c.await {
+                        stats.count_connection_error(&*e);
+                    }
                     drop(open);
                 });
             }
             Some(tls) => {
-                let (watcher, builder, shared) =
-                    (graceful.watcher(), builder.clone(), shared.clone());
+                let (watcher, shared) = (graceful.watcher(), shared.clone());
                 tokio::spawn(async move {
                     let handshake = tls.acceptor.accept(stream);
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(s)) => s,
-                        // Failed or too slow handshakes are the client's problem: no log line
-                        // per bad client.
-                        _ => return,
+                        // Failed or too slow handshakes are the client's problem: counted,
+                        // not logged per client.
+                        _ => {
+                            stats.reject(Rejection::TlsHandshake);
+                            return;
+                        }
                     };
                     let info = TlsInfo::of(stream.get_ref().1, tls.record_subject);
                     let conn = ConnInfo {
@@ -89,9 +100,10 @@ pub async fn serve(
                         local,
                         tls: Some(Arc::new(info)),
                     };
-                    let _ = watcher
-                        .watch(connection(&builder, stream, conn, shared))
-                        .await;
+                    let c = watcher.watch(connection(&builder, stream, conn, shared, &limits));
+                    if let Err(e) = c.await {
+                        stats.count_connection_error(&*e);
+                    }
                     drop(open);
                 });
             }
@@ -119,36 +131,57 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The HTTP server settings `limits` asks for.
+fn builder(limits: &LimitSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        // Header and idle timeouts are `limits::Watched`'s, which answers 408.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_request_header_bytes)
+        .max_headers(limits.max_request_headers);
+    b.http2()
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
 /// One HTTP connection (HTTP/1.1 or HTTP/2, detected from the first bytes).
 fn connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     conn: ConnInfo,
     shared: Arc<Shared>,
-) -> impl hyper_util::server::graceful::GracefulConnection + use<I>
+    limits: &LimitSettings,
+) -> impl hyper_util::server::graceful::GracefulConnection<
+    Error = Box<dyn std::error::Error + Send + Sync>,
+> + use<I>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+    let state = Arc::new(ConnState::default());
+    let io = Watched::new(
+        io,
+        state.clone(),
+        shared.downstream.clone(),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    );
+    let svc =
+        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), state.dispatch(), req));
     builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned()
 }
 
-/// Counts an open connection until dropped.
-struct ConnectionCount(Arc<std::sync::atomic::AtomicI64>);
-
-impl ConnectionCount {
-    fn new(gauge: Arc<std::sync::atomic::AtomicI64>) -> Self {
-        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ConnectionCount(gauge)
-    }
-}
-
-impl Drop for ConnectionCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+/// Over `max_connections`: a cleartext client gets a 503 before the close.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 73\r\n\r\n{\"error\":\"max_connections\",\"message\":\"too many connections\",\"status\":503}";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// One listener being served.

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use http::Method;
 use prometheus_client::collector::Collector;
@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::access_log::AccessLogStats;
 use crate::export::ExportStats;
+use crate::limits::{DownstreamStats, Rejection};
 use crate::reload::ReloadStats;
 use crate::sample::SamplingStats;
 
@@ -72,7 +73,6 @@ pub struct Metrics {
         fn() -> HistogramWithExemplars<ExemplarLabels>,
     >,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    pub active_connections: Arc<AtomicI64>,
     no_route: Shared,
 }
 
@@ -81,7 +81,6 @@ impl Default for Metrics {
         Metrics {
             durations: Family::new_with_constructor(duration_histogram),
             upstream_errors: Family::default(),
-            active_connections: Arc::default(),
             no_route: Shared(Arc::from("")),
         }
     }
@@ -143,6 +142,7 @@ pub struct Sources {
     pub sampling: Arc<SamplingStats>,
     pub access_log: Arc<AccessLogStats>,
     pub reloads: Arc<ReloadStats>,
+    pub downstream: Arc<DownstreamStats>,
 }
 
 /// Reads the atomics kept by other modules at scrape time.
@@ -227,13 +227,23 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstGauge::new(s.metrics.active_connections.load(Relaxed)).encode(
-            enc.encode_descriptor(
-                "tracegate_active_connections",
-                "Open downstream connections",
-                None,
-                MetricType::Gauge,
-            )?,
+        ConstGauge::new(s.downstream.open.load(Relaxed) as i64).encode(enc.encode_descriptor(
+            "tracegate_active_connections",
+            "Open downstream connections",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let rejected: Vec<([(&str, &str); 1], u64)> = Rejection::ALL
+            .iter()
+            .map(|r| ([("reason", r.as_str())], s.downstream.rejected(*r)))
+            .collect();
+        let refs: Vec<(&[(&str, &str)], u64)> =
+            rejected.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "tracegate_downstream_rejected",
+            "Clients turned away by a limit or for invalid HTTP, by reason",
+            &refs,
         )?;
         let snapshot = s.sampling.snapshot();
         let values: Vec<([(&str, &str); 2], u64)> = snapshot
@@ -325,6 +335,7 @@ mod tests {
             sampling: Arc::default(),
             access_log: Arc::default(),
             reloads: Arc::default(),
+            downstream: Arc::default(),
         })
     }
 

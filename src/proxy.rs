@@ -18,11 +18,12 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::body::{ProxyBody, SpanGuard};
 use crate::capture::Capture;
-use crate::config::Settings;
+use crate::config::{LimitSettings, Settings};
 use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids, w3c};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound, Upstream};
+use crate::limits::{DownstreamStats, InFlight, Rejection};
 use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
@@ -51,6 +52,7 @@ pub struct Runtime {
     /// The exporter this version's requests submit to; a reload that changes the export
     /// settings brings a new one.
     pub export: ExportHandle,
+    pub limits: LimitSettings,
 }
 
 impl Runtime {
@@ -86,6 +88,7 @@ impl Runtime {
             correlation_headers: s.tracing.correlation_headers.clone(),
             client_spans: s.tracing.client_spans,
             export,
+            limits: s.limits,
         })
     }
 }
@@ -102,6 +105,8 @@ pub struct Shared {
     /// clients move off their keep-alive connections before the listener closes.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub sampling: Arc<SamplingStats>,
+    /// Open connections and rejected clients.
+    pub downstream: Arc<DownstreamStats>,
 }
 
 /// The connection a request arrived on.
@@ -125,12 +130,19 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
+    in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let http1 = req.version() < http::Version::HTTP_2;
     let draining = shared.draining.clone();
-    let mut resp = exchange(shared, conn, req).await;
-    if http1 && draining.load(std::sync::atomic::Ordering::Relaxed) {
+    let ambiguous = in_flight.ambiguous();
+    let mut resp = exchange(shared, conn, req, ambiguous).await;
+    resp.body_mut().hold(in_flight);
+    // A 408 leaves the client's body unread: the connection cannot be reused.
+    if http1
+        && (draining.load(std::sync::atomic::Ordering::Relaxed)
+            || resp.status() == StatusCode::REQUEST_TIMEOUT)
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -142,12 +154,17 @@ async fn exchange(
     shared: Arc<Shared>,
     conn: ConnInfo,
     mut req: Request<Incoming>,
+    ambiguous: bool,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let start = SystemTime::now();
     let rt = shared.runtime.load_full();
 
-    // 2. route
+    // 2. route (a request target over the limit goes nowhere: 414)
+    let uri_too_long = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|p| p.as_str().len() > rt.limits.max_uri_length);
     let host_value = request_host(&req);
     let host = host_value.as_ref().and_then(|h| h.to_str().ok());
     let route = rt
@@ -260,6 +277,21 @@ async fn exchange(
         )
     });
 
+    if uri_too_long {
+        shared.downstream.reject(Rejection::UriTooLong);
+        return local_error(ProxyError::UriTooLong, guard, &rt, trace_id, corr);
+    }
+    // RFC 9112 6.1: a message with both Content-Length and Transfer-Encoding is a
+    // smuggling vector; hyper reads it by Transfer-Encoding and drops Content-Length (so the
+    // headers no longer show it: `limits::Watched` saw the head). Refused before anything
+    // is forwarded.
+    if ambiguous
+        || (req.headers().contains_key(header::TRANSFER_ENCODING)
+            && req.headers().contains_key(header::CONTENT_LENGTH))
+    {
+        shared.downstream.reject(Rejection::Malformed);
+        return local_error(ProxyError::Ambiguous, guard, &rt, trace_id, corr);
+    }
     let Some(route) = route else {
         return local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr);
     };
@@ -322,7 +354,9 @@ async fn exchange(
             req.headers().clone(),
         )
     });
-    let mut result = upstream.send(req, bytes_in).await;
+    let mut result = upstream
+        .send(req, bytes_in, rt.limits.request_body_timeout)
+        .await;
     let mut attempt = 0;
     while let (Err(failure), Some((method, path, headers))) = (&result, &replay) {
         if attempt >= upstream.retries || !failure.kind.retryable(method) {
@@ -357,7 +391,11 @@ async fn exchange(
         *again.version_mut() = upstream.version;
         *again.headers_mut() = headers.clone();
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(if target.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = Some(authority.clone());
         parts.path_and_query = path.clone();
         if let Ok(uri) = http::Uri::from_parts(parts) {
@@ -413,6 +451,9 @@ async fn exchange(
                 c.end = Some(started.elapsed());
                 c.error_type = Some(failure.kind.error_type());
                 c.error_detail = Some(failure.detail);
+            }
+            if failure.kind == ProxyError::RequestBodyTimeout {
+                shared.downstream.reject(Rejection::RequestBodyTimeout);
             }
             local_error(failure.kind, guard, &rt, trace_id, corr)
         }

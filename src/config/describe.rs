@@ -127,6 +127,16 @@ impl Settings {
                     "buffer": buffer,
                 }),
             },
+            "limits": {
+                "max_connections": self.limits.max_connections,
+                "max_request_headers": self.limits.max_request_headers,
+                "max_request_header_bytes": self.limits.max_request_header_bytes,
+                "max_uri_length": self.limits.max_uri_length,
+                "header_read_timeout_ms": self.limits.header_read_timeout.as_millis() as u64,
+                "request_body_timeout_ms": self.limits.request_body_timeout.as_millis() as u64,
+                "idle_timeout_ms": self.limits.idle_timeout.as_millis() as u64,
+                "http2_max_concurrent_streams": self.limits.http2_max_concurrent_streams,
+            },
             "shutdown": {
                 "drain_delay_ms": self.shutdown.drain_delay.as_millis() as u64,
                 "grace_period_ms": self.shutdown.grace_period.as_millis() as u64,

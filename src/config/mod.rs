@@ -142,6 +142,7 @@ pub struct Settings {
     pub tracing: TracingSettings,
     pub export: ExportSettings,
     pub shutdown: ShutdownSettings,
+    pub limits: LimitSettings,
     pub access_log: AccessLogSettings,
 }
 
@@ -382,7 +383,35 @@ pub struct OtlpSettings {
     pub tls: Option<ClientTlsSettings>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// 0: no limit.
+    pub max_connections: usize,
+    pub max_request_headers: usize,
+    pub max_request_header_bytes: usize,
+    pub max_uri_length: usize,
+    pub header_read_timeout: Duration,
+    pub request_body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_connections: 10_000,
+            max_request_headers: 100,
+            max_request_header_bytes: 65_536,
+            max_uri_length: 8192,
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            http2_max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownSettings {
     pub drain_delay: Duration,
     pub grace_period: Duration,

@@ -51,6 +51,35 @@ pub struct FileConfig {
     /// One line per request.
     #[serde(default, deserialize_with = "null_is_default")]
     pub access_log: AccessLogConfig,
+    /// Limits on what clients may send, and how slowly.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub limits: LimitsConfig,
+}
+
+/// Limits on downstream clients. Each one answers with its status and is counted in
+/// `tracegate_downstream_rejected_total{reason}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open client connections per process; beyond, new ones get 503 and are closed. 0: no
+    /// limit. Default 10000.
+    pub max_connections: Option<usize>,
+    /// Request header fields per request; beyond: 431. Default 100.
+    pub max_request_headers: Option<usize>,
+    /// Bytes of the HTTP/1 request line and headers; beyond: 431. At least 8192. Default 65536.
+    pub max_request_header_bytes: Option<Spanned<usize>>,
+    /// Bytes of the request target (path and query); beyond: 414. Default 8192.
+    pub max_uri_length: Option<usize>,
+    /// Time a client has to send a request's headers once it started one; beyond: 408 and
+    /// the connection closes (slowloris). Default `10s`.
+    pub header_read_timeout: Option<Text>,
+    /// Longest pause between two pieces of a request body; beyond: 408 (504 semantics are for
+    /// the upstream). Default `60s`.
+    pub request_body_timeout: Option<Text>,
+    /// An HTTP/1 connection with no request in flight is closed after this. Default `60s`.
+    pub idle_timeout: Option<Text>,
+    /// Concurrent streams per HTTP/2 connection. Default 256.
+    pub http2_max_concurrent_streams: Option<u32>,
 }
 
 /// The access log.

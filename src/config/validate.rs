@@ -128,7 +128,9 @@ impl<'a> Validator<'a> {
             ),
         };
         let access_log = self.access_log(&f.access_log);
+        let limits = self.limits(&f.limits);
         Settings {
+            limits,
             viewer_capacity: f.admin.traces.unwrap_or(1000),
             trace_link: f.admin.trace_link.clone(),
             source: self.source.to_string(),
@@ -140,6 +142,46 @@ impl<'a> Validator<'a> {
             tracing,
             export,
             shutdown,
+        }
+    }
+
+    fn limits(&mut self, l: &schema::LimitsConfig) -> LimitSettings {
+        let d = LimitSettings::default();
+        let header_bytes = match &l.max_request_header_bytes {
+            None => d.max_request_header_bytes,
+            Some(b) if b.value < 8192 => {
+                self.error(
+                    &b.referenced,
+                    "limits.max_request_header_bytes",
+                    "must be at least 8192",
+                );
+                d.max_request_header_bytes
+            }
+            Some(b) => b.value,
+        };
+        LimitSettings {
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_request_headers: l
+                .max_request_headers
+                .unwrap_or(d.max_request_headers)
+                .max(1),
+            max_request_header_bytes: header_bytes,
+            max_uri_length: l.max_uri_length.unwrap_or(d.max_uri_length).max(1),
+            header_read_timeout: self.duration(
+                &l.header_read_timeout,
+                "limits.header_read_timeout",
+                d.header_read_timeout,
+            ),
+            request_body_timeout: self.duration(
+                &l.request_body_timeout,
+                "limits.request_body_timeout",
+                d.request_body_timeout,
+            ),
+            idle_timeout: self.duration(&l.idle_timeout, "limits.idle_timeout", d.idle_timeout),
+            http2_max_concurrent_streams: l
+                .http2_max_concurrent_streams
+                .unwrap_or(d.http2_max_concurrent_streams)
+                .max(1),
         }
     }
 

@@ -1,0 +1,309 @@
+//! Hostile and oversized input through raw sockets: each limit answers with its status
+//! (431, 414, 408, 503) and is counted; smuggling attempts and malformed requests get 400
+//! and never reach the upstream; nothing crashes, and the next request is served.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn with_limits(upstream: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "{}limits:\n{limits}",
+        config(upstream, "export:\n  protocol: none\n")
+    )
+}
+
+/// Sends `raw` and reads until the server closes or `PATIENCE` passes.
+async fn exchange_raw(addr: &str, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    read_all(&mut s).await
+}
+
+async fn read_all(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Reads one response head (and a body of `content-length`) from `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+async fn rejected(admin: &str, reason: &str) -> u64 {
+    let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+    let needle = format!("tracegate_downstream_rejected_total{{reason=\"{reason}\"}} ");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {needle} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_get_431_and_414() {
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  max_request_headers: 20\n  max_request_header_bytes: 16384\n  max_uri_length: 1024\n",
+    ))
+    .await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let admin = gw.admin_addr.unwrap().to_string();
+
+    let big = format!(
+        "GET /ok HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let r = exchange_raw(&addr, big.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+
+    let mut many = String::from("GET /ok HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let r = exchange_raw(&addr, many.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert_eq!(rejected(&admin, "request_headers_too_large").await, 2);
+
+    let long = format!("/api/{}", "x".repeat(2000));
+    let r = get(&h1_client(), &format!("http://{addr}{long}"), &[]).await;
+    assert_eq!(r.status, 414);
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(body.contains("uri_too_long"), "{body}");
+    assert!(r.headers.contains_key("x-trace-id"));
+    assert_eq!(rejected(&admin, "uri_too_long").await, 1);
+
+    assert!(
+        app.seen.all().is_empty(),
+        "nothing oversized reached the upstream"
+    );
+    // Still serving.
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/ok"), &[])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_get_408_and_idle_connections_close() {
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  header_read_timeout: 300ms\n  idle_timeout: 600ms\n",
+    ))
+    .await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let admin = gw.admin_addr.unwrap().to_string();
+
+    // Slowloris: a head that never ends.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(b"x-a: b\r\n").await.is_err() {
+            break;
+        }
+    }
+    let r = read_all(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+
+    // The same on a keep-alive connection, for its second request.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    s.write_all(b"GET /ok HTTP/1.1\r\nho").await.unwrap();
+    let r = read_all(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert_eq!(rejected(&admin, "header_read_timeout").await, 2);
+
+    // An idle connection is closed without an answer.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let rest = read_all(&mut s).await;
+    assert_eq!(rest, "", "an idle connection is closed silently");
+    assert_eq!(rejected(&admin, "header_read_timeout").await, 2);
+
+    // A slow upstream is not a slow client: no 408 while the response is awaited.
+    let r = get(&h1_client(), &format!("http://{addr}/slow/900"), &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_request_body_gets_408() {
+    let app = upstream().await;
+    let collector = grpc_collector().await;
+    let yaml = format!(
+        "{}limits:\n  request_body_timeout: 300ms\n",
+        config(app.addr, &grpc_export(collector.addr))
+    );
+    let gw = tracegate(&yaml).await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    assert!(r.contains("request_body_timeout"), "{r}");
+    let trace_id = r
+        .lines()
+        .find_map(|l| l.strip_prefix("x-trace-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let spans = collector.spans.wait_for(1).await;
+    let mut spans = spans;
+    while !spans
+        .iter()
+        .any(|s| s.trace_id() == trace_id && s.kind() == 2)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        spans = collector.spans.all();
+    }
+    let (server, _) = pair(&spans, &trace_id);
+    assert_eq!(
+        server.attr("error.type").as_deref(),
+        Some("request_body_timeout")
+    );
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("408")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_get_503() {
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(app.addr, "  max_connections: 2\n")).await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let admin = gw.admin_addr.unwrap().to_string();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        open.push(s);
+    }
+    let r = exchange_raw(&addr, b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("max_connections"), "{r}");
+    assert_eq!(rejected(&admin, "max_connections").await, 1);
+
+    // One closes: a new client gets in (once the server has seen the close).
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = exchange_raw(
+            &addr,
+            b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_malformed_requests_get_400_and_go_nowhere() {
+    let app = upstream().await;
+    let gw = tracegate(&config(app.addr, "export:\n  protocol: none\n")).await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let admin = gw.admin_addr.unwrap().to_string();
+    let attempts: [(&str, &[u8]); 7] = [
+        (
+            "content-length and transfer-encoding",
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+        ),
+        (
+            "two different content-lengths",
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 40\r\n\r\nabcd",
+        ),
+        (
+            "transfer-encoding not ending in chunked",
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "obs-fold",
+            b"GET /ok HTTP/1.1\r\nhost: x\r\nx-folded: a\r\n b\r\n\r\n",
+        ),
+        (
+            "control byte in a header value",
+            b"GET /ok HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\n\r\n",
+        ),
+        (
+            "space before the colon",
+            b"GET /ok HTTP/1.1\r\nhost: x\r\ncontent-length : 5\r\n\r\nhello",
+        ),
+        ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+    ];
+    for (what, raw) in attempts {
+        let r = exchange_raw(&addr, raw).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{what}: {r:?}");
+    }
+    assert!(
+        app.seen.all().is_empty(),
+        "nothing reached the upstream: {:?}",
+        app.seen
+            .all()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        rejected(&admin, "malformed_request").await,
+        attempts.len() as u64
+    );
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/ok"), &[])
+            .await
+            .status,
+        200
+    );
+}

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::balance::Picked;
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::limits::InFlight;
@@ -158,6 +159,8 @@ pub struct ProxyBody {
     guard: Option<SpanGuard>,
     /// Marks the request in flight on its connection until the body is dropped.
     in_flight: Option<InFlight>,
+    /// Counts the request as outstanding on its upstream endpoint until then.
+    endpoint: Option<Picked>,
 }
 
 impl ProxyBody {
@@ -166,6 +169,7 @@ impl ProxyBody {
             inner: Inner::Upstream(body),
             guard,
             in_flight: None,
+            endpoint: None,
         }
     }
 
@@ -174,7 +178,13 @@ impl ProxyBody {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             guard,
             in_flight: None,
+            endpoint: None,
         }
+    }
+
+    /// Keeps the upstream endpoint's request outstanding until this body is done with.
+    pub fn hold_endpoint(&mut self, picked: Picked) {
+        self.endpoint = Some(picked);
     }
 
     /// Keeps the request counted as in flight until this body is done with.

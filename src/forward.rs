@@ -4,8 +4,8 @@
 //! The engine (hyper-util's pooled client) stays behind this module.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
@@ -15,7 +15,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{UpstreamProtocol, UpstreamSettings};
+use crate::balance::{Endpoint, Picked, Pool};
+use crate::config::{
+    Endpoint as ConfigEndpoint, HealthCheckSettings, RetryBudget, UpstreamProtocol,
+    UpstreamSettings,
+};
 use crate::context::{Outgoing, Propagation, w3c};
 use crate::error::{Failure, ProxyError};
 use crate::span::Target;
@@ -105,17 +109,160 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// One configured upstream: its endpoints and a connection pool.
+/// One configured upstream: its endpoints, their balancing and health, a connection pool.
 pub struct Upstream {
     pub name: Arc<str>,
-    targets: Vec<(http::uri::Authority, Arc<Target>)>,
-    next: AtomicUsize,
+    pool: Pool,
     request_timeout: std::time::Duration,
+    budget: RetryBudget,
+    /// Requests in flight to this upstream, and retries among them.
+    active: AtomicUsize,
+    retrying: AtomicUsize,
+    /// Retries the budget refused.
+    pub budget_exhausted: AtomicU64,
     /// HTTP/1.1, or HTTP/2 for an h2c upstream.
     pub version: Version,
     /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
     pub retries: u32,
     client: Client<Connector, RequestBody>,
+}
+
+/// Decrements its counter when dropped.
+pub struct Active<'a>(&'a AtomicUsize);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What spans say about an endpoint; `peer`: the resolved address, if any.
+fn target(upstream: &Arc<str>, e: &ConfigEndpoint, peer: Option<std::net::IpAddr>) -> Arc<Target> {
+    Arc::new(Target {
+        upstream: upstream.clone(),
+        host: Arc::from(e.host.as_str()),
+        peer: peer.map_or_else(
+            || Arc::from(e.host.as_str()),
+            |ip| Arc::from(ip.to_string().as_str()),
+        ),
+        port: e.port,
+        base_url: Arc::from(e.to_string().as_str()),
+        tls: e.tls,
+    })
+}
+
+/// Resolves the `http://` endpoints named by DNS every `every`; each address becomes an
+/// endpoint (keeping the health and load of those that stay). A failed lookup keeps the
+/// previous addresses. Ends when the upstream is dropped.
+async fn refresh_dns(
+    upstream: Weak<Upstream>,
+    configured: Vec<ConfigEndpoint>,
+    every: std::time::Duration,
+) {
+    loop {
+        let Some(u) = upstream.upgrade() else { return };
+        let current = u.pool.endpoints();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        for e in &configured {
+            let from_this = |x: &&Arc<Endpoint>| x.target.base_url.as_ref() == e.to_string();
+            if e.tls || e.host.parse::<std::net::IpAddr>().is_ok() {
+                next.extend(current.iter().filter(from_this).cloned());
+                continue;
+            }
+            let lookup = tokio::net::lookup_host((e.host.as_str(), e.port));
+            match tokio::time::timeout(every.max(std::time::Duration::from_secs(1)), lookup).await {
+                Ok(Ok(addrs)) => {
+                    let mut ips: Vec<std::net::SocketAddr> = addrs.collect();
+                    ips.sort();
+                    ips.dedup();
+                    for a in ips {
+                        let Ok(authority) = a.to_string().parse::<http::uri::Authority>() else {
+                            continue;
+                        };
+                        match current
+                            .iter()
+                            .find(|x| x.authority == authority && from_this(x))
+                        {
+                            Some(same) => next.push(same.clone()),
+                            None => next.push(Arc::new(Endpoint::new(
+                                authority,
+                                target(&u.name, e, Some(a.ip())),
+                            ))),
+                        }
+                    }
+                }
+                _ => next.extend(current.iter().filter(from_this).cloned()),
+            }
+        }
+        let changed = next.len() != current.len()
+            || next
+                .iter()
+                .zip(current.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed && !next.is_empty() {
+            crate::log::info(&format!(
+                "upstream `{}`: endpoints now {}",
+                u.name,
+                next.iter()
+                    .map(|e| e.authority.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            u.pool.replace(next);
+        }
+        drop(u);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Probes every endpoint with `GET path` each `interval`; 2xx within `timeout` passes.
+/// Ends when the upstream is dropped.
+async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
+    let mut tick = tokio::time::interval(hc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(u) = upstream.upgrade() else { return };
+        for e in u.pool.endpoints().iter() {
+            let scheme = if e.target.tls { "https" } else { "http" };
+            let Ok(uri) = format!("{scheme}://{}{}", e.authority, hc.path).parse::<Uri>() else {
+                continue;
+            };
+            let mut req = Request::new(RequestBody {
+                inner: None,
+                sent: None,
+                counted: None,
+                pause: None,
+                timer: None,
+            });
+            *req.uri_mut() = uri;
+            *req.version_mut() = u.version;
+            let host = format!("{}:{}", e.target.host, e.target.port);
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+            req.headers_mut().insert(
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!(
+                    "tracegate-health-check/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            );
+            let passed = matches!(
+                tokio::time::timeout(hc.timeout, u.client.request(req)).await,
+                Ok(Ok(resp)) if resp.status().is_success()
+            );
+            if let Some(up) = e.probe(passed, hc.healthy_threshold, hc.unhealthy_threshold) {
+                crate::log::warn(&format!(
+                    "upstream `{}`: endpoint {} is {} (health check {})",
+                    u.name,
+                    e.authority,
+                    if up { "healthy again" } else { "unhealthy" },
+                    hc.path
+                ));
+            }
+        }
+    }
 }
 
 /// TCP, then TLS for `https://` endpoints, within `connect_timeout` for both.
@@ -191,7 +338,9 @@ impl Connector {
 }
 
 impl Upstream {
-    pub fn new(s: &UpstreamSettings) -> Result<Self, String> {
+    /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
+    /// which end when it is dropped (a reload replaced it).
+    pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
         let connector = Connector::new(s)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -201,38 +350,77 @@ impl Upstream {
             .http2_only(s.protocol == UpstreamProtocol::Http2)
             .build(connector);
         let name: Arc<str> = Arc::from(s.name.as_str());
-        Ok(Upstream {
-            targets: s
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let target = Target {
-                        upstream: name.clone(),
-                        host: Arc::from(e.host.as_str()),
-                        port: e.port,
-                        base_url: Arc::from(e.to_string().as_str()),
-                        tls: e.tls,
-                    };
-                    (e.authority.clone(), Arc::new(target))
-                })
-                .collect(),
+        let endpoints = s
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(Endpoint::new(e.authority.clone(), target(&name, e, None))))
+            .collect();
+        let upstream = Arc::new(Upstream {
+            pool: Pool::new(name.clone(), endpoints, s.balance, s.outlier),
             name,
-            next: AtomicUsize::new(0),
             request_timeout: s.request_timeout,
             retries: s.retries,
+            budget: s.retry_budget,
+            active: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
+            budget_exhausted: AtomicU64::new(0),
             version: match s.protocol {
                 UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
             },
             client,
-        })
+        });
+        let resolvable: Vec<ConfigEndpoint> = s
+            .endpoints
+            .iter()
+            .filter(|e| !e.tls && e.host.parse::<std::net::IpAddr>().is_err())
+            .cloned()
+            .collect();
+        if !resolvable.is_empty() && !s.dns_refresh.is_zero() {
+            tokio::spawn(refresh_dns(
+                Arc::downgrade(&upstream),
+                s.endpoints.clone(),
+                s.dns_refresh,
+            ));
+        }
+        if let Some(hc) = &s.health_check {
+            tokio::spawn(health_check(Arc::downgrade(&upstream), hc.clone()));
+        }
+        Ok(upstream)
     }
 
-    /// Round-robin over the endpoints.
-    pub fn pick(&self) -> (&http::uri::Authority, &Arc<Target>) {
-        let i = self.next.fetch_add(1, Relaxed) % self.targets.len().max(1);
-        let (a, t) = &self.targets[i];
-        (a, t)
+    /// An endpoint for the next attempt, avoiding the one that just failed when possible.
+    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Picked> {
+        self.pool.pick(avoid)
+    }
+
+    /// Passive health: what an attempt on `endpoint` came to.
+    pub fn report(&self, endpoint: &Endpoint, ok: bool) {
+        self.pool.report(endpoint, ok);
+    }
+
+    /// Counts a request in flight to this upstream (for the retry budget).
+    pub fn begin(&self) -> Active<'_> {
+        self.active.fetch_add(1, Relaxed);
+        Active(&self.active)
+    }
+
+    /// A retry, if the budget allows one now: retries in flight stay under `percent` of
+    /// the requests in flight, or `min_concurrency`.
+    pub fn try_retry(&self) -> Option<Active<'_>> {
+        let active = self.active.load(Relaxed);
+        let allowed =
+            (active * self.budget.percent as usize / 100).max(self.budget.min_concurrency as usize);
+        if self.retrying.fetch_add(1, Relaxed) >= allowed {
+            self.retrying.fetch_sub(1, Relaxed);
+            self.budget_exhausted.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(Active(&self.retrying))
+    }
+
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.pool.endpoints()
     }
 
     /// Sends the prepared request; the error says what failed. `request_timeout` counts from

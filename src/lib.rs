@@ -15,6 +15,7 @@
 
 pub mod config;
 
+pub mod balance;
 pub mod body;
 pub mod capture;
 pub mod context;

@@ -33,7 +33,7 @@ use crate::viewer::Viewer;
 /// Everything one config version needs to serve requests.
 pub struct Runtime {
     pub router: Router,
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Arc<Upstream>>,
     pub sampler: Sampler,
     pub trace_id_header: Option<HeaderName>,
     pub correlation_headers: Vec<HeaderName>,
@@ -299,7 +299,12 @@ async fn exchange(
     // 5. forward, with our CLIENT span as the parent the upstream sees
     let mut bytes_in = None;
     let upstream = &rt.upstreams[route.upstream];
-    let (authority, target) = upstream.pick();
+    let _active = upstream.begin();
+    let Some(mut picked) = upstream.pick(None) else {
+        return local_error(ProxyError::ConnectFailed, guard, &rt, trace_id, corr);
+    };
+    let endpoint = picked.endpoint().clone();
+    let (authority, target) = (&endpoint.authority, &endpoint.target);
     let client_span = if rt.client_spans {
         ids::span_id()
     } else {
@@ -357,15 +362,24 @@ async fn exchange(
     let mut result = upstream
         .send(req, bytes_in, rt.limits.request_body_timeout)
         .await;
+    upstream.report(picked.endpoint(), upstream_ok(&result));
     let mut attempt = 0;
     while let (Err(failure), Some((method, path, headers))) = (&result, &replay) {
         if attempt >= upstream.retries || !failure.kind.retryable(method) {
             break;
         }
+        let Some(_retry) = upstream.try_retry() else {
+            break;
+        };
+        let Some(next) = upstream.pick(Some(picked.endpoint())) else {
+            break;
+        };
+        picked = next;
         attempt += 1;
         // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
         // (a new parent id for the upstream) and the next endpoint.
-        let (authority, target) = upstream.pick();
+        let endpoint = picked.endpoint().clone();
+        let (authority, target) = (&endpoint.authority, &endpoint.target);
         let span = if rt.client_spans {
             ids::span_id()
         } else {
@@ -415,6 +429,7 @@ async fn exchange(
             );
         }
         result = upstream.send_replay(again).await;
+        upstream.report(picked.endpoint(), upstream_ok(&result));
     }
 
     match result {
@@ -439,8 +454,10 @@ async fn exchange(
                     g.read_status(&parts.headers);
                 }
             }
-            // 6. the spans end with the body
-            Response::from_parts(parts, ProxyBody::upstream(body, guard))
+            // 6. the spans end with the body; the endpoint's request is outstanding until then
+            let mut body = ProxyBody::upstream(body, guard);
+            body.hold_endpoint(picked);
+            Response::from_parts(parts, body)
         }
         Err(failure) => {
             if let Some(c) = guard
@@ -457,6 +474,15 @@ async fn exchange(
             }
             local_error(failure.kind, guard, &rt, trace_id, corr)
         }
+    }
+}
+
+/// Passive health's view of an attempt: connection failures, timeouts and 502/503/504
+/// count against the endpoint; a client that paused its body does not.
+fn upstream_ok(result: &Result<Response<Incoming>, crate::error::Failure>) -> bool {
+    match result {
+        Ok(r) => !matches!(r.status().as_u16(), 502..=504),
+        Err(f) => f.kind == ProxyError::RequestBodyTimeout,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Target {
     /// Upstream name (`tracegate.upstream`).
     pub upstream: Arc<str>,
     pub host: Arc<str>,
+    /// The address connected to: the resolved IP, or `host` when resolved per connection.
+    pub peer: Arc<str>,
     pub port: u16,
     /// `http://host:port` or `https://host:port`, the prefix of `url.full`.
     pub base_url: Arc<str>,
@@ -386,7 +388,7 @@ impl Exchange {
                 Key::from_static_str("server.port"),
                 i64::from(c.target.port),
             ));
-            a.push(kv("network.peer.address", c.target.host.to_string()));
+            a.push(kv("network.peer.address", c.target.peer.to_string()));
             a.push(KeyValue::new(
                 Key::from_static_str("network.peer.port"),
                 i64::from(c.target.port),

@@ -23,6 +23,21 @@ impl Settings {
                     "max_idle_per_endpoint": u.max_idle_per_endpoint,
                     "idle_timeout_ms": u.idle_timeout.as_millis() as u64,
                     "tls": u.tls.as_ref().map(client_tls),
+                    "balance": match u.balance { Balance::RoundRobin => "round_robin", Balance::LeastRequest => "least_request" },
+                    "dns_refresh_ms": u.dns_refresh.as_millis() as u64,
+                    "outlier": {
+                        "consecutive_failures": u.outlier.consecutive_failures,
+                        "ejection_time_ms": u.outlier.ejection_time.as_millis() as u64,
+                        "max_ejected_percent": u.outlier.max_ejected_percent,
+                    },
+                    "health_check": u.health_check.as_ref().map(|h| json!({
+                        "path": h.path.as_str(),
+                        "interval_ms": h.interval.as_millis() as u64,
+                        "timeout_ms": h.timeout.as_millis() as u64,
+                        "unhealthy_threshold": h.unhealthy_threshold,
+                        "healthy_threshold": h.healthy_threshold,
+                    })),
+                    "retry_budget": { "percent": u.retry_budget.percent, "min_concurrency": u.retry_budget.min_concurrency },
                 })
             })
             .collect();

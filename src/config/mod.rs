@@ -182,6 +182,52 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    pub balance: Balance,
+    /// Zero: no periodic resolution.
+    pub dns_refresh: Duration,
+    pub outlier: OutlierSettings,
+    pub health_check: Option<HealthCheckSettings>,
+    pub retry_budget: RetryBudget,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    /// Power of two choices on outstanding requests.
+    LeastRequest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// 0: never eject.
+    pub consecutive_failures: u32,
+    pub ejection_time: Duration,
+    pub max_ejected_percent: u8,
+}
+
+impl Default for OutlierSettings {
+    fn default() -> Self {
+        OutlierSettings {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min_concurrency: u32,
 }
 
 /// How tracegate talks to an upstream.

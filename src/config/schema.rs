@@ -186,6 +186,58 @@ pub struct UpstreamConfig {
     /// connection failed (any method) or was reset before a response (idempotent methods).
     /// Default 1.
     pub retries: Option<u32>,
+    /// `round_robin` or `least_request` (the fewer outstanding requests of two endpoints
+    /// picked at random). Default `round_robin`.
+    pub balance: Option<Text>,
+    /// How often `http://` endpoints named by DNS are resolved again; each address becomes
+    /// an endpoint. `0s`: resolve per connection only. Default `5s`.
+    pub dns_refresh: Option<Text>,
+    /// Passive health: eject an endpoint after consecutive failures.
+    pub outlier: Option<OutlierConfig>,
+    /// Active health: probe each endpoint over HTTP. Default: none.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Limits retries to a share of the requests in flight to this upstream.
+    pub retry_budget: Option<RetryBudgetConfig>,
+}
+
+/// Passive health (outlier detection).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failures in a row (connect errors, resets, timeouts, 502/503/504) that eject an
+    /// endpoint; 0 turns ejection off. Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time; each further ejection of the same endpoint is longer by this,
+    /// up to 10 times. Default `30s`.
+    pub ejection_time: Option<Text>,
+    /// At most this share of the endpoints ejected at once. Default 50.
+    pub max_ejected_percent: Option<u8>,
+}
+
+/// Active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path probed with GET; a 2xx answer is healthy.
+    pub path: Text,
+    /// Time between probes. Default `5s`.
+    pub interval: Option<Text>,
+    /// Time a probe may take. Default `2s`.
+    pub timeout: Option<Text>,
+    /// Failed probes in a row that mark an endpoint unhealthy. Default 3.
+    pub unhealthy_threshold: Option<u32>,
+    /// Passed probes in a row that mark it healthy again. Default 2.
+    pub healthy_threshold: Option<u32>,
+}
+
+/// The retry budget.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries in flight may be at most this percent of the requests in flight. Default 20.
+    pub percent: Option<u32>,
+    /// ... but this many are always allowed. Default 3.
+    pub min_concurrency: Option<u32>,
 }
 
 /// A route: conditions (all must hold) and where matching requests go.

@@ -145,6 +145,58 @@ impl<'a> Validator<'a> {
         }
     }
 
+    fn outlier(&mut self, o: Option<&schema::OutlierConfig>, key: &str) -> OutlierSettings {
+        let d = OutlierSettings::default();
+        let Some(o) = o else { return d };
+        OutlierSettings {
+            consecutive_failures: o.consecutive_failures.unwrap_or(d.consecutive_failures),
+            ejection_time: self.duration(
+                &o.ejection_time,
+                &format!("{key}.outlier.ejection_time"),
+                d.ejection_time,
+            ),
+            max_ejected_percent: o
+                .max_ejected_percent
+                .unwrap_or(d.max_ejected_percent)
+                .min(100),
+        }
+    }
+
+    fn health_check(
+        &mut self,
+        h: &schema::HealthCheckConfig,
+        key: &str,
+    ) -> Option<HealthCheckSettings> {
+        let path = match h.path.value.parse::<http::uri::PathAndQuery>() {
+            Ok(p) if h.path.value.starts_with('/') => Some(p),
+            _ => {
+                self.error(
+                    &h.path.referenced,
+                    format!("{key}.health_check.path"),
+                    format!("`{}` is not a path (it starts with /)", h.path.value),
+                );
+                None
+            }
+        };
+        let interval = self.duration(
+            &h.interval,
+            &format!("{key}.health_check.interval"),
+            Duration::from_secs(5),
+        );
+        let timeout = self.duration(
+            &h.timeout,
+            &format!("{key}.health_check.timeout"),
+            Duration::from_secs(2),
+        );
+        Some(HealthCheckSettings {
+            path: path?,
+            interval: interval.max(Duration::from_millis(10)),
+            timeout: timeout.max(Duration::from_millis(1)),
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+            healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+        })
+    }
+
     fn limits(&mut self, l: &schema::LimitsConfig) -> LimitSettings {
         let d = LimitSettings::default();
         let header_bytes = match &l.max_request_header_bytes {
@@ -396,6 +448,40 @@ impl<'a> Validator<'a> {
                     &format!("{key}.idle_timeout"),
                     Duration::from_secs(90),
                 ),
+                balance: match u.balance.as_ref().map(|b| (b, b.value.as_str())) {
+                    None | Some((_, "round_robin")) => Balance::RoundRobin,
+                    Some((_, "least_request")) => Balance::LeastRequest,
+                    Some((b, other)) => {
+                        self.error(
+                            &b.referenced,
+                            format!("{key}.balance"),
+                            format!("unsupported `{other}` (round_robin, least_request)"),
+                        );
+                        Balance::RoundRobin
+                    }
+                },
+                dns_refresh: self.duration(
+                    &u.dns_refresh,
+                    &format!("{key}.dns_refresh"),
+                    Duration::from_secs(5),
+                ),
+                outlier: self.outlier(u.outlier.as_ref(), &key),
+                health_check: u
+                    .health_check
+                    .as_ref()
+                    .and_then(|h| self.health_check(h, &key)),
+                retry_budget: RetryBudget {
+                    percent: u
+                        .retry_budget
+                        .as_ref()
+                        .and_then(|b| b.percent)
+                        .unwrap_or(20),
+                    min_concurrency: u
+                        .retry_budget
+                        .as_ref()
+                        .and_then(|b| b.min_concurrency)
+                        .unwrap_or(3),
+                },
             });
         }
         out

@@ -627,6 +627,49 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with
+/// `Upgrade: websocket`), if any.
+pub fn upgrade_request<B>(req: &Request<B>) -> Option<String> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let h = req.headers();
+    let asks = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| h.get(header::UPGRADE)?.to_str().ok().map(str::to_string))
+        .flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
+pub fn ask_upgrade(h: &mut HeaderMap, protocol: &str) {
+    if let Ok(v) = HeaderValue::from_str(protocol) {
+        h.insert(header::UPGRADE, v);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A 101 for the client keeps `Upgrade` and `Connection: upgrade`.
+pub fn keep_upgrade(h: &mut HeaderMap, protocol: Option<&str>) {
+    if let Some(p) = protocol {
+        ask_upgrade(h, p);
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until
+/// either side closes.
+pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
 /// Response headers for the client: hop-by-hop removed, trace id (`None` for an excluded
 /// route) and correlation id added.
 pub fn prepare_response(

@@ -229,6 +229,7 @@ async fn exchange(
             local: conn.local,
             peer: conn.peer,
             tls: conn.tls.clone(),
+            upgrade: None,
             version: req.version(),
             user_agent: req
                 .headers()
@@ -305,6 +306,10 @@ async fn exchange(
     };
     let endpoint = picked.endpoint().clone();
     let (authority, target) = (&endpoint.authority, &endpoint.target);
+    // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
+    // the upstream, and the client's side of the tunnel is taken before the request is.
+    let upgrade = forward::upgrade_request(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let client_span = if rt.client_spans {
         ids::span_id()
     } else {
@@ -335,6 +340,12 @@ async fn exchange(
             correlation: corr,
         },
     );
+    if let Some(protocol) = &upgrade {
+        forward::ask_upgrade(req.headers_mut(), protocol);
+        if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+            e.upgrade = Some(protocol.clone());
+        }
+    }
     if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
         e.client = Some(ClientCall::begin(
             client_span,
@@ -433,7 +444,11 @@ async fn exchange(
     }
 
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            // 101: the upstream switched protocols; the bytes flow both ways from now on.
+            let tunnel = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| hyper::upgrade::on(&mut resp))
+                .zip(client_upgrade);
             let (mut parts, body) = resp.into_parts();
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
                 e.status = parts.status.as_u16();
@@ -453,6 +468,10 @@ async fn exchange(
                 if let Some(g) = &mut e.grpc {
                     g.read_status(&parts.headers);
                 }
+            }
+            if let Some((upstream_side, client_side)) = tunnel {
+                forward::keep_upgrade(&mut parts.headers, upgrade.as_deref());
+                tokio::spawn(forward::tunnel(client_side, upstream_side));
             }
             // 6. the spans end with the body; the endpoint's request is outstanding until then
             let mut body = ProxyBody::upstream(body, guard);

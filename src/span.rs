@@ -136,6 +136,8 @@ pub struct Exchange {
     pub server_port: Option<u16>,
     /// The client's TLS connection, if any.
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// The protocol the client asked to switch to (`Upgrade`), if any.
+    pub upgrade: Option<String>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub version: Version,
@@ -255,6 +257,9 @@ impl Exchange {
         a.push(kv("url.path", self.path));
         if let Some(q) = self.query {
             a.push(kv("url.query", q));
+        }
+        if let Some(u) = &self.upgrade {
+            a.push(kv("tracegate.upgrade", u.clone()));
         }
         match &self.tls {
             None => a.push(kv("url.scheme", "http")),

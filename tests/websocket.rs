@@ -1,0 +1,150 @@
+//! WebSocket through tracegate with a real client and server (tungstenite): the handshake
+//! is traced (one SERVER span, status 101, `tracegate.upgrade`), the upstream sees the trace
+//! context, and frames flow both ways until a side closes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_types,
+    clippy::result_large_err
+)]
+
+mod support;
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+/// A WebSocket echo server; logs each handshake's `traceparent` and each close.
+async fn echo_server() -> (std::net::SocketAddr, Arc<Log<String>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log: Arc<Log<String>> = Arc::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let record = seen.clone();
+                let callback = move |req: &Request, resp: Response| {
+                    let tp = req
+                        .headers()
+                        .get("traceparent")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    record.push(format!("handshake {} traceparent={tp}", req.uri().path()));
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Close(_) => {
+                            seen.push("closed by client".into());
+                            break;
+                        }
+                        m @ (Message::Text(_) | Message::Binary(_)) => {
+                            let sent = ws.send(m).await;
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frames_flow_both_ways_and_the_handshake_is_traced() {
+    let (ws_addr, server_log) = echo_server().await;
+    let collector = grpc_collector().await;
+    let gw = tracegate(&config(ws_addr, &grpc_export(collector.addr))).await;
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    let url = format!("ws://{}/api/chat", gw.proxy_addrs[0]);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
+
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    let big = vec![7u8; 256 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    for i in 0..50 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
+    ws.close(None).await.unwrap();
+    server_log.wait_for(2).await;
+    let log = server_log.all();
+    assert!(
+        log[0].starts_with("handshake /api/chat traceparent=00-"),
+        "{log:?}"
+    );
+    assert!(
+        log[0].contains(&trace_id),
+        "the upstream continues the trace: {log:?}"
+    );
+    assert_eq!(log[1], "closed by client");
+
+    let spans = collector.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace_id);
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("101")
+    );
+    assert_eq!(
+        server.attr("tracegate.upgrade").as_deref(),
+        Some("websocket")
+    );
+    assert_eq!(server.attr("http.route").as_deref(), Some("/api/{id}"));
+    assert_eq!(server.status_code(), 0, "a 101 is not an error");
+    let client = client.unwrap();
+    assert!(log[0].contains(&client.span_id()), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_closing_ends_the_tunnel() {
+    // An upstream that accepts the WebSocket and closes it at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    let gw = tracegate(&config(addr, "export:\n  protocol: none\n")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    let url = format!("ws://{}/ok", gw.proxy_addrs[0]);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let next = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+    assert!(
+        matches!(next, Some(Ok(Message::Close(_))) | None),
+        "{next:?}"
+    );
+    // The client's connection ends too.
+    let end = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok());
+}

@@ -59,6 +59,12 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Probe a URL (default: the admin port's /healthz): exit 0 on a 2xx answer within 2s,
+    /// else 1. For container HEALTHCHECKs in images without curl.
+    Health {
+        #[arg(default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Run the embedded default: a built-in echo upstream with tracegate in front of it.
     /// Needs no collector; exports over OTLP too when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     Demo {
@@ -86,15 +92,41 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     b.enable_all().thread_name("tracegate").build()
 }
 
+/// `tracegate health`: one GET, answered 2xx within 2 s.
+fn health(url: &str) -> Result<(), String> {
+    use http_body_util::Empty;
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let rt = runtime(Some(1)).map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<bytes::Bytes>>();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri))
+            .await
+            .map_err(|_| "no answer within 2s".to_string())?
+            .map_err(|e| e.to_string())?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", answer.status()))
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = config::process_env();
     match cli.command {
         Some(Command::Check { file }) => match config::load_file(&file, &env) {
             Ok(s) => {
-                println!("{}: ok", file.display());
-                println!(
-                    "{}",
+                // Written without println!, which panics when stdout is a closed pipe
+                // (`tracegate check f | head -1`).
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{}: ok\n{}",
+                    file.display(),
                     serde_json::to_string_pretty(&s.describe()).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
@@ -102,6 +134,13 @@ fn main() -> ExitCode {
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("{}: {} problem(s)", file.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Health { url }) => match health(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{url}: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -262,7 +301,9 @@ fn print_demo_help(g: &Gateway) {
         .admin_addr
         .map(|a| a.to_string())
         .unwrap_or_else(|| "off".into());
-    println!(
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "\ntracegate demo is running.\n\n  proxy (echo upstream behind it):  curl -i http://{proxy}/api/hello\n  continue a trace:                 curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{proxy}/api/hello\n  trace viewer (open in a browser):  http://{admin}/traces\n  health / metrics / config:        curl http://{admin}/healthz   http://{admin}/metrics   http://{admin}/config\n\nThe echo shows the headers the upstream received (traceparent, x-request-id, x-forwarded-*).\nSet OTEL_EXPORTER_OTLP_ENDPOINT to export the spans to a collector too. Ctrl-C to stop.\n"
     );
 }

@@ -186,3 +186,38 @@ async fn sigterm_lets_inflight_request_finish_and_flushes_spans() {
             .any(|s| s.attr("url.path").as_deref() == Some("/slow/1500"))
     );
 }
+
+#[tokio::test]
+async fn health_probes_the_admin_port() {
+    let mut tg = spawn_tracegate(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let admin = tg.admin.clone().unwrap();
+    let ok = Command::new(BIN)
+        .args(["health", &format!("http://{admin}/healthz")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let missing = Command::new(BIN)
+        .args(["health", &format!("http://{admin}/nope")])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    tg.signal("TERM");
+    assert!(tg.exit().await.success());
+    let refused = Command::new(BIN)
+        .args(["health", &format!("http://{admin}/healthz")])
+        .status()
+        .unwrap();
+    assert!(!refused.success());
+}

@@ -2,8 +2,9 @@
 //! (or a small body tracegate generated) and ends the exchange's spans when the last frame
 //! has been handed to the connection, when the stream fails, or when the client goes away.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -161,7 +162,21 @@ pub struct ProxyBody {
     in_flight: Option<InFlight>,
     /// Counts the request as outstanding on its upstream endpoint until then.
     endpoint: Option<Picked>,
+    /// `total_timeout`: the response is cut short when it is not over by then.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The response body outlived the upstream's `total_timeout`.
+#[derive(Debug)]
+pub struct Expired;
+
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the response took longer than total_timeout")
+    }
+}
+
+impl std::error::Error for Expired {}
 
 impl ProxyBody {
     pub fn upstream(body: Incoming, guard: Option<SpanGuard>) -> Self {
@@ -170,7 +185,13 @@ impl ProxyBody {
             guard,
             in_flight: None,
             endpoint: None,
+            deadline: None,
         }
+    }
+
+    /// Cuts the response short at `at` (`total_timeout`).
+    pub fn deadline(&mut self, at: tokio::time::Instant) {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
     }
 
     pub fn local(bytes: Bytes, guard: Option<SpanGuard>) -> Self {
@@ -179,6 +200,7 @@ impl ProxyBody {
             guard,
             in_flight: None,
             endpoint: None,
+            deadline: None,
         }
     }
 
@@ -205,18 +227,32 @@ impl ProxyBody {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match &mut this.inner {
             Inner::Upstream(body) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if let Some(d) = &mut this.deadline {
+                            if d.as_mut().poll(cx).is_ready() {
+                                this.deadline = None;
+                                this.finish(Some(crate::error::ProxyError::Timeout.error_type()));
+                                return Poll::Ready(Some(Err(Box::new(Expired))));
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                };
                 let ended = body.is_end_stream();
                 match frame {
                     Some(Ok(frame)) => {
@@ -240,7 +276,7 @@ impl Body for ProxyBody {
                     }
                     Some(Err(e)) => {
                         this.finish(Some("upstream_body_error"));
-                        Poll::Ready(Some(Err(e)))
+                        Poll::Ready(Some(Err(Box::new(e))))
                     }
                     None => {
                         this.finish(None);

@@ -114,6 +114,8 @@ pub struct Upstream {
     pub name: Arc<str>,
     pool: Pool,
     request_timeout: std::time::Duration,
+    /// Bound on the whole exchange (see `UpstreamSettings::total_timeout`).
+    pub total_timeout: Option<std::time::Duration>,
     budget: RetryBudget,
     /// Requests in flight to this upstream, and retries among them.
     active: AtomicUsize,
@@ -359,6 +361,7 @@ impl Upstream {
             pool: Pool::new(name.clone(), endpoints, s.balance, s.outlier),
             name,
             request_timeout: s.request_timeout,
+            total_timeout: s.total_timeout,
             retries: s.retries,
             budget: s.retry_budget,
             active: AtomicUsize::new(0),
@@ -426,11 +429,13 @@ impl Upstream {
     /// Sends the prepared request; the error says what failed. `request_timeout` counts from
     /// the moment the whole request body has been sent (at once for a request without body).
     /// `pause`: the longest gap allowed in the client's body (zero: no limit).
+    /// `deadline`: the end of the whole exchange (`total_timeout`), if bounded.
     pub async fn send(
         &self,
         req: Request<Incoming>,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Incoming>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
@@ -455,14 +460,39 @@ impl Upstream {
                 result = &mut call => return map_result(result),
                 // Sent, or the body ended in an error: either way the wait for the answer starts.
                 _ = body_sent => {}
+                () = until(deadline) => return Err(self.total_expired()),
             }
         }
-        match tokio::time::timeout(self.request_timeout, call).await {
+        self.answer(call, deadline).await
+    }
+
+    /// Waits for the response headers within `request_timeout` and the exchange's deadline.
+    async fn answer(
+        &self,
+        call: impl std::future::Future<
+            Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        >,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let headers_due = tokio::time::Instant::now() + self.request_timeout;
+        let due = deadline.map_or(headers_due, |d| d.min(headers_due));
+        match tokio::time::timeout_at(due, call).await {
+            Ok(result) => map_result(result),
+            Err(_) if due < headers_due => Err(self.total_expired()),
             Err(_) => Err(Failure {
                 kind: ProxyError::Timeout,
                 detail: format!("no response headers within {:?}", self.request_timeout),
             }),
-            Ok(result) => map_result(result),
+        }
+    }
+
+    fn total_expired(&self) -> Failure {
+        Failure {
+            kind: ProxyError::Timeout,
+            detail: format!(
+                "the exchange took longer than total_timeout ({:?})",
+                self.total_timeout.unwrap_or_default()
+            ),
         }
     }
 }
@@ -472,6 +502,7 @@ impl Upstream {
     pub async fn send_replay(
         &self,
         req: Request<Option<Incoming>>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Incoming>, Failure> {
         let (parts, _) = req.into_parts();
         let call = self.client.request(Request::from_parts(
@@ -484,13 +515,15 @@ impl Upstream {
                 timer: None,
             },
         ));
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Err(_) => Err(Failure {
-                kind: ProxyError::Timeout,
-                detail: format!("no response headers within {:?}", self.request_timeout),
-            }),
-            Ok(result) => map_result(result),
-        }
+        self.answer(call, deadline).await
+    }
+}
+
+/// Resolves at `deadline`, or never.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -627,9 +660,23 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     }
 }
 
-/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with
-/// `Upgrade: websocket`), if any.
-pub fn upgrade_request<B>(req: &Request<B>) -> Option<String> {
+/// A request to switch protocols: HTTP/1.1 `Upgrade`, or HTTP/2 extended CONNECT
+/// (RFC 8441, `:protocol`), which goes to an HTTP/1.1 upstream as an `Upgrade`.
+#[derive(Clone, Debug)]
+pub struct Upgrade {
+    pub protocol: String,
+    pub extended_connect: bool,
+}
+
+/// The protocol a request asks to switch to, if any.
+pub fn upgrade_request<B>(req: &Request<B>) -> Option<Upgrade> {
+    if req.version() == Version::HTTP_2 {
+        let p = req.extensions().get::<hyper::ext::Protocol>()?;
+        return (req.method() == http::Method::CONNECT).then(|| Upgrade {
+            protocol: p.as_str().to_string(),
+            extended_connect: true,
+        });
+    }
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -642,6 +689,55 @@ pub fn upgrade_request<B>(req: &Request<B>) -> Option<String> {
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     asks.then(|| h.get(header::UPGRADE)?.to_str().ok().map(str::to_string))
         .flatten()
+        .map(|protocol| Upgrade {
+            protocol,
+            extended_connect: false,
+        })
+}
+
+/// An extended CONNECT becomes the HTTP/1.1 `GET` + `Upgrade` the upstream understands; a
+/// WebSocket one gets the `Sec-WebSocket-Key` HTTP/2 does without (RFC 8441 section 5).
+pub fn connect_to_upgrade<B>(req: &mut Request<B>, protocol: &str) {
+    *req.method_mut() = http::Method::GET;
+    req.extensions_mut().remove::<hyper::ext::Protocol>();
+    let h = req.headers_mut();
+    if protocol.eq_ignore_ascii_case("websocket") && !h.contains_key("sec-websocket-key") {
+        let key: [u8; 16] = rand::random();
+        if let Ok(v) = HeaderValue::from_str(&base64(&key)) {
+            h.insert("sec-websocket-key", v);
+        }
+        h.entry("sec-websocket-version")
+            .or_insert(HeaderValue::from_static("13"));
+    }
+}
+
+/// The upstream's 101 as the HTTP/2 client expects it: a 200, without the HTTP/1.1
+/// handshake's headers.
+pub fn upgrade_to_connect(status: &mut http::StatusCode, h: &mut HeaderMap) {
+    *status = http::StatusCode::OK;
+    h.remove("sec-websocket-accept");
+}
+
+/// Standard base64 with padding (for a 16-byte WebSocket key).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
@@ -693,6 +789,16 @@ pub fn prepare_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_pads_like_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xff; 16]).len(), 24);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

@@ -140,6 +140,8 @@ fn builder(limits: &LimitSettings) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_request_header_bytes)
         .max_headers(limits.max_request_headers);
     b.http2()
+        // WebSocket over HTTP/2 (RFC 8441).
+        .enable_connect_protocol()
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
     b

@@ -340,10 +340,13 @@ async fn exchange(
             correlation: corr,
         },
     );
-    if let Some(protocol) = &upgrade {
-        forward::ask_upgrade(req.headers_mut(), protocol);
+    if let Some(u) = &upgrade {
+        if u.extended_connect {
+            forward::connect_to_upgrade(&mut req, &u.protocol);
+        }
+        forward::ask_upgrade(req.headers_mut(), &u.protocol);
         if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-            e.upgrade = Some(protocol.clone());
+            e.upgrade = Some(u.protocol.clone());
         }
     }
     if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
@@ -370,8 +373,11 @@ async fn exchange(
             req.headers().clone(),
         )
     });
+    let deadline = upstream
+        .total_timeout
+        .map(|t| tokio::time::Instant::from_std(started) + t);
     let mut result = upstream
-        .send(req, bytes_in, rt.limits.request_body_timeout)
+        .send(req, bytes_in, rt.limits.request_body_timeout, deadline)
         .await;
     upstream.report(picked.endpoint(), upstream_ok(&result));
     let mut attempt = 0;
@@ -439,7 +445,7 @@ async fn exchange(
                 },
             );
         }
-        result = upstream.send_replay(again).await;
+        result = upstream.send_replay(again, deadline).await;
         upstream.report(picked.endpoint(), upstream_ok(&result));
     }
 
@@ -450,10 +456,14 @@ async fn exchange(
                 .then(|| hyper::upgrade::on(&mut resp))
                 .zip(client_upgrade);
             let (mut parts, body) = resp.into_parts();
+            let upstream_status = parts.status;
+            if tunnel.is_some() && upgrade.as_ref().is_some_and(|u| u.extended_connect) {
+                forward::upgrade_to_connect(&mut parts.status, &mut parts.headers);
+            }
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
                 e.status = parts.status.as_u16();
                 if let Some(c) = &mut e.client {
-                    c.status = Some(parts.status.as_u16());
+                    c.status = Some(upstream_status.as_u16());
                 }
             }
             forward::prepare_response(
@@ -470,12 +480,17 @@ async fn exchange(
                 }
             }
             if let Some((upstream_side, client_side)) = tunnel {
-                forward::keep_upgrade(&mut parts.headers, upgrade.as_deref());
+                if let Some(u) = upgrade.as_ref().filter(|u| !u.extended_connect) {
+                    forward::keep_upgrade(&mut parts.headers, Some(&u.protocol));
+                }
                 tokio::spawn(forward::tunnel(client_side, upstream_side));
             }
             // 6. the spans end with the body; the endpoint's request is outstanding until then
             let mut body = ProxyBody::upstream(body, guard);
             body.hold_endpoint(picked);
+            if let Some(d) = deadline {
+                body.deadline(d);
+            }
             Response::from_parts(parts, body)
         }
         Err(failure) => {

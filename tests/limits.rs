@@ -307,3 +307,54 @@ async fn smuggling_and_malformed_requests_get_400_and_go_nowhere() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_timeout_bounds_the_whole_exchange() {
+    let app = upstream().await;
+    let collector = grpc_collector().await;
+    let yaml = config(app.addr, &grpc_export(collector.addr)).replace(
+        "    request_timeout: 1s\n",
+        "    request_timeout: 5s\n    total_timeout: 400ms\n",
+    );
+    assert!(yaml.contains("total_timeout"));
+    let gw = tracegate(&yaml).await;
+    let base = format!("http://{}", gw.proxy_addrs[0]);
+    let client = h1_client();
+
+    // Headers later than the total: 504, although request_timeout (5s) is not reached.
+    let r = get(&client, &format!("{base}/slow/1500"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(String::from_utf8_lossy(&r.body).contains("\"timeout\""));
+
+    // Headers in time, body too late: the response is cut short and the span says so.
+    let url = format!("{base}/trickle/1500");
+    let req = http::Request::get(&url)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>()
+        .request(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "the body was cut short");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let server = loop {
+        if let Some(s) = collector
+            .spans
+            .all()
+            .into_iter()
+            .find(|s| s.trace_id() == trace_id && s.kind() == 2)
+        {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(server.attr("error.type").as_deref(), Some("timeout"));
+
+    // Quick exchanges are untouched.
+    assert_eq!(get(&client, &format!("{base}/ok"), &[]).await.status, 200);
+}

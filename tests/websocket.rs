@@ -148,3 +148,73 @@ async fn the_upstream_closing_ends_the_tunnel() {
     .await;
     assert!(end.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let (ws_addr, server_log) = echo_server().await;
+    let collector = grpc_collector().await;
+    let gw = tracegate(&config(ws_addr, &grpc_export(collector.addr))).await;
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive right after the handshake.
+    let resp = loop {
+        let mut req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}/api/chat", gw.proxy_addrs[0]))
+            .version(http::Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        match send.send_request(req).await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("connect") || e.to_string().contains("protocol"),
+                    "{e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(resp.status(), 200);
+    let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    ws.close(None).await.unwrap();
+    server_log.wait_for(2).await;
+    let log = server_log.all();
+    assert!(log[0].contains(&trace_id), "{log:?}");
+
+    let spans = collector.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace_id);
+    assert_eq!(
+        server.attr("http.request.method").as_deref(),
+        Some("CONNECT")
+    );
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        server.attr("tracegate.upgrade").as_deref(),
+        Some("websocket")
+    );
+    assert_eq!(
+        client.unwrap().attr("http.response.status_code").as_deref(),
+        Some("101")
+    );
+}

@@ -20,6 +20,7 @@ impl Settings {
                     "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                     "request_timeout_ms": u.request_timeout.as_millis() as u64,
+                    "total_timeout_ms": u.total_timeout.map(|t| t.as_millis() as u64),
                     "max_idle_per_endpoint": u.max_idle_per_endpoint,
                     "idle_timeout_ms": u.idle_timeout.as_millis() as u64,
                     "tls": u.tls.as_ref().map(client_tls),

@@ -180,6 +180,8 @@ pub struct UpstreamSettings {
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The whole exchange, arrival to last response byte; `None`: no bound.
+    pub total_timeout: Option<Duration>,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
     pub balance: Balance,

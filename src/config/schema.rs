@@ -172,6 +172,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Option<Text>,
     /// Time allowed from the end of the request body to the response headers. Default `30s`.
     pub request_timeout: Option<Text>,
+    /// Longest a whole exchange may take, from the request's arrival to the last byte of the
+    /// response, retries included; or `off`. Before the response headers its expiry answers
+    /// 504; after, the response is cut short. Default `off`.
+    pub total_timeout: Option<Text>,
     /// Idle keep-alive connections kept per endpoint. Default 64.
     pub max_idle_per_endpoint: Option<usize>,
     /// How long an idle pooled connection is kept. Default `90s`.

@@ -437,6 +437,9 @@ impl<'a> Validator<'a> {
                     &format!("{key}.connect_timeout"),
                     Duration::from_secs(5),
                 ),
+                total_timeout: self
+                    .threshold(&u.total_timeout, &format!("{key}.total_timeout"))
+                    .flatten(),
                 request_timeout: self.duration(
                     &u.request_timeout,
                     &format!("{key}.request_timeout"),

@@ -9,6 +9,7 @@
 )]
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -138,13 +139,42 @@ impl Body for Repeat {
     }
 }
 
+/// A body that sends `first`, pauses, then sends `second` and ends.
+pub struct Trickle {
+    sent: u8,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.sent {
+            0 => {
+                self.sent = 1;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first ")))))
+            }
+            1 => {
+                std::task::ready!(self.pause.as_mut().poll(cx));
+                self.sent = 2;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"second")))))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 fn boxed<B: Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static>(b: B) -> BoxBody {
     BoxBody::new(b)
 }
 
-/// The test upstream. Paths: `/slow/{ms}`, `/bytes/{n}`, `/status/{code}`; anything else
+/// The test upstream. Paths: `/slow/{ms}`, `/bytes/{n}`, `/trickle/{ms}` (a chunk, a pause, a
+/// chunk), `/status/{code}`; anything else
 /// answers 200 `ok`. Every request's body is read to the end and counted.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -208,6 +238,12 @@ async fn upstream_answer(req: Request<Incoming>, log: &Log<Seen>) -> Response<Bo
             Response::new(boxed(Full::new(Bytes::from_static(b"slow ok"))))
         }
         ["bytes", n] => Response::new(boxed(Repeat::new(n.parse().unwrap_or(0)))),
+        ["trickle", ms] => Response::new(boxed(Trickle {
+            sent: 0,
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(
+                ms.parse().unwrap_or(0),
+            ))),
+        })),
         ["status", code] => {
             let mut r = Response::new(boxed(Full::new(Bytes::from_static(b"status"))));
             *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
@@ -477,7 +513,7 @@ pub async fn tracegate(yaml: &str) -> Gateway {
 /// The usual test config: one upstream, catch-all plus an `/api` route, gRPC export.
 pub fn config(upstream: SocketAddr, export: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\n    connect_timeout: 2s\n    request_timeout: 1s\nroutes:\n  - name: /api/{{id}}\n    match: {{ path_prefix: /api }}\n    upstream: app\n  - match: {{ path_prefix: /slow }}\n    upstream: app\n  - match: {{ path_prefix: /bytes }}\n    upstream: app\n  - match: {{ path_prefix: /status }}\n    upstream: app\n  - match: {{ path: /upload }}\n    upstream: app\n  - match: {{ path: /ok }}\n    upstream: app\ntracing:\n  service_name: test-svc\n  resource_attributes: {{ team: tests }}\n{export}"
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\n    connect_timeout: 2s\n    request_timeout: 1s\nroutes:\n  - name: /api/{{id}}\n    match: {{ path_prefix: /api }}\n    upstream: app\n  - match: {{ path_prefix: /slow }}\n    upstream: app\n  - match: {{ path_prefix: /bytes }}\n    upstream: app\n  - match: {{ path_prefix: /trickle }}\n    upstream: app\n  - match: {{ path_prefix: /status }}\n    upstream: app\n  - match: {{ path: /upload }}\n    upstream: app\n  - match: {{ path: /ok }}\n    upstream: app\ntracing:\n  service_name: test-svc\n  resource_attributes: {{ team: tests }}\n{export}"
     )
 }
 

@@ -358,3 +358,73 @@ async fn total_timeout_bounds_the_whole_exchange() {
     // Quick exchanges are untouched.
     assert_eq!(get(&client, &format!("{base}/ok"), &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_bounded_and_rapid_resets_end_the_connection() {
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  http2_max_concurrent_streams: 2\n",
+    ))
+    .await;
+    let addr = gw.proxy_addrs[0];
+
+    // The SETTINGS the client gets: 2 streams at a time, extended CONNECT on.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while client.current_max_send_streams() != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no SETTINGS");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(client.is_extended_connect_protocol_enabled());
+    let (resp, _) = client
+        .send_request(
+            http::Request::get(format!("http://{addr}/ok"))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+
+    // Rapid reset (CVE-2023-44487): streams opened and cancelled at once, in bulk. The
+    // server ends the connection (GOAWAY) instead of working on them forever.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut ended = false;
+    for _ in 0..5000 {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        };
+        match client.send_request(
+            http::Request::get(format!("http://{addr}/slow/1000"))
+                .body(())
+                .unwrap(),
+            false,
+        ) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    let closed = tokio::time::timeout(PATIENCE, conn).await.is_ok();
+    assert!(ended || closed, "the rapid-reset connection was not ended");
+    // And the proxy still serves.
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/ok"), &[])
+            .await
+            .status,
+        200
+    );
+}

@@ -455,19 +455,24 @@ async fn https_upstreams_with_alpn_sni_override_and_client_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_to_a_tls_collector_over_grpc_and_http() {
     let pki = Pki::new("collector");
+    let clients = Pki::new("collector-clients");
     let identity = pki.server("collector", &["collector.test"]);
+    let ours = clients.client("exporter", "tracegate-exporter");
     let app = upstream().await;
+    // Each collector requires a client certificate signed by `clients`.
     for grpc in [true, false] {
         let collector = if grpc {
-            grpc_collector_tls(&identity).await
+            grpc_collector_tls(&identity, Some(&clients.ca)).await
         } else {
-            http_collector_tls(&identity).await
+            http_collector_tls(&identity, Some(&clients.ca)).await
         };
         let export = format!(
-            "export:\n  protocol: {}\n  endpoint: \"https://{}\"\n  batch_delay: 20ms\n  tls:\n    ca: \"{}\"\n    server_name: collector.test\n",
+            "export:\n  protocol: {}\n  endpoint: \"https://{}\"\n  batch_delay: 20ms\n  tls:\n    ca: \"{}\"\n    server_name: collector.test\n    cert: \"{}\"\n    key: \"{}\"\n",
             if grpc { "grpc" } else { "http/protobuf" },
             collector.addr,
-            pki.ca.display()
+            pki.ca.display(),
+            ours.cert.display(),
+            ours.key.display()
         );
         let gw = tracegate(&config(app.addr, &export)).await;
         let r = get(

@@ -389,12 +389,16 @@ pub async fn grpc_collector() -> Collector {
     grpc_collector_with(None).await
 }
 
-/// A real OTLP/gRPC receiver over TLS with `leaf` as its certificate.
-pub async fn grpc_collector_tls(leaf: &pki::Leaf) -> Collector {
-    grpc_collector_with(Some(leaf)).await
+/// A real OTLP/gRPC receiver over TLS with `leaf` as its certificate, requiring client
+/// certificates signed by `client_ca` when given.
+pub async fn grpc_collector_tls(
+    leaf: &pki::Leaf,
+    client_ca: Option<&std::path::Path>,
+) -> Collector {
+    grpc_collector_with(Some((leaf, client_ca))).await
 }
 
-async fn grpc_collector_with(tls: Option<&pki::Leaf>) -> Collector {
+async fn grpc_collector_with(tls: Option<(&pki::Leaf, Option<&std::path::Path>)>) -> Collector {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let spans: Arc<Log<Received>> = Arc::default();
@@ -405,14 +409,18 @@ async fn grpc_collector_with(tls: Option<&pki::Leaf>) -> Collector {
     })
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut server = tonic::transport::Server::builder();
-    if let Some(leaf) = tls {
+    if let Some((leaf, client_ca)) = tls {
         let identity = tonic::transport::Identity::from_pem(
             std::fs::read(&leaf.cert).unwrap(),
             std::fs::read(&leaf.key).unwrap(),
         );
-        server = server
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .unwrap();
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(
+                std::fs::read(ca).unwrap(),
+            ));
+        }
+        server = server.tls_config(config).unwrap();
     }
     tokio::spawn(async move {
         let _ = server
@@ -432,9 +440,13 @@ pub async fn http_collector() -> Collector {
     http_collector_with(None).await
 }
 
-/// A real OTLP/HTTP receiver over TLS with `leaf` as its certificate.
-pub async fn http_collector_tls(leaf: &pki::Leaf) -> Collector {
-    http_collector_with(Some(Arc::new(pki::server_config(leaf, None)))).await
+/// A real OTLP/HTTP receiver over TLS with `leaf` as its certificate, requiring client
+/// certificates signed by `client_ca` when given.
+pub async fn http_collector_tls(
+    leaf: &pki::Leaf,
+    client_ca: Option<&std::path::Path>,
+) -> Collector {
+    http_collector_with(Some(Arc::new(pki::server_config(leaf, client_ca)))).await
 }
 
 async fn http_collector_with(tls: Option<Arc<rustls::ServerConfig>>) -> Collector {

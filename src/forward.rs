@@ -567,6 +567,31 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The original client when the peer is a trusted proxy: walking `X-Forwarded-For` from the
+/// right, the first address that is not itself a trusted proxy. `None` when the peer is not
+/// trusted (its headers are not believed) or names nobody usable.
+pub fn forwarded_client(
+    headers: &HeaderMap,
+    peer: std::net::IpAddr,
+    trusted: &[crate::config::IpNet],
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return None;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        hops.extend(v.to_str().ok()?.split(','));
+    }
+    for hop in hops.iter().rev() {
+        let ip: std::net::IpAddr = hop.trim().parse().ok()?;
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+    }
+    None
+}
+
 /// Appends `value` to a comma-separated list header (one line out).
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     let mut joined = String::new();
@@ -789,6 +814,62 @@ pub fn prepare_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        use crate::config::IpNet;
+        let trusted = [
+            IpNet::parse("10.0.0.0/8").unwrap(),
+            IpNet::parse("::1").unwrap(),
+        ];
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, 203.0.113.7"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        let lb: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        // Rightmost untrusted hop: the proxies' own entries are skipped.
+        assert_eq!(
+            forwarded_client(&h, lb, &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        // An untrusted peer's header is not believed; nor anything without a list.
+        assert_eq!(
+            forwarded_client(&h, "192.0.2.9".parse().unwrap(), &trusted),
+            None
+        );
+        assert_eq!(forwarded_client(&h, lb, &[]), None);
+        // Garbage is not an address.
+        let mut bad = HeaderMap::new();
+        bad.append("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(forwarded_client(&bad, lb, &trusted), None);
+        // IPv4-mapped IPv6 peers match IPv4 ranges.
+        assert_eq!(
+            forwarded_client(&h, "::ffff:10.0.0.2".parse().unwrap(), &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn ip_ranges() {
+        use crate::config::IpNet;
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.255.0.1".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+        assert!(IpNet::parse("10.0.0/8").is_none());
+    }
 
     #[test]
     fn base64_pads_like_rfc_4648() {

@@ -53,6 +53,8 @@ pub struct Runtime {
     /// settings brings a new one.
     pub export: ExportHandle,
     pub limits: LimitSettings,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::config::IpNet>,
 }
 
 impl Runtime {
@@ -89,6 +91,7 @@ impl Runtime {
             client_spans: s.tracing.client_spans,
             export,
             limits: s.limits,
+            trusted_proxies: s.tracing.trusted_proxies.clone(),
         })
     }
 }
@@ -230,6 +233,11 @@ async fn exchange(
             peer: conn.peer,
             tls: conn.tls.clone(),
             upgrade: None,
+            client_address: forward::forwarded_client(
+                req.headers(),
+                conn.peer.ip(),
+                &rt.trusted_proxies,
+            ),
             version: req.version(),
             user_agent: req
                 .headers()

@@ -138,6 +138,8 @@ pub struct Exchange {
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
     /// The protocol the client asked to switch to (`Upgrade`), if any.
     pub upgrade: Option<String>,
+    /// The client named by `X-Forwarded-For` when the peer is a trusted proxy.
+    pub client_address: Option<std::net::IpAddr>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub version: Version,
@@ -288,7 +290,10 @@ impl Exchange {
                 i64::from(p),
             ));
         }
-        a.push(kv("client.address", self.peer.ip().to_string()));
+        a.push(kv(
+            "client.address",
+            self.client_address.unwrap_or(self.peer.ip()).to_string(),
+        ));
         a.push(KeyValue::new(
             Key::from_static_str("client.port"),
             i64::from(self.peer.port()),

@@ -174,3 +174,48 @@ async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() 
         assert!(!log.contains(secret), "`{secret}` reached the access log");
     }
 }
+
+#[tokio::test]
+async fn client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+    let app = upstream().await;
+    let collector = grpc_collector().await;
+    let client = h1_client();
+    for (trusted, expected) in [(true, "203.0.113.7"), (false, "127.0.0.1")] {
+        let mut yaml = config(app.addr, &grpc_export(collector.addr));
+        if trusted {
+            yaml = yaml.replace("tracing:\n", "tracing:\n  trusted_proxies: [127.0.0.0/8]\n");
+        }
+        let gw = tracegate(&yaml).await;
+        let r = get(
+            &client,
+            &format!("http://{}/ok", gw.proxy_addrs[0]),
+            &[("x-forwarded-for", "203.0.113.7")],
+        )
+        .await;
+        let trace_id = r.headers["x-trace-id"].to_str().unwrap().to_string();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let server = loop {
+            if let Some(s) = collector
+                .spans
+                .all()
+                .into_iter()
+                .find(|s| s.trace_id() == trace_id && s.kind() == 2)
+            {
+                break s;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(server.attr("client.address").as_deref(), Some(expected));
+        assert_eq!(
+            server.attr("network.peer.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        // The upstream sees the chain with the peer appended, trusted or not.
+        let seen = app.seen.all();
+        assert_eq!(
+            seen.last().unwrap().headers["x-forwarded-for"],
+            "203.0.113.7, 127.0.0.1"
+        );
+    }
+}

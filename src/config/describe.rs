@@ -110,6 +110,7 @@ impl Settings {
                 "service_version": t.service_version,
                 "resource_attributes": t.resource_attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "trace_id_header": t.trace_id_header.as_ref().map(HeaderName::as_str),
+                "trusted_proxies": t.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "correlation_headers": t.correlation_headers.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
                 "client_spans": t.client_spans,
                 "propagation": t.propagation.formats().iter().map(|f| f.as_str()).collect::<Vec<_>>(),

@@ -317,6 +317,9 @@ pub struct TracingConfig {
     pub resource_attributes: BTreeMap<String, String>,
     /// Response header that returns the trace id to the client, or `off`. Default `X-Trace-Id`.
     pub trace_id_header: Option<Text>,
+    /// Peers (IP addresses or CIDR ranges, e.g. a load balancer's) whose `X-Forwarded-For`
+    /// is believed for `client.address`. Default none: `client.address` is the peer.
+    pub trusted_proxies: Option<Vec<Text>>,
     /// Correlation id headers, in order of preference; `[]` turns correlation ids off.
     /// Default `[X-Request-ID, X-Correlation-ID]`.
     pub correlation_headers: Option<Vec<Text>>,

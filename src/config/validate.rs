@@ -714,7 +714,25 @@ impl<'a> Validator<'a> {
         };
         let sampling = self.sampling(&t.sampling, env);
         let propagation = self.propagation(&t.propagation, env);
+        let trusted_proxies = t
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let net = IpNet::parse(&p.value);
+                if net.is_none() {
+                    self.error(
+                        &p.referenced,
+                        format!("tracing.trusted_proxies[{i}]"),
+                        format!("`{}` is not an IP address or CIDR range", p.value),
+                    );
+                }
+                net
+            })
+            .collect();
         TracingSettings {
+            trusted_proxies,
             service_name,
             service_version,
             resource_attributes: resource,

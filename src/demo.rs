@@ -24,9 +24,26 @@ const HIDDEN: [&str; 4] = [
 ];
 
 /// Answers every request with JSON describing what arrived: method, path, headers (so the
-/// `traceparent` tracegate sent is visible) and the body size.
+/// `traceparent` tracegate sent is visible) and the body size. Query parameters shape the
+/// answer, to try errors and slow requests: `status=503` (100-599), `delay_ms=300` (at most
+/// 60 s).
 pub async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    let param = |name: &str| {
+        parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+    };
+    let status = param("status")
+        .filter(|s| (100..=599).contains(s))
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::OK);
+    if let Some(ms) = param("delay_ms") {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let size = body
         .collect()
         .await
@@ -52,6 +69,7 @@ pub async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
         "body_bytes": size,
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),

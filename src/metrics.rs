@@ -227,6 +227,16 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?)?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            ConstGauge::new(rt.metrics().num_alive_tasks() as i64).encode(
+                enc.encode_descriptor(
+                    "tracegate_runtime_alive_tasks",
+                    "Tasks alive in the runtime (connections, exports, background work)",
+                    None,
+                    MetricType::Gauge,
+                )?,
+            )?;
+        }
         ConstGauge::new(s.downstream.open.load(Relaxed) as i64).encode(enc.encode_descriptor(
             "tracegate_active_connections",
             "Open downstream connections",

@@ -221,3 +221,23 @@ async fn health_probes_the_admin_port() {
         .unwrap();
     assert!(!refused.success());
 }
+
+#[tokio::test]
+async fn the_echo_answers_the_status_and_delay_asked_for() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(tracegate::demo::serve_echo(l));
+    let client = h1_client();
+    let r = get(&client, &format!("http://{addr}/x?status=503"), &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("\"path\": \"/x\""));
+    let started = std::time::Instant::now();
+    let r = get(
+        &client,
+        &format!("http://{addr}/x?delay_ms=50&status=999"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "an invalid status is ignored");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+}

@@ -32,10 +32,12 @@ pub enum Rejection {
     Malformed,
     /// The TLS handshake failed or took longer than 10 s.
     TlsHandshake,
+    /// An HTTP/2 client reset streams faster than it is served (rapid reset): GOAWAY.
+    Http2Abuse,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 7] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::MaxConnections,
         Rejection::HeadersTooLarge,
         Rejection::UriTooLong,
@@ -43,6 +45,7 @@ impl Rejection {
         Rejection::RequestBodyTimeout,
         Rejection::Malformed,
         Rejection::TlsHandshake,
+        Rejection::Http2Abuse,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Rejection {
             Rejection::RequestBodyTimeout => "request_body_timeout",
             Rejection::Malformed => "malformed_request",
             Rejection::TlsHandshake => "tls_handshake",
+            Rejection::Http2Abuse => "http2_rapid_reset",
         }
     }
 }
@@ -63,7 +67,7 @@ impl Rejection {
 pub struct DownstreamStats {
     /// Open client connections (all listeners).
     pub open: AtomicUsize,
-    rejected: [AtomicU64; 7],
+    rejected: [AtomicU64; 8],
 }
 
 impl DownstreamStats {
@@ -75,7 +79,8 @@ impl DownstreamStats {
         self.rejected[r as usize].load(Relaxed)
     }
 
-    /// Counts what a finished connection's error says hyper rejected.
+    /// Counts what a finished connection's error says hyper rejected: HTTP/1 parse errors,
+    /// and HTTP/2 connections ended with a protocol error or for rapid resets.
     pub fn count_connection_error(&self, e: &(dyn std::error::Error + 'static)) {
         let Some(h) = e.downcast_ref::<hyper::Error>() else {
             return;
@@ -84,6 +89,23 @@ impl DownstreamStats {
             self.reject(Rejection::HeadersTooLarge);
         } else if h.is_parse() {
             self.reject(Rejection::Malformed);
+        } else {
+            let mut source = std::error::Error::source(h);
+            while let Some(s) = source {
+                if let Some(h2) = s.downcast_ref::<h2::Error>() {
+                    match h2.reason() {
+                        Some(h2::Reason::ENHANCE_YOUR_CALM) => self.reject(Rejection::Http2Abuse),
+                        Some(
+                            h2::Reason::PROTOCOL_ERROR
+                            | h2::Reason::FRAME_SIZE_ERROR
+                            | h2::Reason::COMPRESSION_ERROR,
+                        ) if !h2.is_remote() => self.reject(Rejection::Malformed),
+                        _ => {}
+                    }
+                    return;
+                }
+                source = s.source();
+            }
         }
     }
 }

@@ -256,7 +256,11 @@ async fn smuggling_and_malformed_requests_get_400_and_go_nowhere() {
     let gw = tracegate(&config(app.addr, "export:\n  protocol: none\n")).await;
     let addr = gw.proxy_addrs[0].to_string();
     let admin = gw.admin_addr.unwrap().to_string();
-    let attempts: [(&str, &[u8]); 7] = [
+    let attempts: [(&str, &[u8]); 11] = [
+        ("request line without a target", b"GET\r\n\r\n"),
+        ("unknown HTTP version", b"GET /ok HTTP/9.9\r\nhost: x\r\n\r\n"),
+        ("NUL in the method", b"G\x00T /ok HTTP/1.1\r\nhost: x\r\n\r\n"),
+        ("space in the target", b"GET /o k HTTP/1.1\r\nhost: x\r\n\r\n"),
         (
             "content-length and transfer-encoding",
             b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -420,6 +424,12 @@ async fn http2_streams_are_bounded_and_rapid_resets_end_the_connection() {
     }
     let closed = tokio::time::timeout(PATIENCE, conn).await.is_ok();
     assert!(ended || closed, "the rapid-reset connection was not ended");
+    let admin = gw.admin_addr.unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while rejected(&admin, "http2_rapid_reset").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // And the proxy still serves.
     assert_eq!(
         get(&h1_client(), &format!("http://{addr}/ok"), &[])
@@ -427,4 +437,71 @@ async fn http2_streams_are_bounded_and_rapid_resets_end_the_connection() {
             .status,
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_chunked_bodies_never_reach_the_upstream_whole() {
+    let app = upstream().await;
+    let gw = tracegate(&config(app.addr, "export:\n  protocol: none\n")).await;
+    let addr = gw.proxy_addrs[0].to_string();
+    for (what, raw) in [
+        (
+            "bad chunk size",
+            &b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "chunk longer than announced",
+            &b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n"[..],
+        ),
+    ] {
+        let r = exchange_raw(&addr, raw).await;
+        assert!(!r.starts_with("HTTP/1.1 200"), "{what}: {r}");
+    }
+    // Truncated: the client goes away in the middle of a chunk.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel")
+        .await
+        .unwrap();
+    drop(s);
+    // Whatever reached the upstream ended without a complete body (given time to settle:
+    // a forwarded body would be complete by then).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/ok"), &[])
+            .await
+            .status,
+        200
+    );
+    let uploads: Vec<_> = app
+        .bodies
+        .all()
+        .into_iter()
+        .filter(|(p, _)| p == "/upload")
+        .collect();
+    assert!(uploads.is_empty(), "{uploads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_protocol_errors_end_the_connection_and_are_counted() {
+    let app = upstream().await;
+    let gw = tracegate(&config(app.addr, "export:\n  protocol: none\n")).await;
+    let addr = gw.proxy_addrs[0].to_string();
+    let admin = gw.admin_addr.unwrap().to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // An empty SETTINGS, then a DATA frame on stream 0 (a connection error).
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    s.write_all(&[0, 0, 0, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut got)).await;
+    // The server's GOAWAY: a frame header with type 7.
+    assert!(got.windows(4).any(|w| w[3] == 7), "no GOAWAY in {got:?}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while rejected(&admin, "malformed_request").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.seen.all().is_empty());
 }

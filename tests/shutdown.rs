@@ -68,9 +68,20 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
     up.seen.wait_for(20).await;
     tg.signal("TERM");
 
-    // During the drain delay: not ready, still serving.
-    let ready = get(&h1_client(), &format!("http://{admin}/readyz"), &[]).await;
-    assert_eq!(ready.status, 503, "not ready while draining");
+    // During the drain delay: not ready (as soon as the signal is handled), still serving.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ready = get(&h1_client(), &format!("http://{admin}/readyz"), &[]).await;
+        if ready.status == 503 {
+            break;
+        }
+        assert_eq!(ready.status, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let r = get(&h1_client(), &format!("http://{proxy}/slow/1"), &[]).await;
     assert_eq!(r.status, 200, "still serving while draining");
     assert_eq!(

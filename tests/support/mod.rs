@@ -181,6 +181,8 @@ pub struct Upstream {
     pub seen: Arc<Log<Seen>>,
     /// TCP connections accepted so far.
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests whose body arrived complete: path and body length.
+    pub bodies: Arc<Log<(String, u64)>>,
 }
 
 pub async fn upstream() -> Upstream {
@@ -188,7 +190,9 @@ pub async fn upstream() -> Upstream {
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Log<Seen>> = Arc::default();
     let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let bodies: Arc<Log<(String, u64)>> = Arc::default();
     let log = seen.clone();
+    let done = bodies.clone();
     let count = accepted.clone();
     tokio::spawn(async move {
         loop {
@@ -196,11 +200,11 @@ pub async fn upstream() -> Upstream {
                 return;
             };
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let log = log.clone();
+            let (log, done) = (log.clone(), done.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let log = log.clone();
-                    async move { Ok::<_, Infallible>(upstream_answer(req, &log).await) }
+                    let (log, done) = (log.clone(), done.clone());
+                    async move { Ok::<_, Infallible>(upstream_answer(req, &log, &done).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -212,10 +216,15 @@ pub async fn upstream() -> Upstream {
         addr,
         seen,
         accepted,
+        bodies,
     }
 }
 
-async fn upstream_answer(req: Request<Incoming>, log: &Log<Seen>) -> Response<BoxBody> {
+async fn upstream_answer(
+    req: Request<Incoming>,
+    log: &Log<Seen>,
+    bodies: &Log<(String, u64)>,
+) -> Response<BoxBody> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let mut seen = Seen {
@@ -226,10 +235,22 @@ async fn upstream_answer(req: Request<Incoming>, log: &Log<Seen>) -> Response<Bo
     };
     // Recorded before the body is read, so a test can act while a request is in flight.
     log.push(seen.clone());
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(d) = frame.data_ref() {
-            seen.body_len += d.len() as u64;
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(d) = frame.data_ref() {
+                    seen.body_len += d.len() as u64;
+                }
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
         }
+    }
+    if complete {
+        bodies.push((path.clone(), seen.body_len));
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {

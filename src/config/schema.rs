@@ -176,7 +176,7 @@ pub struct UpstreamConfig {
     /// response, retries included; or `off`. Before the response headers its expiry answers
     /// 504; after, the response is cut short. Default `off`.
     pub total_timeout: Option<Text>,
-    /// Idle keep-alive connections kept per endpoint. Default 64.
+    /// Idle keep-alive connections kept per endpoint. Default 256.
     pub max_idle_per_endpoint: Option<usize>,
     /// How long an idle pooled connection is kept. Default `90s`.
     pub idle_timeout: Option<Text>,

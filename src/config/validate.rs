@@ -445,7 +445,7 @@ impl<'a> Validator<'a> {
                     &format!("{key}.request_timeout"),
                     Duration::from_secs(30),
                 ),
-                max_idle_per_endpoint: u.max_idle_per_endpoint.unwrap_or(64),
+                max_idle_per_endpoint: u.max_idle_per_endpoint.unwrap_or(256),
                 idle_timeout: self.duration(
                     &u.idle_timeout,
                     &format!("{key}.idle_timeout"),

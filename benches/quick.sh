@@ -9,13 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
-cargo build --release -q
-bin=target/release/tracegate
-sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("executable") and m.get("target",{}).get("name")=="otlp_sink": print(m["executable"])')
+. benches/lib.sh
 counts=$(mktemp)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -344,19 +344,7 @@ async fn total_timeout_bounds_the_whole_exchange() {
     let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
     let body = http_body_util::BodyExt::collect(resp.into_body()).await;
     assert!(body.is_err(), "the body was cut short");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let server = loop {
-        if let Some(s) = collector
-            .spans
-            .all()
-            .into_iter()
-            .find(|s| s.trace_id() == trace_id && s.kind() == 2)
-        {
-            break s;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let server = server_span(&collector, &trace_id).await;
     assert_eq!(server.attr("error.type").as_deref(), Some("timeout"));
 
     // Quick exchanges are untouched.

@@ -193,19 +193,7 @@ async fn client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy()
         )
         .await;
         let trace_id = r.headers["x-trace-id"].to_str().unwrap().to_string();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let server = loop {
-            if let Some(s) = collector
-                .spans
-                .all()
-                .into_iter()
-                .find(|s| s.trace_id() == trace_id && s.kind() == 2)
-            {
-                break s;
-            }
-            assert!(tokio::time::Instant::now() < deadline);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
+        let server = server_span(&collector, &trace_id).await;
         assert_eq!(server.attr("client.address").as_deref(), Some(expected));
         assert_eq!(
             server.attr("network.peer.address").as_deref(),

@@ -48,26 +48,6 @@ fn tls_config(
     )
 }
 
-/// Waits for the SERVER span of `trace_id`.
-async fn server_span(c: &Collector, trace_id: &str) -> Received {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(s) = c
-            .spans
-            .all()
-            .into_iter()
-            .find(|s| s.trace_id() == trace_id && s.kind() == 2)
-        {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no span for {trace_id}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 fn trace_id(h: &http::HeaderMap) -> String {
     h["x-trace-id"].to_str().unwrap().to_string()
 }

@@ -21,13 +21,7 @@ find_bin() { if [ -n "$peers" ] && [ -x "$peers/$1" ]; then echo "$peers/$1"; el
 envoy=$(find_bin envoy); caddy=$(find_bin caddy); nginx=$(find_bin nginx)
 [ -x /usr/sbin/nginx ] && [ -z "$nginx" ] && nginx=/usr/sbin/nginx
 
-cargo build --release -q
-bin=target/release/tracegate
-sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("executable") and m.get("target",{}).get("name")=="otlp_sink": print(m["executable"])')
+. benches/lib.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
 trap cleanup EXIT

@@ -606,6 +606,26 @@ pub fn body_of(b: impl Body<Data = Bytes, Error = Infallible> + Send + Sync + 's
 }
 
 /// The SERVER and CLIENT spans of one trace.
+/// Waits for the SERVER span of `trace_id`.
+pub async fn server_span(c: &Collector, trace_id: &str) -> Received {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(s) = c
+            .spans
+            .all()
+            .into_iter()
+            .find(|s| s.trace_id() == trace_id && s.kind() == 2)
+        {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span for {trace_id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn pair(spans: &[Received], trace_id: &str) -> (Received, Option<Received>) {
     let server = spans
         .iter()

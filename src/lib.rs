@@ -2,16 +2,18 @@
 //!
 //! ```text
 //!  client ──► listen ──► proxy::handle ─────────────────────────────────────────► upstream
-//!             (TCP,      │ 2 route    (host, path, method, headers → route)
-//!              h1/h2c)   │ 3 context  (traceparent/tracestate, correlation id)
-//!                        │ 4 sample   (parent-based, trace-id ratio)
-//!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent)
+//!             (TCP, TLS, │ 2 route    (host, path, method, headers → route)
+//!              h1/h2,    │ 3 context  (traceparent/tracestate, correlation id)
+//!              limits)   │ 4 sample   (parent-based, trace-id ratio)
+//!                        │ 5 forward  (balance: endpoint pick, health; hop-by-hop,
+//!                        │             X-Forwarded-*, one traceparent, retries, upgrades)
 //!                        │ 6 span     (SERVER + CLIENT, ended with the response body)
-//!                        └─► 7 export (bounded queue → batcher → OTLP gRPC / HTTP)
+//!                        └─► 7 export (bounded queue → export thread → OTLP gRPC / HTTP)
 //! ```
 //!
 //! Around the path: `config` (YAML + `OTEL_*`), `admin` (health, readiness, metrics),
-//! `gateway` (start and graceful shutdown), `demo` (the embedded default).
+//! `reload` (SIGHUP and file watch), `gateway` (start and graceful shutdown), `demo` (the
+//! embedded default).
 
 pub mod config;
 

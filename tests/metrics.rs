@@ -38,12 +38,24 @@ async fn red_metrics_match_traffic_and_exemplars_name_exported_traces() {
     // 3 x 2 + 2 + (1 SERVER + 2 CLIENT for /dead: the default single retry) = 11.
     let spans = col.spans.wait_for(11).await;
     let admin = gw.admin_addr.unwrap();
-    let r = get(
-        &client,
-        &format!("http://{admin}/metrics"),
-        &[("accept", "application/openmetrics-text; version=1.0.0")],
-    )
-    .await;
+    // The receiver has the spans; the exporter counts them once its call has returned.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let r = loop {
+        let r = get(
+            &client,
+            &format!("http://{admin}/metrics"),
+            &[("accept", "application/openmetrics-text; version=1.0.0")],
+        )
+        .await;
+        if String::from_utf8_lossy(&r.body)
+            .lines()
+            .any(|l| l == "tracegate_spans_exported_total 11")
+            || tokio::time::Instant::now() > deadline
+        {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
         r.headers["content-type"]
             .to_str()

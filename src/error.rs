@@ -128,7 +128,7 @@ impl ProxyError {
     /// Classifies a failed upstream call from the client's error chain.
     pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
         let io_kind = io_kind(e);
-        if source_chain(e).any(|s| s.downcast_ref::<crate::forward::BodyPaused>().is_some()) {
+        if source_chain(e).any(|s| s.downcast_ref::<crate::upstream::BodyPaused>().is_some()) {
             return ProxyError::RequestBodyTimeout;
         }
         if e.is_connect() {

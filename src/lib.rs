@@ -5,8 +5,8 @@
 //!             (TCP, TLS, │ 2 route    (host, path, method, headers → route)
 //!              h1/h2,    │ 3 context  (traceparent/tracestate, correlation id)
 //!              limits)   │ 4 sample   (parent-based, trace-id ratio)
-//!                        │ 5 forward  (balance: endpoint pick, health; hop-by-hop,
-//!                        │             X-Forwarded-*, one traceparent, retries, upgrades)
+//!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent, upgrades)
+//!                        │   upstream (balance: endpoint pick, health; pool, TLS, timeouts)
 //!                        │ 6 span     (SERVER + CLIENT, ended with the response body)
 //!                        └─► 7 export (bounded queue → export thread → OTLP gRPC / HTTP)
 //! ```
@@ -31,6 +31,7 @@ pub mod route;
 pub mod sample;
 pub mod span;
 pub mod tls;
+pub mod upstream;
 
 pub mod access_log;
 pub mod admin;

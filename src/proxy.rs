@@ -22,12 +22,13 @@ use crate::config::{LimitSettings, Settings};
 use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids, w3c};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
-use crate::forward::{self, Outbound, Upstream};
+use crate::forward::{self, Outbound};
 use crate::limits::{DownstreamStats, InFlight, Rejection};
 use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc};
+use crate::upstream::Upstream;
 use crate::viewer::Viewer;
 
 /// Everything one config version needs to serve requests.

@@ -1,0 +1,534 @@
+//! Step 5, the sending half: an upstream's endpoints and their connection pool, the TLS
+//! connector, the timeouts of an exchange (connect, response headers, whole exchange, a
+//! paused client body), and the background work that keeps endpoints current (DNS
+//! refresh, active health checks). Which endpoint a request gets is `balance`'s choice.
+//!
+//! The engine (hyper-util's pooled client) stays behind this module.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+use http::header::{self, HeaderValue};
+use http::uri::Uri;
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::balance::{Endpoint, Picked, Pool};
+use crate::config::{
+    Endpoint as ConfigEndpoint, HealthCheckSettings, RetryBudget, UpstreamProtocol,
+    UpstreamSettings,
+};
+use crate::error::{Failure, ProxyError};
+use crate::span::Target;
+use crate::tls;
+
+/// The request body sent upstream: the client's body, streamed, telling `send` when its
+/// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
+pub struct RequestBody {
+    /// `None`: a replayed request without a body.
+    inner: Option<Incoming>,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Bytes sent so far, for the access log.
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The longest pause allowed between two pieces of the client's body, and its timer.
+    pause: Option<std::time::Duration>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The client paused its request body for longer than `limits.request_body_timeout`.
+#[derive(Debug)]
+pub struct BodyPaused(pub std::time::Duration);
+
+impl std::fmt::Display for BodyPaused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client sent no request body data for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyPaused {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::future::Future;
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let frame = match std::pin::Pin::new(inner).poll_frame(cx) {
+            std::task::Poll::Ready(frame) => {
+                if let (Some(t), Some(pause)) = (&mut this.timer, this.pause) {
+                    t.as_mut().reset(tokio::time::Instant::now() + pause);
+                }
+                frame.map(|r| r.map_err(BoxError::from))
+            }
+            std::task::Poll::Pending => {
+                if let Some(pause) = this.pause {
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(Some(Err(Box::new(BodyPaused(pause)))));
+                    }
+                }
+                return std::task::Poll::Pending;
+            }
+        };
+        if let (Some(Ok(f)), Some(c)) = (&frame, &this.counted) {
+            if let Some(d) = f.data_ref() {
+                c.fetch_add(d.len() as u64, Relaxed);
+            }
+        }
+        if frame.is_none() || this.inner.as_ref().is_none_or(|i| i.is_end_stream()) {
+            if let Some(tx) = this.sent.take() {
+                let _ = tx.send(());
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|i| i.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |i| i.size_hint())
+    }
+}
+
+/// One configured upstream: its endpoints, their balancing and health, a connection pool.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pool: Pool,
+    request_timeout: std::time::Duration,
+    /// Bound on the whole exchange (see `UpstreamSettings::total_timeout`).
+    pub total_timeout: Option<std::time::Duration>,
+    budget: RetryBudget,
+    /// Requests in flight to this upstream, and retries among them.
+    active: AtomicUsize,
+    retrying: AtomicUsize,
+    /// Retries the budget refused.
+    pub budget_exhausted: AtomicU64,
+    /// HTTP/1.1, or HTTP/2 for an h2c upstream.
+    pub version: Version,
+    /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
+    pub retries: u32,
+    client: Client<Connector, RequestBody>,
+}
+
+/// Decrements its counter when dropped.
+pub struct Active<'a>(&'a AtomicUsize);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What spans say about an endpoint; `peer`: the resolved address, if any.
+fn target(upstream: &Arc<str>, e: &ConfigEndpoint, peer: Option<std::net::IpAddr>) -> Arc<Target> {
+    Arc::new(Target {
+        upstream: upstream.clone(),
+        host: Arc::from(e.host.as_str()),
+        peer: peer.map_or_else(
+            || Arc::from(e.host.as_str()),
+            |ip| Arc::from(ip.to_string().as_str()),
+        ),
+        port: e.port,
+        base_url: Arc::from(e.to_string().as_str()),
+        tls: e.tls,
+    })
+}
+
+/// Resolves the `http://` endpoints named by DNS every `every`; each address becomes an
+/// endpoint (keeping the health and load of those that stay). A failed lookup keeps the
+/// previous addresses. Ends when the upstream is dropped.
+async fn refresh_dns(
+    upstream: Weak<Upstream>,
+    configured: Vec<ConfigEndpoint>,
+    every: std::time::Duration,
+) {
+    loop {
+        let Some(u) = upstream.upgrade() else { return };
+        let current = u.pool.endpoints();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        for e in &configured {
+            let from_this = |x: &&Arc<Endpoint>| x.target.base_url.as_ref() == e.to_string();
+            if e.tls || e.host.parse::<std::net::IpAddr>().is_ok() {
+                next.extend(current.iter().filter(from_this).cloned());
+                continue;
+            }
+            let lookup = tokio::net::lookup_host((e.host.as_str(), e.port));
+            match tokio::time::timeout(every.max(std::time::Duration::from_secs(1)), lookup).await {
+                Ok(Ok(addrs)) => {
+                    let mut ips: Vec<std::net::SocketAddr> = addrs.collect();
+                    ips.sort();
+                    ips.dedup();
+                    for a in ips {
+                        let Ok(authority) = a.to_string().parse::<http::uri::Authority>() else {
+                            continue;
+                        };
+                        match current
+                            .iter()
+                            .find(|x| x.authority == authority && from_this(x))
+                        {
+                            Some(same) => next.push(same.clone()),
+                            None => next.push(Arc::new(Endpoint::new(
+                                authority,
+                                target(&u.name, e, Some(a.ip())),
+                            ))),
+                        }
+                    }
+                }
+                _ => next.extend(current.iter().filter(from_this).cloned()),
+            }
+        }
+        let changed = next.len() != current.len()
+            || next
+                .iter()
+                .zip(current.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed && !next.is_empty() {
+            crate::log::info(&format!(
+                "upstream `{}`: endpoints now {}",
+                u.name,
+                next.iter()
+                    .map(|e| e.authority.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            u.pool.replace(next);
+        }
+        drop(u);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Probes every endpoint with `GET path` each `interval`; 2xx within `timeout` passes.
+/// Ends when the upstream is dropped.
+async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
+    let mut tick = tokio::time::interval(hc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(u) = upstream.upgrade() else { return };
+        for e in u.pool.endpoints().iter() {
+            let scheme = if e.target.tls { "https" } else { "http" };
+            let Ok(uri) = format!("{scheme}://{}{}", e.authority, hc.path).parse::<Uri>() else {
+                continue;
+            };
+            let mut req = Request::new(RequestBody {
+                inner: None,
+                sent: None,
+                counted: None,
+                pause: None,
+                timer: None,
+            });
+            *req.uri_mut() = uri;
+            *req.version_mut() = u.version;
+            let host = format!("{}:{}", e.target.host, e.target.port);
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+            req.headers_mut().insert(
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!(
+                    "tracegate-health-check/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            );
+            let passed = matches!(
+                tokio::time::timeout(hc.timeout, u.client.request(req)).await,
+                Ok(Ok(resp)) if resp.status().is_success()
+            );
+            if let Some(up) = e.probe(passed, hc.healthy_threshold, hc.unhealthy_threshold) {
+                crate::log::warn(&format!(
+                    "upstream `{}`: endpoint {} is {} (health check {})",
+                    u.name,
+                    e.authority,
+                    if up { "healthy again" } else { "unhealthy" },
+                    hc.path
+                ));
+            }
+        }
+    }
+}
+
+/// TCP, then TLS for `https://` endpoints, within `connect_timeout` for both.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: std::time::Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connection (TCP and TLS) not established within {timeout:?}"),
+                )) as Self::Error),
+            }
+        })
+    }
+}
+
+impl Connector {
+    fn new(s: &UpstreamSettings) -> Result<Connector, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        // The TLS layer checks the scheme.
+        http.enforce_http(false);
+        let config = match &s.tls {
+            Some(t) => tls::client_config(t).map_err(|e| format!("upstream `{}`: {e}", s.name))?,
+            // Never used for a handshake: the upstream has no https:// endpoint.
+            None => tls::unused_client_config()?,
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match s.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("upstream `{}`: server_name: {e}", s.name))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        // ALPN from the enabled versions: `h2`, or `h2` and `http/1.1`; none for http1
+        // (the server's default, HTTP/1.1).
+        let inner = match s.protocol {
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+        };
+        Ok(Connector {
+            inner,
+            timeout: s.connect_timeout,
+        })
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
+    /// which end when it is dropped (a reload replaced it).
+    pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
+        let connector = Connector::new(s)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(s.idle_timeout)
+            .pool_max_idle_per_host(s.max_idle_per_endpoint)
+            .set_host(false)
+            .http2_only(s.protocol == UpstreamProtocol::Http2)
+            .build(connector);
+        let name: Arc<str> = Arc::from(s.name.as_str());
+        let endpoints = s
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(Endpoint::new(e.authority.clone(), target(&name, e, None))))
+            .collect();
+        let upstream = Arc::new(Upstream {
+            pool: Pool::new(name.clone(), endpoints, s.balance, s.outlier),
+            name,
+            request_timeout: s.request_timeout,
+            total_timeout: s.total_timeout,
+            retries: s.retries,
+            budget: s.retry_budget,
+            active: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
+            budget_exhausted: AtomicU64::new(0),
+            version: match s.protocol {
+                UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
+                UpstreamProtocol::Http2 => Version::HTTP_2,
+            },
+            client,
+        });
+        let resolvable: Vec<ConfigEndpoint> = s
+            .endpoints
+            .iter()
+            .filter(|e| !e.tls && e.host.parse::<std::net::IpAddr>().is_err())
+            .cloned()
+            .collect();
+        if !resolvable.is_empty() && !s.dns_refresh.is_zero() {
+            tokio::spawn(refresh_dns(
+                Arc::downgrade(&upstream),
+                s.endpoints.clone(),
+                s.dns_refresh,
+            ));
+        }
+        if let Some(hc) = &s.health_check {
+            tokio::spawn(health_check(Arc::downgrade(&upstream), hc.clone()));
+        }
+        Ok(upstream)
+    }
+
+    /// An endpoint for the next attempt, avoiding the one that just failed when possible.
+    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Picked> {
+        self.pool.pick(avoid)
+    }
+
+    /// Passive health: what an attempt on `endpoint` came to.
+    pub fn report(&self, endpoint: &Endpoint, ok: bool) {
+        self.pool.report(endpoint, ok);
+    }
+
+    /// Counts a request in flight to this upstream (for the retry budget).
+    pub fn begin(&self) -> Active<'_> {
+        self.active.fetch_add(1, Relaxed);
+        Active(&self.active)
+    }
+
+    /// A retry, if the budget allows one now: retries in flight stay under `percent` of
+    /// the requests in flight, or `min_concurrency`.
+    pub fn try_retry(&self) -> Option<Active<'_>> {
+        let active = self.active.load(Relaxed);
+        let allowed =
+            (active * self.budget.percent as usize / 100).max(self.budget.min_concurrency as usize);
+        if self.retrying.fetch_add(1, Relaxed) >= allowed {
+            self.retrying.fetch_sub(1, Relaxed);
+            self.budget_exhausted.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(Active(&self.retrying))
+    }
+
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.pool.endpoints()
+    }
+
+    /// Sends the prepared request; the error says what failed. `request_timeout` counts from
+    /// the moment the whole request body has been sent (at once for a request without body).
+    /// `pause`: the longest gap allowed in the client's body (zero: no limit).
+    /// `deadline`: the end of the whole exchange (`total_timeout`), if bounded.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+        pause: std::time::Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let (parts, inner) = req.into_parts();
+        let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let call = self.client.request(Request::from_parts(
+            parts,
+            RequestBody {
+                inner: Some(inner),
+                sent,
+                counted,
+                pause: (!pause.is_zero()).then_some(pause),
+                timer: None,
+            },
+        ));
+        tokio::pin!(call);
+        if let Some(body_sent) = body_sent {
+            tokio::select! {
+                result = &mut call => return map_result(result),
+                // Sent, or the body ended in an error: either way the wait for the answer starts.
+                _ = body_sent => {}
+                () = until(deadline) => return Err(self.total_expired()),
+            }
+        }
+        self.answer(call, deadline).await
+    }
+
+    /// Waits for the response headers within `request_timeout` and the exchange's deadline.
+    async fn answer(
+        &self,
+        call: impl std::future::Future<
+            Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        >,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let headers_due = tokio::time::Instant::now() + self.request_timeout;
+        let due = deadline.map_or(headers_due, |d| d.min(headers_due));
+        match tokio::time::timeout_at(due, call).await {
+            Ok(result) => map_result(result),
+            Err(_) if due < headers_due => Err(self.total_expired()),
+            Err(_) => Err(Failure {
+                kind: ProxyError::Timeout,
+                detail: format!("no response headers within {:?}", self.request_timeout),
+            }),
+        }
+    }
+
+    fn total_expired(&self) -> Failure {
+        Failure {
+            kind: ProxyError::Timeout,
+            detail: format!(
+                "the exchange took longer than total_timeout ({:?})",
+                self.total_timeout.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+impl Upstream {
+    /// Sends a rebuilt request without a body (a retry).
+    pub async fn send_replay(
+        &self,
+        req: Request<Option<Incoming>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let (parts, _) = req.into_parts();
+        let call = self.client.request(Request::from_parts(
+            parts,
+            RequestBody {
+                inner: None,
+                sent: None,
+                counted: None,
+                pause: None,
+                timer: None,
+            },
+        ));
+        self.answer(call, deadline).await
+    }
+}
+
+/// Resolves at `deadline`, or never.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn map_result(
+    r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, Failure> {
+    r.map_err(|e| Failure::from_client_error(&e))
+}

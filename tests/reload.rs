@@ -49,6 +49,21 @@ async fn counter_at_least(admin: &str, name: &str, n: u64) -> u64 {
     }
 }
 
+/// Requests `url` in a loop (bounded) until the flag is set; returns every status.
+fn load_loop(url: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Vec<u16>>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let load = tokio::spawn(async move {
+        let client = h1_client();
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::Relaxed) && statuses.len() < 200_000 {
+            statuses.push(get(&client, &url, &[]).await.status.as_u16());
+        }
+        statuses
+    });
+    (done, load)
+}
+
 const OK: &str = "tracegate_config_reloads_total{result=\"ok\"}";
 const FAILED: &str = "tracegate_config_reloads_total{result=\"failed\"}";
 
@@ -65,16 +80,7 @@ async fn reload_swaps_config_without_failing_a_request() {
     let (proxy, admin, log) = (tg.proxy.clone(), tg.admin.clone().unwrap(), tg.log.clone());
 
     // A bounded load loop for the whole test: every request must succeed.
-    let done = Arc::new(AtomicBool::new(false));
-    let (stop, url) = (done.clone(), format!("http://{proxy}/x"));
-    let load = tokio::spawn(async move {
-        let client = h1_client();
-        let mut statuses = Vec::new();
-        while !stop.load(Ordering::Relaxed) && statuses.len() < 200_000 {
-            statuses.push(get(&client, &url, &[]).await.status.as_u16());
-        }
-        statuses
-    });
+    let (done, load) = load_loop(format!("http://{proxy}/x"));
     a.seen.wait_for(1).await;
     let hup = || tg.signal("HUP");
 
@@ -170,16 +176,7 @@ async fn reload_moves_exporter_and_listeners() {
     old_collector.spans.wait_for(2).await;
 
     // Load on the kept listener for the whole test.
-    let done = Arc::new(AtomicBool::new(false));
-    let (stop, url) = (done.clone(), format!("http://{kept}/load"));
-    let load = tokio::spawn(async move {
-        let client = h1_client();
-        let mut statuses = Vec::new();
-        while !stop.load(Ordering::Relaxed) && statuses.len() < 200_000 {
-            statuses.push(get(&client, &url, &[]).await.status.as_u16());
-        }
-        statuses
-    });
+    let (done, load) = load_loop(format!("http://{kept}/load"));
     // In flight on the listener about to be removed, across the reload.
     let slow = tokio::spawn({
         let url = format!("http://127.0.0.1:{p1}/slow/1500");

@@ -127,7 +127,16 @@ impl Gateway {
             drop(shared);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !exporters_.flush(left).await {
-                log::warn("grace period over before the last spans were exported");
+                // Whatever is still queued or being sent is lost: count it.
+                let stats = exporters_.stats();
+                let lost = stats
+                    .produced
+                    .load(Relaxed)
+                    .saturating_sub(stats.exported.load(Relaxed) + stats.dropped());
+                stats.dropped_shutdown.fetch_add(lost, Relaxed);
+                log::warn(&format!(
+                    "grace period over before the last spans were exported: {lost} spans dropped"
+                ));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !access_log
@@ -137,7 +146,13 @@ impl Gateway {
                 log::warn("access log not flushed within the grace period");
             }
             let _ = admin_stop_tx.send(true);
-            log::info("shutdown complete");
+            let stats = exporters_.stats();
+            log::info(&format!(
+                "shutdown complete: spans produced {}, exported {}, dropped {}",
+                stats.produced.load(Relaxed),
+                stats.exported.load(Relaxed),
+                stats.dropped()
+            ));
         });
         Ok(Gateway {
             proxy_addrs,

@@ -1,19 +1,29 @@
-//! Faults during a bounded load loop: the collector goes away mid-run and comes back on the
-//! same address. Requests never notice; spans are either delivered or counted as dropped
-//! (produced = exported + dropped, exactly); after the collector returns, export resumes
-//! and every later span arrives.
+//! Collector faults during bounded load loops: it goes away mid-run and comes back, answers
+//! slowly, returns retryable and non-retryable errors, is black-holed. Requests never
+//! notice; every export attempt ends; spans are either delivered or counted as dropped
+//! (produced = exported + dropped, exactly); once the collector is healthy again, export
+//! resumes and every later span arrives.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// A TCP relay in front of a collector that can be switched off (listener closed, open
 /// connections cut: the collector "goes down") and on again on the same address.
@@ -43,6 +53,7 @@ impl Switch {
     }
 
     async fn up(&mut self) {
+        self.down();
         let l = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
@@ -50,6 +61,26 @@ impl Switch {
             }
         };
         self.task = Some(tokio::spawn(relay(l, self.target)));
+    }
+}
+
+impl Switch {
+    /// Black-holes the address: open connections are cut, new ones are accepted and then
+    /// never read from nor answered.
+    async fn black_hole(&mut self) {
+        self.down();
+        let l = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.task = Some(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        }));
     }
 }
 
@@ -171,4 +202,307 @@ async fn collector_down_mid_run_and_back_loses_nothing_it_did_not_count() {
     }
     assert!(!during.is_empty());
     assert_eq!(stats.dropped_queue_full.load(Relaxed), 0);
+}
+
+/// A real OTLP/gRPC receiver (tonic) whose answers the test scripts: a delay before each
+/// answer, and a gRPC status for the next `fail_left` export requests.
+#[derive(Clone, Default)]
+struct Scripted {
+    /// When each export request arrived.
+    attempts: Arc<Log<Instant>>,
+    /// Spans of the requests answered OK.
+    spans: Arc<Log<Received>>,
+    delay_ms: Arc<AtomicU64>,
+    fail_code: Arc<AtomicI32>,
+    fail_left: Arc<AtomicUsize>,
+    /// Requests whose handler was dropped before it answered (the client gave up).
+    abandoned: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start() -> (Scripted, SocketAddr) {
+        let s = Scripted::default();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let svc = TraceServiceServer::new(s.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l))
+                .await;
+        });
+        (s, addr)
+    }
+
+    /// The next `n` export requests fail with `code`.
+    fn fail(&self, code: tonic::Code, n: usize) {
+        self.fail_code.store(code as i32, Relaxed);
+        self.fail_left.store(n, Relaxed);
+    }
+}
+
+/// Counts a handler dropped before it finished.
+struct Abandon<'a>(&'a AtomicUsize, bool);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Scripted {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.attempts.push(Instant::now());
+        let mut guard = Abandon(&self.abandoned, false);
+        let delay = self.delay_ms.load(Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        guard.1 = true;
+        if self
+            .fail_left
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let code = tonic::Code::from(self.fail_code.load(Relaxed));
+            return Err(tonic::Status::new(code, "scripted failure"));
+        }
+        flatten(request.into_inner(), &self.spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn export_to(addr: SocketAddr, extra: &str) -> String {
+    format!("export:\n  protocol: grpc\n  endpoint: \"http://{addr}\"\n{extra}")
+}
+
+/// Sends `n` requests one after another; all must succeed. Returns their trace ids.
+async fn requests(url: &str, n: usize) -> Vec<String> {
+    let client = h1_client();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = get(&client, url, &[]).await;
+        assert_eq!(r.status, 200, "a request failed because of the collector");
+        ids.push(r.headers["x-trace-id"].to_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Waits until nothing is queued and every produced span is exported or dropped.
+async fn settled(stats: &tracegate::export::ExportStats) -> (u64, u64, u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let produced = stats.produced.load(Relaxed);
+        let exported = stats.exported.load(Relaxed);
+        let dropped = stats.dropped();
+        if stats.queue_len.load(Relaxed) == 0 && produced == exported + dropped {
+            return (produced, exported, dropped);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "produced {produced} != exported {exported} + dropped {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn delivered(spans: &[Received], ids: &[String]) {
+    for id in ids {
+        assert_eq!(
+            spans.iter().filter(|s| &s.trace_id() == id).count(),
+            2,
+            "trace {id} not delivered exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_errors_are_retried_with_backoff_and_nothing_is_lost() {
+    let app = upstream().await;
+    let (col, addr) = Scripted::start().await;
+    // UNAVAILABLE is retryable (OTLP spec): the first two attempts fail, the third succeeds.
+    col.fail(tonic::Code::Unavailable, 2);
+    let export = export_to(
+        addr,
+        "  batch_size: 1000\n  batch_delay: 20ms\n  timeout: 10s\n",
+    );
+    let gw = tracegate(&config(app.addr, &export)).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    let ids = requests(&url, 5).await;
+    let spans = col.spans.wait_for(10).await;
+    delivered(&spans, &ids);
+    let (produced, exported, dropped) = settled(&gw.export_stats).await;
+    assert_eq!((produced, exported, dropped), (10, 10, 0));
+    assert_eq!(gw.export_stats.failed_batches.load(Relaxed), 0);
+    // Backoff: the retries waited at least the initial delay (100 ms), then twice it.
+    let at = col.attempts.all();
+    assert!(at.len() >= 3, "{} attempts", at.len());
+    let (first, second) = (at[1] - at[0], at[2] - at[1]);
+    assert!(
+        first >= Duration::from_millis(100),
+        "first retry after {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(200),
+        "second retry after {second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retryable_errors_drop_the_batch_once_and_are_counted() {
+    let app = upstream().await;
+    let (col, addr) = Scripted::start().await;
+    // INVALID_ARGUMENT is not retryable: each batch gets exactly one attempt.
+    col.fail(tonic::Code::InvalidArgument, usize::MAX);
+    let export = export_to(
+        addr,
+        "  batch_size: 4\n  batch_delay: 20ms\n  timeout: 10s\n",
+    );
+    let gw = tracegate(&config(app.addr, &export)).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    let stats = gw.export_stats.clone();
+    requests(&url, 20).await;
+    let (produced, exported, dropped) = settled(&stats).await;
+    assert_eq!((produced, exported), (40, 0));
+    assert_eq!(dropped, 40);
+    assert_eq!(stats.dropped_export_failed.load(Relaxed), 40);
+    let batches = stats.failed_batches.load(Relaxed);
+    assert_eq!(
+        col.attempts.len() as u64,
+        batches,
+        "one attempt per failed batch, no retry"
+    );
+    assert!(batches >= 10, "batches of at most 4 spans: {batches}");
+    // Healthy again: the next spans arrive.
+    col.fail_left.store(0, Relaxed);
+    let ids = requests(&url, 3).await;
+    let spans = col.spans.wait_for(6).await;
+    delivered(&spans, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_collector_delays_spans_not_requests() {
+    let app = upstream().await;
+    let (col, addr) = Scripted::start().await;
+    col.delay_ms.store(300, Relaxed);
+    let export = export_to(
+        addr,
+        "  batch_size: 8\n  batch_delay: 20ms\n  timeout: 5s\n",
+    );
+    let gw = tracegate(&config(app.addr, &export)).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    // While exports take 300 ms each, requests go on (several per export).
+    let before = col.attempts.len();
+    let ids = requests(&url, 40).await;
+    let spans = col.spans.wait_for(80).await;
+    delivered(&spans, &ids);
+    let (_, exported, dropped) = settled(&gw.export_stats).await;
+    assert_eq!((exported, dropped), (80, 0));
+    assert!(col.attempts.len() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_slower_than_the_timeout_has_every_attempt_cut_short() {
+    let app = upstream().await;
+    let (col, addr) = Scripted::start().await;
+    // Answers after a minute: each attempt must end at the exporter timeout instead.
+    col.delay_ms.store(60_000, Relaxed);
+    let export = export_to(
+        addr,
+        "  batch_size: 2\n  batch_delay: 10ms\n  timeout: 200ms\n  queue_limit: 64\n",
+    );
+    let gw = tracegate(&config(app.addr, &export)).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    let stats = gw.export_stats.clone();
+    let deadline = Instant::now() + PATIENCE;
+    // If one attempt hung, no second batch would ever be attempted.
+    while stats.failed_batches.load(Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "export attempts do not end");
+        requests(&url, 5).await;
+    }
+    // The collector saw the abandoned attempts go away (the request was cancelled).
+    let deadline = Instant::now() + PATIENCE;
+    while col.abandoned.load(Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "attempts were not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Back to fast: spans flow again and the books balance.
+    col.delay_ms.store(0, Relaxed);
+    let deadline = Instant::now() + PATIENCE;
+    let ids = loop {
+        let ids = requests(&url, 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = col.spans.all();
+        if ids
+            .iter()
+            .all(|id| got.iter().filter(|s| &s.trace_id() == id).count() == 2)
+        {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "export did not resume");
+    };
+    let (_, exported, _) = settled(&stats).await;
+    assert!(exported >= 2 * ids.len() as u64);
+    assert!(col.spans.len() as u64 >= exported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_mid_run_then_back_loses_only_what_it_counted() {
+    let app = upstream().await;
+    let collector = grpc_collector().await;
+    let mut switch = Switch::new(collector.addr).await;
+    let export = export_to(
+        switch.addr,
+        "  batch_size: 16\n  batch_delay: 20ms\n  timeout: 300ms\n  queue_limit: 64\n",
+    );
+    let gw = tracegate(&config(app.addr, &export)).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    let stats = gw.export_stats.clone();
+
+    let before = requests(&url, 20).await;
+    collector.spans.wait_for(40).await;
+
+    // Black-holed: connections are accepted and never answered. Requests carry on; each
+    // export attempt ends at the timeout and its spans are counted as dropped; the queue
+    // stays within its limit.
+    switch.black_hole().await;
+    let deadline = Instant::now() + PATIENCE;
+    while stats.failed_batches.load(Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "no failed export counted");
+        requests(&url, 20).await;
+        assert!(stats.queue_len.load(Relaxed) <= 64);
+    }
+
+    // Back: export resumes and later spans all arrive.
+    switch.up().await;
+    let deadline = Instant::now() + PATIENCE;
+    let after = loop {
+        let ids = requests(&url, 10).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = collector.spans.all();
+        if ids
+            .iter()
+            .all(|id| got.iter().filter(|s| &s.trace_id() == id).count() == 2)
+        {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "export did not resume");
+    };
+    let (produced, exported, dropped) = settled(&stats).await;
+    assert!(
+        dropped > 0 && exported > 0,
+        "{produced} {exported} {dropped}"
+    );
+    assert!(collector.spans.len() as u64 >= exported);
+    let got = collector.spans.all();
+    delivered(&got, &before);
+    delivered(&got, &after);
 }

@@ -116,6 +116,13 @@ async fn reload_swaps_config_without_failing_a_request() {
         "{logged}"
     );
 
+    // 2b. A file that is not even YAML (a half-written save): rejected the same way.
+    write(&path, "listeners: [\n  - address: {\n");
+    hup();
+    counter_at_least(&admin, FAILED, 2).await;
+    let before = b.seen.len();
+    b.seen.wait_for(before + 5).await;
+
     // 3. A valid change picked up from the file alone, no signal.
     let seen_by_a = a.seen.len();
     write(&path, &config_to(a.addr));

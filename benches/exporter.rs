@@ -1,0 +1,153 @@
+//! Exporter capacity: how many spans per second tracegate's exporter turns from finished
+//! exchanges into OTLP/gRPC batches and sends, per core. The real exporter (its own thread
+//! and runtime, the `opentelemetry-otlp` tonic client) sends to a real tonic receiver on
+//! another thread that decodes every request; the queue is kept full for the whole run.
+//! The export thread's CPU time comes from /proc, so the figure is spans per CPU-second of
+//! that one thread, whatever else the machine runs.
+//!
+//!     cargo bench --bench exporter [-- seconds]
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tracegate::config::{Env, load};
+use tracegate::export::Exporters;
+
+#[path = "common/mod.rs"]
+mod common;
+
+struct Sink(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// CPU seconds (user + system) of this process's thread named `name`.
+fn thread_cpu(name: &str) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            // Fields after the parenthesised name: state is #3; utime #14, stime #15.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            let (u, s): (f64, f64) = (f[11].parse().unwrap(), f[12].parse().unwrap());
+            return (u + s) / tick;
+        }
+    }
+    panic!("no thread named {name}");
+}
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+
+    // The receiver: a tonic server on a thread and runtime of its own.
+    let received = Arc::new(AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = received.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Sink(count)))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                )
+                .await
+                .unwrap();
+        });
+    });
+
+    let yaml = format!(
+        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 512\n  batch_delay: 50ms\n  queue_limit: 8192\n  queue_max_bytes: 268435456\n"
+    );
+    let settings = load(&yaml, "bench.yaml", &Env::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exporters =
+        rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
+    let handle = rt.block_on(exporters.handle());
+    let stats = exporters.stats();
+    let target = common::target();
+    let template = common::exchange(&target);
+
+    // Keep the queue topped up (never full: nothing dropped) for `secs`.
+    let cpu0 = thread_cpu("tracegate-expor");
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if stats.queue_len.load(Relaxed) < 6000 {
+            for _ in 0..256 {
+                handle.submit(template.clone());
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    assert!(
+        rt.block_on(exporters.flush(Duration::from_secs(30))),
+        "the queue was not exported within 30 s"
+    );
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu("tracegate-expor") - cpu0;
+    let exported = stats.exported.load(Relaxed);
+    let dropped = stats.dropped();
+    while received.load(Relaxed) < exported {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("exporter capacity, OTLP/gRPC, batches of 512, {secs} s");
+    println!(
+        "  spans exported {exported} (received and decoded {}), dropped {dropped}",
+        received.load(Relaxed)
+    );
+    println!(
+        "  {:.0} spans/s wall; export thread {:.2} CPU s: {:.0} spans per CPU-second, {:.2} us per span",
+        exported as f64 / wall,
+        cpu,
+        exported as f64 / cpu,
+        cpu * 1e6 / exported as f64
+    );
+    println!(
+        "  batches {}, mean export call {:.2} ms",
+        stats.batches.load(Relaxed),
+        stats.export_micros.load(Relaxed) as f64 / 1000.0 / stats.batches.load(Relaxed) as f64
+    );
+}

@@ -27,25 +27,6 @@ fn start(upstream: std::net::SocketAddr, collector: std::net::SocketAddr) -> Pro
     spawn_tracegate(&["run", "--config", path.to_str().unwrap()], &[])
 }
 
-/// The runtime's alive tasks (from /metrics) and the process's open file descriptors.
-async fn resources(tg: &Process) -> (u64, usize) {
-    let admin = tg.admin.clone().unwrap();
-    let m = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
-    let text = String::from_utf8_lossy(&m.body).to_string();
-    let tasks = text
-        .lines()
-        .find_map(|l| l.strip_prefix("tracegate_runtime_alive_tasks "))
-        .expect("alive tasks gauge")
-        .trim()
-        .parse()
-        .unwrap();
-    let pid = tg.child.id().unwrap();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    (tasks, fds)
-}
-
 fn traceparent(n: usize) -> (String, String) {
     let trace = format!("{:032x}", 0xc11e_0000_0000 + n as u128);
     (format!("00-{trace}-00f067aa0ba902b7-01"), trace)
@@ -92,7 +73,7 @@ async fn aborting_and_stalling_clients_cancel_upstream_and_leak_nothing() {
             .status,
         200
     );
-    let (tasks0, fds0) = resources(&tg).await;
+    let (tasks0, fds0) = tg.tasks_and_fds().await;
     const ROUNDS: usize = 8;
     let mut errors = Vec::new();
 
@@ -230,7 +211,7 @@ async fn aborting_and_stalling_clients_cancel_upstream_and_leak_nothing() {
     // Nothing left behind: with a leak, tasks and fds would grow by one per abort (24).
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (tasks, fds) = resources(&tg).await;
+        let (tasks, fds) = tg.tasks_and_fds().await;
         if tasks <= tasks0 + 2 && fds <= fds0 + 2 {
             break;
         }

@@ -749,6 +749,26 @@ impl Process {
         );
     }
 
+    /// The runtime's alive tasks (`tracegate_runtime_alive_tasks` from /metrics) and the
+    /// process's open file descriptors: what a leak would grow.
+    pub async fn tasks_and_fds(&self) -> (u64, usize) {
+        let admin = self.admin.clone().expect("an admin port");
+        let m = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+        let text = String::from_utf8_lossy(&m.body).to_string();
+        let tasks = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tracegate_runtime_alive_tasks "))
+            .expect("alive tasks gauge")
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = self.child.id().unwrap();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        (tasks, fds)
+    }
+
     /// Waits for the exit (panics after `PATIENCE`).
     pub async fn exit(&mut self) -> std::process::ExitStatus {
         tokio::time::timeout(PATIENCE, self.child.wait())

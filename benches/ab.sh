@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# A/B of two tracegate builds, tracing on (SERVER + CLIENT span over OTLP/gRPC to the sink),
+# in alternating rounds on 127.0.0.1: req/s, p99, CPU µs per request, spans exported per
+# request, drops and peak RSS of a fresh process per run.
+#   bash benches/ab.sh OLD_BINARY NEW_BINARY [seconds=6] [rounds=3] [connections=32]
+# E.g. keep a copy of target/release/tracegate before a change, rebuild, then compare.
+# Needs wrk. Each tracegate runs one worker pinned to core 0; upstream, sink and wrk core 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+old=$1; new=$2; secs=${3:-6}; rounds=${4:-3}; conns=${5:-32}
+. benches/lib.sh
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+pin0=(); pin1=()
+if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
+counts=$(mktemp)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$sink" 127.0.0.1:34317 "$counts" >/dev/null & pids+=($!)
+sleep 0.5
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+metric() { curl -s -m 5 127.0.0.1:39083/metrics | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
+for r in $(seq "$rounds"); do
+  for v in old new; do
+    b=$old; [ "$v" = new ] && b=$new
+    OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:34317 \
+      "${pin0[@]}" "$b" run --listen 127.0.0.1:38083 --upstream http://127.0.0.1:38000 \
+      --admin 127.0.0.1:39083 --workers 1 2>/dev/null &
+    t=$!
+    sleep 0.5
+    c0=$(cpu $t)
+    out=$(timeout $((secs + 20)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency http://127.0.0.1:38083/)
+    c1=$(cpu $t)
+    sleep 0.5
+    exported=$(metric tracegate_spans_exported_total); dropped=$(metric tracegate_spans_dropped_total)
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$t/status")
+    kill $t; wait $t 2>/dev/null || true
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    printf '%s round %s  %9s req/s  p99 %8s  %4s us CPU/req  spans/req %s  dropped %s  peak RSS %s KiB\n' \
+      "$v" "$r" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+      $(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) )) \
+      "$(python3 -c "print(round($exported / max($reqs, 1), 2))")" "$dropped" "$hwm"
+  done
+done

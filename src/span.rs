@@ -275,7 +275,7 @@ impl Exchange {
             }
         }
         if let Some(r) = &self.route {
-            a.push(kv("http.route", r.to_string()));
+            a.push(kv("http.route", shared(r)));
         }
         a.push(KeyValue::new(
             Key::from_static_str("http.response.status_code"),
@@ -320,7 +320,7 @@ impl Exchange {
             a.push(kv("tracegate.correlation_id", id.to_string()));
         }
         if let Some(c) = &self.client {
-            a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+            a.push(kv("tracegate.upstream", shared(&c.target.upstream)));
         }
         a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
         if let Some(f) = self.propagation_source {
@@ -393,12 +393,12 @@ impl Exchange {
             }
             let mut a = Vec::with_capacity(10);
             push_method(&mut a, &self.method);
-            a.push(kv("server.address", c.target.host.to_string()));
+            a.push(kv("server.address", shared(&c.target.host)));
             a.push(KeyValue::new(
                 Key::from_static_str("server.port"),
                 i64::from(c.target.port),
             ));
-            a.push(kv("network.peer.address", c.target.peer.to_string()));
+            a.push(kv("network.peer.address", shared(&c.target.peer)));
             a.push(KeyValue::new(
                 Key::from_static_str("network.peer.port"),
                 i64::from(c.target.port),
@@ -410,7 +410,7 @@ impl Exchange {
                     i64::from(c.resend_count),
                 ));
             }
-            a.push(kv("tracegate.upstream", c.target.upstream.to_string()));
+            a.push(kv("tracegate.upstream", shared(&c.target.upstream)));
             a.push(kv("tracegate.sampling.reason", self.sampling.as_str()));
             for (k, v) in self.attributes.iter() {
                 a.push(KeyValue::new(k.clone(), v.clone()));
@@ -474,6 +474,12 @@ impl Exchange {
 
 fn kv(key: &'static str, value: impl Into<Value>) -> KeyValue {
     KeyValue::new(Key::from_static_str(key), value)
+}
+
+/// A string the exchange shares with others (route names, upstream targets): the span
+/// value points at it instead of copying it.
+fn shared(s: &Arc<str>) -> Value {
+    Value::String(opentelemetry::StringValue::from(s.clone()))
 }
 
 /// The method as the conventions name it, or `None` for a method outside the known set.

@@ -93,6 +93,8 @@ async fn relay(l: TcpListener, target: SocketAddr) {
                 let Ok((mut client, _)) = accepted else { return };
                 conns.spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(target).await {
+                        // Relay frames as they come, like the collector would answer them.
+                        let _ = (client.set_nodelay(true), server.set_nodelay(true));
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });

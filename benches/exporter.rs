@@ -10,42 +10,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use tracegate::config::{Env, load};
 use tracegate::export::Exporters;
 
 #[path = "common/mod.rs"]
 mod common;
-
-struct Sink(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        self.0.fetch_add(n as u64, Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
+#[path = "common/sink.rs"]
+mod sink;
 
 /// CPU seconds (user + system) of this process's thread named `name`.
 fn thread_cpu(name: &str) -> f64 {
@@ -72,10 +46,10 @@ fn main() {
         .unwrap_or(5);
 
     // The receiver: a tonic server on a thread and runtime of its own.
-    let received = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(sink::Counts::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let count = received.clone();
+    let counts = received.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -83,14 +57,7 @@ fn main() {
             .unwrap();
         rt.block_on(async move {
             listener.set_nonblocking(true).unwrap();
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(Sink(count)))
-                .serve_with_incoming(
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
-                )
-                .await
-                .unwrap();
+            sink::serve(tokio::net::TcpListener::from_std(listener).unwrap(), counts).await;
         });
     });
 
@@ -130,13 +97,13 @@ fn main() {
     let cpu = thread_cpu("tracegate-expor") - cpu0;
     let exported = stats.exported.load(Relaxed);
     let dropped = stats.dropped();
-    while received.load(Relaxed) < exported {
+    while received.spans.load(Relaxed) < exported {
         std::thread::sleep(Duration::from_millis(10));
     }
     println!("exporter capacity, OTLP/gRPC, batches of 512, {secs} s");
     println!(
         "  spans exported {exported} (received and decoded {}), dropped {dropped}",
-        received.load(Relaxed)
+        received.spans.load(Relaxed)
     );
     println!(
         "  {:.0} spans/s wall; export thread {:.2} CPU s: {:.0} spans per CPU-second, {:.2} us per span",

@@ -8,44 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-
-#[derive(Default)]
-struct Counts {
-    spans: AtomicU64,
-    requests: AtomicU64,
-}
-
-struct Sink(Arc<Counts>);
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        self.0.spans.fetch_add(spans as u64, Relaxed);
-        self.0.requests.fetch_add(1, Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
+#[path = "common/sink.rs"]
+mod sink;
+use sink::Counts;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -76,16 +44,5 @@ async fn main() {
         }
     });
     println!("otlp sink on {addr}");
-    // TCP_NODELAY like the Collector (Go sets it on every connection): without it, the
-    // answer waits for a delayed ACK and every export call takes ~40 ms.
-    tonic::transport::Server::builder()
-        .add_service(
-            TraceServiceServer::new(Sink(counts))
-                .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-        )
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        )
-        .await
-        .expect("serve");
+    sink::serve(listener, counts).await;
 }

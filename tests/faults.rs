@@ -318,6 +318,24 @@ async fn settled(stats: &tracegate::export::ExportStats) -> (u64, u64, u64) {
     }
 }
 
+/// Sends `n` requests at a time until all of a round's spans arrive: export has resumed.
+/// Returns that round's trace ids.
+async fn resumed(url: &str, n: usize, spans: &Log<Received>) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ids = requests(url, n).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = spans.all();
+        if ids
+            .iter()
+            .all(|id| got.iter().filter(|s| &s.trace_id() == id).count() == 2)
+        {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "export did not resume");
+    }
+}
+
 fn delivered(spans: &[Received], ids: &[String]) {
     for id in ids {
         assert_eq!(
@@ -440,19 +458,7 @@ async fn a_collector_slower_than_the_timeout_has_every_attempt_cut_short() {
     }
     // Back to fast: spans flow again and the books balance.
     col.delay_ms.store(0, Relaxed);
-    let deadline = Instant::now() + PATIENCE;
-    let ids = loop {
-        let ids = requests(&url, 2).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = col.spans.all();
-        if ids
-            .iter()
-            .all(|id| got.iter().filter(|s| &s.trace_id() == id).count() == 2)
-        {
-            break ids;
-        }
-        assert!(Instant::now() < deadline, "export did not resume");
-    };
+    let ids = resumed(&url, 2, &col.spans).await;
     let (_, exported, _) = settled(&stats).await;
     assert!(exported >= 2 * ids.len() as u64);
     assert!(col.spans.len() as u64 >= exported);
@@ -494,19 +500,7 @@ async fn black_holed_mid_run_then_back_loses_only_what_it_counted() {
 
     // Back: export resumes and later spans all arrive.
     switch.up().await;
-    let deadline = Instant::now() + PATIENCE;
-    let after = loop {
-        let ids = requests(&url, 10).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = collector.spans.all();
-        if ids
-            .iter()
-            .all(|id| got.iter().filter(|s| &s.trace_id() == id).count() == 2)
-        {
-            break ids;
-        }
-        assert!(Instant::now() < deadline, "export did not resume");
-    };
+    let after = resumed(&url, 10, &collector.spans).await;
     let (produced, exported, dropped) = settled(&stats).await;
     assert!(
         dropped > 0 && exported > 0,

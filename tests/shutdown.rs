@@ -24,6 +24,43 @@ fn start(yaml: &str, name: &str) -> Process {
     spawn_tracegate(&["run", "--config", path.to_str().unwrap()], &[])
 }
 
+/// Four concurrent request loops on `url` until `stop` (or `PATIENCE`); each returns its
+/// served requests, its refused connections (never accepted: the listener was closed, not a
+/// failed request) and its failures.
+fn load_loops(
+    url: String,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(u64, u64, Vec<String>)>> {
+    (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = h1_client();
+                let (mut ok, mut refused, mut failed) = (0u64, 0u64, Vec::new());
+                let started = tokio::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < PATIENCE {
+                    let req = Request::get(&url)
+                        .body(body_of(Full::new(Bytes::new())))
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(resp) if resp.status() == 200 => {
+                            resp.into_body().collect().await.unwrap();
+                            ok += 1;
+                        }
+                        Ok(resp) => failed.push(format!("status {}", resp.status())),
+                        Err(e) if e.is_connect() => {
+                            refused += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                        Err(e) => failed.push(format!("{e:?}")),
+                    }
+                }
+                (ok, refused, failed)
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
     let up = upstream().await;
@@ -35,36 +72,8 @@ async fn sigterm_under_load_fails_no_accepted_request_and_flushes_spans() {
     let mut tg = start(&yaml, "load");
     let (proxy, admin) = (tg.proxy.clone(), tg.admin.clone().unwrap());
 
-    // Four concurrent loops; each request's outcome is classified.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut loops = Vec::new();
-    for _ in 0..4 {
-        let (stop, url) = (stop.clone(), format!("http://{proxy}/slow/20"));
-        loops.push(tokio::spawn(async move {
-            let client = h1_client();
-            let (mut ok, mut refused, mut failed) = (0u64, 0u64, Vec::new());
-            let started = tokio::time::Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < PATIENCE {
-                let req = Request::get(&url)
-                    .body(body_of(Full::new(Bytes::new())))
-                    .unwrap();
-                match client.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        resp.into_body().collect().await.unwrap();
-                        ok += 1;
-                    }
-                    Ok(resp) => failed.push(format!("status {}", resp.status())),
-                    // Never accepted: the listener was closed. Not a failed request.
-                    Err(e) if e.is_connect() => {
-                        refused += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    Err(e) => failed.push(format!("{e:?}")),
-                }
-            }
-            (ok, refused, failed)
-        }));
-    }
+    let loops = load_loops(format!("http://{proxy}/slow/20"), &stop);
     up.seen.wait_for(20).await;
     tg.signal("TERM");
 
@@ -147,29 +156,7 @@ async fn sigterm_with_the_collector_unreachable_still_exits_within_the_grace_per
         );
         let mut tg = start(&yaml, name);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut loops = Vec::new();
-        for _ in 0..4 {
-            let (stop, url) = (stop.clone(), format!("http://{}/slow/5", tg.proxy));
-            loops.push(tokio::spawn(async move {
-                let client = h1_client();
-                let (mut ok, mut failed) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let req = Request::get(&url)
-                        .body(body_of(Full::new(Bytes::new())))
-                        .unwrap();
-                    match client.request(req).await {
-                        Ok(resp) if resp.status() == 200 => {
-                            resp.into_body().collect().await.unwrap();
-                            ok += 1;
-                        }
-                        Ok(resp) => failed.push(format!("status {}", resp.status())),
-                        Err(e) if e.is_connect() => break,
-                        Err(e) => failed.push(format!("{e:?}")),
-                    }
-                }
-                (ok, failed)
-            }));
-        }
+        let loops = load_loops(format!("http://{}/slow/5", tg.proxy), &stop);
         up.seen.wait_for(50).await;
         tg.signal("TERM");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -179,7 +166,7 @@ async fn sigterm_with_the_collector_unreachable_still_exits_within_the_grace_per
         assert!(status.success(), "{name}: {status:?}");
         let mut served = 0;
         for l in loops {
-            let (ok, failed) = l.await.unwrap();
+            let (ok, _refused, failed) = l.await.unwrap();
             assert!(
                 failed.is_empty(),
                 "{name}: accepted requests failed: {failed:?}"

@@ -284,6 +284,16 @@ impl TraceService for Scripted {
     }
 }
 
+/// tracegate in front of the test upstream, exporting over gRPC to a `Scripted` collector
+/// with the export settings `extra`; returns the collector, the gateway and a route's URL.
+async fn scripted_gateway(extra: &str) -> (Scripted, tracegate::gateway::Gateway, String) {
+    let app = upstream().await;
+    let (col, addr) = Scripted::start().await;
+    let gw = tracegate(&config(app.addr, &export_to(addr, extra))).await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    (col, gw, url)
+}
+
 fn export_to(addr: SocketAddr, extra: &str) -> String {
     format!("export:\n  protocol: grpc\n  endpoint: \"http://{addr}\"\n{extra}")
 }
@@ -348,16 +358,10 @@ fn delivered(spans: &[Received], ids: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_errors_are_retried_with_backoff_and_nothing_is_lost() {
-    let app = upstream().await;
-    let (col, addr) = Scripted::start().await;
+    let (col, gw, url) =
+        scripted_gateway("  batch_size: 1000\n  batch_delay: 20ms\n  timeout: 10s\n").await;
     // UNAVAILABLE is retryable (OTLP spec): the first two attempts fail, the third succeeds.
     col.fail(tonic::Code::Unavailable, 2);
-    let export = export_to(
-        addr,
-        "  batch_size: 1000\n  batch_delay: 20ms\n  timeout: 10s\n",
-    );
-    let gw = tracegate(&config(app.addr, &export)).await;
-    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
     let ids = requests(&url, 5).await;
     let spans = col.spans.wait_for(10).await;
     delivered(&spans, &ids);
@@ -380,16 +384,10 @@ async fn retryable_errors_are_retried_with_backoff_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_errors_drop_the_batch_once_and_are_counted() {
-    let app = upstream().await;
-    let (col, addr) = Scripted::start().await;
+    let (col, gw, url) =
+        scripted_gateway("  batch_size: 4\n  batch_delay: 20ms\n  timeout: 10s\n").await;
     // INVALID_ARGUMENT is not retryable: each batch gets exactly one attempt.
     col.fail(tonic::Code::InvalidArgument, usize::MAX);
-    let export = export_to(
-        addr,
-        "  batch_size: 4\n  batch_delay: 20ms\n  timeout: 10s\n",
-    );
-    let gw = tracegate(&config(app.addr, &export)).await;
-    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
     let stats = gw.export_stats.clone();
     requests(&url, 20).await;
     let (produced, exported, dropped) = settled(&stats).await;
@@ -412,15 +410,9 @@ async fn non_retryable_errors_drop_the_batch_once_and_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_collector_delays_spans_not_requests() {
-    let app = upstream().await;
-    let (col, addr) = Scripted::start().await;
+    let (col, gw, url) =
+        scripted_gateway("  batch_size: 8\n  batch_delay: 20ms\n  timeout: 5s\n").await;
     col.delay_ms.store(300, Relaxed);
-    let export = export_to(
-        addr,
-        "  batch_size: 8\n  batch_delay: 20ms\n  timeout: 5s\n",
-    );
-    let gw = tracegate(&config(app.addr, &export)).await;
-    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
     // While exports take 300 ms each, requests go on (several per export).
     let before = col.attempts.len();
     let ids = requests(&url, 40).await;
@@ -433,16 +425,12 @@ async fn a_slow_collector_delays_spans_not_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_slower_than_the_timeout_has_every_attempt_cut_short() {
-    let app = upstream().await;
-    let (col, addr) = Scripted::start().await;
+    let (col, gw, url) = scripted_gateway(
+        "  batch_size: 2\n  batch_delay: 10ms\n  timeout: 200ms\n  queue_limit: 64\n",
+    )
+    .await;
     // Answers after a minute: each attempt must end at the exporter timeout instead.
     col.delay_ms.store(60_000, Relaxed);
-    let export = export_to(
-        addr,
-        "  batch_size: 2\n  batch_delay: 10ms\n  timeout: 200ms\n  queue_limit: 64\n",
-    );
-    let gw = tracegate(&config(app.addr, &export)).await;
-    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
     let stats = gw.export_stats.clone();
     let deadline = Instant::now() + PATIENCE;
     // If one attempt hung, no second batch would ever be attempted.

@@ -5,7 +5,9 @@
 //! the stable HTTP semantic conventions, off the request path.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -292,18 +294,18 @@ impl Exchange {
         }
         a.push(kv(
             "client.address",
-            self.client_address.unwrap_or(self.peer.ip()).to_string(),
+            ip_value(self.client_address.unwrap_or(self.peer.ip())),
         ));
         a.push(KeyValue::new(
             Key::from_static_str("client.port"),
             i64::from(self.peer.port()),
         ));
-        a.push(kv("network.peer.address", self.peer.ip().to_string()));
+        a.push(kv("network.peer.address", ip_value(self.peer.ip())));
         a.push(KeyValue::new(
             Key::from_static_str("network.peer.port"),
             i64::from(self.peer.port()),
         ));
-        a.push(kv("network.local.address", self.local.ip().to_string()));
+        a.push(kv("network.local.address", ip_value(self.local.ip())));
         a.push(KeyValue::new(
             Key::from_static_str("network.local.port"),
             i64::from(self.local.port()),
@@ -474,6 +476,26 @@ impl Exchange {
 
 fn kv(key: &'static str, value: impl Into<Value>) -> KeyValue {
     KeyValue::new(Key::from_static_str(key), value)
+}
+
+/// Addresses kept formatted per exporting thread; past this many distinct ones the cache
+/// starts over, so a flood of new client addresses costs formatting, never memory.
+const IP_CACHE: usize = 4096;
+
+/// An IP address as a span value. Peers and local addresses repeat from request to
+/// request, so each is formatted once on the exporting thread and then shared, instead of a
+/// new string per span.
+fn ip_value(ip: IpAddr) -> Value {
+    thread_local! {
+        static IPS: RefCell<HashMap<IpAddr, Arc<str>>> = RefCell::new(HashMap::new());
+    }
+    IPS.with_borrow_mut(|ips| {
+        if ips.len() >= IP_CACHE && !ips.contains_key(&ip) {
+            ips.clear();
+        }
+        let s = ips.entry(ip).or_insert_with(|| ip.to_string().into());
+        Value::String(opentelemetry::StringValue::from(s.clone()))
+    })
 }
 
 /// A string the exchange shares with others (route names, upstream targets): the span

@@ -6,8 +6,8 @@
 //! once per batch, when the spans not yet sent reach the batch size, or by its batch-delay
 //! tick, never once per request: a wake-up per request cost a context switch each. Export
 //! attempts are bounded by the exporter timeout (the exporter retries retryable errors with
-//! exponential backoff and jitter inside it, no wait longer than the batch delay, so a
-//! collector that comes back is used within one); a failed batch is counted as dropped. On
+//! exponential backoff and jitter inside it, no wait longer than half the batch delay, so
+//! a collector that comes back is used within one); a failed batch is counted as dropped. On
 //! shutdown the queue is drained and flushed within the grace period.
 
 use std::collections::HashMap;
@@ -331,9 +331,10 @@ pub fn resource(t: &TracingSettings) -> Resource {
 fn build_exporter(o: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
     let compression = o.gzip.then_some(opentelemetry_otlp::Compression::Gzip);
     // Retryable failures back off exponentially (the SDK's policy), but no wait is longer
-    // than one batch delay: a collector that comes back is tried again within one.
+    // than half a batch delay: a collector that comes back is tried again soon enough for
+    // its first batch (connection, encoding, answer) to land within one batch delay.
     let retry = opentelemetry_otlp::RetryPolicy::default()
-        .with_max_delay(o.batch_delay.min(Duration::from_millis(1600)));
+        .with_max_delay((o.batch_delay / 2).min(Duration::from_millis(1600)));
     let built = match o.protocol {
         Protocol::Grpc => {
             let mut headers = http::HeaderMap::new();

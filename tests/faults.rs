@@ -359,9 +359,9 @@ fn delivered(spans: &[Received], ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_errors_are_retried_with_backoff_and_nothing_is_lost() {
     let (col, gw, url) =
-        scripted_gateway("  batch_size: 1000\n  batch_delay: 300ms\n  timeout: 10s\n").await;
+        scripted_gateway("  batch_size: 1000\n  batch_delay: 500ms\n  timeout: 10s\n").await;
     // UNAVAILABLE is retryable (OTLP spec): the first two attempts fail, the third succeeds.
-    // The waits are the SDK's backoff capped at the batch delay, here above both of them
+    // The waits are the SDK's backoff capped at half the batch delay, here above both
     // (benches/recovery.rs measures what the cap is for).
     col.fail(tonic::Code::Unavailable, 2);
     let ids = requests(&url, 5).await;

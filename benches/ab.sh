@@ -9,11 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1; new=$2; secs=${3:-6}; rounds=${4:-3}; conns=${5:-32}
 . benches/lib.sh
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-pin0=(); pin1=()
-if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
+bench_processes
 counts=$(mktemp)
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:34317 "$counts" >/dev/null & pids+=($!)

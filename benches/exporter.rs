@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tracegate::config::{Env, load};
-use tracegate::export::Exporters;
-
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/exporter.rs"]
+mod exporter;
 #[path = "common/sink.rs"]
 mod sink;
 
@@ -61,17 +60,13 @@ fn main() {
         });
     });
 
-    let yaml = format!(
-        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 512\n  batch_delay: 50ms\n  queue_limit: 8192\n  queue_max_bytes: 268435456\n"
-    );
-    let settings = load(&yaml, "bench.yaml", &Env::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let exporters =
-        rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
-    let handle = rt.block_on(exporters.handle());
+    let exporter::Started {
+        rt,
+        exporters,
+        handle,
+    } = exporter::start(&format!(
+        "  endpoint: \"http://{addr}\"\n  batch_size: 512\n  batch_delay: 50ms\n  queue_limit: 8192\n  queue_max_bytes: 268435456\n"
+    ));
     let stats = exporters.stats();
     let target = common::target();
     let template = common::exchange(&target);

@@ -1,4 +1,4 @@
-# Sourced by benches/quick.sh, benches/proxy/run.sh and tests/soak/run.sh (from the repo
+# Sourced by the scripts in benches/ and by tests/soak/run.sh (from the repo
 # root): builds the release binary and the OTLP sink (benches/otlp_sink.rs) and sets $bin
 # and $sink to them.
 cargo build --release -q
@@ -8,3 +8,13 @@ sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null 
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("executable") and m.get("target",{}).get("name")=="otlp_sink": print(m["executable"])')
+
+# For the scripts that start their own peers: background processes added to `pids` are
+# stopped on exit; `pin0`/`pin1` prefix a command to pin it to core 0/1 where taskset exists.
+bench_processes() {
+  pids=()
+  cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+  trap cleanup EXIT
+  pin0=(); pin1=()
+  if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
+}

@@ -27,7 +27,7 @@ use crate::limits::{DownstreamStats, InFlight, Rejection};
 use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
-use crate::span::{ClientCall, Exchange, Grpc};
+use crate::span::{ClientCall, Exchange, Grpc, OptIn};
 use crate::upstream::Upstream;
 use crate::viewer::Viewer;
 
@@ -44,6 +44,8 @@ pub struct Runtime {
     pub propagation: Propagation,
     /// Baggage members recorded as `baggage.<key>` span attributes.
     pub baggage_attributes: Vec<Arc<str>>,
+    /// Opt-In SERVER span attributes to record.
+    pub opt_in: OptIn,
     /// Header capture and query redaction.
     pub capture: Capture,
     /// Static attributes for requests no route matches.
@@ -90,6 +92,7 @@ impl Runtime {
             trace_id_header: s.tracing.trace_id_header.clone(),
             correlation_headers: s.tracing.correlation_headers.clone(),
             client_spans: s.tracing.client_spans,
+            opt_in: s.tracing.opt_in,
             export,
             limits: s.limits,
             trusted_proxies: s.tracing.trusted_proxies.clone(),
@@ -253,6 +256,7 @@ async fn exchange(
             sampling: decision.map_or(Reason::Ratio, |d| d.reason),
             traced,
             bytes_in: None,
+            opt_in: rt.opt_in,
             tail: policy.tail,
             propagation_source: inbound.source,
             request_headers: rt.capture.request(req.headers()),

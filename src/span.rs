@@ -38,6 +38,55 @@ pub struct Target {
     pub tls: bool,
 }
 
+/// The semantic conventions' Opt-In attributes of the SERVER span that tracegate can
+/// record (`tracing.opt_in_attributes`). Opt-In attributes are off unless asked for: the
+/// conventions say so, and every attribute costs export work per span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptIn(u8);
+
+impl OptIn {
+    pub const CLIENT_PORT: OptIn = OptIn(1);
+    pub const LOCAL_ADDRESS: OptIn = OptIn(1 << 1);
+    pub const LOCAL_PORT: OptIn = OptIn(1 << 2);
+    pub const TRANSPORT: OptIn = OptIn(1 << 3);
+    pub const REQUEST_BODY_SIZE: OptIn = OptIn(1 << 4);
+    pub const RESPONSE_BODY_SIZE: OptIn = OptIn(1 << 5);
+
+    /// The attribute names, as the configuration lists them.
+    pub const ALL: [(&'static str, OptIn); 6] = [
+        ("client.port", OptIn::CLIENT_PORT),
+        ("network.local.address", OptIn::LOCAL_ADDRESS),
+        ("network.local.port", OptIn::LOCAL_PORT),
+        ("network.transport", OptIn::TRANSPORT),
+        ("http.request.body.size", OptIn::REQUEST_BODY_SIZE),
+        ("http.response.body.size", OptIn::RESPONSE_BODY_SIZE),
+    ];
+
+    /// The flag for an attribute name, `None` for a name outside [`OptIn::ALL`].
+    pub fn parse(name: &str) -> Option<OptIn> {
+        OptIn::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, flag)| *flag)
+    }
+
+    pub fn with(self, other: OptIn) -> OptIn {
+        OptIn(self.0 | other.0)
+    }
+
+    pub fn has(self, other: OptIn) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names set, in [`OptIn::ALL`]'s order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        OptIn::ALL
+            .into_iter()
+            .filter(move |(_, flag)| self.has(*flag))
+            .map(|(n, _)| n)
+    }
+}
+
 /// The CLIENT side of an exchange: one upstream attempt.
 #[derive(Clone, Debug)]
 pub struct ClientCall {
@@ -171,6 +220,8 @@ pub struct Exchange {
     pub traced: bool,
     /// Request body bytes sent upstream, when there was a body.
     pub bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Opt-In attributes to record (`tracing.opt_in_attributes`).
+    pub opt_in: OptIn,
 }
 
 impl Exchange {
@@ -258,6 +309,7 @@ impl Exchange {
         }
         let mut a = Vec::with_capacity(20);
         push_method(&mut a, &self.method);
+        self.push_opt_in(&mut a);
         a.push(kv("url.path", self.path));
         if let Some(q) = self.query {
             a.push(kv("url.query", q));
@@ -296,21 +348,12 @@ impl Exchange {
             "client.address",
             ip_value(self.client_address.unwrap_or(self.peer.ip())),
         ));
-        a.push(KeyValue::new(
-            Key::from_static_str("client.port"),
-            i64::from(self.peer.port()),
-        ));
         a.push(kv("network.peer.address", ip_value(self.peer.ip())));
         a.push(KeyValue::new(
             Key::from_static_str("network.peer.port"),
             i64::from(self.peer.port()),
         ));
-        a.push(kv("network.local.address", ip_value(self.local.ip())));
-        a.push(KeyValue::new(
-            Key::from_static_str("network.local.port"),
-            i64::from(self.local.port()),
-        ));
-        a.push(kv("network.protocol.name", "http"));
+        // `network.protocol.name` is only required when it is not `http`: it always is.
         a.push(kv(
             "network.protocol.version",
             protocol_version(self.version),
@@ -470,6 +513,44 @@ impl Exchange {
                 },
                 instrumentation_scope: scope.clone(),
             });
+        }
+    }
+}
+
+impl Exchange {
+    /// The Opt-In attributes `tracing.opt_in_attributes` asks for.
+    fn push_opt_in(&self, a: &mut Vec<KeyValue>) {
+        let o = self.opt_in;
+        if o == OptIn::default() {
+            return;
+        }
+        let int = |key: &'static str, v: u64| {
+            KeyValue::new(
+                Key::from_static_str(key),
+                i64::try_from(v).unwrap_or(i64::MAX),
+            )
+        };
+        if o.has(OptIn::CLIENT_PORT) {
+            a.push(int("client.port", self.peer.port().into()));
+        }
+        if o.has(OptIn::LOCAL_ADDRESS) {
+            a.push(kv("network.local.address", ip_value(self.local.ip())));
+        }
+        if o.has(OptIn::LOCAL_PORT) {
+            a.push(int("network.local.port", self.local.port().into()));
+        }
+        if o.has(OptIn::TRANSPORT) {
+            a.push(kv("network.transport", "tcp"));
+        }
+        if o.has(OptIn::REQUEST_BODY_SIZE) {
+            let n = self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
+            a.push(int("http.request.body.size", n));
+        }
+        if o.has(OptIn::RESPONSE_BODY_SIZE) {
+            a.push(int("http.response.body.size", self.bytes_sent));
         }
     }
 }

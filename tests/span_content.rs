@@ -207,3 +207,70 @@ async fn client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy()
         );
     }
 }
+
+#[tokio::test]
+async fn opt_in_attributes_are_recorded_only_when_asked_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = upstream().await;
+    let collector = grpc_collector().await;
+    const OPT_IN: [&str; 6] = [
+        "client.port",
+        "network.local.address",
+        "network.local.port",
+        "network.transport",
+        "http.request.body.size",
+        "http.response.body.size",
+    ];
+    for asked in [false, true] {
+        let mut yaml = config(app.addr, &grpc_export(collector.addr));
+        if asked {
+            yaml = yaml.replace(
+                "tracing:\n",
+                &format!("tracing:\n  opt_in_attributes: [{}]\n", OPT_IN.join(", ")),
+            );
+        }
+        let gw = tracegate(&yaml).await;
+        let proxy = gw.proxy_addrs[0];
+        // A raw client, so the test knows its own port.
+        let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let client_port = conn.local_addr().unwrap().port();
+        conn.write_all(
+            b"POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world",
+        )
+        .await
+        .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.ends_with("\r\n\r\n11"), "{reply}");
+        let trace_id = reply
+            .lines()
+            .find_map(|l| l.strip_prefix("x-trace-id: "))
+            .expect("x-trace-id")
+            .to_string();
+        let server = server_span(&collector, &trace_id).await;
+        // Never recorded: `http` is the default protocol name, so it is left out.
+        assert_eq!(server.attr("network.protocol.name"), None);
+        assert_eq!(
+            server.attr("network.peer.port"),
+            Some(client_port.to_string())
+        );
+        if !asked {
+            for key in OPT_IN {
+                assert_eq!(server.attr(key), None, "{key} recorded by default");
+            }
+            continue;
+        }
+        assert_eq!(server.attr("client.port"), Some(client_port.to_string()));
+        assert_eq!(
+            server.attr("network.local.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            server.attr("network.local.port"),
+            Some(proxy.port().to_string())
+        );
+        assert_eq!(server.attr("network.transport").as_deref(), Some("tcp"));
+        assert_eq!(server.attr("http.request.body.size").as_deref(), Some("11"));
+        assert_eq!(server.attr("http.response.body.size").as_deref(), Some("2"));
+    }
+}

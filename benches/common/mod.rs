@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use tracegate::context::{self, TraceIds, w3c};
 use tracegate::sample::{Reason, TailRule};
-use tracegate::span::{ClientCall, Exchange, Target};
+use tracegate::span::{ClientCall, Exchange, OptIn, Target};
 
 pub const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 pub const TS: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,vendor3=a1b2c3,vendor4=opaque-value";
@@ -72,6 +72,7 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         grpc: None,
         traced: true,
         bytes_in: None,
+        opt_in: OptIn::default(),
     };
     if let Some(c) = &mut e.client {
         c.status = Some(200);

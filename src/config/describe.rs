@@ -115,6 +115,7 @@ impl Settings {
                 "client_spans": t.client_spans,
                 "propagation": t.propagation.formats().iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                 "baggage_attributes": t.baggage_attributes,
+                "opt_in_attributes": t.opt_in.names().collect::<Vec<_>>(),
                 "capture": {
                     "request_headers": header_list(&t.capture.request),
                     "response_headers": header_list(&t.capture.response),

@@ -323,6 +323,8 @@ pub struct TracingSettings {
     pub sampling: SamplingSettings,
     pub propagation: Propagation,
     pub baggage_attributes: Vec<String>,
+    /// Opt-In SERVER span attributes to record.
+    pub opt_in: crate::span::OptIn,
     pub capture: CaptureSettings,
     pub redact_query: Vec<String>,
     /// Static attributes on every span.

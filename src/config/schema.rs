@@ -330,6 +330,10 @@ pub struct TracingConfig {
     pub propagation: Option<Vec<Text>>,
     /// Baggage members copied into span attributes as `baggage.<key>`. Default none.
     pub baggage_attributes: Option<Vec<String>>,
+    /// The semantic conventions' Opt-In SERVER span attributes to record: `client.port`,
+    /// `network.local.address`, `network.local.port`, `network.transport`,
+    /// `http.request.body.size`, `http.response.body.size`. Default none.
+    pub opt_in_attributes: Option<Vec<Text>>,
     /// Headers recorded as span attributes.
     #[serde(default, deserialize_with = "null_is_default")]
     pub capture: CaptureConfig,

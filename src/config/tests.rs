@@ -47,6 +47,26 @@ fn unknown_key_names_file_line_and_key() {
 }
 
 #[test]
+fn opt_in_attributes_are_checked_by_name() {
+    let s = ok(&format!(
+        "{BASE}tracing:\n  opt_in_attributes: [client.port, http.response.body.size]\n"
+    ));
+    assert_eq!(
+        s.tracing.opt_in.names().collect::<Vec<_>>(),
+        ["client.port", "http.response.body.size"]
+    );
+    assert_eq!(ok(BASE).tracing.opt_in, crate::span::OptIn::default());
+    let e = errs(&format!(
+        "{BASE}tracing:\n  opt_in_attributes:\n    - client.port\n    - http.request.size\n"
+    ));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 9, "{}", e[0]);
+    assert_eq!(e[0].key, "tracing.opt_in_attributes[1]");
+    assert!(e[0].message.contains("`http.request.size`"), "{}", e[0]);
+    assert!(e[0].message.contains("network.local.port"), "{}", e[0]);
+}
+
+#[test]
 fn wrong_type_names_line_and_key() {
     let e = errs(&format!("{BASE}export:\n  batch_size: lots\n"));
     assert_eq!(e[0].line, 7, "{}", e[0]);
@@ -475,6 +495,7 @@ fn effective_config_shows_every_section_of_the_reference() {
         "client_spans",
         "propagation",
         "baggage_attributes",
+        "opt_in_attributes",
         "capture",
         "redact_query",
         "attributes",

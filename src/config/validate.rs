@@ -11,6 +11,7 @@ use serde_saphyr::Location;
 
 use super::schema::{self, FileConfig, Text};
 use super::*;
+use crate::span::OptIn;
 
 pub(super) struct Validator<'a> {
     source: &'a str,
@@ -714,6 +715,7 @@ impl<'a> Validator<'a> {
         };
         let sampling = self.sampling(&t.sampling, env);
         let propagation = self.propagation(&t.propagation, env);
+        let opt_in = self.opt_in(t.opt_in_attributes.as_deref().unwrap_or_default());
         let trusted_proxies = t
             .trusted_proxies
             .iter()
@@ -742,6 +744,7 @@ impl<'a> Validator<'a> {
             sampling,
             propagation,
             baggage_attributes: t.baggage_attributes.clone().unwrap_or_default(),
+            opt_in,
             capture: CaptureSettings {
                 request: self.header_list(
                     &t.capture.request_headers,
@@ -885,6 +888,26 @@ impl<'a> Validator<'a> {
             Some(l) if l.is_empty() => HeaderList::None,
             Some(l) => HeaderList::Some(self.header_names(l, key)),
         }
+    }
+
+    /// `tracing.opt_in_attributes`: names from the supported Opt-In set.
+    fn opt_in(&mut self, list: &[Text]) -> OptIn {
+        let mut set = OptIn::default();
+        for (i, t) in list.iter().enumerate() {
+            match OptIn::parse(&t.value) {
+                Some(flag) => set = set.with(flag),
+                None => self.error(
+                    &t.referenced,
+                    format!("tracing.opt_in_attributes[{i}]"),
+                    format!(
+                        "unsupported attribute `{}` (supported: {})",
+                        t.value,
+                        OptIn::ALL.map(|(n, _)| n).join(", ")
+                    ),
+                ),
+            }
+        }
+        set
     }
 
     /// `tracing.propagation`, else `OTEL_PROPAGATORS` (`none` for no format), else the default.

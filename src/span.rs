@@ -269,7 +269,7 @@ impl Exchange {
     pub fn into_spans(self, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
         let trace_id = TraceId::from_bytes(self.ids.trace_id);
         let flags = TraceFlags::new(self.ids.flags);
-        let trace_state = self
+        let mut trace_state = self
             .tracestate
             .as_deref()
             .and_then(|s| {
@@ -401,8 +401,14 @@ impl Exchange {
             Status::Unset
         };
         let server_id = SpanId::from_bytes(self.ids.server_span);
+        // The trace state is copied for every span but the last one, which takes it.
+        let server_state = if any_client {
+            trace_state.clone()
+        } else {
+            std::mem::take(&mut trace_state)
+        };
         out.push(SpanData {
-            span_context: SpanContext::new(trace_id, server_id, flags, false, trace_state.clone()),
+            span_context: SpanContext::new(trace_id, server_id, flags, false, server_state),
             parent_span_id: self
                 .ids
                 .remote_parent
@@ -421,12 +427,18 @@ impl Exchange {
         });
 
         let (path, query) = url_parts.unwrap_or_default();
-        let calls = self
+        let mut calls = self
             .retried
             .into_iter()
             .chain(self.client)
-            .filter(|c| c.recorded);
-        for c in calls {
+            .filter(|c| c.recorded)
+            .peekable();
+        while let Some(c) = calls.next() {
+            let state = if calls.peek().is_some() {
+                trace_state.clone()
+            } else {
+                std::mem::take(&mut trace_state)
+            };
             let mut u = String::with_capacity(
                 c.target.base_url.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1),
             );
@@ -493,7 +505,7 @@ impl Exchange {
                     SpanId::from_bytes(c.span_id),
                     flags,
                     false,
-                    trace_state.clone(),
+                    state,
                 ),
                 parent_span_id: server_id,
                 parent_span_is_remote: false,

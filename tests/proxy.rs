@@ -112,6 +112,7 @@ async fn continues_caller_trace_end_to_end() {
     assert_eq!(server.attr("error.type"), None);
     assert_eq!(server.status_code(), 0);
     assert_eq!(server.span.trace_state, "vendor=abc,other=x");
+    assert_eq!(client.span.trace_state, "vendor=abc,other=x");
     assert_eq!(
         client.attr("url.full"),
         Some(format!("http://{}/api/42?q=1", up.addr))

@@ -29,7 +29,13 @@ async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
     let r = get(
         &h1_client(),
         &format!("http://{}/x", gw.proxy_addrs[0]),
-        &[],
+        &[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "vendor=abc"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200, "the retry reached the live endpoint");
@@ -63,6 +69,12 @@ async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
     );
     let (server, _) = pair(&spans, &trace);
     assert_eq!(server.status_code(), 0, "the exchange succeeded");
+    for s in clients.iter().chain([&&server]) {
+        assert_eq!(
+            s.span.trace_state, "vendor=abc",
+            "every span keeps the tracestate"
+        );
+    }
     let retry = server
         .span
         .events

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Where tracing's CPU goes: tracegate with tracing on and off (benches/proxy/*.yaml), one
+# worker on core 0, wrk on core 1 with the echo upstream and the OTLP sink; prints CPU µs per
+# request for each of tracegate's threads (the worker, the export thread) from
+# /proc/PID/task/*/stat.
+#   bash benches/threads.sh [seconds] [rounds] [connections]
+# Needs wrk. Everything stays on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-6}
+rounds=${2:-2}
+conns=${3:-32}
+. benches/lib.sh
+bench_processes
+counts=$(mktemp)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
+declare -A pid port
+for cfg in tracegate-on tracegate-off; do
+  "${pin0[@]}" "$bin" run --config "benches/proxy/$cfg.yaml" --workers 1 2>/dev/null &
+  pid[$cfg]=$!; pids+=($!)
+  port[$cfg]=$(grep -o '127.0.0.1:180[0-9]*' "benches/proxy/$cfg.yaml" | head -1)
+done
+sleep 1
+
+ticks() { awk '{print $14+$15}' "$1/stat"; }   # utime+stime, clock ticks (100 Hz)
+for round in $(seq "$rounds"); do
+  for cfg in tracegate-on tracegate-off; do
+    p=${pid[$cfg]}
+    wrk -t1 -c"$conns" -d1s "http://${port[$cfg]}/" >/dev/null   # warm the pools
+    declare -A before=()
+    for t in /proc/"$p"/task/*; do before[$t]=$(ticks "$t"); done
+    out=$("${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "http://${port[$cfg]}/")
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    rate=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    line="round $round c=$conns $cfg: $rate req/s;"
+    for t in /proc/"$p"/task/*; do
+      used=$(( $(ticks "$t") - ${before[$t]:-0} ))
+      [ "$used" -gt 0 ] && line+=" $(cat "$t/comm") $(awk -v u="$used" -v r="$reqs" 'BEGIN {printf "%.1f", u * 10000 / r}') us/req"
+    done
+    echo "$line"
+  done
+done

@@ -11,13 +11,7 @@ secs=${1:-10}
 conns=${2:-32}
 . benches/lib.sh
 counts=$(mktemp)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-# Pin each process to its own core where taskset exists (util-linux).
-pin0=(); pin1=()
-if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
+bench_processes   # pids stopped on exit; pin0/pin1 pin to core 0/1 where taskset exists
 
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)

@@ -527,9 +527,7 @@ impl Exchange {
             });
         }
     }
-}
 
-impl Exchange {
     /// The Opt-In attributes `tracing.opt_in_attributes` asks for.
     fn push_opt_in(&self, a: &mut Vec<KeyValue>) {
         let o = self.opt_in;

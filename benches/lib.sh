@@ -18,3 +18,11 @@ bench_processes() {
   pin0=(); pin1=()
   if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
 }
+
+# The load side the proxies are measured against, on core 1 (after bench_processes or the
+# caller's own pids/pin1): the echo upstream on 127.0.0.1:18000 and the OTLP sink on
+# 127.0.0.1:14317, which writes what it decoded to the file named by $1.
+bench_backends() {
+  "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
+  "${pin1[@]}" "$sink" 127.0.0.1:14317 "$1" >/dev/null & pids+=($!)
+}

@@ -13,8 +13,7 @@ conns=${2:-32}
 counts=$(mktemp)
 bench_processes   # pids stopped on exit; pin0/pin1 pin to core 0/1 where taskset exists
 
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
-"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
+bench_backends "$counts"
 sleep 0.5
 
 run_tg() { # name port admin extra-env...

@@ -13,8 +13,7 @@ conns=${3:-32}
 . benches/lib.sh
 bench_processes
 counts=$(mktemp)
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
-"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
+bench_backends "$counts"
 declare -A pid port
 for cfg in tracegate-on tracegate-off; do
   "${pin0[@]}" "$bin" run --config "benches/proxy/$cfg.yaml" --workers 1 2>/dev/null &

@@ -30,8 +30,7 @@ pin0=(); pin1=()
 if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
 
 counts=$work/counts
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
-"${pin1[@]}" "$sink" 127.0.0.1:14317 "$counts" >/dev/null & pids+=($!)
+bench_backends "$counts"
 
 declare -A url pid
 start() { # name port command...

@@ -1,8 +1,8 @@
 //! Criterion micro-benchmarks of the request path's own work, each with its allocations
 //! per operation (a counting global allocator; printed before criterion's timings):
 //! trace-context parse and format (W3C, B3 single and multi, Jaeger, baggage), route
-//! matching on a realistic 50-route table, span recording (an exchange's fields, the
-//! conversion to OTLP spans) and batch encoding (the OTLP protobuf of 512 spans).
+//! matching on a realistic 50-route table, span recording (an exchange's fields, its
+//! encoding into OTLP protobuf spans) and batch encoding (the OTLP request for 512 spans).
 //!
 //!     cargo bench --bench hot_path
 //!     cargo bench --bench hot_path -- route     (a subset, by name)
@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use opentelemetry::InstrumentationScope;
-use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tracegate::config::{Env, load};
 use tracegate::context::{self, Propagation, b3, baggage, jaeger, w3c};
+use tracegate::export::otlp::{Preamble, Spans};
 use tracegate::route::Router;
+use tracegate::span::Exchange;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -183,71 +183,43 @@ fn route_benches(c: &mut Criterion) {
 
 fn span_benches(c: &mut Criterion) {
     let target = target();
-    let scope = InstrumentationScope::builder("tracegate").build();
     bench(c, "span record (exchange fields)", || exchange(&target));
     let template = exchange(&target);
-    let mut out: Vec<SpanData> = Vec::with_capacity(2);
-    bench(c, "span convert (exchange -> 2 spans)", || {
-        out.clear();
-        template.clone().into_spans(&scope, &mut out);
-        out.len()
+    let mut spans = Spans::default();
+    bench(c, "span encode (exchange -> 2 OTLP spans)", || {
+        template.write_spans(&mut spans);
+        spans.take(2).len()
     });
 
-    // A batch of 512 spans encoded as the OTLP/gRPC exporter does: SDK spans to protobuf
-    // messages grouped by resource and scope, then the wire bytes.
-    let resource = tracegate::export::resource(
-        &load(&route_table(), "bench.yaml", &Env::default())
-            .unwrap()
-            .tracing,
-    );
-    let attrs = opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema::from(
-        &resource,
-    );
-    let mut batch = Vec::with_capacity(512);
-    while batch.len() < 512 {
-        exchange(&target).into_spans(&scope, &mut batch);
-    }
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut encode = |batch: Vec<SpanData>| {
-        let resource_spans =
-            opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                batch, &attrs,
-            );
-        let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans,
-        };
-        buf.clear();
-        req.encode(&mut buf).unwrap();
-        buf.len()
+    // A batch of 512 spans as the exporter sends it: 256 exchanges encoded into protobuf,
+    // then the request's head (resource, scope) in front of them.
+    let tracing = load(&route_table(), "bench.yaml", &Env::default())
+        .unwrap()
+        .tracing;
+    let preamble = Preamble::new(&tracegate::export::resource(&tracing), "tracegate", "0.1.0");
+    let batch: Vec<Exchange> = (0..256).map(|_| exchange(&target)).collect();
+    let mut encode = |batch: &[Exchange]| {
+        for e in batch {
+            e.write_spans(&mut spans);
+        }
+        let s = spans.take(512);
+        (preamble.head(&s), s)
     };
-    println!(
-        "OTLP request for 512 spans: {} bytes",
-        encode(batch.clone())
-    );
-    // Allocations of the encoding alone (the input is cloned outside the counted region).
-    let (mut n, mut bytes) = (0, 0);
-    for _ in 0..50 {
-        let input = batch.clone();
-        let region = Region::new(GLOBAL);
-        black_box(encode(input));
-        let s = region.change();
-        (n, bytes) = (n + s.allocations, bytes + s.bytes_allocated);
-    }
-    println!(
-        "allocs/op {:<40} {:>7.2} allocations {:>9.1} bytes",
-        "batch encode (512 spans, OTLP protobuf)",
-        n as f64 / 50.0,
-        bytes as f64 / 50.0
-    );
+    let (head, body) = encode(&batch);
+    let request = [head.as_ref(), body.as_ref()].concat();
+    let decoded =
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+            request.as_slice(),
+        )
+        .unwrap();
+    assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 512);
+    println!("OTLP request for 512 spans: {} bytes", request.len());
+    allocs("batch encode (512 spans, OTLP protobuf)", || {
+        encode(&batch).1.len()
+    });
     let mut g = c.benchmark_group("batch");
     g.throughput(criterion::Throughput::Elements(512));
-    g.bench_function("encode 512 spans", |b| {
-        b.iter_batched(
-            || batch.clone(),
-            &mut encode,
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    g.bench_function("encode 512 spans", |b| b.iter(|| encode(&batch).1.len()));
     g.finish();
 }
 

@@ -201,6 +201,7 @@ impl Collector for Counters {
                     e.dropped_export_failed.load(Relaxed),
                 ),
                 (&[("reason", "shutdown")], e.dropped_shutdown.load(Relaxed)),
+                (&[("reason", "rejected")], e.dropped_rejected.load(Relaxed)),
             ],
         )?;
         counter(

@@ -10,14 +10,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::Status;
-use opentelemetry::{InstrumentationScope, Value};
-use opentelemetry_sdk::trace::SpanData;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access_log::rfc3339;
-use crate::span::Exchange;
+use crate::span::{Exchange, Key, SpanHead, SpanSink, Val};
 
 /// The HTML page (vanilla JS, no external resources).
 pub const PAGE: &str = include_str!("viewer.html");
@@ -192,7 +189,6 @@ struct Store {
 }
 
 async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
-    let scope = InstrumentationScope::builder("tracegate").build();
     let mut store = Store {
         capacity,
         ..Store::default()
@@ -204,7 +200,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
                 let _ = reply.send(store.list(&f));
             }
             Msg::Trace(id, reply) => {
-                let _ = reply.send(store.trace(&id, &scope));
+                let _ = reply.send(store.trace(&id));
             }
         }
     }
@@ -282,7 +278,7 @@ impl Store {
         })
     }
 
-    fn trace(&self, id: &str, scope: &InstrumentationScope) -> Option<Json> {
+    fn trace(&self, id: &str) -> Option<Json> {
         let id = id.to_ascii_lowercase();
         let found = self
             .recent
@@ -290,12 +286,12 @@ impl Store {
             .chain(self.failed.iter())
             .chain(self.slowest.iter())
             .find(|s| s.summary.trace_id == id)?;
-        let mut spans = Vec::with_capacity(2);
-        found.exchange.clone().into_spans(scope, &mut spans);
+        let mut spans = JsonSpans::default();
+        found.exchange.write_spans(&mut spans);
         Some(json!({
             "trace_id": found.summary.trace_id,
             "summary": found.summary.json(),
-            "spans": spans.iter().map(span_json).collect::<Vec<_>>(),
+            "spans": spans.done,
         }))
     }
 }
@@ -305,39 +301,77 @@ fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn value_json(v: &Value) -> Json {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn value_json(v: &Val<'_>) -> Json {
     match v {
-        Value::Bool(b) => json!(b),
-        Value::I64(i) => json!(i),
-        Value::F64(f) => json!(f),
-        Value::String(s) => json!(s.as_str()),
-        Value::Array(a) => json!(a.to_string()),
-        other => json!(other.to_string()),
+        Val::Str(s) => json!(s),
+        Val::Parts(p) => json!(p.concat()),
+        Val::Int(i) => json!(i),
+        Val::Header(all, name) => json!(Val::header_values(all, name).collect::<Vec<_>>()),
     }
 }
 
-fn span_json(s: &SpanData) -> Json {
-    let (status, message) = match &s.status {
-        Status::Unset => ("unset", String::new()),
-        Status::Ok => ("ok", String::new()),
-        Status::Error { description } => ("error", description.to_string()),
-    };
-    json!({
-        "span_id": s.span_context.span_id().to_string(),
-        "parent_span_id": (s.parent_span_id != opentelemetry::trace::SpanId::INVALID).then(|| s.parent_span_id.to_string()),
-        "kind": format!("{:?}", s.span_kind).to_ascii_uppercase(),
-        "name": s.name,
-        "start_unix_nano": nanos(s.start_time),
-        "end_unix_nano": nanos(s.end_time),
-        "status": status,
-        "status_message": message,
-        "attributes": s.attributes.iter().map(|kv| (kv.key.to_string(), value_json(&kv.value))).collect::<serde_json::Map<_, _>>(),
-        "events": s.events.iter().map(|e| json!({
-            "name": e.name,
-            "time_unix_nano": nanos(e.timestamp),
-            "attributes": e.attributes.iter().map(|kv| (kv.key.to_string(), value_json(&kv.value))).collect::<serde_json::Map<_, _>>(),
-        })).collect::<Vec<_>>(),
-    })
+/// The spans of one exchange as the viewer's JSON.
+#[derive(Default)]
+struct JsonSpans {
+    done: Vec<Json>,
+    span: serde_json::Map<String, Json>,
+    attributes: serde_json::Map<String, Json>,
+    events: Vec<Json>,
+}
+
+impl SpanSink for JsonSpans {
+    fn begin(&mut self, h: &SpanHead<'_>) {
+        let name = match h.name {
+            (first, Some(second)) => format!("{first} {second}"),
+            (first, None) => first.to_string(),
+        };
+        let Json::Object(span) = json!({
+            "span_id": hex(&h.span_id),
+            "parent_span_id": h.parent.map(|(p, _)| hex(&p)),
+            "kind": h.kind.as_str(),
+            "name": name,
+            "start_unix_nano": nanos(h.start),
+            "end_unix_nano": nanos(h.end),
+        }) else {
+            return;
+        };
+        self.span = span;
+    }
+
+    fn attr(&mut self, key: Key<'_>, value: Val<'_>) {
+        self.attributes
+            .insert(format!("{}{}", key.0, key.1), value_json(&value));
+    }
+
+    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]) {
+        self.events.push(json!({
+            "name": name,
+            "time_unix_nano": nanos(at),
+            "attributes": attrs.iter().map(|(k, v)| (k.to_string(), value_json(v))).collect::<serde_json::Map<_, _>>(),
+        }));
+    }
+
+    fn end(&mut self, error: Option<&str>) {
+        let mut span = std::mem::take(&mut self.span);
+        span.insert(
+            "status".into(),
+            json!(if error.is_some() { "error" } else { "unset" }),
+        );
+        span.insert("status_message".into(), json!(error.unwrap_or("")));
+        span.insert(
+            "attributes".into(),
+            Json::Object(std::mem::take(&mut self.attributes)),
+        );
+        span.insert(
+            "events".into(),
+            Json::Array(std::mem::take(&mut self.events)),
+        );
+        self.done.push(Json::Object(span));
+    }
 }
 
 #[cfg(test)]

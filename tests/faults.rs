@@ -11,15 +11,16 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message as _;
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -219,6 +220,10 @@ struct Scripted {
     fail_left: Arc<AtomicUsize>,
     /// Requests whose handler was dropped before it answered (the client gave up).
     abandoned: Arc<AtomicUsize>,
+    /// A `google.rpc.RetryInfo` delay sent with the scripted failures, in ms (0: none).
+    retry_delay_ms: Arc<AtomicU64>,
+    /// The next answer reports this many spans rejected (an OTLP partial success).
+    reject_next: Arc<AtomicI64>,
 }
 
 impl Scripted {
@@ -243,6 +248,60 @@ impl Scripted {
         self.fail_code.store(code as i32, Relaxed);
         self.fail_left.store(n, Relaxed);
     }
+}
+
+/// `google.rpc.Status` details carrying a `google.rpc.RetryInfo`, as collectors send them
+/// with RESOURCE_EXHAUSTED or UNAVAILABLE, encoded by prost from the messages' schemas.
+fn retry_info(delay: Duration) -> Vec<u8> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<ProtoDuration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    let info = RetryInfo {
+        retry_delay: Some(ProtoDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
+    };
+    RpcStatus {
+        code: 8,
+        message: "slow down".into(),
+        details: vec![
+            Any {
+                type_url: "type.googleapis.com/google.rpc.DebugInfo".into(),
+                value: vec![],
+            },
+            Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            },
+        ],
+    }
+    .encode_to_vec()
 }
 
 /// Counts a handler dropped before it finished.
@@ -275,11 +334,23 @@ impl TraceService for Scripted {
             .is_ok()
         {
             let code = tonic::Code::from(self.fail_code.load(Relaxed));
-            return Err(tonic::Status::new(code, "scripted failure"));
+            let delay = self.retry_delay_ms.load(Relaxed);
+            if delay == 0 {
+                return Err(tonic::Status::new(code, "scripted failure"));
+            }
+            return Err(tonic::Status::with_details(
+                code,
+                "scripted failure",
+                retry_info(Duration::from_millis(delay)).into(),
+            ));
         }
         flatten(request.into_inner(), &self.spans);
+        let rejected = self.reject_next.swap(0, Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: "scripted rejection".into(),
+            }),
         }))
     }
 }
@@ -408,6 +479,50 @@ async fn non_retryable_errors_drop_the_batch_once_and_are_counted() {
     let ids = requests(&url, 3).await;
     let spans = col.spans.wait_for(6).await;
     delivered(&spans, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_waits_as_long_as_the_collector_asks() {
+    // Retry waits are capped at half the batch delay (50 ms here), but a collector that
+    // says how long to wait (RESOURCE_EXHAUSTED with RetryInfo) gets its 400 ms.
+    let (col, gw, url) =
+        scripted_gateway("  batch_size: 1000\n  batch_delay: 100ms\n  timeout: 10s\n").await;
+    col.retry_delay_ms.store(400, Relaxed);
+    col.fail(tonic::Code::ResourceExhausted, 1);
+    let ids = requests(&url, 2).await;
+    let spans = col.spans.wait_for(4).await;
+    delivered(&spans, &ids);
+    let at = col.attempts.all();
+    assert_eq!(at.len(), 2, "one throttled attempt, one that succeeded");
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(400),
+        "retried after {:?}",
+        at[1] - at[0]
+    );
+    assert_eq!(settled(&gw.export_stats).await, (4, 4, 0));
+
+    // Without a RetryInfo, RESOURCE_EXHAUSTED is not retryable (OTLP spec): dropped once.
+    col.retry_delay_ms.store(0, Relaxed);
+    col.fail(tonic::Code::ResourceExhausted, 1);
+    requests(&url, 1).await;
+    assert_eq!(settled(&gw.export_stats).await, (6, 4, 2));
+    assert_eq!(col.attempts.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_the_collector_rejects_are_counted_as_dropped() {
+    let (col, gw, url) =
+        scripted_gateway("  batch_size: 1000\n  batch_delay: 20ms\n  timeout: 5s\n").await;
+    // The answer to the first batch (one exchange: 2 spans) says 1 span was rejected.
+    col.reject_next.store(1, Relaxed);
+    requests(&url, 1).await;
+    let stats = gw.export_stats.clone();
+    assert_eq!(settled(&stats).await, (2, 1, 1));
+    assert_eq!(stats.dropped_rejected.load(Relaxed), 1);
+    assert_eq!(stats.failed_batches.load(Relaxed), 0);
+    // Later batches are whole again.
+    requests(&url, 1).await;
+    assert_eq!(settled(&stats).await, (4, 3, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

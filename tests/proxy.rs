@@ -436,6 +436,31 @@ async fn http_protobuf_export_with_headers() {
 }
 
 #[tokio::test]
+async fn http_protobuf_export_with_gzip() {
+    let up = upstream().await;
+    let col = http_collector().await;
+    let export = format!(
+        "export:\n  protocol: http/protobuf\n  endpoint: \"http://{}/v1/traces\"\n  compression: gzip\n  batch_delay: 20ms\n",
+        col.addr
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/api/7", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(2).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.span.name, "GET /api/{id}");
+    assert!(client.is_some());
+    let headers = col.requests.all().remove(0);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+}
+
+#[tokio::test]
 async fn grpc_export_with_gzip_and_metadata() {
     let up = upstream().await;
     let col = grpc_collector().await;

@@ -501,7 +501,7 @@ async fn grpc_collector_with(tls: Option<(&pki::Leaf, Option<&std::path::Path>)>
     }
 }
 
-/// A real OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
+/// A real OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body, gzip accepted.
 pub async fn http_collector() -> Collector {
     http_collector_with(None).await
 }
@@ -537,7 +537,20 @@ async fn http_collector_with(tls: Option<Arc<rustls::ServerConfig>>) -> Collecto
                                 .get("content-type")
                                 .is_some_and(|v| v == "application/x-protobuf");
                         r.push(req.headers().clone());
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let gzip = req
+                            .headers()
+                            .get("content-encoding")
+                            .is_some_and(|v| v == "gzip");
+                        let mut body = req.into_body().collect().await.unwrap().to_bytes();
+                        if gzip {
+                            let mut plain = Vec::new();
+                            std::io::Read::read_to_end(
+                                &mut flate2::read::GzDecoder::new(&body[..]),
+                                &mut plain,
+                            )
+                            .unwrap();
+                            body = Bytes::from(plain);
+                        }
                         let status = match (ok, ExportTraceServiceRequest::decode(body)) {
                             (true, Ok(decoded)) => {
                                 flatten(decoded, &s);

@@ -1,28 +1,29 @@
 //! Step 7: finished exchanges leave the request path through a bounded queue.
 //!
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
-//! it. A batcher on a thread of its own turns exchanges into spans and sends batches through
-//! the `opentelemetry-otlp` exporter (gRPC or HTTP/protobuf) by size or by age. It is woken
+//! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
+//! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
+//! It is woken
 //! once per batch, when the spans not yet sent reach the batch size, or by its batch-delay
 //! tick, never once per request: a wake-up per request cost a context switch each. Export
-//! attempts are bounded by the exporter timeout (the exporter retries retryable errors with
+//! attempts are bounded by the exporter timeout (the client retries retryable errors with
 //! exponential backoff and jitter inside it, no wait longer than half the batch delay, so
 //! a collector that comes back is used within one); a failed batch is counted as dropped. On
 //! shutdown the queue is drained and flushed within the grace period.
 
-use std::collections::HashMap;
+mod client;
+pub mod otlp;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ClientTlsSettings, ExportSettings, OtlpSettings, Protocol, TracingSettings};
+use crate::config::{ExportSettings, TracingSettings};
 use crate::span::Exchange;
+use client::{Client, Payload};
+use otlp::{Preamble, Spans};
 
 /// Counters, in spans unless named otherwise. Read by `/metrics` and by tests.
 #[derive(Debug, Default)]
@@ -34,6 +35,8 @@ pub struct ExportStats {
     pub dropped_queue_bytes: AtomicU64,
     pub dropped_export_failed: AtomicU64,
     pub dropped_shutdown: AtomicU64,
+    /// Spans the collector said it rejected (OTLP partial success).
+    pub dropped_rejected: AtomicU64,
     /// Export requests that failed (after the exporter's own retries).
     pub failed_batches: AtomicU64,
     pub batches: AtomicU64,
@@ -50,6 +53,7 @@ impl ExportStats {
             + self.dropped_queue_bytes.load(Relaxed)
             + self.dropped_export_failed.load(Relaxed)
             + self.dropped_shutdown.load(Relaxed)
+            + self.dropped_rejected.load(Relaxed)
     }
 }
 
@@ -258,17 +262,17 @@ impl Exporter {
                     }
                 };
                 rt.block_on(async move {
-                    let mut exporter = match build_exporter(&settings) {
-                        Ok(e) => e,
+                    let client = match Client::new(&settings) {
+                        Ok(c) => c,
                         Err(e) => {
                             let _ = built_tx.send(Err(e));
                             return;
                         }
                     };
-                    exporter.set_resource(&resource);
                     let _ = built_tx.send(Ok(()));
                     Batcher {
-                        exporter,
+                        client,
+                        preamble: Preamble::new(&resource, "tracegate", env!("CARGO_PKG_VERSION")),
                         rx,
                         control: ctl_rx,
                         stats: batch_stats,
@@ -276,10 +280,7 @@ impl Exporter {
                         batch_size: settings.batch_size,
                         batch_delay: settings.batch_delay,
                         timeout: settings.timeout,
-                        scope: InstrumentationScope::builder("tracegate")
-                            .with_version(env!("CARGO_PKG_VERSION"))
-                            .build(),
-                        pending: Vec::new(),
+                        pending: Spans::default(),
                     }
                     .run()
                     .await;
@@ -305,143 +306,33 @@ impl Exporter {
     }
 }
 
-/// The resource: service name and version, OTEL_RESOURCE_ATTRIBUTES and YAML attributes,
-/// and `telemetry.sdk.*`.
-pub fn resource(t: &TracingSettings) -> Resource {
-    let mut attrs: Vec<KeyValue> = t
-        .resource_attributes
-        .iter()
-        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-        .collect();
-    attrs.push(KeyValue::new("service.version", t.service_version.clone()));
-    attrs.push(KeyValue::new("telemetry.sdk.name", "opentelemetry"));
-    attrs.push(KeyValue::new("telemetry.sdk.language", "rust"));
-    attrs.push(KeyValue::new("telemetry.sdk.version", "0.33"));
-    attrs.push(KeyValue::new("telemetry.distro.name", "tracegate"));
-    attrs.push(KeyValue::new(
-        "telemetry.distro.version",
-        env!("CARGO_PKG_VERSION"),
-    ));
-    Resource::builder_empty()
-        .with_service_name(t.service_name.clone())
-        .with_attributes(attrs)
-        .build()
-}
-
-fn build_exporter(o: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let compression = o.gzip.then_some(opentelemetry_otlp::Compression::Gzip);
-    // Retryable failures back off exponentially (the SDK's policy), but no wait is longer
-    // than half a batch delay: a collector that comes back is tried again soon enough for
-    // its first batch (connection, encoding, answer) to land within one batch delay.
-    let retry = opentelemetry_otlp::RetryPolicy::default()
-        .with_max_delay((o.batch_delay / 2).min(Duration::from_millis(1600)));
-    let built = match o.protocol {
-        Protocol::Grpc => {
-            let mut headers = http::HeaderMap::new();
-            for (k, v) in &o.headers {
-                let (Ok(name), Ok(value)) = (
-                    http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                    http::HeaderValue::from_str(v),
-                ) else {
-                    return Err(format!("export header `{k}` is not valid gRPC metadata"));
-                };
-                headers.insert(name, value);
-            }
-            let metadata =
-                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(o.endpoint.clone())
-                .with_timeout(o.timeout)
-                .with_retry_policy(retry)
-                .with_metadata(metadata);
-            if let Some(t) = &o.tls {
-                b = b.with_tls_config(grpc_tls(t)?);
-            }
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-        Protocol::HttpProtobuf => {
-            let client = opentelemetry_http::hyper::HyperClient::new(
-                https_connector(o.tls.as_ref())?,
-                o.timeout,
-                None,
-            );
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(o.endpoint.clone())
-                .with_timeout(o.timeout)
-                .with_retry_policy(retry)
-                .with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-    };
-    built.map_err(|e| {
-        format!(
-            "cannot build the {} exporter for {}: {e}",
-            o.protocol.as_str(),
-            o.endpoint
-        )
-    })
-}
-
-/// TLS for the gRPC exporter (tonic's rustls): the CA bundle or the system's roots, the
-/// client certificate, the name to verify.
-fn grpc_tls(
-    t: &ClientTlsSettings,
-) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, String> {
-    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
-    let mut c = ClientTlsConfig::new();
-    c = match &t.ca {
-        Some(ca) => c.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => c.with_native_roots(),
-    };
-    if let Some(id) = &t.identity {
-        c = c.identity(Identity::from_pem(read(&id.cert)?, read(&id.key)?));
-    }
-    if let Some(name) = &t.server_name {
-        c = c.domain_name(name.clone());
-    }
-    Ok(c)
-}
-
-/// The HTTP exporter's connector: TLS for an `https://` endpoint (ALPN http/1.1).
-fn https_connector(
-    t: Option<&ClientTlsSettings>,
-) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String>
-{
-    let config = match t {
-        Some(t) => crate::tls::client_config(t),
-        None => crate::tls::unused_client_config(),
-    }
-    .map_err(|e| format!("export TLS: {e}"))?;
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http();
-    let builder = match t.and_then(|t| t.server_name.as_deref()) {
-        Some(name) => {
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                rustls::pki_types::ServerName::try_from(name.to_string())
-                    .map_err(|e| format!("export TLS server_name: {e}"))?,
-            ))
-        }
-        None => builder,
-    };
-    Ok(builder.enable_http1().build())
+/// The resource: `service.name`, the resource attributes (OTEL_RESOURCE_ATTRIBUTES and the
+/// YAML's, each key once: the configuration merged them), `service.version`, and
+/// `telemetry.sdk.*` / `telemetry.distro.*`.
+pub fn resource(t: &TracingSettings) -> Vec<(String, String)> {
+    let version = env!("CARGO_PKG_VERSION");
+    let fixed = [
+        ("service.version", t.service_version.as_str()),
+        ("telemetry.sdk.name", "tracegate"),
+        ("telemetry.sdk.language", "rust"),
+        ("telemetry.sdk.version", version),
+        ("telemetry.distro.name", "tracegate"),
+        ("telemetry.distro.version", version),
+    ];
+    let mut attrs = vec![("service.name".to_string(), t.service_name.clone())];
+    attrs.extend(
+        t.resource_attributes
+            .iter()
+            .filter(|(k, _)| fixed.iter().all(|(f, _)| f != k))
+            .cloned(),
+    );
+    attrs.extend(fixed.map(|(k, v)| (k.to_string(), v.to_string())));
+    attrs
 }
 
 struct Batcher {
-    exporter: opentelemetry_otlp::SpanExporter,
+    client: Client,
+    preamble: Preamble,
     rx: mpsc::Receiver<Queued>,
     control: mpsc::Receiver<Control>,
     stats: Arc<ExportStats>,
@@ -449,8 +340,8 @@ struct Batcher {
     batch_size: usize,
     batch_delay: Duration,
     timeout: Duration,
-    scope: InstrumentationScope,
-    pending: Vec<SpanData>,
+    /// Spans taken from the queue, encoded, not yet sent.
+    pending: Spans,
 }
 
 impl Batcher {
@@ -514,7 +405,7 @@ impl Batcher {
     fn take(&mut self, q: Queued) {
         self.stats.queue_len.fetch_sub(1, Relaxed);
         self.stats.queue_bytes.fetch_sub(q.size, Relaxed);
-        q.exchange.into_spans(&self.scope, &mut self.pending);
+        q.exchange.write_spans(&mut self.pending);
     }
 
     /// Sends batches while a full one is waiting; a partial one waits for the tick.
@@ -534,13 +425,20 @@ impl Batcher {
         if n == 0 {
             return;
         }
-        let batch: Vec<SpanData> = self.pending.drain(..n).collect();
+        let spans = self.pending.take(n);
+        let payload = Payload {
+            head: self.preamble.head(&spans),
+            spans,
+        };
         let started = Instant::now();
-        // The exporter bounds its own retries by `timeout`; this guard also covers a
+        // Retry waits are capped at half a batch delay: a collector that comes back is
+        // tried again soon enough for its first batch to land within one batch delay.
+        let max_wait = (self.batch_delay / 2).min(Duration::from_millis(1600));
+        // The client bounds its own retries by `timeout`; this guard also covers a
         // collector that accepts the connection and never answers.
         let result = tokio::time::timeout(
             self.timeout + Duration::from_millis(500),
-            self.exporter.export(batch),
+            self.client.export(&payload, max_wait),
         )
         .await;
         self.wake.unsent.fetch_sub(n, Relaxed);
@@ -549,10 +447,17 @@ impl Batcher {
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         self.stats.batches.fetch_add(1, Relaxed);
         match result {
-            Ok(Ok(())) => {
-                self.stats.exported.fetch_add(n as u64, Relaxed);
+            Ok(Ok(rejected)) => {
+                let rejected = rejected.min(n as u64);
+                self.stats.exported.fetch_add(n as u64 - rejected, Relaxed);
+                if rejected > 0 {
+                    self.stats.dropped_rejected.fetch_add(rejected, Relaxed);
+                    crate::log::warn(&format!(
+                        "the collector rejected {rejected} of {n} spans (partial success)"
+                    ));
+                }
             }
-            Ok(Err(e)) => self.failed(n, &e.to_string()),
+            Ok(Err(e)) => self.failed(n, &e),
             Err(_) => self.failed(n, "timed out"),
         }
     }

@@ -1,0 +1,639 @@
+//! OTLP/protobuf encoding of spans, written straight from the exchange.
+//!
+//! Each span goes into one growing buffer as it is described ([`SpanSink`]), already in its
+//! wire form: a `ScopeSpans.spans` field. A batch is a run of those bytes behind a short
+//! head (the request's `ResourceSpans`, the resource and the scope, encoded once), so a
+//! span costs one pass over its own fields and no allocation of its own. Field numbers are
+//! those of `opentelemetry/proto/trace/v1/trace.proto` and `common/v1/common.proto`; the
+//! tests decode the output with the generated `opentelemetry-proto` types.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::span::{Key, SpanHead, SpanSink, Val};
+
+// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// Span flags (trace.proto `SpanFlags`): the W3C flags in the low byte, then whether the
+/// parent's remoteness is known, and whether it is remote.
+const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+const CONTEXT_IS_REMOTE: u32 = 0x200;
+const STATUS_ERROR: u64 = 2;
+
+fn tag(field: u32, wire: u32) -> u64 {
+    u64::from(field << 3 | wire)
+}
+
+fn varint_len(v: u64) -> usize {
+    // 1 byte per started 7 bits, at least one.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// A length-delimited field's full size: its tag, its length and its content.
+fn field_len(field: u32, content: usize) -> usize {
+    varint_len(tag(field, LEN)) + varint_len(content as u64) + content
+}
+
+fn put_bytes(buf: &mut BytesMut, field: u32, v: &[u8]) {
+    put_varint(buf, tag(field, LEN));
+    put_varint(buf, v.len() as u64);
+    buf.put_slice(v);
+}
+
+fn put_key(buf: &mut BytesMut, field: u32, k: Key<'_>) {
+    put_varint(buf, tag(field, LEN));
+    put_varint(buf, k.len() as u64);
+    buf.put_slice(k.0.as_bytes());
+    buf.put_slice(k.1.as_bytes());
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Starts a length-delimited field whose length is not known yet: one byte is kept for
+/// it, and [`close`] makes room for more when the content needs it.
+fn open(buf: &mut BytesMut, field: u32) -> usize {
+    put_varint(buf, tag(field, LEN));
+    buf.put_u8(0);
+    buf.len() - 1
+}
+
+fn close(buf: &mut BytesMut, at: usize) {
+    let len = buf.len() - at - 1;
+    let n = varint_len(len as u64);
+    if n > 1 {
+        let end = buf.len();
+        buf.put_bytes(0, n - 1);
+        buf.copy_within(at + 1..end, at + n);
+    }
+    let mut v = len as u64;
+    for b in &mut buf[at..at + n] {
+        *b = v as u8 & 0x7f | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
+/// `AnyValue` content for a scalar value, and its length.
+fn any_len(v: &Val<'_>) -> usize {
+    match v {
+        Val::Str(s) => field_len(1, s.len()),
+        Val::Parts(p) => field_len(1, p.iter().map(|s| s.len()).sum()),
+        Val::Int(i) => 1 + varint_len(*i as u64),
+        Val::Header(..) => 0,
+    }
+}
+
+/// Writes a `KeyValue` as field `field` of the enclosing message.
+fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
+    if let Val::Header(all, name) = value {
+        let kv = open(buf, field);
+        put_key(buf, 1, key);
+        let any = open(buf, 2);
+        let array = open(buf, 5);
+        for v in Val::header_values(all, name) {
+            let item = field_len(1, v.len());
+            put_varint(buf, tag(1, LEN));
+            put_varint(buf, item as u64);
+            put_bytes(buf, 1, v.as_bytes());
+        }
+        close(buf, array);
+        close(buf, any);
+        close(buf, kv);
+        return;
+    }
+    let any = any_len(value);
+    let kv = field_len(1, key.len()) + field_len(2, any);
+    put_varint(buf, tag(field, LEN));
+    put_varint(buf, kv as u64);
+    put_key(buf, 1, key);
+    put_varint(buf, tag(2, LEN));
+    put_varint(buf, any as u64);
+    match value {
+        Val::Str(s) => put_bytes(buf, 1, s.as_bytes()),
+        Val::Parts(parts) => {
+            put_varint(buf, tag(1, LEN));
+            put_varint(buf, parts.iter().map(|s| s.len()).sum::<usize>() as u64);
+            for p in *parts {
+                buf.put_slice(p.as_bytes());
+            }
+        }
+        Val::Int(i) => {
+            put_varint(buf, tag(3, VARINT));
+            put_varint(buf, *i as u64);
+        }
+        Val::Header(..) => {}
+    }
+}
+
+/// Encoded spans waiting to be sent, each a `ScopeSpans.spans` field.
+#[derive(Default)]
+pub struct Spans {
+    buf: BytesMut,
+    /// Where each span ends in `buf`.
+    ends: std::collections::VecDeque<usize>,
+    /// Where the span being described began, and its length field.
+    open: usize,
+}
+
+impl Spans {
+    /// Spans encoded and not yet taken.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Takes the first `n` spans' bytes (all of them when there are fewer).
+    pub fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.ends.len());
+        let Some(end) = n
+            .checked_sub(1)
+            .and_then(|last| self.ends.get(last).copied())
+        else {
+            return Bytes::new();
+        };
+        self.ends.drain(..n);
+        for e in &mut self.ends {
+            *e -= end;
+        }
+        self.buf.split_to(end).freeze()
+    }
+}
+
+impl SpanSink for Spans {
+    fn begin(&mut self, h: &SpanHead<'_>) {
+        let buf = &mut self.buf;
+        // ScopeSpans.spans = 2
+        self.open = open(buf, 2);
+        put_bytes(buf, 1, &h.trace_id);
+        put_bytes(buf, 2, &h.span_id);
+        if !h.trace_state.is_empty() {
+            put_bytes(buf, 3, h.trace_state.as_bytes());
+        }
+        let mut flags = u32::from(h.flags) | CONTEXT_HAS_IS_REMOTE;
+        if let Some((parent, remote)) = h.parent {
+            put_bytes(buf, 4, &parent);
+            if remote {
+                flags |= CONTEXT_IS_REMOTE;
+            }
+        }
+        let (first, second) = h.name;
+        put_varint(buf, tag(5, LEN));
+        put_varint(
+            buf,
+            (first.len() + second.map_or(0, |s| s.len() + 1)) as u64,
+        );
+        buf.put_slice(first.as_bytes());
+        if let Some(s) = second {
+            buf.put_u8(b' ');
+            buf.put_slice(s.as_bytes());
+        }
+        put_varint(buf, tag(6, VARINT));
+        put_varint(buf, h.kind as u64);
+        put_varint(buf, tag(7, FIXED64));
+        buf.put_u64_le(nanos(h.start));
+        put_varint(buf, tag(8, FIXED64));
+        buf.put_u64_le(nanos(h.end));
+        put_varint(buf, tag(16, FIXED32));
+        buf.put_u32_le(flags);
+    }
+
+    fn attr(&mut self, key: Key<'_>, value: Val<'_>) {
+        // Span.attributes = 9
+        put_attr(&mut self.buf, 9, key, &value);
+    }
+
+    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]) {
+        let buf = &mut self.buf;
+        // Span.events = 11: time 1, name 2, attributes 3.
+        let event = open(buf, 11);
+        put_varint(buf, tag(1, FIXED64));
+        buf.put_u64_le(nanos(at));
+        put_bytes(buf, 2, name.as_bytes());
+        for (k, v) in attrs {
+            put_attr(buf, 3, Key::of(k), v);
+        }
+        close(buf, event);
+    }
+
+    fn end(&mut self, error: Option<&str>) {
+        let buf = &mut self.buf;
+        // Span.status = 15: message 2, code 3.
+        match error {
+            None => put_bytes(buf, 15, &[]),
+            Some(message) => {
+                let len = field_len(2, message.len()) + 1 + varint_len(STATUS_ERROR);
+                put_varint(buf, tag(15, LEN));
+                put_varint(buf, len as u64);
+                put_bytes(buf, 2, message.as_bytes());
+                put_varint(buf, tag(3, VARINT));
+                put_varint(buf, STATUS_ERROR);
+            }
+        }
+        close(buf, self.open);
+        self.ends.push_back(self.buf.len());
+    }
+}
+
+/// What every request of one exporter shares: the resource and the instrumentation scope,
+/// encoded once.
+#[derive(Clone, Debug)]
+pub struct Preamble {
+    /// `ResourceSpans.resource` (field 1), tag included.
+    resource: Bytes,
+    /// `ScopeSpans.scope` (field 1), tag included.
+    scope: Bytes,
+}
+
+impl Preamble {
+    /// `resource`: the resource's attributes, in order, each key once.
+    pub fn new(resource: &[(String, String)], scope_name: &str, scope_version: &str) -> Self {
+        let mut r = BytesMut::new();
+        let at = open(&mut r, 1);
+        for (k, v) in resource {
+            put_attr(&mut r, 1, Key("", k), &Val::Str(v));
+        }
+        close(&mut r, at);
+        let mut s = BytesMut::new();
+        let at = open(&mut s, 1);
+        put_bytes(&mut s, 1, scope_name.as_bytes());
+        put_bytes(&mut s, 2, scope_version.as_bytes());
+        close(&mut s, at);
+        Preamble {
+            resource: r.freeze(),
+            scope: s.freeze(),
+        }
+    }
+
+    /// The bytes of an `ExportTraceServiceRequest` that come before `spans` (taken from
+    /// [`Spans::take`]): one `ResourceSpans` holding one `ScopeSpans`.
+    pub fn head(&self, spans: &[u8]) -> Bytes {
+        let scope_spans = self.scope.len() + spans.len();
+        let resource_spans = self.resource.len() + field_len(2, scope_spans);
+        let mut h = BytesMut::with_capacity(self.resource.len() + self.scope.len() + 16);
+        // ExportTraceServiceRequest.resource_spans = 1
+        put_varint(&mut h, tag(1, LEN));
+        put_varint(&mut h, resource_spans as u64);
+        h.put_slice(&self.resource);
+        // ResourceSpans.scope_spans = 2
+        put_varint(&mut h, tag(2, LEN));
+        put_varint(&mut h, scope_spans as u64);
+        h.put_slice(&self.scope);
+        h.freeze()
+    }
+}
+
+/// A few fields of a protobuf message, read without a schema: enough for the answers the
+/// exporter looks at (partial success, retry delays).
+pub struct Reader<'a>(&'a [u8]);
+
+/// One field: its number and its value (a varint, or the bytes of a length-delimited one).
+pub enum Field<'a> {
+    Varint(u32, u64),
+    Bytes(u32, &'a [u8]),
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Reader(b)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.0.split_first()?;
+            self.0 = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Reader<'a> {
+    type Item = Field<'a>;
+
+    /// The next varint or length-delimited field; fixed-width ones are skipped. Ends at the
+    /// end of the message or at anything malformed.
+    fn next(&mut self) -> Option<Field<'a>> {
+        loop {
+            let key = self.varint()?;
+            let field = u32::try_from(key >> 3).ok()?;
+            match (key & 7) as u32 {
+                VARINT => return Some(Field::Varint(field, self.varint()?)),
+                LEN => {
+                    let len = usize::try_from(self.varint()?).ok()?;
+                    if len > self.0.len() {
+                        self.0 = &[];
+                        return None;
+                    }
+                    let (v, rest) = self.0.split_at(len);
+                    self.0 = rest;
+                    return Some(Field::Bytes(field, v));
+                }
+                FIXED64 => self.0 = self.0.get(8..)?,
+                FIXED32 => self.0 = self.0.get(4..)?,
+                _ => {
+                    self.0 = &[];
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+    use prost::Message as _;
+
+    use super::*;
+    use crate::capture::Headers;
+    use crate::span::Kind;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    fn decode(p: &Preamble, spans: &Bytes) -> ExportTraceServiceRequest {
+        let bytes = [p.head(spans).as_ref(), spans.as_ref()].concat();
+        ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap()
+    }
+
+    fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    fn head<'a>(
+        span_id: u8,
+        parent: Option<([u8; 8], bool)>,
+        name: (&'a str, Option<&'a str>),
+    ) -> SpanHead<'a> {
+        SpanHead {
+            trace_id: [7; 16],
+            span_id: [span_id; 8],
+            parent,
+            flags: 0x03,
+            trace_state: "",
+            kind: Kind::Server,
+            name,
+            start: at(1_000),
+            end: at(1_250),
+        }
+    }
+
+    #[test]
+    fn spans_decode_with_the_generated_otlp_types() {
+        let p = Preamble::new(
+            &[
+                ("service.name".into(), "svc".into()),
+                ("k".into(), "v".into()),
+            ],
+            "tracegate",
+            "1.2.3",
+        );
+        let mut s = Spans::default();
+        let mut h = head(1, Some(([9; 8], true)), ("GET", Some("/users/{id}")));
+        h.trace_state = "vendor=abc,other=x";
+        s.begin(&h);
+        s.attr(Key::of("http.request.method"), Val::Str("GET"));
+        s.attr(Key::of("http.response.status_code"), Val::Int(503));
+        s.attr(Key::of("negative"), Val::Int(-5));
+        s.attr(Key("baggage.", "tenant"), Val::Str("t1"));
+        s.attr(
+            Key::of("url.full"),
+            Val::Parts(&["http://a:1", "/p", "?", "q=1"]),
+        );
+        let headers: Headers = vec![
+            ("accept".parse().unwrap(), "a".into()),
+            ("x-other".parse().unwrap(), "o".into()),
+            ("accept".parse().unwrap(), "b".into()),
+        ];
+        let accept: http::HeaderName = "accept".parse().unwrap();
+        s.attr(
+            Key("http.request.header.", "accept"),
+            Val::Header(&headers, &accept),
+        );
+        s.event(
+            "retry",
+            at(1_100),
+            &[
+                ("http.request.resend_count", Val::Int(1)),
+                ("error.type", Val::Str("connection_refused")),
+            ],
+        );
+        s.end(Some("503"));
+        let mut client = head(2, Some(([1; 8], false)), ("GET", None));
+        client.kind = Kind::Client;
+        s.begin(&client);
+        s.end(None);
+        let mut root = head(3, None, ("HTTP", None));
+        root.flags = 0;
+        s.begin(&root);
+        s.end(None);
+        assert_eq!(s.len(), 3);
+
+        let req = decode(&p, &s.take(3));
+        assert!(s.is_empty());
+        let rs = &req.resource_spans[0];
+        let res = rs.resource.as_ref().unwrap();
+        let res_attrs: Vec<(&str, &AnyValue)> = res
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_ref().unwrap()))
+            .collect();
+        assert_eq!(res_attrs.len(), 2);
+        assert_eq!(res_attrs[0].0, "service.name");
+        assert_eq!(
+            res_attrs[0].1.value,
+            Some(any_value::Value::StringValue("svc".into()))
+        );
+        let ss = &rs.scope_spans[0];
+        let scope = ss.scope.as_ref().unwrap();
+        assert_eq!(
+            (scope.name.as_str(), scope.version.as_str()),
+            ("tracegate", "1.2.3")
+        );
+
+        let [server, client, root] = &ss.spans[..] else {
+            panic!("{} spans", ss.spans.len())
+        };
+        assert_eq!(server.trace_id, vec![7; 16]);
+        assert_eq!(server.span_id, vec![1; 8]);
+        assert_eq!(server.parent_span_id, vec![9; 8]);
+        assert_eq!(server.trace_state, "vendor=abc,other=x");
+        assert_eq!(server.name, "GET /users/{id}");
+        assert_eq!(server.kind, 2);
+        assert_eq!(server.start_time_unix_nano, 1_000_000_000);
+        assert_eq!(server.end_time_unix_nano, 1_250_000_000);
+        // W3C flags, then "is-remote known" and "is remote".
+        assert_eq!(server.flags, 0x303);
+        assert_eq!(
+            attr(server, "http.request.method"),
+            Some(&any_value::Value::StringValue("GET".into()))
+        );
+        assert_eq!(
+            attr(server, "http.response.status_code"),
+            Some(&any_value::Value::IntValue(503))
+        );
+        assert_eq!(
+            attr(server, "negative"),
+            Some(&any_value::Value::IntValue(-5))
+        );
+        assert_eq!(
+            attr(server, "baggage.tenant"),
+            Some(&any_value::Value::StringValue("t1".into()))
+        );
+        assert_eq!(
+            attr(server, "url.full"),
+            Some(&any_value::Value::StringValue("http://a:1/p?q=1".into()))
+        );
+        let Some(any_value::Value::ArrayValue(arr)) = attr(server, "http.request.header.accept")
+        else {
+            panic!("header array")
+        };
+        let values: Vec<_> = arr.values.iter().map(|v| v.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![
+                Some(any_value::Value::StringValue("a".into())),
+                Some(any_value::Value::StringValue("b".into()))
+            ]
+        );
+        let e = &server.events[0];
+        assert_eq!(
+            (e.name.as_str(), e.time_unix_nano),
+            ("retry", 1_100_000_000)
+        );
+        assert_eq!(e.attributes.len(), 2);
+        let st = server.status.as_ref().unwrap();
+        assert_eq!(
+            (st.code, st.message.as_str()),
+            (StatusCode::Error as i32, "503")
+        );
+
+        assert_eq!(client.kind, 3);
+        assert_eq!(client.name, "GET");
+        assert_eq!(client.parent_span_id, vec![1; 8]);
+        assert_eq!(
+            client.flags, 0x103,
+            "a local parent: remoteness known, not remote"
+        );
+        assert_eq!(
+            client.status.as_ref().unwrap().code,
+            StatusCode::Unset as i32
+        );
+        assert!(client.trace_state.is_empty());
+
+        assert!(root.parent_span_id.is_empty());
+        assert_eq!(root.flags, 0x100);
+    }
+
+    #[test]
+    fn long_fields_get_multi_byte_lengths() {
+        // Lengths of 127, 128, 16383, 16384 and 70000 bytes: one, two and three byte varints.
+        let p = Preamble::new(&[], "tracegate", "0");
+        let mut s = Spans::default();
+        let sizes = [0, 1, 127, 128, 300, 16_383, 16_384, 70_000];
+        for (i, n) in sizes.iter().enumerate() {
+            s.begin(&head(i as u8 + 1, None, ("GET", None)));
+            let long = "x".repeat(*n);
+            s.attr(Key::of("long"), Val::Str(&long));
+            let headers: Headers = vec![("x-long".parse().unwrap(), long.clone())];
+            let name: http::HeaderName = "x-long".parse().unwrap();
+            s.attr(Key::of("header"), Val::Header(&headers, &name));
+            s.event("e", at(1), &[("m", Val::Str(&long))]);
+            s.end(Some(&long));
+        }
+        let req = decode(&p, &s.take(sizes.len()));
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), sizes.len());
+        for (span, n) in spans.iter().zip(sizes) {
+            let Some(any_value::Value::StringValue(v)) = attr(span, "long") else {
+                panic!("long")
+            };
+            assert_eq!(v.len(), n);
+            assert!(
+                matches!(attr(span, "header"), Some(any_value::Value::ArrayValue(a)) if a.values.len() == 1)
+            );
+            assert_eq!(span.events[0].attributes.len(), 1);
+            assert_eq!(span.status.as_ref().unwrap().message.len(), n);
+        }
+    }
+
+    #[test]
+    fn take_splits_at_span_boundaries() {
+        let p = Preamble::new(&[], "tracegate", "0");
+        let mut s = Spans::default();
+        for i in 1..=5u8 {
+            s.begin(&head(i, None, ("GET", None)));
+            s.end(None);
+        }
+        let first = decode(&p, &s.take(2));
+        let ids: Vec<u8> = first.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id[0])
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(s.len(), 3);
+        // More spans after a take land after the ones left.
+        s.begin(&head(6, None, ("GET", None)));
+        s.end(None);
+        let rest = decode(&p, &s.take(10));
+        let ids: Vec<u8> = rest.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id[0])
+            .collect();
+        assert_eq!(ids, [3, 4, 5, 6]);
+        assert!(s.take(1).is_empty());
+    }
+
+    #[test]
+    fn reader_finds_fields_and_stops_at_garbage() {
+        // partial_success { rejected_spans: 3, error_message: "no" }
+        let mut b = BytesMut::new();
+        let at = open(&mut b, 1);
+        put_varint(&mut b, tag(1, VARINT));
+        put_varint(&mut b, 3);
+        put_bytes(&mut b, 2, b"no");
+        close(&mut b, at);
+        let fields: Vec<u32> = Reader::new(&b)
+            .map(|f| match f {
+                Field::Varint(n, _) | Field::Bytes(n, _) => n,
+            })
+            .collect();
+        assert_eq!(fields, [1]);
+        // A length past the end, or a truncated varint, ends the reading.
+        assert_eq!(Reader::new(&[0x0a, 0x05, 1]).count(), 0);
+        assert_eq!(Reader::new(&[0x08, 0x80]).count(), 0);
+    }
+}

@@ -1,0 +1,566 @@
+//! Step 6 of the request path: what one exchange records, and what its spans contain.
+//!
+//! The request path fills an [`Exchange`]: plain fields, a few owned strings, no attribute
+//! vectors. Off the request path, [`Exchange::write_spans`] describes its SERVER span and
+//! (by default) a CLIENT span per upstream attempt with the stable HTTP semantic
+//! conventions, to a [`SpanSink`]: the OTLP encoder or the trace viewer.
+
+mod sink;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Method, Version};
+
+pub use sink::{IpText, Key, Kind, SpanHead, SpanSink, Val};
+
+use crate::capture::Headers;
+use crate::context::{Format, TraceIds};
+use crate::sample::{Reason, TailRule};
+
+/// The upstream endpoint a call went to.
+#[derive(Debug)]
+pub struct Target {
+    /// Upstream name (`tracegate.upstream`).
+    pub upstream: Arc<str>,
+    pub host: Arc<str>,
+    /// The address connected to: the resolved IP, or `host` when resolved per connection.
+    pub peer: Arc<str>,
+    pub port: u16,
+    /// `http://host:port` or `https://host:port`, the prefix of `url.full`.
+    pub base_url: Arc<str>,
+    /// `https://`.
+    pub tls: bool,
+}
+
+/// The semantic conventions' Opt-In attributes of the SERVER span that tracegate can
+/// record (`tracing.opt_in_attributes`). Opt-In attributes are off unless asked for: the
+/// conventions say so, and every attribute costs export work per span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptIn(u8);
+
+impl OptIn {
+    pub const CLIENT_PORT: OptIn = OptIn(1);
+    pub const LOCAL_ADDRESS: OptIn = OptIn(1 << 1);
+    pub const LOCAL_PORT: OptIn = OptIn(1 << 2);
+    pub const TRANSPORT: OptIn = OptIn(1 << 3);
+    pub const REQUEST_BODY_SIZE: OptIn = OptIn(1 << 4);
+    pub const RESPONSE_BODY_SIZE: OptIn = OptIn(1 << 5);
+
+    /// The attribute names, as the configuration lists them.
+    pub const ALL: [(&'static str, OptIn); 6] = [
+        ("client.port", OptIn::CLIENT_PORT),
+        ("network.local.address", OptIn::LOCAL_ADDRESS),
+        ("network.local.port", OptIn::LOCAL_PORT),
+        ("network.transport", OptIn::TRANSPORT),
+        ("http.request.body.size", OptIn::REQUEST_BODY_SIZE),
+        ("http.response.body.size", OptIn::RESPONSE_BODY_SIZE),
+    ];
+
+    /// The flag for an attribute name, `None` for a name outside [`OptIn::ALL`].
+    pub fn parse(name: &str) -> Option<OptIn> {
+        OptIn::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, flag)| *flag)
+    }
+
+    pub fn with(self, other: OptIn) -> OptIn {
+        OptIn(self.0 | other.0)
+    }
+
+    pub fn has(self, other: OptIn) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names set, in [`OptIn::ALL`]'s order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        OptIn::ALL
+            .into_iter()
+            .filter(move |(_, flag)| self.has(*flag))
+            .map(|(n, _)| n)
+    }
+}
+
+/// The CLIENT side of an exchange: one upstream attempt.
+#[derive(Clone, Debug)]
+pub struct ClientCall {
+    /// Its id is the parent id the upstream sees.
+    pub span_id: [u8; 8],
+    /// Offsets from the exchange start.
+    pub start: Duration,
+    pub end: Option<Duration>,
+    pub target: Arc<Target>,
+    pub status: Option<u16>,
+    pub error_type: Option<&'static str>,
+    /// The underlying error's text, for the `exception` event.
+    pub error_detail: Option<String>,
+    /// 0 for the first attempt, n for the n-th retry (`http.request.resend_count`).
+    pub resend_count: u32,
+    /// Recorded as a CLIENT span (false: the id is still sent upstream, no span).
+    pub recorded: bool,
+}
+
+/// A gRPC call (`content-type: application/grpc*`).
+#[derive(Clone, Debug)]
+pub struct Grpc {
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` from the trailers (or a trailers-only response's headers).
+    pub status: Option<u32>,
+}
+
+impl Grpc {
+    /// `/package.Service/Method`, for requests whose content type is gRPC.
+    pub fn from_request(content_type: Option<&str>, path: &str) -> Option<Grpc> {
+        if !content_type?.starts_with("application/grpc") {
+            return None;
+        }
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        Some(Grpc {
+            service: service.to_string(),
+            method: method.to_string(),
+            status: None,
+        })
+    }
+
+    /// Reads `grpc-status` from headers or trailers.
+    pub fn read_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            self.status = Some(code);
+        }
+    }
+}
+
+/// gRPC codes that make a SERVER span an error (semantic conventions): UNKNOWN,
+/// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+fn grpc_server_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+impl ClientCall {
+    /// A new attempt, started `start` after the exchange began; `resend_count` 0 for the first.
+    pub fn begin(
+        span_id: [u8; 8],
+        start: Duration,
+        target: Arc<Target>,
+        resend_count: u32,
+        recorded: bool,
+    ) -> Self {
+        ClientCall {
+            span_id,
+            start,
+            end: None,
+            target,
+            status: None,
+            error_type: None,
+            error_detail: None,
+            resend_count,
+            recorded,
+        }
+    }
+}
+
+/// Everything recorded about one inbound request.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub ids: TraceIds,
+    pub tracestate: Option<String>,
+    pub start: SystemTime,
+    pub started: Instant,
+    pub duration: Duration,
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub status: u16,
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    /// The client's TLS connection, if any.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// The protocol the client asked to switch to (`Upgrade`), if any.
+    pub upgrade: Option<String>,
+    /// The client named by `X-Forwarded-For` when the peer is a trusted proxy.
+    pub client_address: Option<std::net::IpAddr>,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub version: Version,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<HeaderValue>,
+    pub error_type: Option<&'static str>,
+    pub bytes_sent: u64,
+    /// The last upstream attempt.
+    pub client: Option<ClientCall>,
+    /// Earlier attempts that failed and were retried, in order.
+    pub retried: Vec<ClientCall>,
+    /// Why it is recorded: the head reason, or `Error`/`Slow` when kept after the fact.
+    pub sampling: Reason,
+    /// What keeps it when the head sampler dropped it.
+    pub tail: TailRule,
+    /// The format the caller's context came in, if any.
+    pub propagation_source: Option<Format>,
+    /// `tracing.baggage_attributes` members found in the caller's baggage.
+    pub baggage: Vec<(Arc<str>, String)>,
+    /// Allow-listed headers (sensitive ones already `REDACTED`).
+    pub request_headers: Headers,
+    pub response_headers: Headers,
+    /// Static attributes (process-wide and the route's).
+    pub attributes: Arc<[(String, String)]>,
+    pub grpc: Option<Grpc>,
+    /// False for excluded requests: logged, never exported, no trace ids shown.
+    pub traced: bool,
+    /// Request body bytes sent upstream, when there was a body.
+    pub bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Opt-In attributes to record (`tracing.opt_in_attributes`).
+    pub opt_in: OptIn,
+}
+
+impl Exchange {
+    /// Spans this exchange exports.
+    pub fn span_count(&self) -> usize {
+        1 + self
+            .retried
+            .iter()
+            .chain(self.client.as_ref())
+            .filter(|c| c.recorded)
+            .count()
+    }
+
+    /// Approximate bytes held while queued, for the exporter's byte bound.
+    pub fn approx_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.path.len()
+            + self.query.as_ref().map_or(0, String::len)
+            + self.server_address.as_ref().map_or(0, String::len)
+            + self.user_agent.as_ref().map_or(0, String::len)
+            + self.tracestate.as_ref().map_or(0, String::len)
+            + self.correlation_id.as_ref().map_or(0, HeaderValue::len)
+            + if self.client.is_some() {
+                std::mem::size_of::<ClientCall>()
+            } else {
+                0
+            }
+    }
+
+    /// Marks the end of the exchange (the response body is done or failed).
+    pub fn finish(&mut self, error: Option<&'static str>) {
+        self.duration = self.started.elapsed();
+        if let Some(c) = &mut self.client {
+            c.end.get_or_insert(self.duration);
+            if c.error_type.is_none() && c.status.is_some() {
+                c.error_type = error;
+            }
+        }
+        if self.error_type.is_none() {
+            self.error_type = error;
+        }
+    }
+
+    /// Describes the exchange's spans to `out`: the SERVER span, then a CLIENT span per
+    /// recorded upstream attempt, with the stable HTTP semantic conventions.
+    pub fn write_spans(&self, out: &mut impl SpanSink) {
+        let method = known_method(&self.method);
+        let route = self.route.as_deref();
+        let trace_state = self.tracestate.as_deref().unwrap_or("");
+        out.begin(&SpanHead {
+            trace_id: self.ids.trace_id,
+            span_id: self.ids.server_span,
+            parent: self.ids.remote_parent.map(|p| (p, true)),
+            flags: self.ids.flags,
+            trace_state,
+            kind: Kind::Server,
+            name: (method.unwrap_or("HTTP"), route),
+            start: self.start,
+            end: self.start + self.duration,
+        });
+        self.server_attributes(out);
+        // Each retry is an event on the SERVER span.
+        for c in &self.retried {
+            out.event(
+                "retry",
+                self.start + c.end.unwrap_or(self.duration),
+                &[
+                    (
+                        "http.request.resend_count",
+                        Val::Int(i64::from(c.resend_count + 1)),
+                    ),
+                    ("error.type", Val::Str(c.error_type.unwrap_or("error"))),
+                    (
+                        "exception.message",
+                        Val::Str(c.error_detail.as_deref().unwrap_or("")),
+                    ),
+                ],
+            );
+        }
+        // Server spans: 5xx or a failed exchange is an error, 4xx is not; for gRPC, the codes
+        // the conventions name for servers.
+        let grpc_status = self.grpc.as_ref().and_then(|g| g.status);
+        let server_error = self.server_error();
+        if self.status >= 500 || (self.error_type.is_some() && self.status < 400) {
+            out.end(Some(server_error.as_deref().unwrap_or("error")));
+        } else if let Some(code) = grpc_status.filter(|c| grpc_server_error(*c)) {
+            out.end(Some(&format!("grpc status {code}")));
+        } else {
+            out.end(None);
+        }
+
+        for c in self.retried.iter().chain(&self.client) {
+            if c.recorded {
+                self.write_client(c, trace_state, out);
+            }
+        }
+    }
+
+    /// `error.type` of the SERVER span: tracegate's own reason, else the status of a 5xx.
+    fn server_error(&self) -> Option<Cow<'static, str>> {
+        self.error_type
+            .map(Cow::Borrowed)
+            .or_else(|| (self.status >= 500).then(|| Cow::Owned(self.status.to_string())))
+    }
+
+    fn server_attributes(&self, out: &mut impl SpanSink) {
+        write_method(out, &self.method);
+        self.write_opt_in(out);
+        str(out, "url.path", &self.path);
+        if let Some(q) = &self.query {
+            str(out, "url.query", q);
+        }
+        if let Some(u) = &self.upgrade {
+            str(out, "tracegate.upgrade", u);
+        }
+        match &self.tls {
+            None => str(out, "url.scheme", "http"),
+            Some(t) => {
+                str(out, "url.scheme", "https");
+                str(out, "tls.protocol.name", "tls");
+                str(out, "tls.protocol.version", t.version);
+                if let Some(s) = &t.client_subject {
+                    str(out, "tls.client.subject", s);
+                }
+            }
+        }
+        if let Some(r) = &self.route {
+            str(out, "http.route", r);
+        }
+        int(out, "http.response.status_code", i64::from(self.status));
+        if let Some(h) = &self.server_address {
+            str(out, "server.address", h);
+        }
+        if let Some(p) = self.server_port {
+            int(out, "server.port", i64::from(p));
+        }
+        let peer = IpText::new(self.peer.ip());
+        match self.client_address {
+            Some(ip) => str(out, "client.address", IpText::new(ip).as_str()),
+            None => str(out, "client.address", peer.as_str()),
+        }
+        str(out, "network.peer.address", peer.as_str());
+        int(out, "network.peer.port", i64::from(self.peer.port()));
+        // `network.protocol.name` is only required when it is not `http`: it always is.
+        str(
+            out,
+            "network.protocol.version",
+            protocol_version(self.version),
+        );
+        if let Some(ua) = &self.user_agent {
+            str(out, "user_agent.original", ua);
+        }
+        if let Some(id) = self.correlation_id.as_ref().and_then(|v| v.to_str().ok()) {
+            str(out, "tracegate.correlation_id", id);
+        }
+        if let Some(c) = &self.client {
+            str(out, "tracegate.upstream", &c.target.upstream);
+        }
+        str(out, "tracegate.sampling.reason", self.sampling.as_str());
+        if let Some(f) = self.propagation_source {
+            str(out, "tracegate.propagation.format", f.as_str());
+        }
+        for (k, v) in &self.baggage {
+            out.attr(Key("baggage.", k), Val::Str(v));
+        }
+        write_headers(out, "http.request.header.", &self.request_headers);
+        write_headers(out, "http.response.header.", &self.response_headers);
+        for (k, v) in self.attributes.iter() {
+            out.attr(Key("", k), Val::Str(v));
+        }
+        if let Some(e) = self.server_error() {
+            str(out, "error.type", &e);
+        }
+        if let Some(g) = &self.grpc {
+            write_grpc(out, g);
+        }
+    }
+
+    /// One CLIENT span: an upstream attempt, child of the SERVER span.
+    fn write_client(&self, c: &ClientCall, trace_state: &str, out: &mut impl SpanSink) {
+        let end = self.start + c.end.unwrap_or(self.duration);
+        out.begin(&SpanHead {
+            trace_id: self.ids.trace_id,
+            span_id: c.span_id,
+            parent: Some((self.ids.server_span, false)),
+            flags: self.ids.flags,
+            trace_state,
+            kind: Kind::Client,
+            name: (known_method(&self.method).unwrap_or("HTTP"), None),
+            start: self.start + c.start,
+            end,
+        });
+        write_method(out, &self.method);
+        str(out, "server.address", &c.target.host);
+        int(out, "server.port", i64::from(c.target.port));
+        str(out, "network.peer.address", &c.target.peer);
+        int(out, "network.peer.port", i64::from(c.target.port));
+        let url: &[&str] = match &self.query {
+            Some(q) => &[&c.target.base_url, &self.path, "?", q],
+            None => &[&c.target.base_url, &self.path],
+        };
+        out.attr(Key::of("url.full"), Val::Parts(url));
+        if c.resend_count > 0 {
+            int(out, "http.request.resend_count", i64::from(c.resend_count));
+        }
+        str(out, "tracegate.upstream", &c.target.upstream);
+        str(out, "tracegate.sampling.reason", self.sampling.as_str());
+        for (k, v) in self.attributes.iter() {
+            out.attr(Key("", k), Val::Str(v));
+        }
+        if let Some(g) = &self.grpc {
+            write_grpc(out, g);
+        }
+        if let Some(s) = c.status {
+            int(out, "http.response.status_code", i64::from(s));
+        }
+        // Client spans: 4xx and 5xx are errors, and so is a call with no response.
+        let client_error: Option<Cow<'static, str>> =
+            c.error_type.map(Cow::Borrowed).or_else(|| {
+                c.status
+                    .filter(|s| *s >= 400)
+                    .map(|s| Cow::Owned(s.to_string()))
+            });
+        if let Some(e) = &client_error {
+            str(out, "error.type", e);
+        }
+        // A failed call carries an `exception` event with what the connection said.
+        if let (Some(kind), Some(detail)) = (c.error_type, &c.error_detail) {
+            out.event(
+                "exception",
+                end,
+                &[
+                    ("exception.type", Val::Str(kind)),
+                    ("exception.message", Val::Str(detail)),
+                ],
+            );
+        }
+        // Client spans: any failure, and for gRPC any code but OK.
+        match (client_error, self.grpc.as_ref().and_then(|g| g.status)) {
+            (Some(e), _) => out.end(Some(&e)),
+            (None, Some(code)) if code != 0 => out.end(Some(&format!("grpc status {code}"))),
+            _ => out.end(None),
+        }
+    }
+
+    /// The Opt-In attributes `tracing.opt_in_attributes` asks for.
+    fn write_opt_in(&self, out: &mut impl SpanSink) {
+        let o = self.opt_in;
+        if o == OptIn::default() {
+            return;
+        }
+        let int = |out: &mut _, key, v: u64| int(out, key, i64::try_from(v).unwrap_or(i64::MAX));
+        if o.has(OptIn::CLIENT_PORT) {
+            int(out, "client.port", self.peer.port().into());
+        }
+        if o.has(OptIn::LOCAL_ADDRESS) {
+            let local = IpText::new(self.local.ip());
+            out.attr(Key::of("network.local.address"), Val::Str(local.as_str()));
+        }
+        if o.has(OptIn::LOCAL_PORT) {
+            int(out, "network.local.port", self.local.port().into());
+        }
+        if o.has(OptIn::TRANSPORT) {
+            out.attr(Key::of("network.transport"), Val::Str("tcp"));
+        }
+        if o.has(OptIn::REQUEST_BODY_SIZE) {
+            let n = self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
+            int(out, "http.request.body.size", n);
+        }
+        if o.has(OptIn::RESPONSE_BODY_SIZE) {
+            int(out, "http.response.body.size", self.bytes_sent);
+        }
+    }
+}
+
+/// The method as the conventions name it, or `None` for a method outside the known set.
+pub fn known_method(m: &Method) -> Option<&'static str> {
+    Some(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return None,
+    })
+}
+
+/// `http.request.method`, with `_OTHER` plus `http.request.method_original` for unknown ones.
+fn write_method(out: &mut impl SpanSink, m: &Method) {
+    match known_method(m) {
+        Some(name) => out.attr(Key::of("http.request.method"), Val::Str(name)),
+        None => {
+            out.attr(Key::of("http.request.method"), Val::Str("_OTHER"));
+            out.attr(
+                Key::of("http.request.method_original"),
+                Val::Str(m.as_str()),
+            );
+        }
+    }
+}
+
+fn protocol_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Headers as the conventions record them: one string-array attribute per lowercase name,
+/// in the order the names first arrived.
+fn write_headers(out: &mut impl SpanSink, prefix: &'static str, headers: &Headers) {
+    for (i, (name, _)) in headers.iter().enumerate() {
+        if headers[..i].iter().all(|(n, _)| n != name) {
+            out.attr(Key(prefix, name.as_str()), Val::Header(headers, name));
+        }
+    }
+}
+
+fn str(out: &mut impl SpanSink, key: &'static str, v: &str) {
+    out.attr(Key::of(key), Val::Str(v));
+}
+
+fn int(out: &mut impl SpanSink, key: &'static str, v: i64) {
+    out.attr(Key::of(key), Val::Int(v));
+}
+
+fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
+    out.attr(Key::of("rpc.system"), Val::Str("grpc"));
+    out.attr(Key::of("rpc.service"), Val::Str(&g.service));
+    out.attr(Key::of("rpc.method"), Val::Str(&g.method));
+    if let Some(code) = g.status {
+        out.attr(Key::of("rpc.grpc.status_code"), Val::Int(i64::from(code)));
+    }
+}

@@ -1,0 +1,139 @@
+//! The one description of what an exchange's spans contain, handed piece by piece to a
+//! [`SpanSink`]: the OTLP encoder on the export thread writes it straight into protobuf
+//! bytes, the trace viewer into JSON. Everything is borrowed from the exchange, so describing
+//! a span allocates nothing.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use http::header::HeaderName;
+
+use crate::capture::Headers;
+
+/// A span's kind, numbered as OTLP numbers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Server = 2,
+    Client = 3,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Server => "SERVER",
+            Kind::Client => "CLIENT",
+        }
+    }
+}
+
+/// The fixed parts of one span, given before its attributes.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanHead<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The parent span's id, and whether it is remote (the caller's).
+    pub parent: Option<([u8; 8], bool)>,
+    /// W3C trace flags.
+    pub flags: u8,
+    /// The W3C `tracestate` value, empty when there is none.
+    pub trace_state: &'a str,
+    pub kind: Kind,
+    /// The name: `.0`, then a space and `.1` when there is one (`GET /users/{id}`).
+    pub name: (&'a str, Option<&'a str>),
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+/// An attribute key: a static prefix and the rest (`baggage.` + `tenant`). Most keys are
+/// the prefix alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Key<'a>(pub &'static str, pub &'a str);
+
+impl Key<'static> {
+    pub const fn of(key: &'static str) -> Key<'static> {
+        Key(key, "")
+    }
+}
+
+impl Key<'_> {
+    pub fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An attribute value.
+#[derive(Clone, Copy, Debug)]
+pub enum Val<'a> {
+    Str(&'a str),
+    /// A string made of these parts, in order (`url.full`).
+    Parts(&'a [&'a str]),
+    Int(i64),
+    /// The values of one captured header, in arrival order: a string array.
+    Header(&'a Headers, &'a HeaderName),
+}
+
+impl<'a> Val<'a> {
+    /// The values of a `Header` array.
+    pub fn header_values(
+        all: &'a Headers,
+        name: &'a HeaderName,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        all.iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where span content goes, in this order for each span: `begin`, any `attr`s and
+/// `event`s, `end`.
+pub trait SpanSink {
+    fn begin(&mut self, head: &SpanHead<'_>);
+    fn attr(&mut self, key: Key<'_>, value: Val<'_>);
+    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]);
+    /// Ends the span: `error` is the status description of a failed span; `None` leaves
+    /// the status unset.
+    fn end(&mut self, error: Option<&str>);
+}
+
+/// An IP address as text, formatted on the stack.
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        use std::io::Write as _;
+        let mut buf = [0u8; 48];
+        let mut rest = &mut buf[..];
+        // The longest address text is 45 bytes: it always fits.
+        let _ = write!(rest, "{ip}");
+        let len = 48 - rest.len();
+        IpText { buf, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_formats_the_longest_addresses() {
+        for ip in [
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "::1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(parsed).as_str(), parsed.to_string());
+        }
+    }
+}

@@ -78,7 +78,7 @@ fn main() {
     while Instant::now() < until {
         if stats.queue_len.load(Relaxed) < 6000 {
             for _ in 0..256 {
-                handle.submit(template.clone());
+                handle.submit(Arc::new(template.clone()));
             }
         } else {
             std::thread::sleep(Duration::from_micros(200));

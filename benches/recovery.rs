@@ -117,7 +117,7 @@ fn main() {
             while !stop.load(Relaxed) {
                 let due = started.elapsed().as_micros() as u64 * RATE / 1_000_000;
                 while submitted.load(Relaxed) < due {
-                    handle.submit(template.clone());
+                    handle.submit(std::sync::Arc::new(template.clone()));
                     submitted.fetch_add(1, Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(1));

@@ -111,6 +111,8 @@ impl SpanGuard {
                 }
             }
         }
+        // Shared, not copied, between the viewer's store and the export queue.
+        let e = Arc::new(e);
         if let Some(v) = &self.viewer {
             v.record(e.clone());
         }

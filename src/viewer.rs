@@ -8,6 +8,7 @@
 //! questions over a channel, so no lock is shared with the request path.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value as Json, json};
@@ -23,12 +24,9 @@ pub const PAGE: &str = include_str!("viewer.html");
 const SLOWEST: usize = 50;
 const FAILED: usize = 100;
 
-/// A stored request: its summary, and the exchange itself, turned into spans only when
-/// someone opens the trace (most never are).
-struct Stored {
-    summary: Summary,
-    exchange: Exchange,
-}
+/// A stored request: the exchange itself, shared with the export queue; summarised and
+/// turned into spans only when someone lists or opens it (most never are).
+type Stored = Arc<Exchange>;
 
 #[derive(Clone, Debug)]
 struct Summary {
@@ -44,8 +42,22 @@ struct Summary {
 }
 
 impl Summary {
-    fn failed(&self) -> bool {
-        self.status >= 500 || self.error_type.is_some_and(|e| e != "route_not_found")
+    fn of(e: &Exchange) -> Summary {
+        Summary {
+            trace_id: String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
+                .into_owned(),
+            route: e.route.as_deref().unwrap_or("").to_string(),
+            method: e.method.to_string(),
+            path: match &e.query {
+                Some(q) => format!("{}?{q}", e.path),
+                None => e.path.clone(),
+            },
+            status: e.status,
+            start: e.start,
+            duration: e.duration,
+            sampled: e.ids.sampled(),
+            error_type: e.error_type,
+        }
     }
 
     fn json(&self) -> Json {
@@ -140,8 +152,12 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn failed(status: u16, error_type: Option<&str>) -> bool {
+    status >= 500 || error_type.is_some_and(|e| e != "route_not_found")
+}
+
 enum Msg {
-    Record(Box<Exchange>),
+    Record(Stored),
     List(Filter, oneshot::Sender<Json>),
     Trace(String, oneshot::Sender<Option<Json>>),
 }
@@ -161,8 +177,8 @@ impl Viewer {
     }
 
     /// Hands a finished exchange over; never waits.
-    pub fn record(&self, e: Exchange) {
-        let _ = self.tx.try_send(Msg::Record(Box::new(e)));
+    pub fn record(&self, e: Arc<Exchange>) {
+        let _ = self.tx.try_send(Msg::Record(e));
     }
 
     pub async fn list(&self, filter: Filter) -> Json {
@@ -195,7 +211,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
     };
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Record(e) => store.add(*e),
+            Msg::Record(e) => store.add(e),
             Msg::List(f, reply) => {
                 let _ = reply.send(store.list(&f));
             }
@@ -207,65 +223,39 @@ async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
 }
 
 impl Store {
-    fn add(&mut self, e: Exchange) {
-        let summary = Summary {
-            trace_id: String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
-                .into_owned(),
-            route: e.route.as_deref().unwrap_or("").to_string(),
-            method: e.method.to_string(),
-            path: match &e.query {
-                Some(q) => format!("{}?{q}", e.path),
-                None => e.path.clone(),
-            },
-            status: e.status,
-            start: e.start,
-            duration: e.duration,
-            sampled: e.ids.sampled(),
-            error_type: e.error_type,
-        };
-        let stored = || Stored {
-            summary: summary.clone(),
-            exchange: e.clone(),
-        };
-        if summary.failed() {
+    fn add(&mut self, e: Stored) {
+        if failed(e.status, e.error_type) {
             if self.failed.len() == FAILED {
                 self.failed.pop_front();
             }
-            self.failed.push_back(stored());
+            self.failed.push_back(e.clone());
         }
         let slow_enough = self.slowest.len() < SLOWEST
-            || self
-                .slowest
-                .last()
-                .is_some_and(|s| s.summary.duration < summary.duration);
+            || self.slowest.last().is_some_and(|s| s.duration < e.duration);
         if slow_enough {
-            let at = self
-                .slowest
-                .partition_point(|s| s.summary.duration >= summary.duration);
-            self.slowest.insert(at, stored());
+            let at = self.slowest.partition_point(|s| s.duration >= e.duration);
+            self.slowest.insert(at, e.clone());
             self.slowest.truncate(SLOWEST);
         }
         if self.recent.len() == self.capacity {
             self.recent.pop_front();
         }
-        self.recent.push_back(Stored {
-            summary,
-            exchange: e,
-        });
+        self.recent.push_back(e);
     }
 
     fn list(&self, f: &Filter) -> Json {
         let limit = f.limit.unwrap_or(200);
         let pick = |it: &mut dyn Iterator<Item = &Stored>| -> Vec<Json> {
-            it.filter(|s| f.keeps(&s.summary))
+            it.map(|e| Summary::of(e))
+                .filter(|s| f.keeps(s))
                 .take(limit)
-                .map(|s| s.summary.json())
+                .map(|s| s.json())
                 .collect()
         };
         let mut routes: Vec<&str> = self
             .recent
             .iter()
-            .map(|s| s.summary.route.as_str())
+            .map(|e| e.route.as_deref().unwrap_or(""))
             .collect();
         routes.sort_unstable();
         routes.dedup();
@@ -285,12 +275,13 @@ impl Store {
             .iter()
             .chain(self.failed.iter())
             .chain(self.slowest.iter())
-            .find(|s| s.summary.trace_id == id)?;
+            .find(|e| crate::context::w3c::trace_id_hex(&e.ids.trace_id) == id.as_bytes())?;
+        let summary = Summary::of(found);
         let mut spans = JsonSpans::default();
-        found.exchange.write_spans(&mut spans);
+        found.write_spans(&mut spans);
         Some(json!({
-            "trace_id": found.summary.trace_id,
-            "summary": found.summary.json(),
+            "trace_id": summary.trace_id,
+            "summary": summary.json(),
             "spans": spans.done,
         }))
     }
@@ -407,6 +398,6 @@ mod tests {
         assert!(!Filter::parse(Some("status=2xx")).keeps(&s));
         assert!(!Filter::parse(Some("min_ms=21")).keeps(&s));
         assert!(!Filter::parse(Some("trace_id=bcd")).keeps(&s));
-        assert!(s.failed());
+        assert!(failed(s.status, s.error_type));
     }
 }

@@ -58,7 +58,7 @@ impl ExportStats {
 }
 
 struct Queued {
-    exchange: Exchange,
+    exchange: Arc<Exchange>,
     size: usize,
 }
 
@@ -91,7 +91,7 @@ impl ExportHandle {
     }
 
     /// Offers a finished, sampled exchange. Drops and counts when the queue is full.
-    pub fn submit(&self, exchange: Exchange) {
+    pub fn submit(&self, exchange: Arc<Exchange>) {
         let Some(tx) = &self.tx else { return };
         let spans = exchange.span_count() as u64;
         let stats = &self.stats;

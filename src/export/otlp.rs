@@ -596,24 +596,19 @@ mod tests {
             s.begin(&head(i, None, ("GET", None)));
             s.end(None);
         }
-        let first = decode(&p, &s.take(2));
-        let ids: Vec<u8> = first.resource_spans[0].scope_spans[0]
-            .spans
-            .iter()
-            .map(|s| s.span_id[0])
-            .collect();
-        assert_eq!(ids, [1, 2]);
+        let ids = |req: ExportTraceServiceRequest| -> Vec<u8> {
+            req.resource_spans[0].scope_spans[0]
+                .spans
+                .iter()
+                .map(|s| s.span_id[0])
+                .collect()
+        };
+        assert_eq!(ids(decode(&p, &s.take(2))), [1, 2]);
         assert_eq!(s.len(), 3);
         // More spans after a take land after the ones left.
         s.begin(&head(6, None, ("GET", None)));
         s.end(None);
-        let rest = decode(&p, &s.take(10));
-        let ids: Vec<u8> = rest.resource_spans[0].scope_spans[0]
-            .spans
-            .iter()
-            .map(|s| s.span_id[0])
-            .collect();
-        assert_eq!(ids, [3, 4, 5, 6]);
+        assert_eq!(ids(decode(&p, &s.take(10))), [3, 4, 5, 6]);
         assert!(s.take(1).is_empty());
     }
 

@@ -56,7 +56,12 @@ fn main() {
             .unwrap();
         rt.block_on(async move {
             listener.set_nonblocking(true).unwrap();
-            sink::serve(tokio::net::TcpListener::from_std(listener).unwrap(), counts).await;
+            sink::serve(
+                tokio::net::TcpListener::from_std(listener).unwrap(),
+                counts,
+                sink::Decode::Full,
+            )
+            .await;
         });
     });
 

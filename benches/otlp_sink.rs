@@ -1,9 +1,11 @@
 //! An OTLP/gRPC receiver for benchmarks: decodes every export request (real protobuf, real
-//! tonic server) and counts spans and requests; `GET /` style polling is not needed: it prints
-//! the totals to stdout once a second while they change, and writes them to the file given
-//! as the second argument (read by benches/quick.sh).
+//! tonic server) down to its spans and counts spans and requests (`--full`: every span into
+//! the generated messages; see benches/common/sink.rs for why the default stops at the
+//! spans); `GET /` style polling is not needed: it prints the totals to stdout once a second
+//! while they change, and writes them to the file given as the second argument (read by
+//! benches/quick.sh).
 //!
-//!     cargo bench --bench otlp_sink -- 127.0.0.1:4317 /tmp/sink-count
+//!     cargo bench --bench otlp_sink -- 127.0.0.1:4317 /tmp/sink-count [--full]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +28,11 @@ async fn main() {
         .map_or("127.0.0.1:4317", String::as_str)
         .to_string();
     let out = args.get(1).cloned();
+    let decode = if std::env::args().any(|a| a == "--full") {
+        sink::Decode::Full
+    } else {
+        sink::Decode::Spans
+    };
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
@@ -43,6 +50,6 @@ async fn main() {
             }
         }
     });
-    println!("otlp sink on {addr}");
-    sink::serve(listener, counts).await;
+    println!("otlp sink on {addr} ({decode:?} decoding)");
+    sink::serve(listener, counts, decode).await;
 }

@@ -61,7 +61,7 @@ impl Peer {
 
     /// The real receiver.
     fn collector(addr: SocketAddr, counts: Arc<sink::Counts>) -> Peer {
-        Peer::start(addr, |l| sink::serve(l, counts))
+        Peer::start(addr, |l| sink::serve(l, counts, sink::Decode::Full))
     }
 
     /// Accepts connections and holds them without reading a byte.

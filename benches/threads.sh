@@ -2,7 +2,8 @@
 # Where tracing's CPU goes: tracegate with tracing on and off (benches/proxy/*.yaml), one
 # worker on core 0, wrk on core 1 with the echo upstream and the OTLP sink; prints CPU µs per
 # request for each of tracegate's threads (the worker, the export thread) from
-# /proc/PID/task/*/stat.
+# /proc/PID/task/*/stat, and for the load side on core 1 (the echo upstream, the OTLP sink
+# decoding the spans), which can be what limits the request rate.
 #   bash benches/threads.sh [seconds] [rounds] [connections]
 # Needs wrk. Everything stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
@@ -14,6 +15,7 @@ conns=${3:-32}
 bench_processes
 counts=$(mktemp)
 bench_backends "$counts"
+echo_pid=${pids[0]}; sink_pid=${pids[1]}
 declare -A pid port
 for cfg in tracegate-on tracegate-off; do
   "${pin0[@]}" "$bin" run --config "benches/proxy/$cfg.yaml" --workers 1 2>/dev/null &
@@ -29,6 +31,7 @@ for round in $(seq "$rounds"); do
     wrk -t1 -c"$conns" -d1s "http://${port[$cfg]}/" >/dev/null   # warm the pools
     declare -A before=()
     for t in /proc/"$p"/task/*; do before[$t]=$(ticks "$t"); done
+    echo0=$(ticks /proc/"$echo_pid"); sink0=$(ticks /proc/"$sink_pid")
     out=$("${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "http://${port[$cfg]}/")
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rate=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
@@ -37,6 +40,9 @@ for round in $(seq "$rounds"); do
       used=$(( $(ticks "$t") - ${before[$t]:-0} ))
       [ "$used" -gt 0 ] && line+=" $(cat "$t/comm") $(awk -v u="$used" -v r="$reqs" 'BEGIN {printf "%.1f", u * 10000 / r}') us/req"
     done
+    per() { awk -v u="$1" -v r="$reqs" 'BEGIN {printf "%.1f", u * 10000 / r}'; }
+    line+="; core 1: echo $(per $(( $(ticks /proc/"$echo_pid") - echo0 ))) us/req,"
+    line+=" sink $(per $(( $(ticks /proc/"$sink_pid") - sink0 ))) us/req"
     echo "$line"
   done
 done

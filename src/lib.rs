@@ -8,7 +8,8 @@
 //!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent, upgrades)
 //!                        │   upstream (balance: endpoint pick, health; pool, TLS, timeouts)
 //!                        │ 6 span     (SERVER + CLIENT, ended with the response body)
-//!                        └─► 7 export (bounded queue → export thread → OTLP gRPC / HTTP)
+//!                        └─► 7 export (bounded queue → export thread → OTLP protobuf
+//!                                      encoded from the exchange → gRPC / HTTP)
 //! ```
 //!
 //! Around the path: `config` (YAML + `OTEL_*`), `admin` (health, readiness, metrics),

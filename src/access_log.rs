@@ -189,7 +189,8 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn hex<const N: usize>(bytes: &[u8; N]) -> String {
+/// Lowercase hex of an id.
+pub fn hex<const N: usize>(bytes: &[u8; N]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::access_log::rfc3339;
+use crate::access_log::{hex, rfc3339};
 use crate::span::{Exchange, Key, SpanHead, SpanSink, Val};
 
 /// The HTML page (vanilla JS, no external resources).
@@ -290,10 +290,6 @@ impl Store {
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn value_json(v: &Val<'_>) -> Json {

@@ -3,9 +3,9 @@
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
 //! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
 //! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
-//! It is woken
-//! once per batch, when the spans not yet sent reach the batch size, or by its batch-delay
-//! tick, never once per request: a wake-up per request cost a context switch each. Export
+//! It is woken once per batch, when the spans not yet sent reach the batch size, or by its
+//! batch-delay tick, never once per request: a wake-up per request cost a context switch
+//! each. Export
 //! attempts are bounded by the exporter timeout (the client retries retryable errors with
 //! exponential backoff and jitter inside it, no wait longer than half the batch delay, so
 //! a collector that comes back is used within one); a failed batch is counted as dropped. On

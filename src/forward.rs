@@ -10,6 +10,7 @@ use http::{Request, Version};
 use hyper::body::Incoming;
 
 use crate::context::{Outgoing, Propagation, w3c};
+use crate::span::IpText;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -71,7 +72,12 @@ pub fn forwarded_client(
 }
 
 /// Appends `value` to a comma-separated list header (one line out).
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
+    // Most requests carry no earlier hop's value: the new one goes in as it is.
+    if !headers.contains_key(name) {
+        headers.insert(name, value);
+        return;
+    }
     let mut joined = String::new();
     for v in headers.get_all(name) {
         if let Ok(s) = v.to_str() {
@@ -81,10 +87,12 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
             joined.push_str(s);
         }
     }
-    if !joined.is_empty() {
-        joined.push_str(", ");
+    if let Ok(s) = value.to_str() {
+        if !joined.is_empty() {
+            joined.push_str(", ");
+        }
+        joined.push_str(s);
     }
-    joined.push_str(value);
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(name, v);
     }
@@ -99,7 +107,8 @@ pub struct Outbound<'a> {
     pub upstream_tls: bool,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
     pub client_tls: bool,
-    pub host: Option<&'a str>,
+    /// The host the client addressed (`Host` or the authority).
+    pub host: Option<&'a HeaderValue>,
     pub peer: SocketAddr,
     /// The context to inject in every configured format; `None`: an excluded route, whose
     /// trace headers pass through untouched.
@@ -141,18 +150,20 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     }
     // `Host` is kept; an HTTP/2 request has only `:authority`, which becomes `Host`.
     if !h.contains_key(header::HOST) {
-        if let Some(v) = out.host.and_then(|host| HeaderValue::from_str(host).ok()) {
-            h.insert(header::HOST, v);
+        if let Some(v) = out.host {
+            h.insert(header::HOST, v.clone());
         }
     }
-    append_list(h, &X_FORWARDED_FOR, &out.peer.ip().to_string());
+    if let Ok(peer) = HeaderValue::from_str(IpText::new(out.peer.ip()).as_str()) {
+        append_list(h, &X_FORWARDED_FOR, peer);
+    }
     append_list(
         h,
         &X_FORWARDED_PROTO,
-        if out.client_tls { "https" } else { "http" },
+        HeaderValue::from_static(if out.client_tls { "https" } else { "http" }),
     );
     if let Some(host) = out.host {
-        append_list(h, &X_FORWARDED_HOST, host);
+        append_list(h, &X_FORWARDED_HOST, host.clone());
     }
     // One copy of each configured format: inbound copies are replaced.
     if let Some((propagation, outgoing)) = &out.trace {
@@ -396,8 +407,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        append_list(&mut h, &X_FORWARDED_FOR, "3.3.3.3");
+        append_list(
+            &mut h,
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("3.3.3.3"),
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3");
+    }
+
+    #[test]
+    fn a_list_header_not_there_yet_is_the_new_value_alone() {
+        let mut h = HeaderMap::new();
+        append_list(
+            &mut h,
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("3.3.3.3"),
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "3.3.3.3");
     }
 }

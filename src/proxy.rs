@@ -335,7 +335,7 @@ async fn exchange(
             version: upstream.version,
             upstream_tls: target.tls,
             client_tls: conn.tls.is_some(),
-            host,
+            host: host_value.as_ref(),
             peer: conn.peer,
             trace: traced.then(|| {
                 (

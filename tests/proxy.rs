@@ -436,6 +436,12 @@ async fn http_protobuf_export_with_gzip_and_headers() {
     assert_eq!(headers["x-api-key"], "k1");
     assert_eq!(headers["content-encoding"], "gzip");
     assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert!(
+        headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("tracegate/")
+    );
 }
 
 #[tokio::test]
@@ -458,6 +464,12 @@ async fn grpc_export_with_gzip_and_metadata() {
     let md = col.requests.all().remove(0);
     assert_eq!(md["authorization"], "Bearer t0k");
     assert_eq!(md["grpc-encoding"], "gzip");
+    // The OTLP exporter spec: a User-Agent naming the exporter.
+    assert!(
+        md["user-agent"].to_str().unwrap().starts_with("tracegate/"),
+        "{:?}",
+        md["user-agent"]
+    );
 }
 
 #[tokio::test]

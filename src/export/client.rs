@@ -102,6 +102,7 @@ impl Client {
                     headers.insert(name, value);
                 }
                 let mut endpoint = Endpoint::from_shared(o.endpoint.clone())
+                    .and_then(|e| e.user_agent(USER_AGENT))
                     .map_err(|e| cannot(&e))?
                     .timeout(o.timeout)
                     .tcp_nodelay(true);

@@ -65,21 +65,36 @@ fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Starts a length-delimited field whose length is not known yet: one byte is kept for
-/// it, and [`close`] makes room for more when the content needs it.
-fn open(buf: &mut BytesMut, field: u32) -> usize {
-    put_varint(buf, tag(field, LEN));
-    buf.put_u8(0);
-    buf.len() - 1
+/// A length-delimited field whose length is not known yet: where its length goes, and how
+/// many bytes were kept for it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Open {
+    at: usize,
+    room: usize,
 }
 
-fn close(buf: &mut BytesMut, at: usize) {
-    let len = buf.len() - at - 1;
+/// Starts a length-delimited field, keeping `room` bytes for its length: 1 for small
+/// messages, 2 for a span (128 B to 16 KiB, the usual size), so that [`close`] seldom has to
+/// move the content.
+fn open(buf: &mut BytesMut, field: u32, room: usize) -> Open {
+    put_varint(buf, tag(field, LEN));
+    buf.put_bytes(0, room);
+    Open {
+        at: buf.len() - room,
+        room,
+    }
+}
+
+fn close(buf: &mut BytesMut, Open { at, room }: Open) {
+    let end = buf.len();
+    let len = end - at - room;
     let n = varint_len(len as u64);
-    if n > 1 {
-        let end = buf.len();
-        buf.put_bytes(0, n - 1);
-        buf.copy_within(at + 1..end, at + n);
+    if n > room {
+        buf.put_bytes(0, n - room);
+        buf.copy_within(at + room..end, at + n);
+    } else if n < room {
+        buf.copy_within(at + room..end, at + n);
+        buf.truncate(end - (room - n));
     }
     let mut v = len as u64;
     for b in &mut buf[at..at + n] {
@@ -101,10 +116,10 @@ fn any_len(v: &Val<'_>) -> usize {
 /// Writes a `KeyValue` as field `field` of the enclosing message.
 fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
     if let Val::Header(all, name) = value {
-        let kv = open(buf, field);
+        let kv = open(buf, field, 1);
         put_key(buf, 1, key);
-        let any = open(buf, 2);
-        let array = open(buf, 5);
+        let any = open(buf, 2, 1);
+        let array = open(buf, 5, 1);
         for v in Val::header_values(all, name) {
             let item = field_len(1, v.len());
             put_varint(buf, tag(1, LEN));
@@ -146,8 +161,8 @@ pub struct Spans {
     buf: BytesMut,
     /// Where each span ends in `buf`.
     ends: std::collections::VecDeque<usize>,
-    /// Where the span being described began, and its length field.
-    open: usize,
+    /// The length field of the span being described.
+    open: Open,
 }
 
 impl Spans {
@@ -181,7 +196,7 @@ impl SpanSink for Spans {
     fn begin(&mut self, h: &SpanHead<'_>) {
         let buf = &mut self.buf;
         // ScopeSpans.spans = 2
-        self.open = open(buf, 2);
+        self.open = open(buf, 2, 2);
         put_bytes(buf, 1, &h.trace_id);
         put_bytes(buf, 2, &h.span_id);
         if !h.trace_state.is_empty() {
@@ -223,7 +238,7 @@ impl SpanSink for Spans {
     fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]) {
         let buf = &mut self.buf;
         // Span.events = 11: time 1, name 2, attributes 3.
-        let event = open(buf, 11);
+        let event = open(buf, 11, 1);
         put_varint(buf, tag(1, FIXED64));
         buf.put_u64_le(nanos(at));
         put_bytes(buf, 2, name.as_bytes());
@@ -266,13 +281,13 @@ impl Preamble {
     /// `resource`: the resource's attributes, in order, each key once.
     pub fn new(resource: &[(String, String)], scope_name: &str, scope_version: &str) -> Self {
         let mut r = BytesMut::new();
-        let at = open(&mut r, 1);
+        let at = open(&mut r, 1, 1);
         for (k, v) in resource {
             put_attr(&mut r, 1, Key("", k), &Val::Str(v));
         }
         close(&mut r, at);
         let mut s = BytesMut::new();
-        let at = open(&mut s, 1);
+        let at = open(&mut s, 1, 1);
         put_bytes(&mut s, 1, scope_name.as_bytes());
         put_bytes(&mut s, 2, scope_version.as_bytes());
         close(&mut s, at);
@@ -616,7 +631,7 @@ mod tests {
     fn reader_finds_fields_and_stops_at_garbage() {
         // partial_success { rejected_spans: 3, error_message: "no" }
         let mut b = BytesMut::new();
-        let at = open(&mut b, 1);
+        let at = open(&mut b, 1, 1);
         put_varint(&mut b, tag(1, VARINT));
         put_varint(&mut b, 3);
         put_bytes(&mut b, 2, b"no");

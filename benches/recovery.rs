@@ -1,7 +1,7 @@
 //! Export recovery: how long after the collector comes back the first span reaches it, next
 //! to the batch delay, and whether anything is lost once it is back.
 //!
-//! The real exporter (its own thread, the `opentelemetry-otlp` tonic client) exports a
+//! The real exporter (its own thread, tracegate's OTLP encoder and tonic client) exports a
 //! steady stream of exchanges (2,000 per second, two spans each) to a real tonic receiver
 //! that decodes every request. Each trial takes the collector away for a while, then brings
 //! a fresh one up on the same port and measures the time from its listening socket being

@@ -1,5 +1,5 @@
 //! The real exporter as the exporter benchmarks drive it: tracegate's `Exporters` (its own
-//! thread and runtime, the `opentelemetry-otlp` client) started from an `export:` section.
+//! thread and runtime, its OTLP encoder and client) started from an `export:` section.
 
 use tracegate::config::{Env, load};
 use tracegate::export::{ExportHandle, Exporters};

@@ -471,16 +471,17 @@ impl Exchange {
         if o == OptIn::default() {
             return;
         }
-        let int = |out: &mut _, key, v: u64| int(out, key, i64::try_from(v).unwrap_or(i64::MAX));
+        // Counts and sizes are unsigned; OTLP integers are i64.
+        let count = |out: &mut _, key, v: u64| int(out, key, i64::try_from(v).unwrap_or(i64::MAX));
         if o.has(OptIn::CLIENT_PORT) {
-            int(out, "client.port", self.peer.port().into());
+            count(out, "client.port", self.peer.port().into());
         }
         if o.has(OptIn::LOCAL_ADDRESS) {
             let local = IpText::new(self.local.ip());
             out.attr(Key::of("network.local.address"), Val::Str(local.as_str()));
         }
         if o.has(OptIn::LOCAL_PORT) {
-            int(out, "network.local.port", self.local.port().into());
+            count(out, "network.local.port", self.local.port().into());
         }
         if o.has(OptIn::TRANSPORT) {
             out.attr(Key::of("network.transport"), Val::Str("tcp"));
@@ -490,10 +491,10 @@ impl Exchange {
                 .bytes_in
                 .as_ref()
                 .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
-            int(out, "http.request.body.size", n);
+            count(out, "http.request.body.size", n);
         }
         if o.has(OptIn::RESPONSE_BODY_SIZE) {
-            int(out, "http.response.body.size", self.bytes_sent);
+            count(out, "http.response.body.size", self.bytes_sent);
         }
     }
 }

@@ -17,13 +17,15 @@ bench_backends "$counts"
 out=$(mktemp -d)
 for cfg in tracegate-on tracegate-off; do
   heaptrack -o "$out/$cfg" "$bin" run --config "benches/proxy/$cfg.yaml" --workers 1 >/dev/null 2>&1 &
-  pids+=($!)
+  ht=$!
+  pids+=($ht)
   port=$(grep -o '127.0.0.1:180[0-9]*' "benches/proxy/$cfg.yaml" | head -1)
   for _ in $(seq 50); do curl -s -o /dev/null "http://$port/" && break; sleep 0.1; done
   reqs=$(wrk -t1 -c"$conns" -d"${secs}s" "http://$port/" | awk '/requests in/ {print $1}')
   pkill -INT -f "$bin run --config benches/proxy/$cfg.yaml" || true
-  for _ in $(seq 100); do [ -s "$out/$cfg.zst" ] && ! pgrep -f "heaptrack.*$cfg" >/dev/null && break; sleep 0.1; done
-  sleep 1
+  # heaptrack's script ends once its recording is complete (a file read earlier can hold
+  # only the start-up's allocations).
+  wait "$ht" || true
   report=$(heaptrack_print -f "$out/$cfg.zst" --print-allocators 1 --print-peaks 0 \
     --print-temporary 0 --print-leaks 0 -n 40 2>/dev/null)
   calls=$(echo "$report" | awk '/^calls to allocation functions:/ {print $5}')

@@ -70,6 +70,11 @@ fn context_benches(c: &mut Criterion) {
     bench(c, "traceparent format", || {
         w3c::format_traceparent(black_box(&trace_id), black_box(&span), 1)
     });
+    // The request path clones it (the retry snapshot): the clones share the one allocation.
+    bench(c, "traceparent format + 2 clones", || {
+        let v = w3c::format_traceparent(black_box(&trace_id), black_box(&span), 1);
+        (v.clone(), v.clone(), v)
+    });
     let h = headers(&[("traceparent", TP), ("tracestate", TS)]);
     bench(c, "tracestate extract (4 members)", || {
         w3c::extract_tracestate(black_box(&h))

@@ -93,10 +93,7 @@ impl SpanGuard {
         }
         if let Some(m) = &self.metrics {
             // The exemplar names a trace that exists in the backend: a sampled (or kept) one.
-            let exemplar = (export && e.ids.sampled()).then(|| {
-                String::from_utf8_lossy(&crate::context::w3c::trace_id_hex(&e.ids.trace_id))
-                    .into_owned()
-            });
+            let exemplar = (export && e.ids.sampled()).then_some(&e.ids.trace_id);
             m.observe(
                 e.route.as_ref(),
                 &e.method,

@@ -154,7 +154,8 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
             h.insert(header::HOST, v.clone());
         }
     }
-    if let Ok(peer) = HeaderValue::from_str(IpText::new(out.peer.ip()).as_str()) {
+    if let Some(peer) = crate::context::shared_value(IpText::new(out.peer.ip()).as_str().as_bytes())
+    {
         append_list(h, &X_FORWARDED_FOR, peer);
     }
     append_list(

@@ -48,7 +48,18 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExemplarLabels {
-    pub trace_id: String,
+    pub trace_id: TraceIdHex,
+}
+
+/// A trace id as the exemplar's label value: 32 lowercase hex digits, kept inline (a
+/// `String` would be an allocation per sampled request).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct TraceIdHex([u8; 32]);
+
+impl EncodeLabelValue for TraceIdHex {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(std::str::from_utf8(&self.0).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,14 +114,14 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 impl Metrics {
-    /// Records one finished exchange; `trace_id` (hex) becomes the exemplar when sampled.
+    /// Records one finished exchange; `trace_id` becomes the exemplar when sampled.
     pub fn observe(
         &self,
         route: Option<&Arc<str>>,
         method: &Method,
         status: u16,
         seconds: f64,
-        trace_id: Option<String>,
+        trace_id: Option<&[u8; 16]>,
     ) {
         let labels = RequestLabels {
             route: route.map_or_else(|| self.no_route.clone(), |r| Shared(r.clone())),
@@ -119,7 +130,9 @@ impl Metrics {
         };
         self.durations.get_or_create(&labels).observe(
             seconds,
-            trace_id.map(|trace_id| ExemplarLabels { trace_id }),
+            trace_id.map(|id| ExemplarLabels {
+                trace_id: TraceIdHex(crate::context::w3c::trace_id_hex(id)),
+            }),
             None,
         );
     }
@@ -354,13 +367,8 @@ mod tests {
     fn histogram_counts_buckets_and_exemplar() {
         let s = sources();
         let route: Arc<str> = Arc::from("/api/*");
-        s.metrics.observe(
-            Some(&route),
-            &Method::GET,
-            200,
-            0.003,
-            Some("ab".repeat(16)),
-        );
+        s.metrics
+            .observe(Some(&route), &Method::GET, 200, 0.003, Some(&[0xab; 16]));
         s.metrics
             .observe(Some(&route), &Method::GET, 204, 0.5, None);
         s.metrics.observe(
@@ -387,7 +395,7 @@ mod tests {
         s.metrics
             .upstream_error(&Arc::from("app"), "connection_refused");
         s.metrics
-            .observe(None, &Method::GET, 200, 0.01, Some("cd".repeat(16)));
+            .observe(None, &Method::GET, 200, 0.01, Some(&[0xcd; 16]));
         let r = registry(s);
         let om = openmetrics(&r);
         assert!(om.contains("tracegate_spans_exported_total 7"), "{om}");

@@ -39,7 +39,7 @@ pub fn resolve(headers: &HeaderMap, names: &[HeaderName]) -> Option<CorrelationI
     }
     let first = names.first()?;
     let uuid = ids::uuid_v4();
-    let value = HeaderValue::from_bytes(&uuid).ok()?;
+    let value = super::shared_value(&uuid)?;
     Some(CorrelationId {
         header: first.clone(),
         value,

@@ -158,15 +158,15 @@ impl Propagation {
             match f {
                 Format::TraceContext => {
                     headers.insert(
-                        w3c::TRACEPARENT,
+                        &w3c::TRACEPARENT,
                         w3c::format_traceparent(out.trace_id, out.span_id, out.flags),
                     );
-                    headers.remove(w3c::TRACESTATE);
+                    headers.remove(&w3c::TRACESTATE);
                     if let Some(ts) = out
                         .tracestate
                         .and_then(|ts| http::HeaderValue::from_str(ts).ok())
                     {
-                        headers.insert(w3c::TRACESTATE, ts);
+                        headers.insert(&w3c::TRACESTATE, ts);
                     }
                 }
                 Format::Baggage => baggage::inject(headers, out.baggage),
@@ -180,6 +180,35 @@ impl Propagation {
             }
         }
     }
+}
+
+/// A header value tracegate makes (a `traceparent`, a generated correlation id, the peer's
+/// address), held in one allocation that its clones share. `HeaderValue::from_bytes` copies
+/// into a buffer that the first clone (the retry snapshot, the exchange, the response) has to
+/// move to a shared one: a second allocation per value and request. `None` for bytes that are
+/// not a valid header value.
+pub fn shared_value(bytes: &[u8]) -> Option<http::HeaderValue> {
+    /// Room for the longest value made per request: an IPv6 address (45 bytes).
+    const ROOM: usize = 64;
+    struct Inline {
+        buf: [u8; ROOM],
+        len: usize,
+    }
+    impl AsRef<[u8]> for Inline {
+        fn as_ref(&self) -> &[u8] {
+            &self.buf[..self.len]
+        }
+    }
+    if bytes.len() > ROOM {
+        return http::HeaderValue::from_bytes(bytes).ok();
+    }
+    let mut buf = [0u8; ROOM];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let owned = bytes::Bytes::from_owner(Inline {
+        buf,
+        len: bytes.len(),
+    });
+    http::HeaderValue::from_maybe_shared(owned).ok()
 }
 
 /// Extracts the caller's W3C context (the default propagation).
@@ -232,6 +261,25 @@ mod tests {
     use http::header::HeaderValue;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn shared_value_keeps_the_bytes_and_refuses_what_a_header_cannot_carry() {
+        for len in [0, 1, 45, 64, 65, 300] {
+            let text = "a".repeat(len);
+            let v = shared_value(text.as_bytes()).unwrap();
+            assert_eq!(v.as_bytes(), text.as_bytes());
+            // A clone sees the same bytes (and, within 64 bytes, the same buffer).
+            let c = v.clone();
+            assert_eq!(c, v);
+            if len > 0 && len <= 64 {
+                assert_eq!(c.as_bytes().as_ptr(), v.as_bytes().as_ptr());
+            }
+        }
+        let ip = shared_value(b"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255").unwrap();
+        assert_eq!(ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
+        assert!(shared_value(b"bad\r\nheader").is_none());
+        assert!(shared_value(b"nul\0").is_none());
+    }
 
     #[test]
     fn valid_parent_continues_with_same_trace_id_and_new_span_id() {

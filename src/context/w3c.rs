@@ -5,12 +5,13 @@
 //! return `Option`: an invalid header never fails a request, it only means "restart".
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
+/// Header name, always emitted in lowercase. A `HeaderName` (not a `&str`): inserting a
+/// string name builds a new name, an allocation per request.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Header name, always emitted in lowercase.
-pub const TRACEPARENT: &str = "traceparent";
-/// Header name, always emitted in lowercase.
-pub const TRACESTATE: &str = "tracestate";
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The `sampled` trace flag.
 pub const FLAG_SAMPLED: u8 = 0x01;
@@ -118,7 +119,7 @@ pub fn parse_traceparent(value: &[u8]) -> Option<TraceParent> {
 /// Reads the inbound `traceparent`. Absent, invalid, or present more than once → `None`.
 /// Header names are matched case-insensitively by `http`; look-alike names are other headers.
 pub fn extract_traceparent(headers: &HeaderMap) -> Option<TraceParent> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
+    let mut values = headers.get_all(&TRACEPARENT).iter();
     let first = values.next()?;
     if values.next().is_some() {
         // Several lines are not one valid value: restart, never pick the first.
@@ -153,7 +154,7 @@ pub fn format_traceparent(trace_id: &[u8; 16], parent_id: &[u8; 8], flags: u8) -
     buf[52] = b'-';
     push_hex(&mut buf[53..55], &[flags & KNOWN_FLAGS]);
     // Only hex digits and '-' were written, which are always valid header bytes.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+    super::shared_value(&buf).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// A validated `tracestate`: the inbound lines joined in arrival order, members normalised
@@ -219,7 +220,7 @@ pub fn valid_tracestate_value(value: &[u8]) -> bool {
 pub fn extract_tracestate(headers: &HeaderMap) -> Option<TraceState> {
     let mut value = String::new();
     let mut members = 0usize;
-    for line in headers.get_all(TRACESTATE) {
+    for line in headers.get_all(&TRACESTATE) {
         for member in line.as_bytes().split(|b| *b == b',') {
             let member = trim_ows(member);
             if member.is_empty() {

@@ -12,9 +12,7 @@ use http::header::{self, HeaderValue};
 use http::uri::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::{Endpoint, Picked, Pool};
@@ -24,7 +22,9 @@ use crate::config::{
 };
 use crate::error::{Failure, ProxyError};
 use crate::span::Target;
-use crate::tls;
+
+mod connect;
+use connect::Connector;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
@@ -264,78 +264,6 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
                 ));
             }
         }
-    }
-}
-
-/// TCP, then TLS for `https://` endpoints, within `connect_timeout` for both.
-#[derive(Clone)]
-pub struct Connector {
-    inner: HttpsConnector<HttpConnector>,
-    timeout: std::time::Duration,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result,
-                Err(_) => Err(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connection (TCP and TLS) not established within {timeout:?}"),
-                )) as Self::Error),
-            }
-        })
-    }
-}
-
-impl Connector {
-    fn new(s: &UpstreamSettings) -> Result<Connector, String> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(s.connect_timeout));
-        // The TLS layer checks the scheme.
-        http.enforce_http(false);
-        let config = match &s.tls {
-            Some(t) => tls::client_config(t).map_err(|e| format!("upstream `{}`: {e}", s.name))?,
-            // Never used for a handshake: the upstream has no https:// endpoint.
-            None => tls::unused_client_config()?,
-        };
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http();
-        let builder = match s.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
-            Some(name) => {
-                let name = rustls::pki_types::ServerName::try_from(name.to_string())
-                    .map_err(|e| format!("upstream `{}`: server_name: {e}", s.name))?;
-                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
-            }
-            None => builder,
-        };
-        // ALPN from the enabled versions: `h2`, or `h2` and `http/1.1`; none for http1
-        // (the server's default, HTTP/1.1).
-        let inner = match s.protocol {
-            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
-            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
-        };
-        Ok(Connector {
-            inner,
-            timeout: s.connect_timeout,
-        })
     }
 }
 

@@ -1,0 +1,141 @@
+//! Connecting to an endpoint: TCP, then TLS for `https://` endpoints, within
+//! `connect_timeout` for both; what hyper-util's pool learns about the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::uri::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+
+use crate::config::{UpstreamProtocol, UpstreamSettings};
+use crate::tls;
+
+/// TCP, then TLS for `https://` endpoints, within `connect_timeout` for both.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: std::time::Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map(Conn),
+                Err(_) => Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connection (TCP and TLS) not established within {timeout:?}"),
+                )) as Self::Error),
+            }
+        })
+    }
+}
+
+impl Connector {
+    pub fn new(s: &UpstreamSettings) -> Result<Connector, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        // The TLS layer checks the scheme.
+        http.enforce_http(false);
+        let config = match &s.tls {
+            Some(t) => tls::client_config(t).map_err(|e| format!("upstream `{}`: {e}", s.name))?,
+            // Never used for a handshake: the upstream has no https:// endpoint.
+            None => tls::unused_client_config()?,
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match s.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("upstream `{}`: server_name: {e}", s.name))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        // ALPN from the enabled versions: `h2`, or `h2` and `http/1.1`; none for http1
+        // (the server's default, HTTP/1.1).
+        let inner = match s.protocol {
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+        };
+        Ok(Connector {
+            inner,
+            timeout: s.connect_timeout,
+        })
+    }
+}
+
+/// An upstream connection. It tells the pool what matters (HTTP/2 negotiated by ALPN) and
+/// leaves out the addresses hyper-util's TCP connector attaches: the pool copies those
+/// into every response's extensions, three allocations per request that nothing reads
+/// (the CLIENT span takes the peer from the endpoint).
+pub struct Conn(MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>);
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        let inner = self.0.connected();
+        let connected = Connected::new().proxy(inner.is_proxied());
+        if inner.is_negotiated_h2() {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -70,6 +70,10 @@ fn context_benches(c: &mut Criterion) {
     bench(c, "traceparent format", || {
         w3c::format_traceparent(black_box(&trace_id), black_box(&span), 1)
     });
+    let peer: std::net::IpAddr = "192.168.10.7".parse().unwrap();
+    bench(c, "peer address text (IPv4)", || {
+        tracegate::span::IpText::new(black_box(peer)).as_str().len()
+    });
     // The request path clones it (the retry snapshot): the clones share the one allocation.
     bench(c, "traceparent format + 2 clones", || {
         let v = w3c::format_traceparent(black_box(&trace_id), black_box(&span), 1);

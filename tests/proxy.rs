@@ -496,6 +496,35 @@ async fn batches_are_sent_by_size() {
     assert_eq!(col.requests.len(), 2, "two full batches of 4 spans");
 }
 
+/// The batcher is woken every 64 spans to encode; a batch size that is not a multiple of
+/// 64 still sends the moment it is full.
+#[tokio::test]
+async fn batches_larger_than_the_encode_step_are_sent_by_size() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let export = format!(
+        "export:\n  endpoint: \"http://{}\"\n  batch_size: 100\n  batch_delay: 1h\n",
+        col.addr
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
+    let client = h1_client();
+    // 2 spans per request: 60 requests are one full batch of 100 and 20 spans left over.
+    for _ in 0..60 {
+        assert_eq!(
+            get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let spans = col.spans.wait_for(100).await;
+    assert_eq!(spans.len(), 100);
+    assert_eq!(col.requests.len(), 1, "one full batch of 100 spans");
+    // The 20 left wait for the (hour-long) tick, well past this test.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(col.spans.len(), 100);
+}
+
 async fn dead_collector(addr: std::net::SocketAddr) {
     let up = upstream().await;
     let export = format!(

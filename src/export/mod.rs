@@ -3,14 +3,14 @@
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
 //! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
 //! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
-//! It is woken every [`ENCODE_EVERY`] spans to encode what came in while those exchanges
-//! are still in the core's caches (encoding 512 spans' worth of exchanges at once read them
-//! back from memory and held the core longer), sends when a batch is full, and sends what
-//! is left on its batch-delay tick; never woken once per request: that cost a context
-//! switch each. Export attempts are bounded by the exporter timeout (the client retries retryable errors with
-//! exponential backoff and jitter inside it, no wait longer than half the batch delay, so
-//! a collector that comes back is used within one); a failed batch is counted as dropped. On
-//! shutdown the queue is drained and flushed within the grace period.
+//! It is woken every [`ENCODE_EVERY`] spans to encode what came in (short runs of work,
+//! soon after the exchanges were written, instead of one long run per batch), sends when a
+//! batch is full, and sends what is left on its batch-delay tick; never woken once per
+//! request: that cost a context switch each. Export attempts are bounded by the exporter timeout (the client retries
+//! retryable errors with exponential backoff and jitter inside it, no wait longer than half
+//! the batch delay, so a collector that comes back is used within one); a failed batch is
+//! counted as dropped. On shutdown the queue is drained and flushed within the grace
+//! period.
 
 mod client;
 pub mod otlp;
@@ -255,7 +255,7 @@ impl Exporter {
         let (settings, resource, batch_stats) = ((**o).clone(), resource(tracing), stats.clone());
         let wake = Arc::new(Wake {
             batch_size: o.batch_size,
-            every: ENCODE_EVERY.min(o.batch_size).max(1),
+            every: ENCODE_EVERY.min(o.batch_size),
             ..Wake::default()
         });
         let batch_wake = wake.clone();

@@ -472,18 +472,24 @@ async fn grpc_export_with_gzip_and_metadata() {
     );
 }
 
-#[tokio::test]
-async fn batches_are_sent_by_size() {
+/// Sends `requests` requests (2 spans each) through a gateway exporting in batches of
+/// `batch_size` with an hour-long delay, so that only the size trigger can send; returns
+/// the gateway (still running: dropping it flushes the rest) and the collector once
+/// `expect` spans arrived.
+async fn size_triggered(
+    batch_size: usize,
+    requests: usize,
+    expect: usize,
+) -> (tracegate::gateway::Gateway, Collector, Vec<Received>) {
     let up = upstream().await;
     let col = grpc_collector().await;
-    // A long delay: only the size trigger can send these batches.
     let export = format!(
-        "export:\n  endpoint: \"http://{}\"\n  batch_size: 4\n  batch_delay: 1h\n",
+        "export:\n  endpoint: \"http://{}\"\n  batch_size: {batch_size}\n  batch_delay: 1h\n",
         col.addr
     );
     let gw = tracegate(&config(up.addr, &export)).await;
     let client = h1_client();
-    for _ in 0..4 {
+    for _ in 0..requests {
         assert_eq!(
             get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[])
                 .await
@@ -491,7 +497,13 @@ async fn batches_are_sent_by_size() {
             200
         );
     }
-    let spans = col.spans.wait_for(8).await;
+    let spans = col.spans.wait_for(expect).await;
+    (gw, col, spans)
+}
+
+#[tokio::test]
+async fn batches_are_sent_by_size() {
+    let (_gw, col, spans) = size_triggered(4, 4, 8).await;
     assert_eq!(spans.len(), 8);
     assert_eq!(col.requests.len(), 2, "two full batches of 4 spans");
 }
@@ -500,24 +512,8 @@ async fn batches_are_sent_by_size() {
 /// 64 still sends the moment it is full.
 #[tokio::test]
 async fn batches_larger_than_the_encode_step_are_sent_by_size() {
-    let up = upstream().await;
-    let col = grpc_collector().await;
-    let export = format!(
-        "export:\n  endpoint: \"http://{}\"\n  batch_size: 100\n  batch_delay: 1h\n",
-        col.addr
-    );
-    let gw = tracegate(&config(up.addr, &export)).await;
-    let client = h1_client();
-    // 2 spans per request: 60 requests are one full batch of 100 and 20 spans left over.
-    for _ in 0..60 {
-        assert_eq!(
-            get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[])
-                .await
-                .status,
-            200
-        );
-    }
-    let spans = col.spans.wait_for(100).await;
+    // 60 requests are one full batch of 100 and 20 spans left over.
+    let (_gw, col, spans) = size_triggered(100, 60, 100).await;
     assert_eq!(spans.len(), 100);
     assert_eq!(col.requests.len(), 1, "one full batch of 100 spans");
     // The 20 left wait for the (hour-long) tick, well past this test.

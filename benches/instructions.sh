@@ -5,7 +5,9 @@
 # twice, idle and under wrk, for the same time; instructions per request is the difference
 # over the requests served. Counts the whole process (worker, export thread), user space
 # only: the kernel's share (benches/cpu_split.sh) is not in it.
-#   bash benches/instructions.sh BINARY... [-- seconds=8 connections=8]
+#   bash benches/instructions.sh BINARY... [-- seconds=8 connections=8 head=short]
+# head: `short` (wrk's own: a Host header) or `browser` (~0.8 KB of a browser's headers:
+# user agent, accepts, a referer and cookies).
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
 # Needs valgrind and wrk (apt-get install valgrind wrk).
@@ -14,7 +16,18 @@ cd "$(dirname "$0")/.."
 bins=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-secs=${1:-8}; conns=${2:-8}
+secs=${1:-8}; conns=${2:-8}; head=${3:-short}
+extra=()
+if [ "$head" = browser ]; then
+  extra=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+    -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+    -H "Accept-Language: en-GB,en;q=0.9,de;q=0.8" -H "Accept-Encoding: gzip, deflate, br, zstd"
+    -H "Referer: https://shop.example.com/catalog/shoes?size=42&colour=black&sort=price"
+    -H "Cookie: session=8f3a9c2e7b4d1f6a0e5c8b3d9a2f7e1c; cart=3f8e2a9d; _ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; prefs=%7B%22theme%22%3A%22dark%22%2C%22lang%22%3A%22en%22%7D; csrftoken=Yx7Qm2Lp9Rt4Vw8Zk3Nb6Hc1Jd5Fg0Sa"
+    -H "Sec-Fetch-Dest: document" -H "Sec-Fetch-Mode: navigate" -H "Upgrade-Insecure-Requests: 1")
+elif [ "$head" != short ]; then
+  echo "head: short or browser" >&2; exit 2
+fi
 [ ${#bins[@]} -gt 0 ] || { echo "usage: $0 BINARY... [-- seconds connections]" >&2; exit 2; }
 . benches/lib.sh
 bench_processes
@@ -35,7 +48,7 @@ run() {
   local i
   for i in $(seq 100); do curl -s -o /dev/null -m 1 http://127.0.0.1:48083/ && break; sleep 0.2; done
   if [ "$2" = load ]; then
-    reqs=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" http://127.0.0.1:48083/ \
+    reqs=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "${extra[@]}" http://127.0.0.1:48083/ \
       | awk '/requests in/ {print $1}')
   else
     sleep "$secs"

@@ -25,6 +25,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One look at each name first: most messages carry none of these, and a `remove` per
+    // name hashes and probes the map eight times per message.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -73,13 +78,16 @@ pub fn forwarded_client(
 
 /// Appends `value` to a comma-separated list header (one line out).
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
-    // Most requests carry no earlier hop's value: the new one goes in as it is.
-    if !headers.contains_key(name) {
-        headers.insert(name, value);
-        return;
-    }
+    // Most requests carry no earlier hop's value: the new one goes in as it is (one lookup).
+    let mut earlier = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(value);
+            return;
+        }
+        header::Entry::Occupied(o) => o,
+    };
     let mut joined = String::new();
-    for v in headers.get_all(name) {
+    for v in earlier.iter() {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {
                 joined.push_str(", ");
@@ -94,7 +102,7 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
         joined.push_str(s);
     }
     if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
+        earlier.insert(v);
     }
 }
 
@@ -136,6 +144,9 @@ pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
     }
     *req.version_mut() = out.version;
     let h = req.headers_mut();
+    // Room for what is added below (X-Forwarded-*, the trace context, the correlation id):
+    // the map grows once, not once per insert.
+    h.reserve(6);
     // `TE: trailers` is hop-by-hop but says the client takes trailers, which gRPC requires
     // of every hop: it is kept (and only it).
     let te_trailers = h
@@ -290,6 +301,7 @@ pub fn prepare_response(
     correlation: Option<(&HeaderName, &HeaderValue)>,
 ) {
     remove_hop_by_hop(headers);
+    headers.reserve(2);
     if let (Some(name), Some(trace_id)) = (trace_id_header, trace_id) {
         let hex = w3c::trace_id_hex(trace_id);
         if let Ok(v) = HeaderValue::from_bytes(&hex) {

@@ -178,7 +178,14 @@ struct HeadScan {
 impl HeadScan {
     /// Feeds bytes; returns `Some(ambiguous)` when the head ended.
     fn feed(&mut self, bytes: &[u8]) -> Option<(bool, usize)> {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.in_value {
+                // Only names and line ends matter: a value (most of a head: cookies, tokens,
+                // user agents) is skipped in one search, not looked at byte by byte.
+                i += memchr::memchr(b'\n', &bytes[i..])?;
+            }
+            let b = bytes[i];
             match b {
                 b'\r' => {}
                 b'\n' => {
@@ -202,6 +209,7 @@ impl HeadScan {
                 }
                 _ => {}
             }
+            i += 1;
         }
         None
     }

@@ -56,7 +56,10 @@ fn put_bytes(buf: &mut BytesMut, field: u32, v: &[u8]) {
 fn put_key(buf: &mut BytesMut, field: u32, k: Key<'_>) {
     put_varint(buf, tag(field, LEN));
     put_varint(buf, k.len() as u64);
-    buf.put_slice(k.0.as_bytes());
+    // Most keys have no prefix: no call for an empty copy.
+    if !k.0.is_empty() {
+        buf.put_slice(k.0.as_bytes());
+    }
     buf.put_slice(k.1.as_bytes());
 }
 

@@ -184,34 +184,62 @@ impl HeadScan {
                 // Only names and line ends matter: a value (most of a head: cookies, tokens,
                 // user agents) is skipped in one search, not looked at byte by byte.
                 i += memchr::memchr(b'\n', &bytes[i..])?;
+                self.in_value = false;
+                self.len = 0;
+                i += 1;
+                continue;
             }
-            let b = bytes[i];
-            match b {
-                b'\r' => {}
-                b'\n' => {
-                    if !self.in_value && self.len == 0 {
-                        return Some((self.content_length && self.transfer_encoding, i + 1));
-                    }
-                    self.in_value = false;
-                    self.len = 0;
+            // A name, the request line, or the blank line that ends the head: up to the
+            // first `:` or the line's end.
+            let rest = &bytes[i..];
+            let Some(n) = memchr::memchr2(b':', b'\n', rest) else {
+                self.keep(rest);
+                return None;
+            };
+            let (part, at) = (&rest[..n], rest[n]);
+            if at == b':' {
+                if self.len == 0 {
+                    // The whole name is in this read: compared where it lies.
+                    self.named(part);
+                } else {
+                    self.keep(part);
+                    let kept = self.name;
+                    self.named(&kept[..self.len.min(kept.len())]);
                 }
-                b':' if !self.in_value => {
-                    let name = &self.name[..self.len.min(self.name.len())];
-                    self.content_length |= name == b"content-length";
-                    self.transfer_encoding |= name == b"transfer-encoding";
-                    self.in_value = true;
+                self.in_value = true;
+            } else {
+                self.keep(part);
+                if self.len == 0 {
+                    return Some((self.content_length && self.transfer_encoding, i + n + 1));
                 }
-                _ if !self.in_value => {
-                    if self.len < self.name.len() {
-                        self.name[self.len] = b.to_ascii_lowercase();
-                    }
-                    self.len += 1;
-                }
-                _ => {}
+                self.len = 0;
             }
-            i += 1;
+            i += n + 1;
         }
         None
+    }
+
+    /// Keeps the start of a line split across reads (a header name fits; longer ones never
+    /// match), lowercased, without `\r`.
+    fn keep(&mut self, part: &[u8]) {
+        for &b in part.iter().filter(|&&b| b != b'\r') {
+            if self.len == self.name.len() {
+                // Longer than any name looked for: only "not empty" matters now (a request
+                // line of a long URI stops here).
+                self.len += 1;
+                return;
+            }
+            if self.len > self.name.len() {
+                return;
+            }
+            self.name[self.len] = b.to_ascii_lowercase();
+            self.len += 1;
+        }
+    }
+
+    fn named(&mut self, name: &[u8]) {
+        self.content_length |= name.eq_ignore_ascii_case(b"content-length");
+        self.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
     }
 }
 
@@ -443,6 +471,27 @@ mod tests {
         for split in 1..head.len() - 4 {
             let (a, b) = head.split_at(split);
             assert_eq!(scan(&[a, b]).map(|r| r.0), Some(true), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn head_scan_reads_a_browser_head_split_anywhere() {
+        let head: &[u8] = b"POST /cart?id=7 HTTP/1.1\r\nHost: shop\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nCookie: a=1; b=content-length: 2\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\nCONTENT-LENGTH: 4\r\nAn-Unusually-Long-Header-Name: x\r\n\r\nbody";
+        let end = head.len() - 4;
+        assert_eq!(scan(&[head]), Some((true, end)));
+        for split in 1..end {
+            let (a, b) = head.split_at(split);
+            let mut s = HeadScan::default();
+            let got = s
+                .feed(a)
+                .or_else(|| s.feed(b).map(|(amb, n)| (amb, split + n)));
+            assert_eq!(got, Some((true, end)), "split at {split}");
+        }
+        // Without Content-Length the same head is not ambiguous, however it arrives.
+        let plain: &[u8] = b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Long-Name-Over-Twenty-Bytes-content-length: 1\r\n\r\n";
+        for split in 1..plain.len() {
+            let (a, b) = plain.split_at(split);
+            assert_eq!(scan(&[a, b]).map(|r| r.0), Some(false), "split at {split}");
         }
     }
 

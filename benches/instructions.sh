@@ -10,6 +10,7 @@
 # user agent, accepts, a referer and cookies).
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
+# TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead.
 # Needs valgrind and wrk (apt-get install valgrind wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,8 @@ sleep 0.5
 # Prints "instructions requests".
 run() {
   local out=$work/cg.$$.$RANDOM reqs=0
-  OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \
+  OTEL_SDK_DISABLED=$([ "${TRACING:-on}" = off ] && echo true || echo false) \
+    OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \
     valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
     "$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000 \
     --admin 127.0.0.1:49083 --workers 1 >/dev/null 2>&1 &

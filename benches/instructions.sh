@@ -10,6 +10,7 @@
 # user agent, accepts, a referer and cookies).
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
+# `nginx` as a binary measures nginx (benches/proxy/nginx.conf, one process) the same way.
 # TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead.
 # Needs valgrind and wrk (apt-get install valgrind wrk).
 set -euo pipefail
@@ -37,15 +38,25 @@ work=$(mktemp -d)
 "${pin1[@]}" "$sink" 127.0.0.1:44317 "$work/counts" >/dev/null & pids+=($!)
 sleep 0.5
 
+# nginx as the reference (`nginx` in place of a binary): one process, no tracing.
+sed -e 's/^worker_processes 1;/master_process off;\nworker_processes 1;/' \
+  -e 's/127.0.0.1:18000/127.0.0.1:48000/; s/127.0.0.1:18086/127.0.0.1:48083/' \
+  benches/proxy/nginx.conf > "$work/nginx.conf"
+
 # Total instructions of one run of $1 under callgrind; with load when $2 is "load".
 # Prints "instructions requests".
 run() {
-  local out=$work/cg.$$.$RANDOM reqs=0
+  local out=$work/cg.$$.$RANDOM reqs=0 cmd stop=-INT
+  if [ "$1" = nginx ]; then
+    cmd=(nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;'); stop=-QUIT
+  else
+    cmd=("$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000
+      --admin 127.0.0.1:49083 --workers 1)
+  fi
   OTEL_SDK_DISABLED=$([ "${TRACING:-on}" = off ] && echo true || echo false) \
     OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \
     valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
-    "$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000 \
-    --admin 127.0.0.1:49083 --workers 1 >/dev/null 2>&1 &
+    "${cmd[@]}" >/dev/null 2>&1 &
   local t=$!
   local i
   for i in $(seq 100); do curl -s -o /dev/null -m 1 http://127.0.0.1:48083/ && break; sleep 0.2; done
@@ -55,7 +66,7 @@ run() {
   else
     sleep "$secs"
   fi
-  kill -INT $t; wait $t 2>/dev/null || true
+  kill $stop $t; wait $t 2>/dev/null || true
   echo "$(awk '/^summary:|^totals:/ {print $2; exit}' "$out") $reqs"
   rm -f "$out"
 }

@@ -73,6 +73,7 @@ impl SpanGuard {
         let Some(mut shared) = self.exchange.take() else {
             return;
         };
+        // Unique: the viewer and the export queue get their clones below.
         let Some(e) = Arc::get_mut(&mut shared) else {
             return;
         };

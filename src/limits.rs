@@ -223,17 +223,15 @@ impl HeadScan {
     /// match), lowercased, without `\r`.
     fn keep(&mut self, part: &[u8]) {
         for &b in part.iter().filter(|&&b| b != b'\r') {
-            if self.len == self.name.len() {
-                // Longer than any name looked for: only "not empty" matters now (a request
-                // line of a long URI stops here).
-                self.len += 1;
-                return;
+            if let Some(slot) = self.name.get_mut(self.len) {
+                *slot = b.to_ascii_lowercase();
             }
-            if self.len > self.name.len() {
-                return;
-            }
-            self.name[self.len] = b.to_ascii_lowercase();
             self.len += 1;
+            if self.len > self.name.len() {
+                // Longer than any name looked for: only "not empty" matters now (a request
+                // line with a long URI stops here).
+                return;
+            }
         }
     }
 

@@ -30,7 +30,10 @@ if [ "$head" = browser ]; then
 elif [ "$head" != short ]; then
   echo "head: short or browser" >&2; exit 2
 fi
-[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 BINARY... [-- seconds connections]" >&2; exit 2; }
+[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 BINARY... [-- seconds connections head]" >&2; exit 2; }
+for tool in valgrind wrk; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk)" >&2; exit 2; }
+done
 . benches/lib.sh
 bench_processes
 work=$(mktemp -d)

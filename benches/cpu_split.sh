@@ -16,9 +16,7 @@ conns=${3:-32}
 bench_processes
 work=$(mktemp -d)
 bench_backends "$work/counts"
-find_bin() { if [ -n "${PEERS_BIN:-}" ] && [ -x "$PEERS_BIN/$1" ]; then echo "$PEERS_BIN/$1"; else command -v "$1" || true; fi; }
-envoy=$(find_bin envoy); nginx=$(find_bin nginx)
-[ -z "$nginx" ] && [ -x /usr/sbin/nginx ] && nginx=/usr/sbin/nginx
+envoy=$(find_peer envoy); nginx=$(find_peer nginx)
 
 declare -A port pid
 start() { # name port command...

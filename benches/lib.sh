@@ -26,3 +26,12 @@ bench_backends() {
   "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
   "${pin1[@]}" "$sink" 127.0.0.1:14317 "$1" >/dev/null & pids+=($!)
 }
+
+# A peer's binary (envoy, caddy, nginx): from $PEERS_BIN when it is there, else from PATH
+# (nginx also from /usr/sbin); empty when absent.
+find_peer() {
+  if [ -n "${PEERS_BIN:-}" ] && [ -x "$PEERS_BIN/$1" ]; then echo "$PEERS_BIN/$1"
+  elif command -v "$1"; then :
+  elif [ -x "/usr/sbin/$1" ]; then echo "/usr/sbin/$1"
+  fi
+}

@@ -17,12 +17,9 @@ rounds=${2:-3}
 workers=${3:-1}
 conns=(${4:-32 256})
 work=$(mktemp -d)
-peers=${PEERS_BIN:-}
-find_bin() { if [ -n "$peers" ] && [ -x "$peers/$1" ]; then echo "$peers/$1"; else command -v "$1" || true; fi; }
-envoy=$(find_bin envoy); caddy=$(find_bin caddy); nginx=$(find_bin nginx)
-[ -x /usr/sbin/nginx ] && [ -z "$nginx" ] && nginx=/usr/sbin/nginx
 
 . benches/lib.sh
+envoy=$(find_peer envoy); caddy=$(find_peer caddy); nginx=$(find_peer nginx)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
 trap cleanup EXIT

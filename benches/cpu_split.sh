@@ -42,11 +42,10 @@ for p in "${order[@]}"; do
     || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
 done
 
-# The process and its children (nginx's worker), each with all its threads.
-procs() { echo "$1"; pgrep -P "$1" || true; }
+# Over the process and its children (nginx's worker), each with all its threads.
 ticks() { # utime stime summed over the processes
   local u=0 s=0 p a b
-  for p in $(procs "$1"); do
+  for p in $(proc_tree "$1"); do
     read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
     u=$((u + a)); s=$((s + b))
   done
@@ -63,7 +62,7 @@ for r in $(seq "$rounds"); do
     sc=""
     if [ $have_perf = 1 ]; then
       perf stat -x, -e raw_syscalls:sys_enter -o "$work/perf.$p" \
-        -p "$(procs "${pid[$p]}" | paste -sd,)" -- sleep "$secs" >/dev/null 2>&1 &
+        -p "$(proc_tree "${pid[$p]}" | paste -sd,)" -- sleep "$secs" >/dev/null 2>&1 &
       sc=$!
     fi
     out=$(timeout $((secs + 20)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:${port[$p]}/api/bench")
@@ -81,3 +80,4 @@ for r in $(seq "$rounds"); do
 done
 echo "(user and kernel time from /proc/PID/stat in clock ticks of 1/${hz} s; system calls"
 echo " counted by perf over the whole process while wrk ran, so a few are idle timers)"
+rm -rf "$work"

@@ -35,3 +35,6 @@ find_peer() {
   elif [ -x "/usr/sbin/$1" ]; then echo "/usr/sbin/$1"
   fi
 }
+
+# A process and its children (nginx's workers), one pid per line.
+proc_tree() { echo "$1"; pgrep -P "$1" || true; }

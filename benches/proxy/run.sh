@@ -62,9 +62,8 @@ for p in "${order[@]}"; do
 done
 
 # Every process of a proxy (nginx: master and workers).
-tree() { echo "$1"; pgrep -P "$1" || true; }
-cpu() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
-rss() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
+cpu() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+rss() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 spans() { read -r s _ < "$counts" 2>/dev/null && echo "$s" || echo 0; }
 # Spans tg-nocollector dropped (all reasons), from its /metrics.
 dropped() { curl -s -m 5 127.0.0.1:19087/metrics | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }

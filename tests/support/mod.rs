@@ -749,6 +749,17 @@ pub fn spawn_tracegate(args: &[&str], envs: &[(&str, &str)]) -> Process {
     }
 }
 
+/// A failing test shows what tracegate logged after startup.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            eprintln!("--- tracegate's log ---\n{}", log.join("\n"));
+        }
+    }
+}
+
 impl Process {
     /// Sends a signal (`TERM`, `INT`, `HUP`) with kill(1).
     pub fn signal(&self, name: &str) {

@@ -113,11 +113,13 @@ impl ExportHandle {
             stats.dropped_queue_bytes.fetch_add(spans, Relaxed);
             return;
         }
+        // Counted before the send: once sent, the batcher may take and export the spans
+        // (and subtract them) before this thread runs again.
+        let n = spans as usize;
+        stats.queue_len.fetch_add(1, Relaxed);
+        let before = self.wake.unsent.fetch_add(n, Relaxed);
         match tx.try_send(Queued { exchange, size }) {
             Ok(()) => {
-                stats.queue_len.fetch_add(1, Relaxed);
-                let n = spans as usize;
-                let before = self.wake.unsent.fetch_add(n, Relaxed);
                 let (after, every, batch) =
                     (before + n, self.wake.every.max(1), self.wake.batch_size);
                 if before < batch && (after >= batch || after / every > before / every) {
@@ -126,6 +128,8 @@ impl ExportHandle {
                 }
             }
             Err(e) => {
+                self.wake.unsent.fetch_sub(n, Relaxed);
+                stats.queue_len.fetch_sub(1, Relaxed);
                 stats.queue_bytes.fetch_sub(size, Relaxed);
                 let counter = match e {
                     mpsc::error::TrySendError::Full(_) => &stats.dropped_queue_full,

@@ -12,6 +12,8 @@
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
 # `nginx` as a binary measures nginx (benches/proxy/nginx.conf, one process) the same way.
 # TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead.
+# PROFILE=DIR keeps each loaded run's callgrind file in DIR (callgrind.N.out, N the
+# binary's position) for `callgrind_annotate --inclusive=yes`.
 # Needs valgrind and wrk (apt-get install valgrind wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,12 +73,17 @@ run() {
   fi
   kill $stop $t; wait $t 2>/dev/null || true
   echo "$(awk '/^summary:|^totals:/ {print $2; exit}' "$out") $reqs"
+  if [ -n "${PROFILE:-}" ] && [ "$2" = load ]; then
+    mkdir -p "$PROFILE" && mv "$out" "$PROFILE/callgrind.$3.out"
+  fi
   rm -f "$out"
 }
 printf '%-40s %12s %14s %14s\n' binary requests "instr/request" "idle instr"
+n=0
 for b in "${bins[@]}"; do
+  n=$((n + 1))
   read -r idle _ < <(run "$b" idle)
-  read -r busy reqs < <(run "$b" load)
+  read -r busy reqs < <(run "$b" load "$n")
   awk -v b="$b" -v i="$idle" -v l="$busy" -v n="$reqs" 'BEGIN {
     printf "%-40s %12d %14.0f %14.0f\n", b, n, (l - i) / (n > 0 ? n : 1), i }'
 done

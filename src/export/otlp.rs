@@ -56,11 +56,16 @@ fn put_bytes(buf: &mut BytesMut, field: u32, v: &[u8]) {
 fn put_key(buf: &mut BytesMut, field: u32, k: Key<'_>) {
     put_varint(buf, tag(field, LEN));
     put_varint(buf, k.len() as u64);
-    // Most keys have no prefix: no call for an empty copy.
-    if !k.0.is_empty() {
-        buf.put_slice(k.0.as_bytes());
+    put_key_bytes(buf, k);
+}
+
+/// The key's text; most keys are one part (`Key::of`): no call for an empty copy.
+fn put_key_bytes(buf: &mut BytesMut, k: Key<'_>) {
+    for part in [k.0, k.1] {
+        if !part.is_empty() {
+            buf.put_slice(part.as_bytes());
+        }
     }
-    buf.put_slice(k.1.as_bytes());
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -134,6 +139,9 @@ fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
         close(buf, kv);
         return;
     }
+    if put_short_attr(buf, field, key, value) {
+        return;
+    }
     let any = any_len(value);
     let kv = field_len(1, key.len()) + field_len(2, any);
     put_varint(buf, tag(field, LEN));
@@ -156,6 +164,58 @@ fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
         }
         Val::Header(..) => {}
     }
+}
+
+/// [`put_attr`] for the usual attribute: a scalar value whose `KeyValue` is under 128 bytes,
+/// so every length is one byte and known up front. The framing is written in two pieces
+/// (before the key, before the value) instead of eight varints, each checking for room:
+/// this was ~60% of encoding a span. Returns false, writing nothing, for the others.
+fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) -> bool {
+    let (klen, vlen) = (
+        key.len(),
+        match value {
+            Val::Str(s) => s.len(),
+            Val::Parts(p) => p.iter().map(|s| s.len()).sum(),
+            Val::Int(_) => 0,
+            Val::Header(..) => return false,
+        },
+    );
+    // AnyValue: a string (tag, length, bytes) or an int (tag, varint).
+    let any = match value {
+        Val::Int(i) => 1 + varint_len(*i as u64),
+        _ => 2 + vlen,
+    };
+    // KeyValue: key (tag, length, bytes), value (tag, length, AnyValue).
+    let kv = 2 + klen + 2 + any;
+    if field >= 16 || kv >= 128 {
+        return false;
+    }
+    buf.reserve(2 + kv);
+    buf.put_slice(&[
+        tag(field, LEN) as u8,
+        kv as u8,
+        tag(1, LEN) as u8,
+        klen as u8,
+    ]);
+    put_key_bytes(buf, key);
+    match value {
+        Val::Str(s) => {
+            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
+            buf.put_slice(s.as_bytes());
+        }
+        Val::Parts(parts) => {
+            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
+            for p in *parts {
+                buf.put_slice(p.as_bytes());
+            }
+        }
+        Val::Int(i) => {
+            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(3, VARINT) as u8]);
+            put_varint(buf, *i as u64);
+        }
+        Val::Header(..) => {}
+    }
+    true
 }
 
 /// Encoded spans waiting to be sent, each a `ScopeSpans.spans` field.
@@ -603,6 +663,43 @@ mod tests {
             );
             assert_eq!(span.events[0].attributes.len(), 1);
             assert_eq!(span.status.as_ref().unwrap().message.len(), n);
+        }
+    }
+
+    #[test]
+    fn attributes_decode_on_both_sides_of_the_short_form() {
+        // Every KeyValue size from 12 to ~260 bytes (one-byte lengths end at 127), two-part
+        // keys, string, parts and int values (a negative int is a 10-byte varint).
+        let p = Preamble::new(&[], "tracegate", "0");
+        let mut s = Spans::default();
+        let mut expected = Vec::new();
+        s.begin(&head(1, None, ("GET", None)));
+        for klen in 10..=130 {
+            for vlen in [0, 1, 10, 127, 128] {
+                let key = |kind: &str| {
+                    let k = format!("{kind}.{klen}.{vlen}.");
+                    format!("{k}{}", "k".repeat(klen - k.len()))
+                };
+                let value = "v".repeat(vlen);
+                s.attr(Key("", &key("s")), Val::Str(&value));
+                expected.push((key("s"), any_value::Value::StringValue(value.clone())));
+                let rest = key("p");
+                let (a, b) = value.split_at(vlen / 2);
+                s.attr(Key("x", &rest[1..]), Val::Parts(&[a, b]));
+                expected.push((key("x"), any_value::Value::StringValue(value.clone())));
+                for (n, i) in [0, 1, 300, -1, i64::MAX].into_iter().enumerate() {
+                    let k = key(&format!("i{n}"));
+                    s.attr(Key("", &k), Val::Int(i));
+                    expected.push((k, any_value::Value::IntValue(i)));
+                }
+            }
+        }
+        s.end(None);
+        let req = decode(&p, &s.take(1));
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.attributes.len(), expected.len());
+        for (key, value) in &expected {
+            assert_eq!(attr(span, key), Some(value), "{key}");
         }
     }
 

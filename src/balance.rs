@@ -28,6 +28,9 @@ fn now_ms() -> u64 {
 pub struct Endpoint {
     /// `ip:port` (resolved) or `host:port`: the connection's address.
     pub authority: Authority,
+    /// The authority of the request URIs sent to this endpoint, by which the engine's pool
+    /// keys its connections: `authority`, or a short stand-in (see `upstream::PoolKeys`).
+    pub pool_key: Authority,
     pub target: Arc<Target>,
     outstanding: AtomicUsize,
     /// Failures in a row.
@@ -43,9 +46,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(authority: Authority, target: Arc<Target>) -> Self {
+    pub fn new(authority: Authority, pool_key: Authority, target: Arc<Target>) -> Self {
         Endpoint {
             authority,
+            pool_key,
             target,
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -252,8 +256,10 @@ mod tests {
             base_url: Arc::from(format!("http://127.0.0.1:{i}").as_str()),
             tls: false,
         };
+        let authority: Authority = format!("127.0.0.1:{i}").parse().unwrap();
         Arc::new(Endpoint::new(
-            format!("127.0.0.1:{i}").parse().unwrap(),
+            authority.clone(),
+            authority,
             Arc::new(target),
         ))
     }

@@ -108,6 +108,7 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
 
 /// What the upstream request carries beyond the client's own headers.
 pub struct Outbound<'a> {
+    /// The URI's authority: the endpoint's `pool_key`.
     pub authority: &'a http::uri::Authority,
     /// The upstream's HTTP version.
     pub version: Version,

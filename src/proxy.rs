@@ -318,7 +318,7 @@ async fn exchange(
         return local_error(ProxyError::ConnectFailed, guard, &rt, trace_id, corr);
     };
     let endpoint = picked.endpoint().clone();
-    let (authority, target) = (&endpoint.authority, &endpoint.target);
+    let (authority, target) = (&endpoint.pool_key, &endpoint.target);
     // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
     // the upstream, and the client's side of the tunnel is taken before the request is.
     let upgrade = forward::upgrade_request(&req);
@@ -409,7 +409,7 @@ async fn exchange(
         // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
         // (a new parent id for the upstream) and the next endpoint.
         let endpoint = picked.endpoint().clone();
-        let (authority, target) = (&endpoint.authority, &endpoint.target);
+        let (authority, target) = (&endpoint.pool_key, &endpoint.target);
         let span = if rt.client_spans {
             ids::span_id()
         } else {

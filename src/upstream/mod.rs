@@ -25,6 +25,7 @@ use crate::span::Target;
 
 mod connect;
 use connect::Connector;
+pub use connect::PoolKeys;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
@@ -127,6 +128,9 @@ pub struct Upstream {
     /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
     pub retries: u32,
     client: Client<Connector, RequestBody>,
+    /// The short pool keys of this upstream's endpoints (shared with the connector).
+    keys: Arc<PoolKeys>,
+    protocol: UpstreamProtocol,
 }
 
 /// Decrements its counter when dropped.
@@ -187,7 +191,8 @@ async fn refresh_dns(
                         {
                             Some(same) => next.push(same.clone()),
                             None => next.push(Arc::new(Endpoint::new(
-                                authority,
+                                authority.clone(),
+                                u.pool_key(&authority, e.tls),
                                 target(&u.name, e, Some(a.ip())),
                             ))),
                         }
@@ -227,7 +232,7 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
         let Some(u) = upstream.upgrade() else { return };
         for e in u.pool.endpoints().iter() {
             let scheme = if e.target.tls { "https" } else { "http" };
-            let Ok(uri) = format!("{scheme}://{}{}", e.authority, hc.path).parse::<Uri>() else {
+            let Ok(uri) = format!("{scheme}://{}{}", e.pool_key, hc.path).parse::<Uri>() else {
                 continue;
             };
             let mut req = Request::new(RequestBody {
@@ -271,7 +276,8 @@ impl Upstream {
     /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
     /// which end when it is dropped (a reload replaced it).
     pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
-        let connector = Connector::new(s)?;
+        let keys = Arc::new(PoolKeys::default());
+        let connector = Connector::new(s, keys.clone())?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(s.idle_timeout)
@@ -283,7 +289,13 @@ impl Upstream {
         let endpoints = s
             .endpoints
             .iter()
-            .map(|e| Arc::new(Endpoint::new(e.authority.clone(), target(&name, e, None))))
+            .map(|e| {
+                Arc::new(Endpoint::new(
+                    e.authority.clone(),
+                    pool_key(&keys, s.protocol, &e.authority, e.tls),
+                    target(&name, e, None),
+                ))
+            })
             .collect();
         let upstream = Arc::new(Upstream {
             pool: Pool::new(name.clone(), endpoints, s.balance, s.outlier),
@@ -300,6 +312,8 @@ impl Upstream {
                 UpstreamProtocol::Http2 => Version::HTTP_2,
             },
             client,
+            keys,
+            protocol: s.protocol,
         });
         let resolvable: Vec<ConfigEndpoint> = s
             .endpoints
@@ -318,6 +332,11 @@ impl Upstream {
             tokio::spawn(health_check(Arc::downgrade(&upstream), hc.clone()));
         }
         Ok(upstream)
+    }
+
+    /// The pool key of a new endpoint at `authority`.
+    fn pool_key(&self, authority: &http::uri::Authority, tls: bool) -> http::uri::Authority {
+        pool_key(&self.keys, self.protocol, authority, tls)
     }
 
     /// An endpoint for the next attempt, avoiding the one that just failed when possible.
@@ -444,6 +463,31 @@ impl Upstream {
             },
         ));
         self.answer(call, deadline).await
+    }
+}
+
+/// The authority requests to an endpoint at `authority` are sent with. hyper-util's pool
+/// hashes it (SipHash, one byte at a time) several times per request: ~2.2k instructions
+/// for `127.0.0.1:8080`, more for a service's DNS name. Where the connection can only
+/// speak HTTP/1.1 the authority appears nowhere on the wire (the origin-form request line
+/// and the client's `Host` go out), so a short stand-in registered in `keys` does, and the
+/// connector maps it back. Where HTTP/2 may be negotiated (`http2`, or `auto` over TLS)
+/// the URI's authority becomes `:authority`: the real one is kept.
+fn pool_key(
+    keys: &PoolKeys,
+    protocol: UpstreamProtocol,
+    authority: &http::uri::Authority,
+    tls: bool,
+) -> http::uri::Authority {
+    let h2_possible = match protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Auto => tls,
+    };
+    if h2_possible {
+        authority.clone()
+    } else {
+        keys.short(authority)
     }
 }
 

@@ -161,12 +161,14 @@ impl Propagation {
                         &w3c::TRACEPARENT,
                         w3c::format_traceparent(out.trace_id, out.span_id, out.flags),
                     );
-                    headers.remove(&w3c::TRACESTATE);
-                    if let Some(ts) = out
+                    // `insert` replaces every inbound copy; without a tracestate of our
+                    // own they go.
+                    match out
                         .tracestate
                         .and_then(|ts| http::HeaderValue::from_str(ts).ok())
                     {
-                        headers.insert(&w3c::TRACESTATE, ts);
+                        Some(ts) => drop(headers.insert(&w3c::TRACESTATE, ts)),
+                        None => drop(headers.remove(&w3c::TRACESTATE)),
                     }
                 }
                 Format::Baggage => baggage::inject(headers, out.baggage),

@@ -17,7 +17,7 @@ use crate::balance::Picked;
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::limits::InFlight;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteHistograms};
 use crate::sample::SamplingStats;
 use crate::span::Exchange;
 use crate::viewer::Viewer;
@@ -35,6 +35,8 @@ pub struct SpanGuard {
     stats: Arc<SamplingStats>,
     log: Option<AccessLog>,
     metrics: Option<Arc<Metrics>>,
+    /// The matched route's duration histograms.
+    histograms: Option<Arc<RouteHistograms>>,
     viewer: Option<Viewer>,
 }
 
@@ -44,15 +46,17 @@ impl SpanGuard {
         sink: Option<ExportHandle>,
         stats: Arc<SamplingStats>,
         log: Option<AccessLog>,
-        metrics: Option<Arc<Metrics>>,
+        metrics: Option<(Arc<Metrics>, Option<Arc<RouteHistograms>>)>,
         viewer: Option<Viewer>,
     ) -> Self {
+        let (metrics, histograms) = metrics.map_or((None, None), |(m, h)| (Some(m), h));
         SpanGuard {
             exchange: Some(Arc::new(exchange)),
             sink,
             stats,
             log,
             metrics,
+            histograms,
             viewer,
         }
     }
@@ -105,6 +109,7 @@ impl SpanGuard {
             let exemplar = (export && e.ids.sampled()).then_some(&e.ids.trace_id);
             m.observe(
                 e.route.as_ref(),
+                self.histograms.as_deref(),
                 &e.method,
                 e.status,
                 e.duration.as_secs_f64(),

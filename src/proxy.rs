@@ -286,7 +286,7 @@ async fn exchange(
                 .access_log
                 .enabled()
                 .then(|| shared.access_log.clone()),
-            metrics.cloned(),
+            metrics.map(|m| (m.clone(), route.map(|r| r.histograms.clone()))),
             viewer.cloned(),
         )
     });

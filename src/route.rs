@@ -23,6 +23,8 @@ pub struct Route {
     pub excluded: bool,
     /// Static span attributes: the process-wide ones, then this route's (which win).
     pub attributes: Arc<[(String, String)]>,
+    /// This route's request-duration histograms, found once per label set.
+    pub histograms: Arc<crate::metrics::RouteHistograms>,
     path: PathMatch,
     host: Option<HostMatch>,
     methods: Vec<Method>,
@@ -56,6 +58,7 @@ impl Router {
                     },
                     excluded: r.excluded,
                     attributes: merge(global_attributes, &r.attributes),
+                    histograms: Arc::default(),
                     path: r.path.clone(),
                     host: r.host.clone(),
                     methods: r.methods.clone(),

@@ -1,11 +1,11 @@
 //! Connecting to an endpoint: TCP, then TLS for `https://` endpoints, within
-//! `connect_timeout` for both; what hyper-util's pool learns about the connection.
+//! `connect_timeout` for both; what hyper-util's pool learns about the connection; the
+//! short pool keys that stand in for endpoint authorities, mapped back here.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 
 use http::uri::{Authority, Uri};
 use hyper::rt::{Read, ReadBufCursor, Write};

@@ -25,7 +25,7 @@ use crate::span::Target;
 
 mod connect;
 use connect::Connector;
-pub use connect::PoolKeys;
+use connect::PoolKeys;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).

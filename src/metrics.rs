@@ -97,25 +97,16 @@ impl Default for Metrics {
     }
 }
 
-/// The method labels: the known methods, then `_OTHER`.
+/// The method labels: the methods `span::known_method` names, then `_OTHER`.
 const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "_OTHER",
 ];
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 fn method_index(m: &Method) -> usize {
-    match *m {
-        Method::GET => 0,
-        Method::POST => 1,
-        Method::PUT => 2,
-        Method::DELETE => 3,
-        Method::HEAD => 4,
-        Method::OPTIONS => 5,
-        Method::PATCH => 6,
-        Method::CONNECT => 7,
-        Method::TRACE => 8,
-        _ => 9,
-    }
+    crate::span::known_method(m)
+        .and_then(|known| METHODS.iter().position(|l| *l == known))
+        .unwrap_or(METHODS.len() - 1)
 }
 
 fn class_index(status: u16) -> usize {

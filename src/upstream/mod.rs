@@ -468,7 +468,8 @@ impl Upstream {
 
 /// The authority requests to an endpoint at `authority` are sent with. hyper-util's pool
 /// hashes it (SipHash, one byte at a time) several times per request: ~2.2k instructions
-/// for `127.0.0.1:8080`, more for a service's DNS name. Where the connection can only
+/// for `127.0.0.1:8080`, more for longer ones (IPv6, a name left to the connector with
+/// `dns_refresh: 0s`, a TLS endpoint's host). Where the connection can only
 /// speak HTTP/1.1 the authority appears nowhere on the wire (the origin-form request line
 /// and the client's `Host` go out), so a short stand-in registered in `keys` does, and the
 /// connector maps it back. Where HTTP/2 may be negotiated (`http2`, or `auto` over TLS)

@@ -198,22 +198,16 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
         klen as u8,
     ]);
     put_key_bytes(buf, key);
+    if let Val::Int(i) = value {
+        buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(3, VARINT) as u8]);
+        put_varint(buf, *i as u64);
+        return true;
+    }
+    buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
     match value {
-        Val::Str(s) => {
-            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
-            buf.put_slice(s.as_bytes());
-        }
-        Val::Parts(parts) => {
-            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
-            for p in *parts {
-                buf.put_slice(p.as_bytes());
-            }
-        }
-        Val::Int(i) => {
-            buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(3, VARINT) as u8]);
-            put_varint(buf, *i as u64);
-        }
-        Val::Header(..) => {}
+        Val::Str(s) => buf.put_slice(s.as_bytes()),
+        Val::Parts(parts) => parts.iter().for_each(|p| buf.put_slice(p.as_bytes())),
+        Val::Int(_) | Val::Header(..) => {}
     }
     true
 }

@@ -16,6 +16,7 @@ use http::uri::Authority;
 
 use crate::config::{Balance, OutlierSettings};
 use crate::span::Target;
+use crate::upstream::Http1Conns;
 
 /// Milliseconds since the process's first use of this clock (monotonic).
 fn now_ms() -> u64 {
@@ -28,9 +29,9 @@ fn now_ms() -> u64 {
 pub struct Endpoint {
     /// `ip:port` (resolved) or `host:port`: the connection's address.
     pub authority: Authority,
-    /// The authority of the request URIs sent to this endpoint, by which the engine's pool
-    /// keys its connections: `authority`, or a short stand-in (see `upstream::PoolKeys`).
-    pub pool_key: Authority,
+    /// Its HTTP/1.1 connections, when it can only speak HTTP/1.1 (`upstream::http1`);
+    /// `None`: the engine's pooled client keeps them, keyed by `authority`.
+    pub http1: Option<Http1Conns>,
     pub target: Arc<Target>,
     outstanding: AtomicUsize,
     /// Failures in a row.
@@ -46,10 +47,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(authority: Authority, pool_key: Authority, target: Arc<Target>) -> Self {
+    pub fn new(authority: Authority, http1: Option<Http1Conns>, target: Arc<Target>) -> Self {
         Endpoint {
             authority,
-            pool_key,
+            http1,
             target,
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -57,6 +58,15 @@ impl Endpoint {
             ejections: AtomicU32::new(0),
             down: AtomicBool::new(false),
             probes: Default::default(),
+        }
+    }
+
+    /// The authority of the request URIs sent to it: none for its own HTTP/1.1
+    /// connections (origin-form), its address for the engine's pool.
+    pub fn uri_authority(&self) -> Option<&Authority> {
+        match self.http1 {
+            Some(_) => None,
+            None => Some(&self.authority),
         }
     }
 
@@ -257,11 +267,7 @@ mod tests {
             tls: false,
         };
         let authority: Authority = format!("127.0.0.1:{i}").parse().unwrap();
-        Arc::new(Endpoint::new(
-            authority.clone(),
-            authority,
-            Arc::new(target),
-        ))
+        Arc::new(Endpoint::new(authority, None, Arc::new(target)))
     }
 
     fn pool(n: u16, balance: Balance) -> Pool {

@@ -125,13 +125,14 @@ impl ProxyError {
         }
     }
 
-    /// Classifies a failed upstream call from the client's error chain.
-    pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
+    /// Classifies a failed upstream call from its error chain; `connecting`: the
+    /// connection (TCP, TLS) was not made.
+    pub fn classify(e: &(dyn StdError + 'static), connecting: bool) -> Self {
         let io_kind = io_kind(e);
         if source_chain(e).any(|s| s.downcast_ref::<crate::upstream::BodyPaused>().is_some()) {
             return ProxyError::RequestBodyTimeout;
         }
-        if e.is_connect() {
+        if connecting {
             if source_chain(e).any(is_tls_error) {
                 return ProxyError::TlsFailed;
             }
@@ -171,9 +172,15 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failed call through the engine's pooled client.
     pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
+        Self::new(e, e.is_connect())
+    }
+
+    /// A failed call; `connecting`: the connection (TCP, TLS) was not made.
+    pub fn new(e: &(dyn StdError + 'static), connecting: bool) -> Self {
         Failure {
-            kind: ProxyError::from_client_error(e),
+            kind: ProxyError::classify(e, connecting),
             detail: describe(e),
         }
     }

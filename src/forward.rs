@@ -108,8 +108,8 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
 
 /// What the upstream request carries beyond the client's own headers.
 pub struct Outbound<'a> {
-    /// The URI's authority: the endpoint's `pool_key`.
-    pub authority: &'a http::uri::Authority,
+    /// The URI's authority (`Endpoint::uri_authority`); `None`: origin-form.
+    pub authority: Option<&'a http::uri::Authority>,
     /// The upstream's HTTP version.
     pub version: Version,
     /// The endpoint is `https://`.
@@ -125,24 +125,26 @@ pub struct Outbound<'a> {
     pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
 }
 
+/// The URI of a request to an endpoint: absolute with `authority`, else origin-form
+/// (`path`, `/` when there is none).
+pub fn upstream_uri(
+    tls: bool,
+    authority: Option<&http::uri::Authority>,
+    path: Option<PathAndQuery>,
+) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    if let Some(a) = authority {
+        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = Some(a.clone());
+    }
+    parts.path_and_query = Some(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
 /// Rewrites the client's request in place for the upstream.
 pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(if out.upstream_tls {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    });
-    parts.authority = Some(out.authority.clone());
-    parts.path_and_query = Some(path);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
-    }
+    let path = req.uri().path_and_query().cloned();
+    *req.uri_mut() = upstream_uri(out.upstream_tls, out.authority, path);
     *req.version_mut() = out.version;
     let h = req.headers_mut();
     // Room for what is added below (X-Forwarded-*, the trace context, the correlation id):

@@ -318,7 +318,7 @@ async fn exchange(
         return local_error(ProxyError::ConnectFailed, guard, &rt, trace_id, corr);
     };
     let endpoint = picked.endpoint().clone();
-    let (authority, target) = (&endpoint.pool_key, &endpoint.target);
+    let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
     // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
     // the upstream, and the client's side of the tunnel is taken before the request is.
     let upgrade = forward::upgrade_request(&req);
@@ -390,7 +390,13 @@ async fn exchange(
         .total_timeout
         .map(|t| tokio::time::Instant::from_std(started) + t);
     let mut result = upstream
-        .send(req, bytes_in, rt.limits.request_body_timeout, deadline)
+        .send(
+            picked.endpoint(),
+            req,
+            bytes_in,
+            rt.limits.request_body_timeout,
+            deadline,
+        )
         .await;
     upstream.report(picked.endpoint(), upstream_ok(&result));
     let mut attempt = 0;
@@ -409,7 +415,7 @@ async fn exchange(
         // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
         // (a new parent id for the upstream) and the next endpoint.
         let endpoint = picked.endpoint().clone();
-        let (authority, target) = (&endpoint.pool_key, &endpoint.target);
+        let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
         let span = if rt.client_spans {
             ids::span_id()
         } else {
@@ -434,17 +440,7 @@ async fn exchange(
         *again.method_mut() = method.clone();
         *again.version_mut() = upstream.version;
         *again.headers_mut() = headers.clone();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(if target.tls {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
-        });
-        parts.authority = Some(authority.clone());
-        parts.path_and_query = path.clone();
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            *again.uri_mut() = uri;
-        }
+        *again.uri_mut() = forward::upstream_uri(target.tls, authority, path.clone());
         if traced {
             rt.propagation.inject(
                 again.headers_mut(),
@@ -458,7 +454,9 @@ async fn exchange(
                 },
             );
         }
-        result = upstream.send_replay(again, deadline).await;
+        result = upstream
+            .send_replay(picked.endpoint(), again, deadline)
+            .await;
         upstream.report(picked.endpoint(), upstream_ok(&result));
     }
 

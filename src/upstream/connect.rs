@@ -1,13 +1,11 @@
 //! Connecting to an endpoint: TCP, then TLS for `https://` endpoints, within
-//! `connect_timeout` for both; what hyper-util's pool learns about the connection; the
-//! short pool keys that stand in for endpoint authorities, mapped back here.
+//! `connect_timeout` for both; what hyper-util's pool learns about the connection.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
-use http::uri::{Authority, Uri};
+use http::uri::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -21,52 +19,6 @@ use crate::tls;
 pub struct Connector {
     inner: HttpsConnector<HttpConnector>,
     timeout: std::time::Duration,
-    keys: Arc<PoolKeys>,
-}
-
-/// Short stand-ins for endpoint authorities in request URIs (see `upstream::pool_key`):
-/// the n-th authority registered is `n`, a digit string with no port, which a configured
-/// or resolved endpoint never is (they always carry one). One list per upstream; an
-/// authority seen again (an address DNS gives back) gets its earlier key, so the list is
-/// as long as the distinct addresses the upstream has had.
-#[derive(Default)]
-pub struct PoolKeys(RwLock<Vec<Authority>>);
-
-impl PoolKeys {
-    /// The key standing in for `authority`.
-    pub fn short(&self, authority: &Authority) -> Authority {
-        let index = {
-            let mut list = self.0.write().unwrap_or_else(PoisonError::into_inner);
-            match list.iter().position(|a| a == authority) {
-                Some(i) => i,
-                None => {
-                    list.push(authority.clone());
-                    list.len() - 1
-                }
-            }
-        };
-        Authority::try_from(index.to_string().as_str()).unwrap_or_else(|_| authority.clone())
-    }
-
-    /// The authority `key` stands in for; `None` for a real authority.
-    pub fn resolve(&self, key: &Authority) -> Option<Authority> {
-        if key.port().is_some() {
-            return None;
-        }
-        let index: usize = key.as_str().parse().ok()?;
-        let list = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        list.get(index).cloned()
-    }
-
-    /// `uri` with its stand-in authority replaced by the real one.
-    fn real(&self, uri: Uri) -> Uri {
-        let Some(real) = uri.authority().and_then(|a| self.resolve(a)) else {
-            return uri;
-        };
-        let mut parts = uri.into_parts();
-        parts.authority = Some(real);
-        Uri::from_parts(parts).unwrap_or_default()
-    }
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -80,7 +32,7 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (connecting, timeout) = (self.inner.call(self.keys.real(uri)), self.timeout);
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
                 Ok(result) => result.map(Conn),
@@ -94,7 +46,7 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 impl Connector {
-    pub fn new(s: &UpstreamSettings, keys: Arc<PoolKeys>) -> Result<Connector, String> {
+    pub fn new(s: &UpstreamSettings) -> Result<Connector, String> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(s.connect_timeout));
@@ -126,7 +78,6 @@ impl Connector {
         Ok(Connector {
             inner,
             timeout: s.connect_timeout,
-            keys,
         })
     }
 }
@@ -186,33 +137,5 @@ impl Write for Conn {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_keys_stand_in_for_authorities_and_map_back() {
-        let keys = PoolKeys::default();
-        let a: Authority = "orders.default.svc.cluster.local:8080".parse().unwrap();
-        let b: Authority = "10.0.0.7:8080".parse().unwrap();
-        let (ka, kb) = (keys.short(&a), keys.short(&b));
-        assert_eq!((ka.as_str(), kb.as_str()), ("0", "1"));
-        assert_eq!(keys.short(&a), ka, "an authority seen again keeps its key");
-        assert_eq!(keys.resolve(&ka), Some(a.clone()));
-        assert_eq!(keys.resolve(&kb), Some(b.clone()));
-        // Real authorities (they always carry a port) and unknown keys are not stand-ins.
-        assert_eq!(keys.resolve(&a), None);
-        assert_eq!(keys.resolve(&"2".parse().unwrap()), None);
-        assert_eq!(keys.resolve(&"localhost".parse().unwrap()), None);
-        let uri: Uri = "https://0/health?x=1".parse().unwrap();
-        assert_eq!(
-            keys.real(uri).to_string(),
-            "https://orders.default.svc.cluster.local:8080/health?x=1"
-        );
-        let real: Uri = "http://10.0.0.9:80/".parse().unwrap();
-        assert_eq!(keys.real(real.clone()), real);
     }
 }

@@ -3,13 +3,13 @@
 //! paused client body), and the background work that keeps endpoints current (DNS
 //! refresh, active health checks). Which endpoint a request gets is `balance`'s choice.
 //!
-//! The engine (hyper-util's pooled client) stays behind this module.
+//! The engine (hyper's connections: our own per endpoint for HTTP/1.1, `http1`; hyper-util's
+//! pooled client where HTTP/2 may be negotiated) stays behind this module.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use http::header::{self, HeaderValue};
-use http::uri::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -24,8 +24,10 @@ use crate::error::{Failure, ProxyError};
 use crate::span::Target;
 
 mod connect;
+mod http1;
 use connect::Connector;
-use connect::PoolKeys;
+pub use http1::Http1Conns;
+use http1::Http1Settings;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
@@ -127,9 +129,10 @@ pub struct Upstream {
     pub version: Version,
     /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
     pub retries: u32,
+    /// The engine's pooled client, for endpoints where HTTP/2 may be negotiated.
     client: Client<Connector, RequestBody>,
-    /// The short pool keys of this upstream's endpoints (shared with the connector).
-    keys: Arc<PoolKeys>,
+    /// For the endpoints that keep their own HTTP/1.1 connections.
+    http1: Http1Settings,
     protocol: UpstreamProtocol,
 }
 
@@ -192,7 +195,7 @@ async fn refresh_dns(
                             Some(same) => next.push(same.clone()),
                             None => next.push(Arc::new(Endpoint::new(
                                 authority.clone(),
-                                u.pool_key(&authority, e.tls),
+                                own_connections(u.protocol, &authority, e.tls),
                                 target(&u.name, e, Some(a.ip())),
                             ))),
                         }
@@ -231,10 +234,11 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
         tick.tick().await;
         let Some(u) = upstream.upgrade() else { return };
         for e in u.pool.endpoints().iter() {
-            let scheme = if e.target.tls { "https" } else { "http" };
-            let Ok(uri) = format!("{scheme}://{}{}", e.pool_key, hc.path).parse::<Uri>() else {
-                continue;
-            };
+            let uri = crate::forward::upstream_uri(
+                e.target.tls,
+                e.uri_authority(),
+                Some(hc.path.clone()),
+            );
             let mut req = Request::new(RequestBody {
                 inner: None,
                 sent: None,
@@ -256,7 +260,7 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
                 )),
             );
             let passed = matches!(
-                tokio::time::timeout(hc.timeout, u.client.request(req)).await,
+                tokio::time::timeout(hc.timeout, u.call(e, req)).await,
                 Ok(Ok(resp)) if resp.status().is_success()
             );
             if let Some(up) = e.probe(passed, hc.healthy_threshold, hc.unhealthy_threshold) {
@@ -276,8 +280,12 @@ impl Upstream {
     /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
     /// which end when it is dropped (a reload replaced it).
     pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
-        let keys = Arc::new(PoolKeys::default());
-        let connector = Connector::new(s, keys.clone())?;
+        let connector = Connector::new(s)?;
+        let http1 = Http1Settings {
+            connector: connector.clone(),
+            max_idle: s.max_idle_per_endpoint,
+            idle_timeout: s.idle_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(s.idle_timeout)
@@ -292,7 +300,7 @@ impl Upstream {
             .map(|e| {
                 Arc::new(Endpoint::new(
                     e.authority.clone(),
-                    pool_key(&keys, s.protocol, &e.authority, e.tls),
+                    own_connections(s.protocol, &e.authority, e.tls),
                     target(&name, e, None),
                 ))
             })
@@ -312,7 +320,7 @@ impl Upstream {
                 UpstreamProtocol::Http2 => Version::HTTP_2,
             },
             client,
-            keys,
+            http1,
             protocol: s.protocol,
         });
         let resolvable: Vec<ConfigEndpoint> = s
@@ -331,12 +339,10 @@ impl Upstream {
         if let Some(hc) = &s.health_check {
             tokio::spawn(health_check(Arc::downgrade(&upstream), hc.clone()));
         }
+        if upstream.endpoints().iter().any(|e| e.http1.is_some()) {
+            tokio::spawn(reap_idle(Arc::downgrade(&upstream)));
+        }
         Ok(upstream)
-    }
-
-    /// The pool key of a new endpoint at `authority`.
-    fn pool_key(&self, authority: &http::uri::Authority, tls: bool) -> http::uri::Authority {
-        pool_key(&self.keys, self.protocol, authority, tls)
     }
 
     /// An endpoint for the next attempt, avoiding the one that just failed when possible.
@@ -373,12 +379,14 @@ impl Upstream {
         self.pool.endpoints()
     }
 
-    /// Sends the prepared request; the error says what failed. `request_timeout` counts from
-    /// the moment the whole request body has been sent (at once for a request without body).
-    /// `pause`: the longest gap allowed in the client's body (zero: no limit).
-    /// `deadline`: the end of the whole exchange (`total_timeout`), if bounded.
+    /// Sends the prepared request to `endpoint`; the error says what failed.
+    /// `request_timeout` counts from the moment the whole request body has been sent (at
+    /// once for a request without body). `pause`: the longest gap allowed in the client's
+    /// body (zero: no limit). `deadline`: the end of the whole exchange (`total_timeout`),
+    /// if bounded.
     pub async fn send(
         &self,
+        endpoint: &Endpoint,
         req: Request<Incoming>,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
@@ -391,20 +399,23 @@ impl Upstream {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
         };
-        let call = self.client.request(Request::from_parts(
-            parts,
-            RequestBody {
-                inner: Some(inner),
-                sent,
-                counted,
-                pause: (!pause.is_zero()).then_some(pause),
-                timer: None,
-            },
-        ));
+        let call = self.call(
+            endpoint,
+            Request::from_parts(
+                parts,
+                RequestBody {
+                    inner: Some(inner),
+                    sent,
+                    counted,
+                    pause: (!pause.is_zero()).then_some(pause),
+                    timer: None,
+                },
+            ),
+        );
         tokio::pin!(call);
         if let Some(body_sent) = body_sent {
             tokio::select! {
-                result = &mut call => return map_result(result),
+                result = &mut call => return result,
                 // Sent, or the body ended in an error: either way the wait for the answer starts.
                 _ = body_sent => {}
                 () = until(deadline) => return Err(self.total_expired()),
@@ -413,18 +424,32 @@ impl Upstream {
         self.answer(call, deadline).await
     }
 
+    /// Sends `req` on one of `endpoint`'s connections.
+    async fn call(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        match &endpoint.http1 {
+            Some(conns) => conns.send(&self.http1, req).await,
+            None => self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| Failure::from_client_error(&e)),
+        }
+    }
+
     /// Waits for the response headers within `request_timeout` and the exchange's deadline.
     async fn answer(
         &self,
-        call: impl std::future::Future<
-            Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-        >,
+        call: impl std::future::Future<Output = Result<Response<Incoming>, Failure>>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Incoming>, Failure> {
         let headers_due = tokio::time::Instant::now() + self.request_timeout;
         let due = deadline.map_or(headers_due, |d| d.min(headers_due));
         match tokio::time::timeout_at(due, call).await {
-            Ok(result) => map_result(result),
+            Ok(result) => result,
             Err(_) if due < headers_due => Err(self.total_expired()),
             Err(_) => Err(Failure {
                 kind: ProxyError::Timeout,
@@ -448,47 +473,65 @@ impl Upstream {
     /// Sends a rebuilt request without a body (a retry).
     pub async fn send_replay(
         &self,
+        endpoint: &Endpoint,
         req: Request<Option<Incoming>>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Incoming>, Failure> {
         let (parts, _) = req.into_parts();
-        let call = self.client.request(Request::from_parts(
-            parts,
-            RequestBody {
-                inner: None,
-                sent: None,
-                counted: None,
-                pause: None,
-                timer: None,
-            },
-        ));
+        let call = self.call(
+            endpoint,
+            Request::from_parts(
+                parts,
+                RequestBody {
+                    inner: None,
+                    sent: None,
+                    counted: None,
+                    pause: None,
+                    timer: None,
+                },
+            ),
+        );
         self.answer(call, deadline).await
     }
 }
 
-/// The authority requests to an endpoint at `authority` are sent with. hyper-util's pool
-/// hashes it (SipHash, one byte at a time) several times per request: ~2.2k instructions
-/// for `127.0.0.1:8080`, more for longer ones (IPv6, a name left to the connector with
-/// `dns_refresh: 0s`, a TLS endpoint's host). Where the connection can only
-/// speak HTTP/1.1 the authority appears nowhere on the wire (the origin-form request line
-/// and the client's `Host` go out), so a short stand-in registered in `keys` does, and the
-/// connector maps it back. Where HTTP/2 may be negotiated (`http2`, or `auto` over TLS)
-/// the URI's authority becomes `:authority`: the real one is kept.
-fn pool_key(
-    keys: &PoolKeys,
+/// The connections of a new endpoint at `authority`: our own where it can only speak
+/// HTTP/1.1 (`http1`, or `auto` over cleartext), the engine's pool (`None`) where HTTP/2
+/// may be negotiated (`http2`, or `auto` over TLS, by ALPN).
+fn own_connections(
     protocol: UpstreamProtocol,
     authority: &http::uri::Authority,
     tls: bool,
-) -> http::uri::Authority {
+) -> Option<Http1Conns> {
     let h2_possible = match protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::Auto => tls,
     };
-    if h2_possible {
-        authority.clone()
-    } else {
-        keys.short(authority)
+    (!h2_possible).then(|| Http1Conns::new(authority, tls))
+}
+
+/// Closes idle HTTP/1.1 connections past `idle_timeout` or beyond `max_idle_per_endpoint`,
+/// on every endpoint that keeps its own. Ends when the upstream is dropped.
+async fn reap_idle(upstream: Weak<Upstream>) {
+    let every = match upstream.upgrade() {
+        Some(u) => (u.http1.idle_timeout / 2).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        ),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(u) = upstream.upgrade() else { return };
+        let now = std::time::Instant::now();
+        for e in u.pool.endpoints().iter() {
+            if let Some(conns) = &e.http1 {
+                conns.reap(&u.http1, now);
+            }
+        }
     }
 }
 
@@ -498,10 +541,4 @@ async fn until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn map_result(
-    r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-) -> Result<Response<Incoming>, Failure> {
-    r.map_err(|e| Failure::from_client_error(&e))
 }

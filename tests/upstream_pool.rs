@@ -1,0 +1,228 @@
+//! The upstream connections an HTTP/1.1 endpoint keeps (src/upstream/http1.rs), seen from a
+//! real upstream that counts the connections it accepts and sees closed: a free connection
+//! is reused, a busy one never gets a second request, idle ones close after `idle_timeout`
+//! and beyond `max_idle_per_endpoint`, and a kept connection the upstream closed costs no
+//! request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpListener;
+use tokio::sync::Barrier;
+
+/// An HTTP/1.1 upstream counting connections. `/hold` answers once `hold` requests are
+/// waiting at once (so each of them must have come on its own connection).
+struct Counting {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+async fn counting(hold: usize) -> Counting {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (accepted.clone(), closed.clone());
+    let barrier = Arc::new(Barrier::new(hold.max(1)));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            a.fetch_add(1, SeqCst);
+            let (c, barrier) = (c.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let barrier = barrier.clone();
+                    async move {
+                        if req.uri().path() == "/hold" {
+                            barrier.wait().await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+                c.fetch_add(1, SeqCst);
+            });
+        }
+    });
+    Counting {
+        addr,
+        accepted,
+        closed,
+    }
+}
+
+fn pool_config(upstream: SocketAddr, pool: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\n{pool}routes:\n  - upstream: app\nexport:\n  protocol: none\n"
+    )
+}
+
+/// Waits (bounded by the helpers' patience) until `counter` reaches `n`.
+async fn reaches(counter: &AtomicUsize, n: usize, what: &str) {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while counter.load(SeqCst) < n {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{what}: {} of {n} in time",
+        counter.load(SeqCst)
+    );
+}
+
+/// `n` GETs to `url` at once.
+async fn gets(url: &str, n: usize) {
+    let client = h1_client();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), url.to_string());
+        all.spawn(async move { get(&client, &url, &[]).await.status });
+    }
+    while let Some(status) = all.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_connection() {
+    let up = counting(1).await;
+    let gw = tracegate(&pool_config(up.addr, "")).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    let client = h1_client();
+    for _ in 0..20 {
+        assert_eq!(get(&client, &url, &[]).await.status, 200);
+    }
+    assert_eq!(
+        up.accepted.load(SeqCst),
+        1,
+        "one connection for 20 requests"
+    );
+    assert_eq!(up.closed.load(SeqCst), 0, "and it stays open");
+}
+
+#[tokio::test]
+async fn a_busy_connection_never_takes_a_second_request_and_free_ones_are_reused() {
+    // Eight requests held at the upstream until all eight are there: eight connections.
+    let up = counting(8).await;
+    let gw = tracegate(&pool_config(up.addr, "")).await;
+    let url = format!("http://{}/hold", gw.proxy_addrs[0]);
+    gets(&url, 8).await;
+    assert_eq!(up.accepted.load(SeqCst), 8);
+    // The next eight find those eight free again.
+    gets(&url, 8).await;
+    gets(&url, 8).await;
+    assert_eq!(
+        up.accepted.load(SeqCst),
+        8,
+        "the kept connections were reused"
+    );
+    assert_eq!(up.closed.load(SeqCst), 0);
+}
+
+#[tokio::test]
+async fn max_idle_per_endpoint_zero_closes_each_connection_after_its_request() {
+    let up = counting(1).await;
+    let gw = tracegate(&pool_config(up.addr, "    max_idle_per_endpoint: 0\n")).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    let client = h1_client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, &url, &[]).await.status, 200);
+    }
+    assert_eq!(up.accepted.load(SeqCst), 5, "a new connection per request");
+    reaches(&up.closed, 5, "connections closed after their request").await;
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_idle_timeout() {
+    let up = counting(1).await;
+    let gw = tracegate(&pool_config(up.addr, "    idle_timeout: 200ms\n")).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    let client = h1_client();
+    assert_eq!(get(&client, &url, &[]).await.status, 200);
+    reaches(&up.closed, 1, "the idle connection closed").await;
+    // The next request connects again.
+    assert_eq!(get(&client, &url, &[]).await.status, 200);
+    assert_eq!(up.accepted.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_beyond_max_idle_per_endpoint_are_closed() {
+    let up = counting(6).await;
+    let gw = tracegate(&pool_config(up.addr, "    max_idle_per_endpoint: 2\n")).await;
+    let url = format!("http://{}/hold", gw.proxy_addrs[0]);
+    gets(&url, 6).await;
+    assert_eq!(up.accepted.load(SeqCst), 6);
+    // Six idle, two may stay: four close (the oldest), two are reused.
+    reaches(&up.closed, 4, "idle connections beyond the limit closed").await;
+    let client = h1_client();
+    let one = format!("http://{}/x", gw.proxy_addrs[0]);
+    for _ in 0..4 {
+        assert_eq!(get(&client, &one, &[]).await.status, 200);
+    }
+    assert_eq!(up.accepted.load(SeqCst), 6, "the two kept ones serve on");
+    assert_eq!(up.closed.load(SeqCst), 4);
+}
+
+/// Answers one request per connection with a keep-alive response, then closes the
+/// connection without saying so (as an upstream whose keep-alive timeout is shorter
+/// than the proxy's does).
+async fn one_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            a.fetch_add(1, SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_costs_no_request() {
+    let (addr, accepted) = one_per_connection().await;
+    let gw = tracegate(&pool_config(addr, "    retries: 0\n")).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    let client = h1_client();
+    for _ in 0..20 {
+        let r = get(&client, &url, &[]).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        // POST cannot be retried by the proxy: it must never go out on a dead connection.
+        let post = Request::post(&url)
+            .body(body_of(Full::new(Bytes::from_static(b"data"))))
+            .unwrap();
+        assert_eq!(send(&client, post).await.status, 200);
+    }
+    assert_eq!(accepted.load(SeqCst), 40, "one connection per request");
+}

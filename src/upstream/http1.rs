@@ -120,27 +120,22 @@ impl Http1Conns {
     }
 
     /// Queues `req` on a connection whose previous exchange is over, the most recently
-    /// added first; hands it back when there is none. Closed connections found on the way
-    /// are dropped from the list.
+    /// added first; hands it back when there is none. One atomic load per connection
+    /// passed over (at c=256, ~1k instructions per request); closed ones are left for
+    /// `reap` to drop.
     #[allow(clippy::result_large_err)]
     fn on_free(
         &self,
         req: Request<RequestBody>,
     ) -> Result<impl Future<Output = Sent> + use<>, Request<RequestBody>> {
         let mut conns = self.lock();
-        let mut i = conns.len();
-        while i > 0 {
-            i -= 1;
-            let kept = &mut conns[i];
-            if kept.sender.is_ready() {
+        match conns.iter_mut().rev().find(|k| k.sender.is_ready()) {
+            Some(kept) => {
                 kept.idle_since = None;
-                return Ok(kept.sender.try_send_request(req));
+                Ok(kept.sender.try_send_request(req))
             }
-            if kept.sender.is_closed() {
-                conns.remove(i);
-            }
+            None => Err(req),
         }
-        Err(req)
     }
 
     /// Closes the connections idle for longer than `idle_timeout`, and the oldest idle ones

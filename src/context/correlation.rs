@@ -25,7 +25,8 @@ pub fn is_sane(value: &[u8]) -> bool {
 /// Takes the first configured header that is present, once, with a sane value; otherwise
 /// generates a UUID v4 under the first configured header name. `None` when the list is empty.
 pub fn resolve(headers: &HeaderMap, names: &[HeaderName]) -> Option<CorrelationId> {
-    for name in names {
+    let seen = super::NameLengths::of(headers);
+    for name in names.iter().filter(|n| seen.may_have(n)) {
         let mut values = headers.get_all(name).iter();
         if let Some(v) = values.next() {
             if values.next().is_none() && is_sane(v.as_bytes()) {

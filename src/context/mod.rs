@@ -15,6 +15,33 @@ use http::HeaderMap;
 pub use baggage::Baggage;
 pub use w3c::{TraceParent, TraceState};
 
+/// The lengths of the header names a map holds (one bit each, 63 for anything longer): a
+/// lookup for a name whose length is not among them cannot find it and is skipped. One
+/// pass over the names, a few instructions each, against a hash and a probe (~130
+/// instructions) per lookup of a header most requests do not carry; two names of the
+/// same length only cost that lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct NameLengths(u64);
+
+impl NameLengths {
+    pub fn of(headers: &HeaderMap) -> Self {
+        NameLengths(
+            headers
+                .keys()
+                .fold(0, |bits, name| bits | Self::bit(name.as_str().len())),
+        )
+    }
+
+    /// False when `headers` cannot hold `name`.
+    pub fn may_have(self, name: &http::HeaderName) -> bool {
+        self.0 & Self::bit(name.as_str().len()) != 0
+    }
+
+    fn bit(len: usize) -> u64 {
+        1 << len.min(63)
+    }
+}
+
 /// A propagation format (`tracing.propagation`, `OTEL_PROPAGATORS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -116,8 +143,8 @@ impl Propagation {
     /// W3C but a valid `traceparent` names the same trace, W3C wins (its flags and
     /// `tracestate` are richer). `tracestate` is only read with a winning W3C parent.
     pub fn extract(&self, headers: &HeaderMap) -> Inbound {
-        let w3c = self
-            .has(Format::TraceContext)
+        let seen = NameLengths::of(headers);
+        let w3c = (self.has(Format::TraceContext) && seen.may_have(&w3c::TRACEPARENT))
             .then(|| w3c::extract_traceparent(headers))
             .flatten();
         let mut won = self.formats.iter().find_map(|f| {
@@ -141,8 +168,7 @@ impl Propagation {
             tracestate: won
                 .filter(|(f, _)| *f == Format::TraceContext)
                 .and_then(|_| w3c::extract_tracestate(headers)),
-            baggage: self
-                .has(Format::Baggage)
+            baggage: (self.has(Format::Baggage) && seen.may_have(&baggage::BAGGAGE))
                 .then(|| baggage::extract(headers))
                 .flatten(),
         }
@@ -151,6 +177,8 @@ impl Propagation {
     /// Writes every configured format, each header's inbound copies removed first.
     pub fn inject(&self, headers: &mut HeaderMap, out: &Outgoing<'_>) {
         let sampled = out.flags & w3c::FLAG_SAMPLED != 0;
+        // What the request may carry already, for the removals below.
+        let seen = NameLengths::of(headers);
         if self.has(Format::B3) || self.has(Format::B3Multi) {
             b3::remove_all(headers);
         }
@@ -168,10 +196,17 @@ impl Propagation {
                         .and_then(|ts| http::HeaderValue::from_str(ts).ok())
                     {
                         Some(ts) => drop(headers.insert(&w3c::TRACESTATE, ts)),
-                        None => drop(headers.remove(&w3c::TRACESTATE)),
+                        None if seen.may_have(&w3c::TRACESTATE) => {
+                            drop(headers.remove(&w3c::TRACESTATE))
+                        }
+                        None => {}
                     }
                 }
-                Format::Baggage => baggage::inject(headers, out.baggage),
+                Format::Baggage => {
+                    if out.baggage.is_some() || seen.may_have(&baggage::BAGGAGE) {
+                        baggage::inject(headers, out.baggage);
+                    }
+                }
                 Format::B3 => {
                     b3::inject_single(headers, out.trace_id, out.span_id, out.parent_id, sampled)
                 }
@@ -281,6 +316,36 @@ mod tests {
         assert_eq!(ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
         assert!(shared_value(b"bad\r\nheader").is_none());
         assert!(shared_value(b"nul\0").is_none());
+    }
+
+    #[test]
+    fn name_lengths_never_rule_out_a_name_the_map_holds() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-request-id", HeaderValue::from_static("r"));
+        h.insert(
+            "a-header-name-longer-than-sixty-three-bytes-is-counted-with-the-longest-ones",
+            HeaderValue::from_static("v"),
+        );
+        let seen = NameLengths::of(&h);
+        for name in h.keys() {
+            assert!(seen.may_have(name), "{name}");
+        }
+        // Same length as a name present: looked up (and not found), never skipped wrongly.
+        assert!(seen.may_have(&http::HeaderName::from_static("x-b3-traceid")));
+        assert!(!seen.may_have(&w3c::TRACEPARENT));
+        assert!(!seen.may_have(&baggage::BAGGAGE));
+        assert!(seen.may_have(&http::HeaderName::from_static(
+            "another-name-longer-than-sixty-three-bytes-shares-the-last-bit-with-them"
+        )));
+        assert!(!NameLengths::of(&HeaderMap::new()).may_have(&http::header::HOST));
+        // Lookups gated on it find what they found before: a baggage line among names
+        // of other lengths, and none when only a same-length name is present.
+        h.insert("baggage", HeaderValue::from_static("k=v"));
+        assert_eq!(extract(&h).baggage.unwrap().value, "k=v");
+        let mut only_referer = HeaderMap::new();
+        only_referer.insert(http::header::REFERER, HeaderValue::from_static("x"));
+        assert!(extract(&only_referer).baggage.is_none());
     }
 
     #[test]

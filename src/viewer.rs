@@ -2,15 +2,19 @@
 //! recent requests (plus the slowest and the failed, kept apart), a JSON API and an HTML page
 //! that works offline.
 //!
-//! The request path hands a copy of each traced exchange to the store's task with
-//! `try_send` (a full queue drops it: the viewer is best-effort, never a cost to requests).
-//! The task converts it into spans and owns every collection; the admin port asks it
-//! questions over a channel, so no lock is shared with the request path.
+//! The request path puts each traced exchange in a ring of recent ones (one atomic
+//! increment and an `ArcSwap` store: no lock, no task woken per request); only the ones
+//! that may belong among the failed or the slowest go to the store's task, with
+//! `try_send` (a full queue drops it: the viewer is best-effort, never a cost to
+//! requests). The task owns those two collections and answers the admin port's questions
+//! over a channel; exchanges become spans only when someone opens them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -157,28 +161,80 @@ fn failed(status: u16, error_type: Option<&str>) -> bool {
 }
 
 enum Msg {
-    Record(Stored),
+    /// Failed, or slower than the slowest kept so far.
+    Keep(Stored),
     List(Filter, oneshot::Sender<Json>),
     Trace(String, oneshot::Sender<Option<Json>>),
 }
 
 /// The request path's and the admin port's handle.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Viewer {
     tx: mpsc::Sender<Msg>,
+    recent: Arc<Recent>,
+    /// Nanoseconds an exchange must take to enter the slowest list: 0 while it has room,
+    /// then the shortest duration in it (published by the task).
+    slow_bar: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Viewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Viewer")
+            .field("capacity", &self.recent.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last `capacity` exchanges: slot `n % capacity` holds the `n`-th recorded.
+struct Recent {
+    slots: Box<[ArcSwapOption<Exchange>]>,
+    next: AtomicUsize,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Recent {
+        Recent {
+            slots: (0..capacity.max(1))
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn push(&self, e: Stored) {
+        let n = self.next.fetch_add(1, Relaxed);
+        self.slots[n % self.slots.len()].store(Some(e));
+    }
+
+    /// Oldest first. A slot overwritten while this reads it shows its newer exchange.
+    fn snapshot(&self) -> Vec<Stored> {
+        let (n, cap) = (self.next.load(Relaxed), self.slots.len());
+        (n.saturating_sub(cap)..n)
+            .filter_map(|i| self.slots[i % cap].load_full())
+            .collect()
+    }
 }
 
 impl Viewer {
     /// Starts the store's task, keeping the last `capacity` requests.
     pub fn start(capacity: usize) -> Viewer {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx, capacity));
-        Viewer { tx }
+        let recent = Arc::new(Recent::new(capacity));
+        let slow_bar = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(rx, recent.clone(), slow_bar.clone()));
+        Viewer {
+            tx,
+            recent,
+            slow_bar,
+        }
     }
 
-    /// Hands a finished exchange over; never waits.
+    /// Keeps a finished exchange; never waits.
     pub fn record(&self, e: Arc<Exchange>) {
-        let _ = self.tx.try_send(Msg::Record(e));
+        if failed(e.status, e.error_type) || nanos_of(e.duration) > self.slow_bar.load(Relaxed) {
+            let _ = self.tx.try_send(Msg::Keep(e.clone()));
+        }
+        self.recent.push(e);
     }
 
     pub async fn list(&self, filter: Filter) -> Json {
@@ -196,22 +252,23 @@ impl Viewer {
     }
 }
 
-#[derive(Default)]
 struct Store {
-    capacity: usize,
-    recent: VecDeque<Stored>,
+    recent: Arc<Recent>,
     slowest: Vec<Stored>,
     failed: VecDeque<Stored>,
+    slow_bar: Arc<AtomicU64>,
 }
 
-async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
+async fn run(mut rx: mpsc::Receiver<Msg>, recent: Arc<Recent>, slow_bar: Arc<AtomicU64>) {
     let mut store = Store {
-        capacity,
-        ..Store::default()
+        recent,
+        slowest: Vec::new(),
+        failed: VecDeque::new(),
+        slow_bar,
     };
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Record(e) => store.add(e),
+            Msg::Keep(e) => store.keep(e),
             Msg::List(f, reply) => {
                 let _ = reply.send(store.list(&f));
             }
@@ -223,7 +280,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, capacity: usize) {
 }
 
 impl Store {
-    fn add(&mut self, e: Stored) {
+    fn keep(&mut self, e: Stored) {
         if failed(e.status, e.error_type) {
             if self.failed.len() == FAILED {
                 self.failed.pop_front();
@@ -234,13 +291,13 @@ impl Store {
             || self.slowest.last().is_some_and(|s| s.duration < e.duration);
         if slow_enough {
             let at = self.slowest.partition_point(|s| s.duration >= e.duration);
-            self.slowest.insert(at, e.clone());
+            self.slowest.insert(at, e);
             self.slowest.truncate(SLOWEST);
+            if self.slowest.len() == SLOWEST {
+                let bar = self.slowest.last().map_or(0, |s| nanos_of(s.duration));
+                self.slow_bar.store(bar, Relaxed);
+            }
         }
-        if self.recent.len() == self.capacity {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(e);
     }
 
     fn list(&self, f: &Filter) -> Json {
@@ -252,26 +309,26 @@ impl Store {
                 .map(|s| s.json())
                 .collect()
         };
-        let mut routes: Vec<&str> = self
-            .recent
+        let recent = self.recent.snapshot();
+        let mut routes: Vec<&str> = recent
             .iter()
             .map(|e| e.route.as_deref().unwrap_or(""))
             .collect();
         routes.sort_unstable();
         routes.dedup();
         json!({
-            "recent": pick(&mut self.recent.iter().rev()),
+            "recent": pick(&mut recent.iter().rev()),
             "slowest": pick(&mut self.slowest.iter()),
             "failed": pick(&mut self.failed.iter().rev()),
             "routes": routes,
-            "capacity": self.capacity,
+            "capacity": self.recent.slots.len(),
         })
     }
 
     fn trace(&self, id: &str) -> Option<Json> {
         let id = id.to_ascii_lowercase();
-        let found = self
-            .recent
+        let recent = self.recent.snapshot();
+        let found = recent
             .iter()
             .chain(self.failed.iter())
             .chain(self.slowest.iter())
@@ -285,6 +342,10 @@ impl Store {
             "spans": spans.done,
         }))
     }
+}
+
+fn nanos_of(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn nanos(t: SystemTime) -> u64 {

@@ -101,3 +101,76 @@ async fn viewer_lists_filters_and_shows_traces() {
     );
     assert!(String::from_utf8_lossy(&page.body).contains("id=\"waterfall\""));
 }
+
+#[tokio::test]
+async fn recent_keeps_the_last_n_and_the_slowest_list_takes_only_slower_ones() {
+    let up = upstream().await;
+    let yaml = config(up.addr, "export:\n  protocol: none\n").replace(
+        "admin:\n  address: 127.0.0.1:0\n",
+        "admin:\n  address: 127.0.0.1:0\n  traces: 3\n",
+    );
+    let gw = tracegate(&yaml).await;
+    let base = format!("http://{}", gw.proxy_addrs[0]);
+    let admin = format!("http://{}", gw.admin_addr.unwrap());
+    let client = h1_client();
+    let id = |r: &Reply| r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let trace_ids = |list: &Value, key: &str| -> Vec<String> {
+        list[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["trace_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Waits until the newest recent request is `newest`.
+    let settled = |newest: String| {
+        let admin = admin.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let list = json(&format!("{admin}/traces.json?limit=100")).await;
+                if list["recent"][0]["trace_id"] == newest.as_str() {
+                    return list;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{list}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(id(&get(&client, &format!("{base}/api/{i}"), &[]).await));
+    }
+    let list = settled(ids[4].clone()).await;
+    assert_eq!(
+        trace_ids(&list, "recent"),
+        [ids[4].clone(), ids[3].clone(), ids[2].clone()]
+    );
+    assert_eq!(list["capacity"], 3);
+
+    // Fifty quick ones fill the slowest list; a slow one then heads it, and quick ones
+    // after it stay out.
+    for _ in 0..50 {
+        get(&client, &format!("{base}/ok"), &[]).await;
+    }
+    let slow = id(&get(&client, &format!("{base}/slow/200"), &[]).await);
+    let mut last = String::new();
+    for _ in 0..5 {
+        last = id(&get(&client, &format!("{base}/ok"), &[]).await);
+    }
+    // The slowest list is filled by the store's task: wait for the slow one there too.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let list = loop {
+        let list = settled(last.clone()).await;
+        if list["slowest"][0]["trace_id"] == slow.as_str() {
+            break list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let slowest = trace_ids(&list, "slowest");
+    assert_eq!(slowest.len(), 50, "the list keeps fifty");
+    assert_eq!(slowest[0], slow);
+    assert!(list["failed"].as_array().unwrap().is_empty());
+}

@@ -19,7 +19,9 @@ use crate::access_log::AccessLog;
 use crate::body::{ProxyBody, SpanGuard};
 use crate::capture::Capture;
 use crate::config::{LimitSettings, Settings};
-use crate::context::{Inbound, Outgoing, Propagation, TraceIds, correlation, ids, w3c};
+use crate::context::{
+    Inbound, NameLengths, Outgoing, Propagation, TraceIds, correlation, ids, w3c,
+};
 use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound};
@@ -185,8 +187,10 @@ async fn exchange(
     let traced = !(route.is_some_and(|r| r.excluded) || rt.exclude_paths.iter().any(|p| p == path));
 
     // 3. trace context and correlation id
+    // One pass over the names; lookups of headers the request cannot hold are skipped.
+    let seen = NameLengths::of(req.headers());
     let inbound = if traced {
-        rt.propagation.extract(req.headers())
+        rt.propagation.extract_seen(req.headers(), seen)
     } else {
         Inbound::default()
     };
@@ -203,7 +207,7 @@ async fn exchange(
         ids.flags |= w3c::FLAG_SAMPLED;
     }
     let trace_id = traced.then_some(&ids.trace_id);
-    let correlation = correlation::resolve(req.headers(), &rt.correlation_headers);
+    let correlation = correlation::resolve_seen(req.headers(), &rt.correlation_headers, seen);
     let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
 
     // Spans are recorded when sampled, or when the tail rule may still keep them (errors,

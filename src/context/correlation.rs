@@ -25,7 +25,15 @@ pub fn is_sane(value: &[u8]) -> bool {
 /// Takes the first configured header that is present, once, with a sane value; otherwise
 /// generates a UUID v4 under the first configured header name. `None` when the list is empty.
 pub fn resolve(headers: &HeaderMap, names: &[HeaderName]) -> Option<CorrelationId> {
-    let seen = super::NameLengths::of(headers);
+    resolve_seen(headers, names, super::NameLengths::of(headers))
+}
+
+/// `resolve`, with the name lengths of `headers` already taken.
+pub fn resolve_seen(
+    headers: &HeaderMap,
+    names: &[HeaderName],
+    seen: super::NameLengths,
+) -> Option<CorrelationId> {
     for name in names.iter().filter(|n| seen.may_have(n)) {
         let mut values = headers.get_all(name).iter();
         if let Some(v) = values.next() {

@@ -143,7 +143,11 @@ impl Propagation {
     /// W3C but a valid `traceparent` names the same trace, W3C wins (its flags and
     /// `tracestate` are richer). `tracestate` is only read with a winning W3C parent.
     pub fn extract(&self, headers: &HeaderMap) -> Inbound {
-        let seen = NameLengths::of(headers);
+        self.extract_seen(headers, NameLengths::of(headers))
+    }
+
+    /// `extract`, with the name lengths of `headers` already taken.
+    pub fn extract_seen(&self, headers: &HeaderMap, seen: NameLengths) -> Inbound {
         let w3c = (self.has(Format::TraceContext) && seen.may_have(&w3c::TRACEPARENT))
             .then(|| w3c::extract_traceparent(headers))
             .flatten();

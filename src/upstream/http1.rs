@@ -187,13 +187,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     fn request(path: &str) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody {
-            inner: None,
-            sent: None,
-            counted: None,
-            pause: None,
-            timer: None,
-        });
+        let mut req = Request::new(RequestBody::empty());
         *req.uri_mut() = path.parse().unwrap();
         req.headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("app"));

@@ -42,6 +42,19 @@ pub struct RequestBody {
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
+impl RequestBody {
+    /// No body: a health check, or a replayed request.
+    fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            sent: None,
+            counted: None,
+            pause: None,
+            timer: None,
+        }
+    }
+}
+
 /// The client paused its request body for longer than `limits.request_body_timeout`.
 #[derive(Debug)]
 pub struct BodyPaused(pub std::time::Duration);
@@ -239,13 +252,7 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
                 e.uri_authority(),
                 Some(hc.path.clone()),
             );
-            let mut req = Request::new(RequestBody {
-                inner: None,
-                sent: None,
-                counted: None,
-                pause: None,
-                timer: None,
-            });
+            let mut req = Request::new(RequestBody::empty());
             *req.uri_mut() = uri;
             *req.version_mut() = u.version;
             let host = format!("{}:{}", e.target.host, e.target.port);
@@ -478,19 +485,7 @@ impl Upstream {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Incoming>, Failure> {
         let (parts, _) = req.into_parts();
-        let call = self.call(
-            endpoint,
-            Request::from_parts(
-                parts,
-                RequestBody {
-                    inner: None,
-                    sent: None,
-                    counted: None,
-                    pause: None,
-                    timer: None,
-                },
-            ),
-        );
+        let call = self.call(endpoint, Request::from_parts(parts, RequestBody::empty()));
         self.answer(call, deadline).await
     }
 }

@@ -86,6 +86,14 @@ async fn reaches(counter: &AtomicUsize, n: usize, what: &str) {
     );
 }
 
+/// `n` GETs to `url` one after the other, on one client connection.
+async fn in_turn(url: &str, n: usize) {
+    let client = h1_client();
+    for _ in 0..n {
+        assert_eq!(get(&client, url, &[]).await.status, 200);
+    }
+}
+
 /// `n` GETs to `url` at once.
 async fn gets(url: &str, n: usize) {
     let client = h1_client();
@@ -103,11 +111,7 @@ async fn gets(url: &str, n: usize) {
 async fn sequential_requests_share_one_connection() {
     let up = counting(1).await;
     let gw = tracegate(&pool_config(up.addr, "")).await;
-    let url = format!("http://{}/x", gw.proxy_addrs[0]);
-    let client = h1_client();
-    for _ in 0..20 {
-        assert_eq!(get(&client, &url, &[]).await.status, 200);
-    }
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 20).await;
     assert_eq!(
         up.accepted.load(SeqCst),
         1,
@@ -139,11 +143,7 @@ async fn a_busy_connection_never_takes_a_second_request_and_free_ones_are_reused
 async fn max_idle_per_endpoint_zero_closes_each_connection_after_its_request() {
     let up = counting(1).await;
     let gw = tracegate(&pool_config(up.addr, "    max_idle_per_endpoint: 0\n")).await;
-    let url = format!("http://{}/x", gw.proxy_addrs[0]);
-    let client = h1_client();
-    for _ in 0..5 {
-        assert_eq!(get(&client, &url, &[]).await.status, 200);
-    }
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 5).await;
     assert_eq!(up.accepted.load(SeqCst), 5, "a new connection per request");
     reaches(&up.closed, 5, "connections closed after their request").await;
 }
@@ -170,11 +170,7 @@ async fn idle_connections_beyond_max_idle_per_endpoint_are_closed() {
     assert_eq!(up.accepted.load(SeqCst), 6);
     // Six idle, two may stay: four close (the oldest), two are reused.
     reaches(&up.closed, 4, "idle connections beyond the limit closed").await;
-    let client = h1_client();
-    let one = format!("http://{}/x", gw.proxy_addrs[0]);
-    for _ in 0..4 {
-        assert_eq!(get(&client, &one, &[]).await.status, 200);
-    }
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 4).await;
     assert_eq!(up.accepted.load(SeqCst), 6, "the two kept ones serve on");
     assert_eq!(up.closed.load(SeqCst), 4);
 }

@@ -14,16 +14,25 @@ async fn json(url: &str) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
-#[tokio::test]
-async fn viewer_lists_filters_and_shows_traces() {
+/// tracegate with export off and `admin_extra` under `admin:`, in front of the test
+/// upstream; its proxy and admin base URLs.
+async fn with_viewer(admin_extra: &str) -> (tracegate::gateway::Gateway, String, String) {
     let up = upstream().await;
     let yaml = config(up.addr, "export:\n  protocol: none\n").replace(
         "admin:\n  address: 127.0.0.1:0\n",
-        "admin:\n  address: 127.0.0.1:0\n  traces: 100\n  trace_link: \"http://jaeger:16686/trace/{trace_id}\"\n",
+        &format!("admin:\n  address: 127.0.0.1:0\n{admin_extra}"),
     );
     let gw = tracegate(&yaml).await;
     let base = format!("http://{}", gw.proxy_addrs[0]);
     let admin = format!("http://{}", gw.admin_addr.unwrap());
+    (gw, base, admin)
+}
+
+#[tokio::test]
+async fn viewer_lists_filters_and_shows_traces() {
+    let (_gw, base, admin) =
+        with_viewer("  traces: 100\n  trace_link: \"http://jaeger:16686/trace/{trace_id}\"\n")
+            .await;
     let client = h1_client();
     let ok = get(&client, &format!("{base}/api/1?sig=secret"), &[]).await;
     let failed = get(&client, &format!("{base}/status/503"), &[]).await;
@@ -104,14 +113,7 @@ async fn viewer_lists_filters_and_shows_traces() {
 
 #[tokio::test]
 async fn recent_keeps_the_last_n_and_the_slowest_list_takes_only_slower_ones() {
-    let up = upstream().await;
-    let yaml = config(up.addr, "export:\n  protocol: none\n").replace(
-        "admin:\n  address: 127.0.0.1:0\n",
-        "admin:\n  address: 127.0.0.1:0\n  traces: 3\n",
-    );
-    let gw = tracegate(&yaml).await;
-    let base = format!("http://{}", gw.proxy_addrs[0]);
-    let admin = format!("http://{}", gw.admin_addr.unwrap());
+    let (_gw, base, admin) = with_viewer("  traces: 3\n").await;
     let client = h1_client();
     let id = |r: &Reply| r.headers["x-trace-id"].to_str().unwrap().to_string();
     let trace_ids = |list: &Value, key: &str| -> Vec<String> {

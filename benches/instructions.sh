@@ -12,6 +12,8 @@
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
 # `nginx` as a binary measures nginx (benches/proxy/nginx.conf, one process) the same way.
 # TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead.
+# UPSTREAM_PROTOCOL=http2 sends upstream over HTTP/2 (h2c, one multiplexed connection)
+# instead of HTTP/1.1 (the client side stays HTTP/1.1: wrk).
 # PROFILE=DIR keeps each loaded run's callgrind file in DIR (callgrind.N.out, N the
 # binary's position) for `callgrind_annotate --inclusive=yes`.
 # Needs valgrind and wrk (apt-get install valgrind wrk).
@@ -48,15 +50,25 @@ sed -e 's/^worker_processes 1;/master_process off;\nworker_processes 1;/' \
   -e 's/127.0.0.1:18000/127.0.0.1:48000/; s/127.0.0.1:18086/127.0.0.1:48083/' \
   benches/proxy/nginx.conf > "$work/nginx.conf"
 
+# The zero-config run with another upstream protocol (UPSTREAM_PROTOCOL).
+cat > "$work/upstream.yaml" <<EOF
+listeners: [{ address: 127.0.0.1:48083 }]
+admin: { address: 127.0.0.1:49083 }
+upstreams: [{ name: echo, endpoints: [http://127.0.0.1:48000], protocol: ${UPSTREAM_PROTOCOL:-http1} }]
+routes: [{ upstream: echo }]
+EOF
+
 # Total instructions of one run of $1 under callgrind; with load when $2 is "load".
 # Prints "instructions requests".
 run() {
   local out=$work/cg.$$.$RANDOM reqs=0 cmd stop=-INT
   if [ "$1" = nginx ]; then
     cmd=(nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;'); stop=-QUIT
-  else
+  elif [ "${UPSTREAM_PROTOCOL:-http1}" = http1 ]; then
     cmd=("$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000
       --admin 127.0.0.1:49083 --workers 1)
+  else
+    cmd=("$1" run --config "$work/upstream.yaml" --workers 1)
   fi
   OTEL_SDK_DISABLED=$([ "${TRACING:-on}" = off ] && echo true || echo false) \
     OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \

@@ -16,7 +16,7 @@ use http::uri::Authority;
 
 use crate::config::{Balance, OutlierSettings};
 use crate::span::Target;
-use crate::upstream::Http1Conns;
+use crate::upstream::Conns;
 
 /// Milliseconds since the process's first use of this clock (monotonic).
 fn now_ms() -> u64 {
@@ -29,9 +29,8 @@ fn now_ms() -> u64 {
 pub struct Endpoint {
     /// `ip:port` (resolved) or `host:port`: the connection's address.
     pub authority: Authority,
-    /// Its HTTP/1.1 connections, when it can only speak HTTP/1.1 (`upstream::http1`);
-    /// `None`: the engine's pooled client keeps them, keyed by `authority`.
-    pub http1: Option<Http1Conns>,
+    /// Its connections (`upstream::conns`).
+    pub conns: Conns,
     pub target: Arc<Target>,
     outstanding: AtomicUsize,
     /// Failures in a row.
@@ -47,10 +46,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(authority: Authority, http1: Option<Http1Conns>, target: Arc<Target>) -> Self {
+    pub fn new(authority: Authority, conns: Conns, target: Arc<Target>) -> Self {
         Endpoint {
             authority,
-            http1,
+            conns,
             target,
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -61,13 +60,10 @@ impl Endpoint {
         }
     }
 
-    /// The authority of the request URIs sent to it: none for its own HTTP/1.1
-    /// connections (origin-form), its address for the engine's pool.
+    /// The authority of the request URIs sent to it: its address where HTTP/2 may be
+    /// spoken (`:authority`), none for HTTP/1.1 only (origin-form).
     pub fn uri_authority(&self) -> Option<&Authority> {
-        match self.http1 {
-            Some(_) => None,
-            None => Some(&self.authority),
-        }
+        self.conns.absolute_uri().then_some(&self.authority)
     }
 
     fn available(&self, now: u64) -> bool {
@@ -267,7 +263,9 @@ mod tests {
             tls: false,
         };
         let authority: Authority = format!("127.0.0.1:{i}").parse().unwrap();
-        Arc::new(Endpoint::new(authority, None, Arc::new(target)))
+        let conns =
+            crate::upstream::Conns::new(&authority, false, crate::config::UpstreamProtocol::Http1);
+        Arc::new(Endpoint::new(authority, conns, Arc::new(target)))
     }
 
     fn pool(n: u16, balance: Balance) -> Pool {

@@ -165,18 +165,13 @@ impl ProxyError {
 
 /// A failed upstream call: its classification and the underlying error's text (for the
 /// CLIENT span's `exception` event).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Failure {
     pub kind: ProxyError,
     pub detail: String,
 }
 
 impl Failure {
-    /// A failed call through the engine's pooled client.
-    pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
-        Self::new(e, e.is_connect())
-    }
-
     /// A failed call; `connecting`: the connection (TCP, TLS) was not made.
     pub fn new(e: &(dyn StdError + 'static), connecting: bool) -> Self {
         Failure {

@@ -307,19 +307,32 @@ struct TlsSeen {
     alpn: Option<Vec<u8>>,
     client_subject: Option<String>,
     version: http::Version,
+    /// The connection's number, from 0 in the order accepted.
+    connection: usize,
+    /// The request target as it arrived (`:path` in HTTP/2).
+    target: String,
 }
 
-/// An upstream over TLS with `leaf`; requires client certificates from `client_ca` if given.
-async fn tls_upstream(leaf: &Leaf, client_ca: Option<&Path>) -> (String, Arc<Log<TlsSeen>>) {
+/// An upstream over TLS with `leaf`, offering `h2` and `http/1.1` by ALPN (only
+/// `http/1.1` when `h2` is false); requires client certificates from `client_ca` if given.
+async fn tls_upstream(
+    leaf: &Leaf,
+    client_ca: Option<&Path>,
+    h2: bool,
+) -> (String, Arc<Log<TlsSeen>>) {
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki::server_config(leaf, client_ca)));
+    let mut config = pki::server_config(leaf, client_ca);
+    if !h2 {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let log: Arc<Log<TlsSeen>> = Arc::default();
     let seen = log.clone();
     tokio::spawn(async move {
-        loop {
+        for connection in 0.. {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
@@ -338,6 +351,8 @@ async fn tls_upstream(leaf: &Leaf, client_ca: Option<&Path>) -> (String, Arc<Log
                         alpn: alpn.clone(),
                         client_subject: client_subject.clone(),
                         version: req.version(),
+                        connection,
+                        target: req.uri().to_string(),
                     });
                     async {
                         Ok::<_, std::convert::Infallible>(http::Response::new(
@@ -361,11 +376,12 @@ async fn https_upstreams_with_alpn_sni_override_and_client_certificate() {
     let stranger = Pki::new("stranger");
     let leaf = server_pki.server("upstream", &["upstream.test"]);
     let identity = client_pki.client("tracegate", "tracegate");
-    let (h2_addr, h2_seen) = tls_upstream(&leaf, Some(&client_pki.ca)).await;
-    let (h1_addr, h1_seen) = tls_upstream(&leaf, None).await;
+    let (h2_addr, h2_seen) = tls_upstream(&leaf, Some(&client_pki.ca), true).await;
+    let (h1_addr, h1_seen) = tls_upstream(&leaf, None, true).await;
+    let (h1_only_addr, h1_only_seen) = tls_upstream(&leaf, None, false).await;
     let collector = grpc_collector().await;
     let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: secure\n    endpoints: [\"https://{h2_addr}\"]\n    protocol: auto\n    tls:\n      ca: \"{ca}\"\n      server_name: upstream.test\n      cert: \"{cert}\"\n      key: \"{key}\"\n  - name: h1\n    endpoints: [\"https://{h1_addr}\"]\n    tls:\n      ca: \"{ca}\"\n      server_name: upstream.test\n  - name: untrusted\n    endpoints: [\"https://{h1_addr}\"]\n    retries: 0\n    tls:\n      ca: \"{stranger_ca}\"\n      server_name: upstream.test\n  - name: wrong-name\n    endpoints: [\"https://{h1_addr}\"]\n    retries: 0\n    tls:\n      ca: \"{ca}\"\nroutes:\n  - match: {{ path: /secure }}\n    upstream: secure\n  - match: {{ path: /h1 }}\n    upstream: h1\n  - match: {{ path: /untrusted }}\n    upstream: untrusted\n  - match: {{ path: /wrong-name }}\n    upstream: wrong-name\n{}",
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: secure\n    endpoints: [\"https://{h2_addr}\"]\n    protocol: auto\n    tls:\n      ca: \"{ca}\"\n      server_name: upstream.test\n      cert: \"{cert}\"\n      key: \"{key}\"\n  - name: h1\n    endpoints: [\"https://{h1_addr}\"]\n    tls:\n      ca: \"{ca}\"\n      server_name: upstream.test\n  - name: auto-h1\n    endpoints: [\"https://{h1_only_addr}\"]\n    protocol: auto\n    tls:\n      ca: \"{ca}\"\n      server_name: upstream.test\n  - name: untrusted\n    endpoints: [\"https://{h1_addr}\"]\n    retries: 0\n    tls:\n      ca: \"{stranger_ca}\"\n      server_name: upstream.test\n  - name: wrong-name\n    endpoints: [\"https://{h1_addr}\"]\n    retries: 0\n    tls:\n      ca: \"{ca}\"\nroutes:\n  - match: {{ path: /secure }}\n    upstream: secure\n  - match: {{ path: /h1 }}\n    upstream: h1\n  - match: {{ path: /auto-h1 }}\n    upstream: auto-h1\n  - match: {{ path: /untrusted }}\n    upstream: untrusted\n  - match: {{ path: /wrong-name }}\n    upstream: wrong-name\n{}",
         grpc_export(collector.addr),
         ca = server_pki.ca.display(),
         cert = identity.cert.display(),
@@ -403,6 +419,48 @@ async fn https_upstreams_with_alpn_sni_override_and_client_certificate() {
         client_span.attr("url.full"),
         Some(format!("https://{h2_addr}/secure"))
     );
+
+    // The h2 connection is shared: by the next requests, and by requests at once.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &format!("{base}/secure"), &[]).await.status,
+            200
+        );
+    }
+    let mut at_once = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), format!("{base}/secure"));
+        at_once.spawn(async move { get(&client, &url, &[]).await.status });
+    }
+    while let Some(status) = at_once.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let seen = h2_seen.all();
+    assert_eq!(seen.len(), 12);
+    assert!(
+        seen.iter()
+            .all(|s| s.connection == 0 && s.version == http::Version::HTTP_2),
+        "one HTTP/2 connection for all: {seen:?}"
+    );
+
+    // protocol auto, a server that only offers http/1.1: HTTP/1.1, in origin-form, on a
+    // kept connection.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &format!("{base}/auto-h1?q=1"), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let seen = h1_only_seen.all();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.alpn.as_deref(), Some(&b"http/1.1"[..]));
+        assert_eq!(s.version, http::Version::HTTP_11);
+        assert_eq!(s.target, "/auto-h1?q=1");
+        assert_eq!(s.connection, 0, "the connection was kept: {seen:?}");
+    }
 
     // protocol http1 (the default) offers no ALPN: the server's default, HTTP/1.1.
     let r = get(&client, &format!("{base}/h1"), &[]).await;

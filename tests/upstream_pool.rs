@@ -1,7 +1,9 @@
-//! The upstream connections an HTTP/1.1 endpoint keeps (src/upstream/http1.rs), seen from a
-//! real upstream that counts the connections it accepts and sees closed: a free connection
-//! is reused, a busy one never gets a second request, idle ones close after `idle_timeout`
-//! and beyond `max_idle_per_endpoint`, and a kept connection the upstream closed costs no
+//! The upstream connections an endpoint keeps (src/upstream/conns.rs), seen from a real
+//! upstream that counts the connections it accepts and sees closed. HTTP/1.1: a free
+//! connection is reused, a busy one never gets a second request, idle ones close after
+//! `idle_timeout` and beyond `max_idle_per_endpoint`, and a kept connection the upstream
+//! closed costs no request. HTTP/2 (h2c): one connection carries every request, at once
+//! too; it closes when idle, and one the upstream ends is replaced without losing a
 //! request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
@@ -18,13 +20,15 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
 
-/// An HTTP/1.1 upstream counting connections. `/hold` answers once `hold` requests are
-/// waiting at once (so each of them must have come on its own connection).
+/// An upstream (HTTP/1.1 and h2c) counting connections. `/hold` answers once `hold`
+/// requests are waiting at once (over HTTP/1.1, each of them must have come on its own
+/// connection).
 struct Counting {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -51,7 +55,7 @@ async fn counting(hold: usize) -> Counting {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
                 c.fetch_add(1, SeqCst);
@@ -221,4 +225,133 @@ async fn a_kept_connection_the_upstream_closed_costs_no_request() {
         assert_eq!(send(&client, post).await.status, 200);
     }
     assert_eq!(accepted.load(SeqCst), 40, "one connection per request");
+}
+
+#[tokio::test]
+async fn h2c_requests_share_one_connection_in_turn_and_at_once() {
+    // Eight requests held at the upstream until all eight are there: all on one connection.
+    let up = counting(8).await;
+    let gw = tracegate(&pool_config(up.addr, "    protocol: http2\n")).await;
+    gets(&format!("http://{}/hold", gw.proxy_addrs[0]), 8).await;
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 10).await;
+    assert_eq!(up.accepted.load(SeqCst), 1, "one HTTP/2 connection for all");
+    assert_eq!(up.closed.load(SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_idle_h2c_connection_closes_after_idle_timeout() {
+    let up = counting(1).await;
+    let pool = "    protocol: http2\n    idle_timeout: 200ms\n";
+    let gw = tracegate(&pool_config(up.addr, pool)).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    in_turn(&url, 3).await;
+    reaches(&up.closed, 1, "the idle connection closed").await;
+    in_turn(&url, 3).await;
+    assert_eq!(
+        up.accepted.load(SeqCst),
+        2,
+        "the next requests connected again"
+    );
+}
+
+#[tokio::test]
+async fn h2c_with_max_idle_per_endpoint_zero_connects_per_request() {
+    let up = counting(1).await;
+    let pool = "    protocol: http2\n    max_idle_per_endpoint: 0\n";
+    let gw = tracegate(&pool_config(up.addr, pool)).await;
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 4).await;
+    assert_eq!(up.accepted.load(SeqCst), 4, "a new connection per request");
+    reaches(&up.closed, 4, "connections closed after their request").await;
+}
+
+/// An h2c upstream that ends each connection (GOAWAY) once it has answered one request.
+async fn h2c_one_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            a.fetch_add(1, SeqCst);
+            tokio::spawn(async move {
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let notify = answered.clone();
+                let svc = service_fn(move |_: Request<Incoming>| {
+                    notify.notify_one();
+                    async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    () = answered.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_h2c_connection_the_upstream_ended_is_replaced_without_losing_a_request() {
+    let (addr, accepted) = h2c_one_per_connection().await;
+    let pool = "    protocol: http2\n    retries: 0\n";
+    let gw = tracegate(&pool_config(addr, pool)).await;
+    let url = format!("http://{}/x", gw.proxy_addrs[0]);
+    let client = h1_client();
+    for i in 0..10 {
+        // POST cannot be retried by the proxy: it must never go to an ended connection.
+        let post = Request::post(&url)
+            .body(body_of(Full::new(Bytes::from_static(b"data"))))
+            .unwrap();
+        let r = send(&client, post).await;
+        assert_eq!(r.status, 200, "request {i}: {:?}", r.body);
+    }
+    // A graceful GOAWAY first announces the end (the last stream id left open), so a
+    // request may still be taken before the final one: fewer than 10 connections, but
+    // the ended ones were replaced.
+    let n = accepted.load(SeqCst);
+    assert!((2..=10).contains(&n), "{n} connections for 10 requests");
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_failed_h2_connection_attempt_fail_with_it() {
+    // A TLS endpoint that accepts TCP and never answers the handshake: each attempt takes
+    // the whole connect_timeout.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            a.fetch_add(1, SeqCst);
+            held.push(s);
+        }
+    });
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"https://{addr}\"]\n    protocol: http2\n    connect_timeout: 1s\n    retries: 0\nroutes:\n  - upstream: app\nexport:\n  protocol: none\n"
+    );
+    let gw = tracegate(&yaml).await;
+    let client = h1_client();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, url) = (client.clone(), format!("http://{}/x", gw.proxy_addrs[0]));
+        all.spawn(async move { get(&client, &url, &[]).await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 504);
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert!(body.contains("connect_timeout"), "{body}");
+    }
+    assert_eq!(
+        accepted.load(SeqCst),
+        1,
+        "the requests that waited on the attempt shared its failure"
+    );
 }

@@ -1,5 +1,5 @@
 //! Connecting to an endpoint: TCP, then TLS for `https://` endpoints, within
-//! `connect_timeout` for both; what hyper-util's pool learns about the connection.
+//! `connect_timeout` for both; whether the server chose HTTP/2 by ALPN.
 
 use std::io;
 use std::pin::Pin;
@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http::uri::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{UpstreamProtocol, UpstreamSettings};
@@ -82,21 +82,13 @@ impl Connector {
     }
 }
 
-/// An upstream connection. It tells the pool what matters (HTTP/2 negotiated by ALPN) and
-/// leaves out the addresses hyper-util's TCP connector attaches: the pool copies those
-/// into every response's extensions, three allocations per request that nothing reads
-/// (the CLIENT span takes the peer from the endpoint).
+/// An upstream connection, TCP or TLS over TCP.
 pub struct Conn(MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>);
 
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        let inner = self.0.connected();
-        let connected = Connected::new().proxy(inner.is_proxied());
-        if inner.is_negotiated_h2() {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
+impl Conn {
+    /// The server chose `h2` by ALPN (TLS only).
+    pub fn negotiated_h2(&self) -> bool {
+        self.0.connected().is_negotiated_h2()
     }
 }
 

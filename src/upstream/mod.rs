@@ -3,8 +3,8 @@
 //! paused client body), and the background work that keeps endpoints current (DNS
 //! refresh, active health checks). Which endpoint a request gets is `balance`'s choice.
 //!
-//! The engine (hyper's connections: our own per endpoint for HTTP/1.1, `http1`; hyper-util's
-//! pooled client where HTTP/2 may be negotiated) stays behind this module.
+//! The engine (hyper's `client::conn` connections, kept per endpoint: `conns`) stays behind
+//! this module.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -12,8 +12,6 @@ use std::sync::{Arc, Weak};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::{Endpoint, Picked, Pool};
 use crate::config::{
@@ -24,10 +22,12 @@ use crate::error::{Failure, ProxyError};
 use crate::span::Target;
 
 mod connect;
+mod conns;
 mod http1;
+mod http2;
 use connect::Connector;
-pub use http1::Http1Conns;
-use http1::Http1Settings;
+use conns::ConnSettings;
+pub use conns::Conns;
 
 /// The request body sent upstream: the client's body, streamed, telling `send` when its
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
@@ -142,10 +142,8 @@ pub struct Upstream {
     pub version: Version,
     /// Extra attempts for a request that can be sent again (see `ProxyError::retryable`).
     pub retries: u32,
-    /// The engine's pooled client, for endpoints where HTTP/2 may be negotiated.
-    client: Client<Connector, RequestBody>,
-    /// For the endpoints that keep their own HTTP/1.1 connections.
-    http1: Http1Settings,
+    /// For the endpoints' connections.
+    conns: ConnSettings,
     protocol: UpstreamProtocol,
 }
 
@@ -208,7 +206,7 @@ async fn refresh_dns(
                             Some(same) => next.push(same.clone()),
                             None => next.push(Arc::new(Endpoint::new(
                                 authority.clone(),
-                                own_connections(u.protocol, &authority, e.tls),
+                                Conns::new(&authority, e.tls, u.protocol),
                                 target(&u.name, e, Some(a.ip())),
                             ))),
                         }
@@ -288,18 +286,11 @@ impl Upstream {
     /// which end when it is dropped (a reload replaced it).
     pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
         let connector = Connector::new(s)?;
-        let http1 = Http1Settings {
-            connector: connector.clone(),
+        let conns = ConnSettings {
+            connector,
             max_idle: s.max_idle_per_endpoint,
             idle_timeout: s.idle_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(s.idle_timeout)
-            .pool_max_idle_per_host(s.max_idle_per_endpoint)
-            .set_host(false)
-            .http2_only(s.protocol == UpstreamProtocol::Http2)
-            .build(connector);
         let name: Arc<str> = Arc::from(s.name.as_str());
         let endpoints = s
             .endpoints
@@ -307,7 +298,7 @@ impl Upstream {
             .map(|e| {
                 Arc::new(Endpoint::new(
                     e.authority.clone(),
-                    own_connections(s.protocol, &e.authority, e.tls),
+                    Conns::new(&e.authority, e.tls, s.protocol),
                     target(&name, e, None),
                 ))
             })
@@ -326,8 +317,7 @@ impl Upstream {
                 UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
             },
-            client,
-            http1,
+            conns,
             protocol: s.protocol,
         });
         let resolvable: Vec<ConfigEndpoint> = s
@@ -346,9 +336,7 @@ impl Upstream {
         if let Some(hc) = &s.health_check {
             tokio::spawn(health_check(Arc::downgrade(&upstream), hc.clone()));
         }
-        if upstream.endpoints().iter().any(|e| e.http1.is_some()) {
-            tokio::spawn(reap_idle(Arc::downgrade(&upstream)));
-        }
+        tokio::spawn(reap_idle(Arc::downgrade(&upstream)));
         Ok(upstream)
     }
 
@@ -437,14 +425,7 @@ impl Upstream {
         endpoint: &Endpoint,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Failure> {
-        match &endpoint.http1 {
-            Some(conns) => conns.send(&self.http1, req).await,
-            None => self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| Failure::from_client_error(&e)),
-        }
+        endpoint.conns.send(&self.conns, req).await
     }
 
     /// Waits for the response headers within `request_timeout` and the exchange's deadline.
@@ -490,27 +471,11 @@ impl Upstream {
     }
 }
 
-/// The connections of a new endpoint at `authority`: our own where it can only speak
-/// HTTP/1.1 (`http1`, or `auto` over cleartext), the engine's pool (`None`) where HTTP/2
-/// may be negotiated (`http2`, or `auto` over TLS, by ALPN).
-fn own_connections(
-    protocol: UpstreamProtocol,
-    authority: &http::uri::Authority,
-    tls: bool,
-) -> Option<Http1Conns> {
-    let h2_possible = match protocol {
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::Http2 => true,
-        UpstreamProtocol::Auto => tls,
-    };
-    (!h2_possible).then(|| Http1Conns::new(authority, tls))
-}
-
-/// Closes idle HTTP/1.1 connections past `idle_timeout` or beyond `max_idle_per_endpoint`,
-/// on every endpoint that keeps its own. Ends when the upstream is dropped.
+/// Closes idle connections past `idle_timeout` or beyond `max_idle_per_endpoint`, on every
+/// endpoint. Ends when the upstream is dropped.
 async fn reap_idle(upstream: Weak<Upstream>) {
     let every = match upstream.upgrade() {
-        Some(u) => (u.http1.idle_timeout / 2).clamp(
+        Some(u) => (u.conns.idle_timeout / 2).clamp(
             std::time::Duration::from_millis(10),
             std::time::Duration::from_secs(1),
         ),
@@ -523,9 +488,7 @@ async fn reap_idle(upstream: Weak<Upstream>) {
         let Some(u) = upstream.upgrade() else { return };
         let now = std::time::Instant::now();
         for e in u.pool.endpoints().iter() {
-            if let Some(conns) = &e.http1 {
-                conns.reap(&u.http1, now);
-            }
+            e.conns.reap(&u.conns, now);
         }
     }
 }

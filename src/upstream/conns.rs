@@ -1,0 +1,330 @@
+//! An endpoint's connections, all of them ours (hyper's `client::conn`, no pool keyed by
+//! authority): HTTP/1.1 ones in a list ([`Http1List`]), and where HTTP/2 may be spoken one
+//! shared HTTP/2 connection ([`Http2Slot`]). Which a request takes:
+//! - `protocol: http1`, or `auto` over cleartext: HTTP/1.1.
+//! - `protocol: http2`: HTTP/2 (h2c with prior knowledge, or over TLS).
+//! - `auto` over TLS: what the server chooses by ALPN on each new connection; once it has
+//!   chosen HTTP/1.1, requests use (and add) HTTP/1.1 connections, and a new connection on
+//!   which it chooses `h2` becomes the shared one again.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Uri};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+
+use super::RequestBody;
+use super::connect::{Conn, Connector};
+use super::http1::Http1List;
+use super::http2::Http2Slot;
+use crate::config::UpstreamProtocol;
+use crate::error::Failure;
+
+/// Connection settings shared by an upstream's endpoints.
+pub struct ConnSettings {
+    pub connector: Connector,
+    /// 0: a connection serves one request and closes.
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// What sending on an existing connection came to: done (well or not), or the request
+/// handed back unsent, for a new connection.
+pub enum Unsent {
+    Done(Result<Response<Incoming>, Failure>),
+    Back(Request<RequestBody>),
+}
+
+/// One endpoint's connections.
+pub struct Conns {
+    /// What the connector connects to: `http[s]://authority/`.
+    address: Uri,
+    http1: Http1List,
+    /// Where HTTP/2 may be spoken (`http2`, `auto` over TLS).
+    http2: Option<Http2Slot>,
+    /// `auto` over TLS: HTTP/2 only when the server chooses it by ALPN.
+    by_alpn: bool,
+    /// `auto` over TLS: the server chose HTTP/1.1 on the last new connection.
+    chose_http1: AtomicBool,
+}
+
+impl Conns {
+    pub fn new(authority: &Authority, tls: bool, protocol: UpstreamProtocol) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        let address = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        let (http2, by_alpn) = match protocol {
+            UpstreamProtocol::Http1 => (false, false),
+            UpstreamProtocol::Http2 => (true, false),
+            UpstreamProtocol::Auto => (tls, tls),
+        };
+        Conns {
+            address,
+            http1: Http1List::default(),
+            http2: http2.then(Http2Slot::new),
+            by_alpn,
+            chose_http1: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether requests to it carry an absolute URI (HTTP/2 takes `:scheme` and
+    /// `:authority` from it); HTTP/1.1 requests go in origin-form.
+    pub fn absolute_uri(&self) -> bool {
+        self.http2.is_some()
+    }
+
+    /// Sends `req` on a connection of the endpoint, or on a new one.
+    pub async fn send(
+        &self,
+        settings: &ConnSettings,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        if let Some(h2) = &self.http2 {
+            if let Some(sender) = h2.live() {
+                match h2.send(sender, req).await {
+                    Unsent::Done(result) => return result,
+                    Unsent::Back(back) => req = back,
+                }
+            }
+            if !self.chose_http1.load(Relaxed) {
+                return self.send_expecting_h2(h2, settings, req).await;
+            }
+            origin_form(&mut req);
+        }
+        let req = match self.http1.send_kept(req).await {
+            Unsent::Done(result) => return result,
+            Unsent::Back(req) => req,
+        };
+        let io = self.connect(settings).await?;
+        match &self.http2 {
+            Some(h2) if io.negotiated_h2() => {
+                // The server chooses HTTP/2 again.
+                self.chose_http1.store(false, Relaxed);
+                let sender = h2.handshake(settings, io).await?;
+                let mut req = req;
+                self.absolute_form(&mut req);
+                match h2.send(sender, req).await {
+                    Unsent::Done(result) => result,
+                    Unsent::Back(_) => Err(closed_at_once()),
+                }
+            }
+            _ => self.http1.send_new(settings, io, req).await,
+        }
+    }
+
+    /// Where HTTP/2 is expected and there is no connection: one request at a time connects
+    /// (the others wait for its connection, then share it; or fail as it failed).
+    async fn send_expecting_h2(
+        &self,
+        h2: &Http2Slot,
+        settings: &ConnSettings,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let before = h2.attempts.load(Acquire);
+        let mut last = h2.gate.lock().await;
+        let sender = match h2.live() {
+            Some(sender) => {
+                drop(last);
+                sender
+            }
+            None => {
+                if let Some(failed) = last
+                    .as_ref()
+                    .filter(|_| h2.attempts.load(Acquire) != before)
+                {
+                    return Err(failed.clone());
+                }
+                let attempt = self.connect_expecting_h2(h2, settings).await;
+                *last = attempt.as_ref().err().cloned();
+                h2.attempts.fetch_add(1, Release);
+                drop(last);
+                match attempt? {
+                    Ok(sender) => sender,
+                    Err(io) => {
+                        origin_form(&mut req);
+                        return self.http1.send_new(settings, io, req).await;
+                    }
+                }
+            }
+        };
+        match h2.send(sender, req).await {
+            Unsent::Done(result) => result,
+            Unsent::Back(_) => Err(closed_at_once()),
+        }
+    }
+
+    /// A new connection: HTTP/2 (`Ok`), or by ALPN a connection to speak HTTP/1.1 on
+    /// (`Err`).
+    async fn connect_expecting_h2(
+        &self,
+        h2: &Http2Slot,
+        settings: &ConnSettings,
+    ) -> Result<Result<SendRequest<RequestBody>, Conn>, Failure> {
+        let io = self.connect(settings).await?;
+        if self.by_alpn && !io.negotiated_h2() {
+            self.chose_http1.store(true, Relaxed);
+            return Ok(Err(io));
+        }
+        h2.handshake(settings, io).await.map(Ok)
+    }
+
+    async fn connect(&self, settings: &ConnSettings) -> Result<Conn, Failure> {
+        use tower_service::Service;
+        let mut connector = settings.connector.clone();
+        connector
+            .call(self.address.clone())
+            .await
+            .map_err(|e| Failure::new(&*e, true))
+    }
+
+    /// Puts back the scheme and authority `origin_form` took away.
+    fn absolute_form(&self, req: &mut Request<RequestBody>) {
+        let mut parts = self.address.clone().into_parts();
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+
+    /// Closes what has been idle too long (see `Http1List::reap`, `Http2Slot::reap`).
+    pub fn reap(&self, settings: &ConnSettings, now: Instant) {
+        self.http1.reap(settings, now);
+        if let Some(h2) = &self.http2 {
+            h2.reap(settings, now);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn http1(&self) -> &Http1List {
+        &self.http1
+    }
+
+    #[cfg(test)]
+    pub fn http2(&self) -> Option<&Http2Slot> {
+        self.http2.as_ref()
+    }
+}
+
+/// A new connection that would not take its first request.
+fn closed_at_once() -> Failure {
+    Failure {
+        kind: crate::error::ProxyError::ConnectionReset,
+        detail: "the new upstream connection closed before taking the request".into(),
+    }
+}
+
+/// The request target HTTP/1.1 sends: the path and query.
+fn origin_form(req: &mut Request<RequestBody>) {
+    if req.uri().scheme().is_some() {
+        let path = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query =
+            Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+impl std::fmt::Debug for Conns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conns")
+            .field("address", &self.address)
+            .field("http2", &self.http2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn request(path: &str) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.uri_mut() = path.parse().unwrap();
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("app"));
+        req
+    }
+
+    /// Reads one request head from `s` and answers it with a keep-alive 200.
+    async fn answer(s: &mut TcpStream) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request arrived");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    }
+
+    /// hyper hands a request back (`TrySendError::take_message`) when the connection it
+    /// was queued on closes before writing it. One thread fixes the order: the upstream
+    /// closes the kept connection; the test's own future and the connection's task both
+    /// wake in the same pass of the I/O driver, which polls the test's first; it queues the
+    /// request on the connection, whose task then reads the end of the stream first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_the_kept_connection_never_wrote_goes_out_on_a_new_one() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let yaml = format!(
+            "upstreams:\n  - name: app\n    endpoints: [\"http://{addr}\"]\nroutes:\n  - upstream: app\n"
+        );
+        let s = crate::config::load(&yaml, "t.yaml", &crate::config::Env::default()).unwrap();
+        let settings = ConnSettings {
+            connector: Connector::new(&s.upstreams[0]).unwrap(),
+            max_idle: 8,
+            idle_timeout: Duration::from_secs(90),
+        };
+        let conns = Conns::new(
+            &addr.to_string().parse().unwrap(),
+            false,
+            UpstreamProtocol::Http1,
+        );
+
+        let (first, mut kept) = tokio::join!(conns.send(&settings, request("/1")), async {
+            let (mut s, _) = l.accept().await.unwrap();
+            answer(&mut s).await;
+            s
+        });
+        let body = http_body_util::BodyExt::collect(first.unwrap().into_body());
+        assert_eq!(body.await.unwrap().to_bytes(), "ok");
+        // The connection's task takes it back to idle.
+        while conns.http1().ready() != [true] {
+            tokio::task::yield_now().await;
+        }
+        let (mut wake, woken) = tokio::net::UnixStream::pair().unwrap();
+        wake.write_all(b"x").await.unwrap();
+        kept.shutdown().await.unwrap();
+        drop(kept);
+        woken.readable().await.unwrap();
+        // The new connection's server side, answered on a task of its own so a failed
+        // send ends the test instead of leaving it waiting on `accept`.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            answer(&mut s).await;
+            s
+        });
+        let second = conns.send(&settings, request("/2")).await;
+        assert_eq!(second.unwrap().status(), 200, "the request went out again");
+        let _open = server.await.unwrap();
+        conns.reap(&settings, Instant::now());
+        assert_eq!(
+            conns.http1().ready().len(),
+            1,
+            "the closed connection left the list"
+        );
+    }
+}

@@ -307,7 +307,7 @@ pub fn prepare_response(
     headers.reserve(2);
     if let (Some(name), Some(trace_id)) = (trace_id_header, trace_id) {
         let hex = w3c::trace_id_hex(trace_id);
-        if let Ok(v) = HeaderValue::from_bytes(&hex) {
+        if let Some(v) = crate::context::unique_value(&hex) {
             headers.insert(name, v);
         }
     }
@@ -319,6 +319,15 @@ pub fn prepare_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_id_for_the_client_is_never_indexed() {
+        let mut h = HeaderMap::new();
+        let name = HeaderName::from_static("x-trace-id");
+        prepare_response(&mut h, Some(&name), Some(&[0xab; 16]), None);
+        assert_eq!(h["x-trace-id"], "abababababababababababababababab");
+        assert!(h["x-trace-id"].is_sensitive());
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {

@@ -117,7 +117,7 @@ fn hex16(id: &[u8; 8]) -> [u8; 16] {
 }
 
 fn value(bytes: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+    super::unique_value(bytes).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// Removes every B3 header (both forms).

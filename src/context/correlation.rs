@@ -38,9 +38,12 @@ pub fn resolve_seen(
         let mut values = headers.get_all(name).iter();
         if let Some(v) = values.next() {
             if values.next().is_none() && is_sane(v.as_bytes()) {
+                // Never indexed by HPACK, as the ids tracegate makes (`unique_value`).
+                let mut value = v.clone();
+                value.set_sensitive(true);
                 return Some(CorrelationId {
                     header: name.clone(),
-                    value: v.clone(),
+                    value,
                     reused: true,
                 });
             }
@@ -48,7 +51,7 @@ pub fn resolve_seen(
     }
     let first = names.first()?;
     let uuid = ids::uuid_v4();
-    let value = super::shared_value(&uuid)?;
+    let value = super::unique_value(&uuid)?;
     Some(CorrelationId {
         header: first.clone(),
         value,

@@ -4,7 +4,7 @@
 //! are ordinary end-to-end headers and pass through as they are.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 
 use super::w3c::{FLAG_SAMPLED, TraceParent, trace_id_hex};
 
@@ -64,7 +64,7 @@ pub fn inject(headers: &mut HeaderMap, trace_id: &[u8; 16], span: &[u8; 8], samp
     wide[8..].copy_from_slice(span);
     v.extend_from_slice(&trace_id_hex(&wide)[16..]);
     v.extend_from_slice(if sampled { b":0:1" } else { b":0:0" });
-    if let Ok(value) = HeaderValue::from_bytes(&v) {
+    if let Some(value) = super::unique_value(&v) {
         headers.insert(&UBER_TRACE_ID, value);
     }
 }
@@ -72,6 +72,7 @@ pub fn inject(headers: &mut HeaderMap, trace_id: &[u8; 16], span: &[u8; 8], samp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn h(v: &str) -> HeaderMap {
         let mut m = HeaderMap::new();

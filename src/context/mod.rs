@@ -252,6 +252,17 @@ pub fn shared_value(bytes: &[u8]) -> Option<http::HeaderValue> {
     http::HeaderValue::from_maybe_shared(owned).ok()
 }
 
+/// A header value made for one request (a `traceparent`, a span or correlation id), as
+/// `shared_value`, marked never to be indexed by HPACK. Such a value never repeats, so over
+/// HTTP/2 an indexed one would only push the values that do repeat (`user-agent`, the
+/// authority, `baggage`) out of the peer's header table, and cost the encoder a table
+/// insertion and eviction per request. HTTP/1.1 ignores the mark.
+pub fn unique_value(bytes: &[u8]) -> Option<http::HeaderValue> {
+    let mut v = shared_value(bytes)?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
 /// Extracts the caller's W3C context (the default propagation).
 pub fn extract(headers: &HeaderMap) -> Inbound {
     Propagation::default().extract(headers)
@@ -504,6 +515,35 @@ mod tests {
         }
         assert_eq!(h["baggage"], "k=v");
         assert_eq!(h["x-b3-parentspanid"], "5656565656565656");
+        // The ids made for this request are never to be indexed by HPACK; what repeats
+        // across requests (baggage) may be.
+        for name in [
+            "traceparent",
+            "b3",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "uber-trace-id",
+        ] {
+            assert!(h[name].is_sensitive(), "{name}");
+        }
+        assert!(!h["baggage"].is_sensitive());
+    }
+
+    #[test]
+    fn correlation_ids_are_never_indexed_whether_made_or_reused() {
+        let names = [http::HeaderName::from_static("x-request-id")];
+        let made = correlation::resolve(&HeaderMap::new(), &names).unwrap();
+        assert!(!made.reused && made.value.is_sensitive());
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("rid-1"));
+        let reused = correlation::resolve(&h, &names).unwrap();
+        assert!(reused.reused && reused.value.is_sensitive());
+        assert_eq!(reused.value, "rid-1");
+        assert!(
+            !h["x-request-id"].is_sensitive(),
+            "the inbound value is untouched"
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub fn format_traceparent(trace_id: &[u8; 16], parent_id: &[u8; 8], flags: u8) -
     buf[52] = b'-';
     push_hex(&mut buf[53..55], &[flags & KNOWN_FLAGS]);
     // Only hex digits and '-' were written, which are always valid header bytes.
-    super::shared_value(&buf).unwrap_or_else(|| HeaderValue::from_static(""))
+    super::unique_value(&buf).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// A validated `tracestate`: the inbound lines joined in arrival order, members normalised

@@ -26,6 +26,9 @@ pub enum ProxyError {
     Ambiguous,
     /// The client paused its request body longer than `limits.request_body_timeout`.
     RequestBodyTimeout,
+    /// A `CONNECT` asking for a tunnel (HTTP/1.1, or HTTP/2 without `:protocol`):
+    /// tracegate forwards requests, it does not open tunnels (as nginx, 405).
+    Tunnel,
     /// The upstream refused the TCP connection.
     ConnectionRefused,
     /// The TCP connection was not established within `connect_timeout`.
@@ -50,6 +53,7 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::Ambiguous => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Tunnel => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ConnectTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectionRefused
             | ProxyError::ConnectFailed
@@ -66,6 +70,7 @@ impl ProxyError {
             ProxyError::UriTooLong => "uri_too_long",
             ProxyError::Ambiguous => "malformed_request",
             ProxyError::RequestBodyTimeout => "request_body_timeout",
+            ProxyError::Tunnel => "method_not_allowed",
             ProxyError::ConnectionRefused => "connection_refused",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::ConnectFailed => "connect_error",
@@ -81,7 +86,8 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::UriTooLong
             | ProxyError::Ambiguous
-            | ProxyError::RequestBodyTimeout => Side::Downstream,
+            | ProxyError::RequestBodyTimeout
+            | ProxyError::Tunnel => Side::Downstream,
             _ => Side::Upstream,
         }
     }
@@ -115,6 +121,7 @@ impl ProxyError {
             ProxyError::UriTooLong => "the request target is too long",
             ProxyError::Ambiguous => "the request has both Content-Length and Transfer-Encoding",
             ProxyError::RequestBodyTimeout => "the request body did not arrive in time",
+            ProxyError::Tunnel => "CONNECT tunnels are not offered here",
             ProxyError::ConnectionRefused => "the upstream refused the connection",
             ProxyError::ConnectTimeout => "the upstream did not accept a connection in time",
             ProxyError::ConnectFailed => "could not connect to the upstream",

@@ -310,6 +310,13 @@ async fn exchange(
         shared.downstream.reject(Rejection::Malformed);
         return local_error(ProxyError::Ambiguous, guard, &rt, trace_id, corr);
     }
+    // A tunnel (`CONNECT host:port`) is not a request to forward; an HTTP/2 extended
+    // CONNECT (`:protocol`, WebSocket over HTTP/2) is, as an upgrade below.
+    if req.method() == http::Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_none()
+    {
+        return local_error(ProxyError::Tunnel, guard, &rt, trace_id, corr);
+    }
     let Some(route) = route else {
         return local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr);
     };
@@ -563,6 +570,13 @@ fn local_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if err == ProxyError::Tunnel {
+        // RFC 9110 15.5.6: a 405 names the methods that are allowed.
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+        );
+    }
     forward::prepare_response(h, rt.trace_id_header.as_ref(), trace_id, corr);
     resp
 }

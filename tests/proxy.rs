@@ -243,6 +243,53 @@ async fn h2c_prior_knowledge_is_proxied_and_traced() {
 }
 
 #[tokio::test]
+async fn a_connect_tunnel_is_refused_with_405_and_traced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "an answer before the connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 405 "), "{head}");
+    assert!(
+        head.contains("\r\nallow: get, head, post, put, delete, options, trace, patch\r\n"),
+        "{head}"
+    );
+    let trace = head
+        .split("\r\nx-trace-id: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .unwrap_or_else(|| panic!("no x-trace-id: {head}"))
+        .to_string();
+    assert_eq!(up.seen.len(), 0, "nothing reached the upstream");
+    let spans = col.spans.wait_for(1).await;
+    let (server, client) = pair(&spans, &trace);
+    assert!(client.is_none());
+    assert_eq!(server.span.name, "CONNECT");
+    assert_eq!(
+        server.attr("error.type").as_deref(),
+        Some("method_not_allowed")
+    );
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("405")
+    );
+    assert_eq!(server.status_code(), 0, "4xx is not a server error");
+}
+
+#[tokio::test]
 async fn no_route_is_404_with_json_trace_headers_and_error_span() {
     let up = upstream().await;
     let col = grpc_collector().await;

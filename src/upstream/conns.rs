@@ -94,7 +94,10 @@ impl Conns {
                 }
             }
             if !self.chose_http1.load(Relaxed) {
-                return self.send_expecting_h2(h2, settings, req).await;
+                // Boxed, as below: the ways to a new connection (TCP, TLS, a handshake)
+                // are most of the future's size and rarely taken; the future of every
+                // request in flight stays small.
+                return Box::pin(self.send_expecting_h2(h2, settings, req)).await;
             }
             origin_form(&mut req);
         }
@@ -102,6 +105,16 @@ impl Conns {
             Unsent::Done(result) => return result,
             Unsent::Back(req) => req,
         };
+        Box::pin(self.send_new(settings, req)).await
+    }
+
+    /// Sends `req` on a new connection: HTTP/1.1, or HTTP/2 where the server chooses it
+    /// again by ALPN.
+    async fn send_new(
+        &self,
+        settings: &ConnSettings,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
         let io = self.connect(settings).await?;
         match &self.http2 {
             Some(h2) if io.negotiated_h2() => {

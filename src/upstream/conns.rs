@@ -22,6 +22,7 @@ use super::http1::Http1List;
 use super::http2::Http2Slot;
 use crate::config::UpstreamProtocol;
 use crate::error::Failure;
+use crate::forward::upstream_uri;
 
 /// Connection settings shared by an upstream's endpoints.
 pub struct ConnSettings {
@@ -123,10 +124,7 @@ impl Conns {
                 let sender = h2.handshake(settings, io).await?;
                 let mut req = req;
                 self.absolute_form(&mut req);
-                match h2.send(sender, req).await {
-                    Unsent::Done(result) => result,
-                    Unsent::Back(_) => Err(closed_at_once()),
-                }
+                send_fresh(h2, sender, req).await
             }
             _ => self.http1.send_new(settings, io, req).await,
         }
@@ -167,10 +165,7 @@ impl Conns {
                 }
             }
         };
-        match h2.send(sender, req).await {
-            Unsent::Done(result) => result,
-            Unsent::Back(_) => Err(closed_at_once()),
-        }
+        send_fresh(h2, sender, req).await
     }
 
     /// A new connection: HTTP/2 (`Ok`), or by ALPN a connection to speak HTTP/1.1 on
@@ -199,11 +194,9 @@ impl Conns {
 
     /// Puts back the scheme and authority `origin_form` took away.
     fn absolute_form(&self, req: &mut Request<RequestBody>) {
-        let mut parts = self.address.clone().into_parts();
-        parts.path_and_query = req.uri().path_and_query().cloned();
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
+        let tls = self.address.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let path = req.uri().path_and_query().cloned();
+        *req.uri_mut() = upstream_uri(tls, self.address.authority(), path);
     }
 
     /// Closes what has been idle too long (see `Http1List::reap`, `Http2Slot::reap`).
@@ -218,18 +211,21 @@ impl Conns {
     pub fn http1(&self) -> &Http1List {
         &self.http1
     }
-
-    #[cfg(test)]
-    pub fn http2(&self) -> Option<&Http2Slot> {
-        self.http2.as_ref()
-    }
 }
 
-/// A new connection that would not take its first request.
-fn closed_at_once() -> Failure {
-    Failure {
-        kind: crate::error::ProxyError::ConnectionReset,
-        detail: "the new upstream connection closed before taking the request".into(),
+/// Sends `req` on an HTTP/2 connection just made (or just waited for): there is no
+/// other to hand it to if this one closed at once.
+async fn send_fresh(
+    h2: &Http2Slot,
+    sender: SendRequest<RequestBody>,
+    req: Request<RequestBody>,
+) -> Result<Response<Incoming>, Failure> {
+    match h2.send(sender, req).await {
+        Unsent::Done(result) => result,
+        Unsent::Back(_) => Err(Failure {
+            kind: crate::error::ProxyError::ConnectionReset,
+            detail: "the new upstream connection closed before taking the request".into(),
+        }),
     }
 }
 
@@ -237,12 +233,7 @@ fn closed_at_once() -> Failure {
 fn origin_form(req: &mut Request<RequestBody>) {
     if req.uri().scheme().is_some() {
         let path = req.uri().path_and_query().cloned();
-        let mut parts = http::uri::Parts::default();
-        parts.path_and_query =
-            Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
+        *req.uri_mut() = upstream_uri(false, None, path);
     }
 }
 

@@ -127,16 +127,4 @@ impl Http2Slot {
             *idle = (sent, None);
         }
     }
-
-    /// Whether it holds a connection (open or not yet seen closed).
-    #[cfg(test)]
-    pub fn holds(&self) -> bool {
-        self.sender.load().is_some()
-    }
-}
-
-impl Default for Http2Slot {
-    fn default() -> Self {
-        Self::new()
-    }
 }

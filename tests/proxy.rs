@@ -274,17 +274,20 @@ async fn a_connect_tunnel_is_refused_with_405_and_traced() {
         .unwrap_or_else(|| panic!("no x-trace-id: {head}"))
         .to_string();
     assert_eq!(up.seen.len(), 0, "nothing reached the upstream");
+    refused_span(&col, &trace, "CONNECT", "method_not_allowed", "405").await;
+}
+
+/// The one span of a request tracegate answered itself with a 4xx: a SERVER span named
+/// `name`, its `error.type` and status code, and no error status (4xx is the client's).
+async fn refused_span(col: &Collector, trace: &str, name: &str, error_type: &str, status: &str) {
     let spans = col.spans.wait_for(1).await;
-    let (server, client) = pair(&spans, &trace);
+    let (server, client) = pair(&spans, trace);
     assert!(client.is_none());
-    assert_eq!(server.span.name, "CONNECT");
-    assert_eq!(
-        server.attr("error.type").as_deref(),
-        Some("method_not_allowed")
-    );
+    assert_eq!(server.span.name, name);
+    assert_eq!(server.attr("error.type").as_deref(), Some(error_type));
     assert_eq!(
         server.attr("http.response.status_code").as_deref(),
-        Some("405")
+        Some(status)
     );
     assert_eq!(server.status_code(), 0, "4xx is not a server error");
 }
@@ -308,22 +311,8 @@ async fn no_route_is_404_with_json_trace_headers_and_error_span() {
     assert_eq!(body["error"], "route_not_found");
     assert_eq!(body["trace_id"], trace.as_str());
     assert_eq!(up.seen.len(), 0, "nothing reached the upstream");
-    let spans = col.spans.wait_for(1).await;
-    let (server, client) = pair(&spans, &trace);
-    assert!(client.is_none());
-    assert_eq!(
-        server.span.name, "GET",
-        "no route: the name is the method alone"
-    );
-    assert_eq!(
-        server.attr("error.type").as_deref(),
-        Some("route_not_found")
-    );
-    assert_eq!(
-        server.attr("http.response.status_code").as_deref(),
-        Some("404")
-    );
-    assert_eq!(server.status_code(), 0, "4xx is not a server error");
+    // No route: the name is the method alone.
+    refused_span(&col, &trace, "GET", "route_not_found", "404").await;
 }
 
 async fn upstream_failure(

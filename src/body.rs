@@ -6,9 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use std::sync::Arc;
 
@@ -163,7 +163,7 @@ impl Drop for SpanGuard {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Option<Bytes>),
 }
 
@@ -191,7 +191,7 @@ impl std::fmt::Display for Expired {
 impl std::error::Error for Expired {}
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, guard: Option<SpanGuard>) -> Self {
+    pub fn upstream(body: UpstreamBody, guard: Option<SpanGuard>) -> Self {
         ProxyBody {
             inner: Inner::Upstream(body),
             guard,
@@ -288,7 +288,7 @@ impl Body for ProxyBody {
                     }
                     Some(Err(e)) => {
                         this.finish(Some("upstream_body_error"));
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        Poll::Ready(Some(Err(e)))
                     }
                     None => {
                         this.finish(None);

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc, OptIn};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamBody};
 use crate::viewer::Viewer;
 
 /// Everything one config version needs to serve requests.
@@ -535,7 +535,7 @@ async fn exchange(
 
 /// Passive health's view of an attempt: connection failures, timeouts and 502/503/504
 /// count against the endpoint; a client that paused its body does not.
-fn upstream_ok(result: &Result<Response<Incoming>, crate::error::Failure>) -> bool {
+fn upstream_ok(result: &Result<Response<UpstreamBody>, crate::error::Failure>) -> bool {
     match result {
         Ok(r) => !matches!(r.status().as_u16(), 502..=504),
         Err(f) => f.kind == ProxyError::RequestBodyTimeout,

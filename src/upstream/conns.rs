@@ -12,14 +12,15 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Uri};
+use std::sync::Arc;
+
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 
-use super::RequestBody;
 use super::connect::{Conn, Connector};
 use super::http1::Http1List;
 use super::http2::Http2Slot;
+use super::{RequestBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
 use crate::error::Failure;
 use crate::forward::upstream_uri;
@@ -35,7 +36,7 @@ pub struct ConnSettings {
 /// What sending on an existing connection came to: done (well or not), or the request
 /// handed back unsent, for a new connection.
 pub enum Unsent {
-    Done(Result<Response<Incoming>, Failure>),
+    Done(Result<Response<UpstreamBody>, Failure>),
     Back(Request<RequestBody>),
 }
 
@@ -43,7 +44,7 @@ pub enum Unsent {
 pub struct Conns {
     /// What the connector connects to: `http[s]://authority/`.
     address: Uri,
-    http1: Http1List,
+    http1: Arc<Http1List>,
     /// Where HTTP/2 may be spoken (`http2`, `auto` over TLS).
     http2: Option<Http2Slot>,
     /// `auto` over TLS: HTTP/2 only when the server chooses it by ALPN.
@@ -68,7 +69,7 @@ impl Conns {
         };
         Conns {
             address,
-            http1: Http1List::default(),
+            http1: Arc::default(),
             http2: http2.then(Http2Slot::new),
             by_alpn,
             chose_http1: AtomicBool::new(false),
@@ -86,7 +87,7 @@ impl Conns {
         &self,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         if let Some(h2) = &self.http2 {
             if let Some(sender) = h2.live() {
                 match h2.send(sender, req).await {
@@ -102,7 +103,7 @@ impl Conns {
             }
             origin_form(&mut req);
         }
-        let req = match self.http1.send_kept(req).await {
+        let req = match self.http1.send_kept(settings, req).await {
             Unsent::Done(result) => return result,
             Unsent::Back(req) => req,
         };
@@ -115,7 +116,7 @@ impl Conns {
         &self,
         settings: &ConnSettings,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let io = self.connect(settings).await?;
         match &self.http2 {
             Some(h2) if io.negotiated_h2() => {
@@ -137,7 +138,7 @@ impl Conns {
         h2: &Http2Slot,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let before = h2.attempts.load(Acquire);
         let mut last = h2.gate.lock().await;
         let sender = match h2.live() {
@@ -219,7 +220,7 @@ async fn send_fresh(
     h2: &Http2Slot,
     sender: SendRequest<RequestBody>,
     req: Request<RequestBody>,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     match h2.send(sender, req).await {
         Unsent::Done(result) => result,
         Unsent::Back(_) => Err(Failure {
@@ -274,13 +275,11 @@ mod tests {
             .unwrap();
     }
 
-    /// hyper hands a request back (`TrySendError::take_message`) when the connection it
-    /// was queued on closes before writing it. One thread fixes the order: the upstream
-    /// closes the kept connection; the test's own future and the connection's task both
-    /// wake in the same pass of the I/O driver, which polls the test's first; it queues the
-    /// request on the connection, whose task then reads the end of the stream first.
+    /// A kept connection the upstream closed while it was idle is not used: the request
+    /// goes out on a new one (the readiness look in `Connection::alive` sees the end of
+    /// the stream), and the closed one leaves the list.
     #[tokio::test(flavor = "current_thread")]
-    async fn a_request_the_kept_connection_never_wrote_goes_out_on_a_new_one() {
+    async fn a_kept_connection_the_upstream_closed_is_not_used() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let yaml = format!(
@@ -305,14 +304,17 @@ mod tests {
         });
         let body = http_body_util::BodyExt::collect(first.unwrap().into_body());
         assert_eq!(body.await.unwrap().to_bytes(), "ok");
-        // The connection's task takes it back to idle.
-        while conns.http1().ready() != [true] {
-            tokio::task::yield_now().await;
-        }
+        assert_eq!(
+            conns.http1().idle(),
+            1,
+            "the body's end put the connection back"
+        );
+        // The end of the stream and a byte on another socket, sent after it, reach the
+        // I/O driver in the same pass: once that byte is seen, so is the end.
         let (mut wake, woken) = tokio::net::UnixStream::pair().unwrap();
-        wake.write_all(b"x").await.unwrap();
         kept.shutdown().await.unwrap();
         drop(kept);
+        wake.write_all(b"x").await.unwrap();
         woken.readable().await.unwrap();
         // The new connection's server side, answered on a task of its own so a failed
         // send ends the test instead of leaving it waiting on `accept`.
@@ -323,12 +325,16 @@ mod tests {
         });
         let second = conns.send(&settings, request("/2")).await;
         assert_eq!(second.unwrap().status(), 200, "the request went out again");
-        let _open = server.await.unwrap();
+        let mut open = server.await.unwrap();
+        let (first_again, _) = tokio::join!(conns.send(&settings, request("/3")), async {
+            answer(&mut open).await;
+        });
+        assert_eq!(first_again.unwrap().status(), 200);
         conns.reap(&settings, Instant::now());
         assert_eq!(
-            conns.http1().ready().len(),
+            conns.http1().idle(),
             1,
-            "the closed connection left the list"
+            "one connection, the new one, is kept"
         );
     }
 }

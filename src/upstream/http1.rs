@@ -1,154 +1,159 @@
 //! An endpoint's HTTP/1.1 connections (`protocol: http1`, `auto` over cleartext, and `auto`
-//! over TLS where the server chose HTTP/1.1): hyper's own `client::conn::http1`
-//! connections, kept in a list on the endpoint ([`super::conns::Conns`] decides which
-//! protocol a request takes).
+//! over TLS where the server chose HTTP/1.1): connections of our own ([`super::wire`]),
+//! the idle ones in a list on the endpoint ([`super::conns::Conns`] decides which protocol
+//! a request takes).
 //!
-//! Why not the engine's pool: per request it hashes the URI's authority to find the host's
-//! pool, takes its lock, and spawns a task to give the connection back once the response has
-//! been read. Here a request takes the endpoint's list (no lookup), picks a connection whose
-//! previous exchange is over, and queues its request on it; the connection never leaves the
-//! list while it works, so nothing has to give it back. Instructions per request
-//! (`benches/instructions.sh`): 51.1k -> 46.2k with wrk's head, 63.8k -> 58.6k with a
-//! browser's, 43.1k -> 38.2k with tracing off.
-//!
-//! What the engine's pool did and this keeps: a request queued on a kept connection that
-//! closed before the request was written goes out again on a new connection; idle
-//! connections are closed after `idle_timeout` and beyond `max_idle_per_endpoint`
-//! (`reap`, from the upstream's background task); upgrades (WebSocket) take the connection
-//! over. What it leaves out: racing a new connection against one coming free (a request
-//! that finds none free connects at once, as Envoy's HTTP/1 pool does).
+//! A request takes the most recently used idle connection the upstream has not closed
+//! meanwhile (a look at the socket's readiness, no system call), or connects; the response
+//! body carries the connection and puts it back when the response is over, unless
+//! `max_idle_per_endpoint` connections are idle already. Idle connections are closed
+//! after `idle_timeout` (`reap`, from the upstream's background task). A request asking to
+//! switch protocols (WebSocket) goes on a new connection through hyper's client, whose
+//! upgrade machinery hands the tunnel both ends; that connection is not kept. Racing a new
+//! connection against one coming free is left out (a request that finds none free
+//! connects at once, as Envoy's HTTP/1 pool does).
 
-#![allow(clippy::disallowed_types)] // The list's lock: see `Http1List::conns`.
+#![allow(clippy::disallowed_types)] // The list's lock: see `Http1List::idle`.
 
-use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::{Builder, SendRequest};
+use http::{Request, Response, header};
+use hyper::client::conn::http1::Builder;
 
-use super::RequestBody;
 use super::connect::Conn;
 use super::conns::{ConnSettings, Unsent};
+use super::wire::{self, Connection, Home};
+use super::{RequestBody, UpstreamBody};
 use crate::error::Failure;
 
-/// One endpoint's HTTP/1.1 connections, busy and idle.
+/// One endpoint's idle HTTP/1.1 connections.
 #[derive(Default)]
 pub struct Http1List {
-    /// Every connection still open. A std mutex, held for a scan of the list and a
-    /// channel send, never across an `.await` (as hyper-util's own pool does).
-    conns: Mutex<Vec<Kept>>,
+    /// Oldest first. A std mutex, held for a push or a pop (and a readiness look at each
+    /// connection passed over), never across an `.await`.
+    idle: Mutex<Vec<Idle>>,
 }
 
-struct Kept {
-    sender: SendRequest<RequestBody>,
-    /// When `reap` first saw it idle; `None`: it has had a request since.
-    idle_since: Option<Instant>,
+struct Idle {
+    conn: Box<Connection>,
+    /// When `reap` first saw it idle.
+    since: Option<Instant>,
 }
-
-/// What a request queued on a kept connection comes to; an error may hand it back.
-type Sent = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
 
 impl Http1List {
-    /// Sends `req` (origin-form URI) on a connection whose previous exchange is over; hands
-    /// it back when there is none, or when the one it was queued on closed before writing
-    /// it (the upstream timed it out meanwhile: nothing was sent).
-    pub async fn send_kept(&self, req: Request<RequestBody>) -> Unsent {
-        match self.on_free(req) {
-            Ok(response) => match response.await {
-                Ok(resp) => Unsent::Done(Ok(resp)),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => Unsent::Back(req),
-                    None => Unsent::Done(Err(Failure::new(&e.into_error(), false))),
-                },
-            },
-            Err(req) => Unsent::Back(req),
+    /// Sends `req` (origin-form URI) on an idle connection; hands it back when there is
+    /// none (or it asks for an upgrade, which takes a new connection).
+    pub async fn send_kept(
+        self: &Arc<Self>,
+        settings: &ConnSettings,
+        req: Request<RequestBody>,
+    ) -> Unsent {
+        if asks_upgrade(&req) {
+            return Unsent::Back(req);
+        }
+        match self.take_idle() {
+            Some(conn) => Unsent::Done(self.send_on(settings, conn, req).await),
+            None => Unsent::Back(req),
         }
     }
 
     /// Sends `req` on a new HTTP/1.1 connection over `io`, kept for the next requests
     /// unless `max_idle` is 0.
     pub async fn send_new(
-        &self,
+        self: &Arc<Self>,
         settings: &ConnSettings,
         io: Conn,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Failure> {
-        let (mut sender, conn) = Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| Failure::new(&e, true))?;
-        tokio::spawn(async move {
-            // Its errors reach the request waiting on it.
-            let _ = conn.with_upgrades().await;
-        });
-        let response = sender.send_request(req);
-        if settings.max_idle > 0 {
-            self.lock().push(Kept {
-                sender,
-                idle_since: None,
-            });
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        if asks_upgrade(&req) {
+            return send_upgrade(io, req).await;
         }
-        response.await.map_err(|e| Failure::new(&e, false))
+        self.send_on(settings, Connection::new(io), req).await
     }
 
-    /// Queues `req` on a connection whose previous exchange is over, the most recently
-    /// added first; hands it back when there is none. One atomic load per connection
-    /// passed over (at c=256, ~1k instructions per request); closed ones are left for
-    /// `reap` to drop.
-    #[allow(clippy::result_large_err)]
-    fn on_free(
-        &self,
+    async fn send_on(
+        self: &Arc<Self>,
+        settings: &ConnSettings,
+        conn: Box<Connection>,
         req: Request<RequestBody>,
-    ) -> Result<impl Future<Output = Sent> + use<>, Request<RequestBody>> {
-        let mut conns = self.lock();
-        match conns.iter_mut().rev().find(|k| k.sender.is_ready()) {
-            Some(kept) => {
-                kept.idle_since = None;
-                Ok(kept.sender.try_send_request(req))
-            }
-            None => Err(req),
-        }
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let home = Home {
+            list: self.clone(),
+            max_idle: settings.max_idle,
+        };
+        let resp = wire::send(conn, req, home).await?;
+        Ok(resp.map(UpstreamBody::Wire))
     }
 
-    /// Closes the connections idle for longer than `idle_timeout`, and the oldest idle ones
-    /// beyond `max_idle`; drops the closed ones. `now`: the time of this pass.
+    /// The most recently used idle connection the upstream has not closed; the others
+    /// passed over are closed.
+    fn take_idle(&self) -> Option<Box<Connection>> {
+        let mut idle = self.lock();
+        while let Some(mut i) = idle.pop() {
+            if i.conn.alive() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// A connection whose response is over: kept unless `max_idle` are idle already.
+    pub fn put_back(&self, conn: Box<Connection>, max_idle: usize) {
+        let mut idle = self.lock();
+        if idle.len() < max_idle {
+            idle.push(Idle { conn, since: None });
+            return;
+        }
+        drop(idle);
+        drop(conn);
+    }
+
+    /// Closes the connections idle for longer than `idle_timeout`, those the upstream
+    /// closed, and the oldest idle ones beyond `max_idle`. `now`: the time of this pass.
     pub fn reap(&self, settings: &ConnSettings, now: Instant) {
-        let mut conns = self.lock();
-        conns.retain_mut(|k| {
-            if k.sender.is_closed() {
-                return false;
-            }
-            if !k.sender.is_ready() {
-                k.idle_since = None;
-                return true;
-            }
-            let since = *k.idle_since.get_or_insert(now);
-            now.duration_since(since) < settings.idle_timeout
+        let mut idle = self.lock();
+        idle.retain_mut(|i| {
+            let since = *i.since.get_or_insert(now);
+            now.duration_since(since) < settings.idle_timeout && i.conn.alive()
         });
-        let idle = conns.iter().filter(|k| k.idle_since.is_some()).count();
-        if idle > settings.max_idle {
-            // The list is oldest first: drop the oldest idle ones.
-            let mut excess = idle - settings.max_idle;
-            conns.retain(|k| {
-                if excess > 0 && k.idle_since.is_some() {
-                    excess -= 1;
-                    return false;
-                }
-                true
-            });
-        }
+        let excess = idle.len().saturating_sub(settings.max_idle);
+        idle.drain(..excess);
     }
 
-    /// Each connection: whether it is free.
+    /// How many connections are idle.
     #[cfg(test)]
-    pub fn ready(&self) -> Vec<bool> {
-        self.lock().iter().map(|k| k.sender.is_ready()).collect()
+    pub fn idle(&self) -> usize {
+        self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The request asks to switch protocols (`forward::ask_upgrade` set `Upgrade`).
+fn asks_upgrade(req: &Request<RequestBody>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+}
+
+/// An upgrade request, on a connection of its own through hyper's client: a 101 answer
+/// hands the tunnel the connection (`hyper::upgrade::on`).
+async fn send_upgrade(
+    io: Conn,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, Failure> {
+    let (mut sender, conn) = Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| Failure::new(&e, true))?;
+    tokio::spawn(async move {
+        // Its errors reach the request waiting on it.
+        let _ = conn.with_upgrades().await;
+    });
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::new(&e, false))?;
+    Ok(resp.map(UpstreamBody::Engine))
 }

@@ -91,7 +91,7 @@ impl Http2Slot {
     ) -> Unsent {
         self.sent.fetch_add(1, Relaxed);
         match sender.try_send_request(req).await {
-            Ok(resp) => Unsent::Done(Ok(resp)),
+            Ok(resp) => Unsent::Done(Ok(resp.map(super::UpstreamBody::Engine))),
             Err(mut e) => match e.take_message() {
                 Some(req) => {
                     self.forget_closed();

@@ -3,8 +3,8 @@
 //! paused client body), and the background work that keeps endpoints current (DNS
 //! refresh, active health checks). Which endpoint a request gets is `balance`'s choice.
 //!
-//! The engine (hyper's `client::conn` connections, kept per endpoint: `conns`) stays behind
-//! this module.
+//! The connections (HTTP/1.1 ones of our own, `wire`; hyper's `client::conn` for HTTP/2
+//! and upgrades; kept per endpoint: `conns`) stay behind this module.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -25,6 +25,7 @@ mod connect;
 mod conns;
 mod http1;
 mod http2;
+mod wire;
 use connect::Connector;
 use conns::ConnSettings;
 pub use conns::Conns;
@@ -51,6 +52,44 @@ impl RequestBody {
             counted: None,
             pause: None,
             timer: None,
+        }
+    }
+}
+
+/// A response body from upstream: read by our own HTTP/1.1 connection, or by hyper's
+/// (HTTP/2, upgrades).
+pub enum UpstreamBody {
+    Wire(wire::Body),
+    Engine(Incoming),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Wire(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::Engine(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Wire(b) => b.is_end_stream(),
+            UpstreamBody::Engine(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Wire(b) => b.size_hint(),
+            UpstreamBody::Engine(b) => b.size_hint(),
         }
     }
 }
@@ -386,7 +425,7 @@ impl Upstream {
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
             (None, None)
@@ -424,16 +463,16 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         endpoint.conns.send(&self.conns, req).await
     }
 
     /// Waits for the response headers within `request_timeout` and the exchange's deadline.
     async fn answer(
         &self,
-        call: impl std::future::Future<Output = Result<Response<Incoming>, Failure>>,
+        call: impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let headers_due = tokio::time::Instant::now() + self.request_timeout;
         let due = deadline.map_or(headers_due, |d| d.min(headers_due));
         match tokio::time::timeout_at(due, call).await {
@@ -464,7 +503,7 @@ impl Upstream {
         endpoint: &Endpoint,
         req: Request<Option<Incoming>>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let (parts, _) = req.into_parts();
         let call = self.call(endpoint, Request::from_parts(parts, RequestBody::empty()));
         self.answer(call, deadline).await

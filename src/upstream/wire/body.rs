@@ -1,0 +1,257 @@
+//! A response body read from an upstream's HTTP/1.1 connection as the client side polls
+//! it: by `Content-Length`, chunked (with trailers), or until the upstream closes. At its
+//! end the connection goes back to the endpoint's idle list when it can carry another
+//! request; a body dropped before its end closes it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Frame, SizeHint};
+
+use super::{Connection, Home, MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_READ_BUF};
+
+/// How much of a response body is still to come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Incoming {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// Where the chunked decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// At the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+}
+
+/// A response body read from the connection as it is polled.
+pub struct Body {
+    /// `None` once the body is over (the connection went home or was closed).
+    pub(super) conn: Option<Box<Connection>>,
+    pub(super) framing: Incoming,
+    /// Body bytes that came with the head.
+    pub(super) ready: Option<Bytes>,
+    /// The connection can carry another request once the body is read.
+    pub(super) keep: bool,
+    pub(super) home: Option<Home>,
+}
+
+/// The upstream broke off a response body.
+#[derive(Debug)]
+pub struct BodyError(pub String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body {
+    /// The body is over: the connection goes home if it can carry another request.
+    pub(super) fn finish(&mut self) {
+        let conn = self.conn.take();
+        if let (Some(mut conn), Some(home), true) = (conn, self.home.take(), self.keep) {
+            conn.idle();
+            home.list.put_back(conn, home.max_idle);
+        }
+    }
+
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn data(&mut self, b: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.framing == Incoming::Length(0) {
+            self.finish();
+        }
+        Poll::Ready(Some(Ok(Frame::data(b))))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(b) = this.ready.take() {
+            if let Incoming::Length(n) = &mut this.framing {
+                *n -= b.len() as u64;
+            }
+            return this.data(b);
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let have = conn.buffered().len();
+            match &mut this.framing {
+                Incoming::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Incoming::Length(n) if have > 0 => {
+                    let take = have.min(usize::try_from(*n).unwrap_or(usize::MAX));
+                    *n -= take as u64;
+                    let b = conn.take(take);
+                    return this.data(b);
+                }
+                Incoming::Close if have > 0 => {
+                    let b = conn.take(have);
+                    return this.data(b);
+                }
+                Incoming::Chunked(state) => match decode(conn, state) {
+                    Ok(Decoded::Data(b)) => return this.data(b),
+                    Ok(Decoded::End(trailers)) => {
+                        this.finish();
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Ok(Decoded::More) => {}
+                    Err(e) => return this.fail(Box::new(BodyError(e))),
+                },
+                Incoming::Length(_) | Incoming::Close => {}
+            }
+            let conn = this.conn.as_deref_mut();
+            let Some(conn) = conn else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx, MAX_READ_BUF)) {
+                Ok(0) => match this.framing {
+                    Incoming::Close => {
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    _ => {
+                        return this.fail(Box::new(BodyError(
+                            "the upstream closed the connection before the response body ended"
+                                .into(),
+                        )));
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => return this.fail(Box::new(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() && self.ready.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Incoming::Length(n) if self.conn.is_some() || self.ready.is_some() => {
+                SizeHint::with_exact(n)
+            }
+            _ if self.is_end_stream() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+enum Decoded {
+    Data(Bytes),
+    /// The last chunk and the trailer section (if it had fields) are read.
+    End(Option<HeaderMap>),
+    /// More bytes are needed.
+    More,
+}
+
+/// One step of the chunked decoder over what is buffered.
+fn decode(conn: &mut Connection, state: &mut Chunk) -> Result<Decoded, String> {
+    loop {
+        let buf = conn.buffered();
+        match *state {
+            Chunk::Size => {
+                let Some(eol) = buf.iter().position(|b| *b == b'\n') else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err("a chunk-size line is too long".into());
+                    }
+                    return Ok(Decoded::More);
+                };
+                let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
+                let digits = line
+                    .iter()
+                    .position(|b| !b.is_ascii_hexdigit())
+                    .unwrap_or(line.len());
+                let rest = line[digits..].trim_ascii_start();
+                if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
+                    return Err("invalid chunk size in the response body".into());
+                }
+                let size = line[..digits].iter().fold(0u64, |n, d| {
+                    n << 4 | u64::from((*d as char).to_digit(16).unwrap_or(0))
+                });
+                conn.consume(eol + 1);
+                *state = if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Data(n) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                *state = if take as u64 == n {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(n - take as u64)
+                };
+                return Ok(Decoded::Data(conn.take(take)));
+            }
+            Chunk::DataEnd => {
+                if buf.is_empty() || buf == b"\r" {
+                    return Ok(Decoded::More);
+                }
+                match buf {
+                    [b'\r', b'\n', ..] => conn.consume(2),
+                    [b'\n', ..] => conn.consume(1),
+                    _ => return Err("a chunk's data is not followed by CRLF".into()),
+                }
+                *state = Chunk::Size;
+            }
+            Chunk::Trailers => {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                return match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, fields))) => {
+                        let mut trailers = HeaderMap::new();
+                        for f in fields {
+                            if let (Ok(name), Ok(value)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
+                                trailers.append(name, value);
+                            }
+                        }
+                        conn.consume(used);
+                        Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)))
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                        Err("the response's trailer section is too large".into())
+                    }
+                    Ok(httparse::Status::Partial) => Ok(Decoded::More),
+                    Err(e) => Err(format!("invalid trailer section in the response: {e}")),
+                };
+            }
+        }
+    }
+}

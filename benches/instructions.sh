@@ -44,6 +44,10 @@ work=$(mktemp -d)
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:48000 --workers 1 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:44317 "$work/counts" >/dev/null & pids+=($!)
 sleep 0.5
+# A port in the ephemeral range can be held by an earlier run's connection (even one that
+# connected to itself): without the echo upstream every count below would be of 502s.
+curl -s -o /dev/null -m 2 http://127.0.0.1:48000/ \
+  || { echo "the echo upstream did not start on 127.0.0.1:48000 (port taken?)" >&2; exit 1; }
 
 # nginx as the reference (`nginx` in place of a binary): one process, no tracing.
 sed -e 's/^worker_processes 1;/master_process off;\nworker_processes 1;/' \
@@ -78,8 +82,12 @@ run() {
   local i
   for i in $(seq 100); do curl -s -o /dev/null -m 1 http://127.0.0.1:48083/ && break; sleep 0.2; done
   if [ "$2" = load ]; then
-    reqs=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "${extra[@]}" http://127.0.0.1:48083/ \
-      | awk '/requests in/ {print $1}')
+    local report
+    report=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "${extra[@]}" http://127.0.0.1:48083/)
+    reqs=$(awk '/requests in/ {print $1}' <<<"$report")
+    if grep -q "Non-2xx" <<<"$report"; then
+      echo "$1: $(grep Non-2xx <<<"$report" | xargs): not a measure of proxied requests" >&2
+    fi
   else
     sleep "$secs"
   fi

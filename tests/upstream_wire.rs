@@ -1,8 +1,8 @@
 //! HTTP/1.1 to upstreams on tracegate's own connections (src/upstream/wire.rs), against a
 //! scripted upstream on a real socket that writes its answers byte for byte: chunked
 //! bodies split across writes with trailers, bodies until close, HEAD, interim (1xx)
-//! responses, an answer before the request body is sent, an oversized head, and the
-//! framing of request bodies as the upstream receives them.
+//! responses, an answer before the request body is sent, an oversized head, chunked with a
+//! Content-Length too, and the framing of request bodies as the upstream receives them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
@@ -156,6 +156,10 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
                 let _ = s.write_all(b"close").await;
                 return;
             }
+            "/both" => s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                .await
+                .is_ok(),
             "/head" => s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
                 .await
@@ -344,4 +348,25 @@ async fn request_bodies_keep_their_framing() {
         got[2].head
     );
     assert_eq!(up.accepted.load(SeqCst), 1, "all three on one connection");
+}
+
+#[tokio::test]
+async fn a_chunked_response_with_a_content_length_is_framed_by_its_chunks() {
+    let up = scripted().await;
+    let gw = tracegate(&wire_config(up.addr)).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/both", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body, "hello",
+        "the chunks, not the 3 bytes Content-Length claims"
+    );
+    assert_ne!(
+        r.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"3"[..])
+    );
 }

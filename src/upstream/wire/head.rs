@@ -176,17 +176,19 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
     };
     // Framing and persistence, from the raw fields.
     let mut length: Option<u64> = None;
+    let mut bad_length: Option<&str> = None;
     let mut te: Option<&[u8]> = None;
     let (mut close, mut keep_alive) = (false, false);
     for f in res.headers.iter() {
         if f.name.eq_ignore_ascii_case("content-length") {
             for part in f.value.split(|b| *b == b',') {
-                let n = parse_decimal(part.trim_ascii())
-                    .ok_or_else(|| "invalid Content-Length in the response".to_string())?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting Content-Length values in the response".into());
+                match parse_decimal(part.trim_ascii()) {
+                    None => bad_length = Some("invalid Content-Length in the response"),
+                    Some(n) if length.is_some_and(|l| l != n) => {
+                        bad_length = Some("conflicting Content-Length values in the response");
+                    }
+                    Some(n) => length = Some(n),
                 }
-                length = Some(n);
             }
         } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(f.value);
@@ -197,6 +199,11 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
                 keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
+    }
+    // Transfer-Encoding overrides Content-Length, which is not passed on (RFC 9112 6.3:
+    // forwarded with it, the client would frame the body by the wrong length).
+    if let (None, Some(bad)) = (te, bad_length) {
+        return Err(bad.into());
     }
     let body = match (te, length) {
         (Some(te), _) => {
@@ -231,6 +238,9 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
     let base = buf.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(res.headers.len());
     for f in res.headers.iter() {
+        if te.is_some() && f.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| format!("invalid header name {:?} in the response", f.name))?;
         let at = f.value.as_ptr() as usize - base;
@@ -308,6 +318,18 @@ mod tests {
                 .is_none()
         );
         assert!(parse_head(b"NOT HTTP\r\n\r\n", false).is_err());
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ncontent-length: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(
+            h.body,
+            Incoming::Chunked(Chunk::Size),
+            "chunked wins over a length"
+        );
+        assert!(
+            !h.headers.contains_key("content-length"),
+            "and the length is not passed on"
+        );
         let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: y\r\n")).collect();
         assert!(parse_head(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(), false).is_err());
     }

@@ -160,6 +160,11 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
                 .await
                 .is_ok(),
+            "/big" => {
+                let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
+                s.write_all(head.as_bytes()).await.is_ok() && s.write_all(&body).await.is_ok()
+            }
             "/head" => s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
                 .await
@@ -190,6 +195,9 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
         }
     }
 }
+
+/// The size of `/big`'s body.
+const BIG: usize = 3 * 1024 * 1024 + 17;
 
 fn wire_config(upstream: SocketAddr) -> String {
     format!(
@@ -369,4 +377,23 @@ async fn a_chunked_response_with_a_content_length_is_framed_by_its_chunks() {
         r.headers.get("content-length").map(|v| v.as_bytes()),
         Some(&b"3"[..])
     );
+}
+
+#[tokio::test]
+async fn a_large_body_arrives_whole_and_its_connection_is_kept() {
+    let up = scripted().await;
+    let gw = tracegate(&wire_config(up.addr)).await;
+    let client = h1_client();
+    for _ in 0..2 {
+        let r = get(&client, &format!("http://{}/big", gw.proxy_addrs[0]), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), BIG);
+        assert!(
+            r.body
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8)
+        );
+    }
+    assert_eq!(up.accepted.load(SeqCst), 1, "one connection for both");
 }

@@ -148,7 +148,7 @@ pub(super) struct Head {
     pub(super) version: Version,
     pub(super) headers: HeaderMap,
     pub(super) keep_alive: bool,
-    /// How the body is framed (before the request method and status are considered).
+    /// How the body is framed.
     pub(super) body: Incoming,
     /// Body bytes that came with the head, copied with it.
     pub(super) ready: Option<Bytes>,
@@ -213,6 +213,14 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
         return Err(bad.into());
     }
     let body = match (te, length) {
+        // No body, whatever the fields say (RFC 9112 6.3, first rule).
+        _ if bodiless
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED =>
+        {
+            Incoming::Length(0)
+        }
         (Some(te), _) => {
             let last = te.rsplit(|b| *b == b',').next().unwrap_or_default();
             if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
@@ -231,14 +239,7 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
     // The head, and the body when it is all here, in one copy.
     let rest = buf.len() - used;
     let with = match body {
-        Incoming::Length(n)
-            if !bodiless
-                && !status.is_informational()
-                && status != StatusCode::NO_CONTENT
-                && status != StatusCode::NOT_MODIFIED =>
-        {
-            rest.min(usize::try_from(n).unwrap_or(usize::MAX))
-        }
+        Incoming::Length(n) => rest.min(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => 0,
     };
     let all = Bytes::copy_from_slice(&buf[..used + with]);
@@ -325,6 +326,16 @@ mod tests {
                 .is_none()
         );
         assert!(parse_head(b"NOT HTTP\r\n\r\n", false).is_err());
+        let (h, _) = head("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nnext");
+        assert_eq!(
+            (h.body, h.ready),
+            (Incoming::Length(0), None),
+            "204 has no body"
+        );
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, Incoming::Length(0), "nor has the answer to HEAD");
         let (h, _) = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ncontent-length: x\r\ntransfer-encoding: chunked\r\n\r\n",
         );

@@ -196,7 +196,10 @@ pub async fn send(
             Framing::Chunked => 0,
         },
         framing,
-        trailers: allowed_trailers(&parts.headers),
+        trailers: match framing {
+            Framing::Chunked => allowed_trailers(&parts.headers),
+            Framing::Length(_) => Vec::new(),
+        },
         body_done: framing == Framing::Length(0) || http_body::Body::is_end_stream(&body),
         finished: false,
         head_request: parts.method == Method::HEAD,
@@ -213,14 +216,7 @@ pub async fn send(
     // may still be waiting for it: the connection is not used again.
     let keep = head.keep_alive && upload.finished && home.max_idle > 0;
     drop(body);
-    let framing = if upload.head_request
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED
-    {
-        Incoming::Length(0)
-    } else {
-        head.body
-    };
+    let framing = head.body;
     let mut resp = Response::new(Body {
         conn: Some(conn),
         framing,

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
@@ -20,6 +19,7 @@ use crate::limits::InFlight;
 use crate::metrics::{Metrics, RouteHistograms};
 use crate::sample::SamplingStats;
 use crate::span::Exchange;
+use crate::upstream::UpstreamBody;
 use crate::viewer::Viewer;
 
 /// Owns the exchange until it ends, then submits it. Dropped without `finish` (the client

@@ -389,14 +389,18 @@ async fn exchange(
         }
     }
 
-    // A request without a body can be sent again: keep what it takes to rebuild it.
-    let replay = (upstream.retries > 0 && http_body::Body::is_end_stream(req.body())).then(|| {
-        (
-            req.method().clone(),
-            req.uri().path_and_query().cloned(),
-            req.headers().clone(),
-        )
-    });
+    // A request without a body can be sent again. Over HTTP/1.1 a failed attempt hands its
+    // head back (`upstream::Keep`); only where HTTP/2 may take the request is a copy made
+    // before sending.
+    let replayable = upstream.retries > 0 && http_body::Body::is_end_stream(req.body());
+    let (req, copy) = if replayable && endpoint.conns.absolute_uri() {
+        let (parts, body) = req.into_parts();
+        let copy = parts.clone();
+        (Request::from_parts(parts, body), Some(copy))
+    } else {
+        (req, None)
+    };
+    let mut kept = None;
     let deadline = upstream
         .total_timeout
         .map(|t| tokio::time::Instant::from_std(started) + t);
@@ -407,12 +411,18 @@ async fn exchange(
             bytes_in,
             rt.limits.request_body_timeout,
             deadline,
+            replayable.then_some(&mut kept),
         )
         .await;
     upstream.report(picked.endpoint(), upstream_ok(&result));
     let mut attempt = 0;
-    while let (Err(failure), Some((method, path, headers))) = (&result, &replay) {
-        if attempt >= upstream.retries || !failure.kind.retryable(method) {
+    while let Err(failure) = &result {
+        let mut again = match (&copy, kept.take()) {
+            (Some(copy), _) => copy.clone(),
+            (None, Some(head)) => head,
+            (None, None) => break,
+        };
+        if attempt >= upstream.retries || !failure.kind.retryable(&again.method) {
             break;
         }
         let Some(_retry) = upstream.try_retry() else {
@@ -447,14 +457,12 @@ async fn exchange(
                 rt.client_spans,
             ));
         }
-        let mut again = Request::new(None);
-        *again.method_mut() = method.clone();
-        *again.version_mut() = upstream.version;
-        *again.headers_mut() = headers.clone();
-        *again.uri_mut() = forward::upstream_uri(target.tls, authority, path.clone());
+        again.version = upstream.version;
+        let path = again.uri.path_and_query().cloned();
+        again.uri = forward::upstream_uri(target.tls, authority, path);
         if traced {
             rt.propagation.inject(
-                again.headers_mut(),
+                &mut again.headers,
                 &Outgoing {
                     trace_id: &ids.trace_id,
                     span_id: &span,
@@ -466,7 +474,12 @@ async fn exchange(
             );
         }
         result = upstream
-            .send_replay(picked.endpoint(), again, deadline)
+            .send_replay(
+                picked.endpoint(),
+                again,
+                deadline,
+                replayable.then_some(&mut kept),
+            )
             .await;
         upstream.report(picked.endpoint(), upstream_ok(&result));
     }

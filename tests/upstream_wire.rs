@@ -2,7 +2,9 @@
 //! scripted upstream on a real socket that writes its answers byte for byte: chunked
 //! bodies split across writes with trailers, bodies until close, HEAD, interim (1xx)
 //! responses, an answer before the request body is sent, an oversized head, chunked with a
-//! Content-Length too, and the framing of request bodies as the upstream receives them.
+//! Content-Length too, the framing of request bodies as the upstream receives them, and a
+//! request the upstream dropped unanswered sent again from the head the connection handed
+//! back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
@@ -87,6 +89,14 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
         let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/drop-first" && !DROPPED.swap(true, SeqCst) {
+            // Reads the request, answers nothing, closes: a reset before any response.
+            got.lock().unwrap().push(Got {
+                head,
+                body: Vec::new(),
+            });
+            return;
+        }
         if path == "/early" {
             // Answers after the head, reads none of the body, closes.
             let _ = s
@@ -195,6 +205,9 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
         }
     }
 }
+
+/// `/drop-first` has been dropped once (one test uses it).
+static DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The size of `/big`'s body.
 const BIG: usize = 3 * 1024 * 1024 + 17;
@@ -396,4 +409,48 @@ async fn a_large_body_arrives_whole_and_its_connection_is_kept() {
         );
     }
     assert_eq!(up.accepted.load(SeqCst), 1, "one connection for both");
+}
+
+#[tokio::test]
+async fn a_request_the_upstream_dropped_unanswered_is_sent_again_whole() {
+    let up = scripted().await;
+    let gw = tracegate(&wire_config(up.addr)).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/drop-first", gw.proxy_addrs[0]),
+        &[
+            ("x-keep", "me"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "the retry (retries: 1 by default) answered");
+    let got = up.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "sent twice: {got:?}");
+    assert_eq!(
+        up.accepted.load(SeqCst),
+        2,
+        "the second time on a new connection"
+    );
+    for g in &got {
+        assert!(
+            g.head.starts_with("get /drop-first http/1.1\r\n"),
+            "{}",
+            g.head
+        );
+        assert!(g.head.contains("x-keep: me\r\n"), "{}", g.head);
+    }
+    let parent = |h: &str| {
+        h.lines()
+            .find_map(|l| l.strip_prefix("traceparent: "))
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (parent(&got[0].head), parent(&got[1].head));
+    assert!(first.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    assert!(second.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    assert_ne!(first, second, "each attempt has its own span id");
 }

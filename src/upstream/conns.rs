@@ -1,26 +1,26 @@
-//! An endpoint's connections, all of them ours (hyper's `client::conn`, no pool keyed by
-//! authority): HTTP/1.1 ones in a list ([`Http1List`]), and where HTTP/2 may be spoken one
-//! shared HTTP/2 connection ([`Http2Slot`]). Which a request takes:
+//! An endpoint's connections, all of them ours (no pool keyed by authority): idle HTTP/1.1
+//! ones in a list ([`Http1List`], connections of our own: `wire`), and where HTTP/2 may be
+//! spoken one shared HTTP/2 connection ([`Http2Slot`], hyper's `client::conn`). Which a
+//! request takes:
 //! - `protocol: http1`, or `auto` over cleartext: HTTP/1.1.
 //! - `protocol: http2`: HTTP/2 (h2c with prior knowledge, or over TLS).
 //! - `auto` over TLS: what the server chooses by ALPN on each new connection; once it has
 //!   chosen HTTP/1.1, requests use (and add) HTTP/1.1 connections, and a new connection on
 //!   which it chooses `h2` becomes the shared one again.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Uri};
-use std::sync::Arc;
-
 use http::{Request, Response};
 use hyper::client::conn::http2::SendRequest;
 
 use super::connect::{Conn, Connector};
 use super::http1::Http1List;
 use super::http2::Http2Slot;
-use super::{RequestBody, UpstreamBody};
+use super::{Keep, RequestBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
 use crate::error::Failure;
 use crate::forward::upstream_uri;
@@ -83,10 +83,13 @@ impl Conns {
     }
 
     /// Sends `req` on a connection of the endpoint, or on a new one.
+    /// `keep`: where a request without a body that failed leaves its head for a retry
+    /// (HTTP/1.1 and failed connects; HTTP/2 takes the request).
     pub async fn send(
         &self,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
+        mut keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         if let Some(h2) = &self.http2 {
             if let Some(sender) = h2.live() {
@@ -99,15 +102,19 @@ impl Conns {
                 // Boxed, as below: the ways to a new connection (TCP, TLS, a handshake)
                 // are most of the future's size and rarely taken; the future of every
                 // request in flight stays small.
-                return Box::pin(self.send_expecting_h2(h2, settings, req)).await;
+                return Box::pin(self.send_expecting_h2(h2, settings, req, keep)).await;
             }
             origin_form(&mut req);
         }
-        let req = match self.http1.send_kept(settings, req).await {
+        let req = match self
+            .http1
+            .send_kept(settings, req, keep.as_deref_mut())
+            .await
+        {
             Unsent::Done(result) => return result,
             Unsent::Back(req) => req,
         };
-        Box::pin(self.send_new(settings, req)).await
+        Box::pin(self.send_new(settings, req, keep)).await
     }
 
     /// Sends `req` on a new connection: HTTP/1.1, or HTTP/2 where the server chooses it
@@ -116,8 +123,12 @@ impl Conns {
         &self,
         settings: &ConnSettings,
         req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let io = self.connect(settings).await?;
+        let io = match self.connect(settings).await {
+            Ok(io) => io,
+            Err(failure) => return Err(unsent(failure, req, keep)),
+        };
         match &self.http2 {
             Some(h2) if io.negotiated_h2() => {
                 // The server chooses HTTP/2 again.
@@ -127,7 +138,7 @@ impl Conns {
                 self.absolute_form(&mut req);
                 send_fresh(h2, sender, req).await
             }
-            _ => self.http1.send_new(settings, io, req).await,
+            _ => self.http1.send_new(settings, io, req, keep).await,
         }
     }
 
@@ -138,6 +149,7 @@ impl Conns {
         h2: &Http2Slot,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         let before = h2.attempts.load(Acquire);
         let mut last = h2.gate.lock().await;
@@ -151,18 +163,19 @@ impl Conns {
                     .as_ref()
                     .filter(|_| h2.attempts.load(Acquire) != before)
                 {
-                    return Err(failed.clone());
+                    return Err(unsent(failed.clone(), req, keep));
                 }
                 let attempt = self.connect_expecting_h2(h2, settings).await;
                 *last = attempt.as_ref().err().cloned();
                 h2.attempts.fetch_add(1, Release);
                 drop(last);
-                match attempt? {
-                    Ok(sender) => sender,
-                    Err(io) => {
+                match attempt {
+                    Ok(Ok(sender)) => sender,
+                    Ok(Err(io)) => {
                         origin_form(&mut req);
-                        return self.http1.send_new(settings, io, req).await;
+                        return self.http1.send_new(settings, io, req, keep).await;
                     }
+                    Err(failure) => return Err(unsent(failure, req, keep)),
                 }
             }
         };
@@ -228,6 +241,14 @@ async fn send_fresh(
             detail: "the new upstream connection closed before taking the request".into(),
         }),
     }
+}
+
+/// A failure before `req` went anywhere: its head goes to `keep` for a retry.
+fn unsent(failure: Failure, req: Request<RequestBody>, keep: Keep<'_>) -> Failure {
+    if let Some(keep) = keep {
+        *keep = Some(req.into_parts().0);
+    }
+    failure
 }
 
 /// The request target HTTP/1.1 sends: the path and query.
@@ -297,7 +318,7 @@ mod tests {
             UpstreamProtocol::Http1,
         );
 
-        let (first, mut kept) = tokio::join!(conns.send(&settings, request("/1")), async {
+        let (first, mut kept) = tokio::join!(conns.send(&settings, request("/1"), None), async {
             let (mut s, _) = l.accept().await.unwrap();
             answer(&mut s).await;
             s
@@ -323,10 +344,10 @@ mod tests {
             answer(&mut s).await;
             s
         });
-        let second = conns.send(&settings, request("/2")).await;
+        let second = conns.send(&settings, request("/2"), None).await;
         assert_eq!(second.unwrap().status(), 200, "the request went out again");
         let mut open = server.await.unwrap();
-        let (first_again, _) = tokio::join!(conns.send(&settings, request("/3")), async {
+        let (first_again, _) = tokio::join!(conns.send(&settings, request("/3"), None), async {
             answer(&mut open).await;
         });
         assert_eq!(first_again.unwrap().status(), 200);

@@ -24,7 +24,7 @@ use hyper::client::conn::http1::Builder;
 use super::connect::Conn;
 use super::conns::{ConnSettings, Unsent};
 use super::wire::{self, Connection, Home};
-use super::{RequestBody, UpstreamBody};
+use super::{Keep, RequestBody, UpstreamBody};
 use crate::error::Failure;
 
 /// One endpoint's idle HTTP/1.1 connections.
@@ -48,12 +48,13 @@ impl Http1List {
         self: &Arc<Self>,
         settings: &ConnSettings,
         req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Unsent {
         if asks_upgrade(&req) {
             return Unsent::Back(req);
         }
         match self.take_idle() {
-            Some(conn) => Unsent::Done(self.send_on(settings, conn, req).await),
+            Some(conn) => Unsent::Done(self.send_on(settings, conn, req, keep).await),
             None => Unsent::Back(req),
         }
     }
@@ -65,11 +66,12 @@ impl Http1List {
         settings: &ConnSettings,
         io: Conn,
         req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         if asks_upgrade(&req) {
-            return send_upgrade(io, req).await;
+            return send_upgrade(io, req, keep).await;
         }
-        self.send_on(settings, Connection::new(io), req).await
+        self.send_on(settings, Connection::new(io), req, keep).await
     }
 
     async fn send_on(
@@ -77,12 +79,13 @@ impl Http1List {
         settings: &ConnSettings,
         conn: Box<Connection>,
         req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         let home = Home {
             list: self.clone(),
             max_idle: settings.max_idle,
         };
-        let resp = wire::send(conn, req, home).await?;
+        let resp = wire::send(conn, req, home, keep).await?;
         Ok(resp.map(UpstreamBody::Wire))
     }
 
@@ -142,18 +145,28 @@ fn asks_upgrade(req: &Request<RequestBody>) -> bool {
 async fn send_upgrade(
     io: Conn,
     req: Request<RequestBody>,
+    keep: Keep<'_>,
 ) -> Result<Response<UpstreamBody>, Failure> {
-    let (mut sender, conn) = Builder::new()
-        .handshake(io)
-        .await
-        .map_err(|e| Failure::new(&e, true))?;
+    // hyper takes the request: a copy of its head for a retry (upgrades are rare).
+    let (parts, body) = req.into_parts();
+    let head = keep.is_some().then(|| parts.clone());
+    let req = Request::from_parts(parts, body);
+    let failed = |failure: Failure| {
+        if let (Some(keep), Some(head)) = (keep, head) {
+            *keep = Some(head);
+        }
+        failure
+    };
+    let (mut sender, conn) = match Builder::new().handshake(io).await {
+        Ok(handshake) => handshake,
+        Err(e) => return Err(failed(Failure::new(&e, true))),
+    };
     tokio::spawn(async move {
         // Its errors reach the request waiting on it.
         let _ = conn.with_upgrades().await;
     });
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| Failure::new(&e, false))?;
-    Ok(resp.map(UpstreamBody::Engine))
+    match sender.send_request(req).await {
+        Ok(resp) => Ok(resp.map(UpstreamBody::Engine)),
+        Err(e) => Err(failed(Failure::new(&e, false))),
+    }
 }

@@ -56,6 +56,10 @@ impl RequestBody {
     }
 }
 
+/// Where a request without a body that failed leaves its head (method, URI, headers) for a
+/// retry, instead of a copy made before every request: `None` when no retry is wanted.
+pub type Keep<'a> = Option<&'a mut Option<http::request::Parts>>;
+
 /// A response body from upstream: read by our own HTTP/1.1 connection, or by hyper's
 /// (HTTP/2, upgrades).
 pub enum UpstreamBody {
@@ -304,7 +308,7 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
                 )),
             );
             let passed = matches!(
-                tokio::time::timeout(hc.timeout, u.call(e, req)).await,
+                tokio::time::timeout(hc.timeout, u.call(e, req, None)).await,
                 Ok(Ok(resp)) if resp.status().is_success()
             );
             if let Some(up) = e.probe(passed, hc.healthy_threshold, hc.unhealthy_threshold) {
@@ -417,7 +421,7 @@ impl Upstream {
     /// `request_timeout` counts from the moment the whole request body has been sent (at
     /// once for a request without body). `pause`: the longest gap allowed in the client's
     /// body (zero: no limit). `deadline`: the end of the whole exchange (`total_timeout`),
-    /// if bounded.
+    /// if bounded. `keep`: see [`Keep`].
     pub async fn send(
         &self,
         endpoint: &Endpoint,
@@ -425,6 +429,7 @@ impl Upstream {
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         let (parts, inner) = req.into_parts();
         let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
@@ -445,6 +450,7 @@ impl Upstream {
                     timer: None,
                 },
             ),
+            keep,
         );
         tokio::pin!(call);
         if let Some(body_sent) = body_sent {
@@ -463,8 +469,9 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         req: Request<RequestBody>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        endpoint.conns.send(&self.conns, req).await
+        endpoint.conns.send(&self.conns, req, keep).await
     }
 
     /// Waits for the response headers within `request_timeout` and the exchange's deadline.
@@ -501,11 +508,12 @@ impl Upstream {
     pub async fn send_replay(
         &self,
         endpoint: &Endpoint,
-        req: Request<Option<Incoming>>,
+        parts: http::request::Parts,
         deadline: Option<tokio::time::Instant>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let (parts, _) = req.into_parts();
-        let call = self.call(endpoint, Request::from_parts(parts, RequestBody::empty()));
+        let req = Request::from_parts(parts, RequestBody::empty());
+        let call = self.call(endpoint, req, keep);
         self.answer(call, deadline).await
     }
 }

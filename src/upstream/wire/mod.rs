@@ -187,6 +187,7 @@ pub async fn send(
     mut conn: Box<Connection>,
     req: Request<RequestBody>,
     home: Home,
+    keep: super::Keep<'_>,
 ) -> Result<Response<Body>, Failure> {
     let (parts, mut body) = req.into_parts();
     let framing = encode_head(&parts, &body, &mut conn.out);
@@ -205,13 +206,23 @@ pub async fn send(
         head_request: parts.method == Method::HEAD,
         write_error: None,
     };
-    drop(parts);
     if upload.body_done {
         // Not sent: let go of it now (the wait for the response starts).
         body = RequestBody::empty();
     }
-    let head =
-        std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body)).await?;
+    let head = match std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body))
+        .await
+    {
+        Ok(head) => head,
+        Err(failure) => {
+            // Only borrowed to write the head: the caller gets it back for a retry.
+            if let Some(keep) = keep {
+                *keep = Some(parts);
+            }
+            return Err(failure);
+        }
+    };
+    drop(parts);
     // An answer before the whole request went out: the rest is not sent, and the upstream
     // may still be waiting for it: the connection is not used again.
     let keep = head.keep_alive && upload.finished && home.max_idle > 0;

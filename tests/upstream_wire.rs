@@ -218,11 +218,18 @@ fn wire_config(upstream: SocketAddr) -> String {
     )
 }
 
-#[tokio::test]
-async fn chunked_responses_arrive_whole_with_their_trailers_on_one_kept_connection() {
+/// The scripted upstream, tracegate in front of it, and tracegate's base URL.
+async fn setup() -> (Scripted, tracegate::gateway::Gateway, String) {
     let up = scripted().await;
     let gw = tracegate(&wire_config(up.addr)).await;
-    let url = format!("http://{}/chunked", gw.proxy_addrs[0]);
+    let base = format!("http://{}", gw.proxy_addrs[0]);
+    (up, gw, base)
+}
+
+#[tokio::test]
+async fn chunked_responses_arrive_whole_with_their_trailers_on_one_kept_connection() {
+    let (up, _gw, base) = setup().await;
+    let url = format!("{base}/chunked");
     // HTTP/2 to tracegate: trailers reach the client whatever it asked for.
     let client = h2c_client();
     for _ in 0..3 {
@@ -244,11 +251,10 @@ async fn chunked_responses_arrive_whole_with_their_trailers_on_one_kept_connecti
 
 #[tokio::test]
 async fn a_body_until_close_arrives_whole_and_its_connection_is_not_kept() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, _gw, base) = setup().await;
     let client = h1_client();
     for _ in 0..2 {
-        let r = get(&client, &format!("http://{}/close", gw.proxy_addrs[0]), &[]).await;
+        let r = get(&client, &format!("{base}/close"), &[]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body, "until close");
     }
@@ -257,10 +263,8 @@ async fn a_body_until_close_arrives_whole_and_its_connection_is_not_kept() {
 
 #[tokio::test]
 async fn a_head_response_has_no_body_and_keeps_its_connection() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, _gw, base) = setup().await;
     let client = h1_client();
-    let base = format!("http://{}", gw.proxy_addrs[0]);
     let req = Request::head(format!("{base}/head"))
         .body(body_of(Full::new(Bytes::new())))
         .unwrap();
@@ -279,22 +283,15 @@ async fn a_head_response_has_no_body_and_keeps_its_connection() {
 
 #[tokio::test]
 async fn interim_responses_are_skipped_for_the_final_one() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
-    let r = get(
-        &h1_client(),
-        &format!("http://{}/interim", gw.proxy_addrs[0]),
-        &[],
-    )
-    .await;
+    let (_up, _gw, base) = setup().await;
+    let r = get(&h1_client(), &format!("{base}/interim"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "final");
 }
 
 #[tokio::test]
 async fn an_answer_before_the_request_body_is_sent_reaches_the_client() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, gw, _) = setup().await;
     // Raw HTTP/1.1: the head and a first piece of a 1 MB body, then nothing more.
     let mut c = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
     c.write_all(b"POST /early HTTP/1.1\r\nhost: app\r\ncontent-length: 1000000\r\n\r\n")
@@ -311,23 +308,16 @@ async fn an_answer_before_the_request_body_is_sent_reaches_the_client() {
 
 #[tokio::test]
 async fn a_response_head_over_64_kib_is_a_502() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
-    let r = get(
-        &h1_client(),
-        &format!("http://{}/huge-head", gw.proxy_addrs[0]),
-        &[],
-    )
-    .await;
+    let (_up, _gw, base) = setup().await;
+    let r = get(&h1_client(), &format!("{base}/huge-head"), &[]).await;
     assert_eq!(r.status, 502);
 }
 
 #[tokio::test]
 async fn request_bodies_keep_their_framing() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, _gw, base) = setup().await;
     let client = h1_client();
-    let url = format!("http://{}/echo", gw.proxy_addrs[0]);
+    let url = format!("{base}/echo");
     // A body of known length: Content-Length.
     let req = Request::post(&url)
         .body(body_of(Full::new(Bytes::from_static(b"abc"))))
@@ -373,14 +363,8 @@ async fn request_bodies_keep_their_framing() {
 
 #[tokio::test]
 async fn a_chunked_response_with_a_content_length_is_framed_by_its_chunks() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
-    let r = get(
-        &h1_client(),
-        &format!("http://{}/both", gw.proxy_addrs[0]),
-        &[],
-    )
-    .await;
+    let (_up, _gw, base) = setup().await;
+    let r = get(&h1_client(), &format!("{base}/both"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body, "hello",
@@ -394,11 +378,10 @@ async fn a_chunked_response_with_a_content_length_is_framed_by_its_chunks() {
 
 #[tokio::test]
 async fn a_large_body_arrives_whole_and_its_connection_is_kept() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, _gw, base) = setup().await;
     let client = h1_client();
     for _ in 0..2 {
-        let r = get(&client, &format!("http://{}/big", gw.proxy_addrs[0]), &[]).await;
+        let r = get(&client, &format!("{base}/big"), &[]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), BIG);
         assert!(
@@ -413,11 +396,10 @@ async fn a_large_body_arrives_whole_and_its_connection_is_kept() {
 
 #[tokio::test]
 async fn a_request_the_upstream_dropped_unanswered_is_sent_again_whole() {
-    let up = scripted().await;
-    let gw = tracegate(&wire_config(up.addr)).await;
+    let (up, _gw, base) = setup().await;
     let r = get(
         &h1_client(),
-        &format!("http://{}/drop-first", gw.proxy_addrs[0]),
+        &format!("{base}/drop-first"),
         &[
             ("x-keep", "me"),
             (

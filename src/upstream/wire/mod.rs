@@ -210,6 +210,12 @@ pub async fn send(
         // Not sent: let go of it now (the wait for the response starts).
         body = RequestBody::empty();
     }
+    // The head is written from `out` now; it is held on only for a caller that wants it
+    // back (its header values point into the client connection's read buffer).
+    let (keep, parts) = match keep {
+        Some(keep) => (Some(keep), Some(parts)),
+        None => (None, None),
+    };
     let head = match std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body))
         .await
     {
@@ -217,7 +223,7 @@ pub async fn send(
         Err(failure) => {
             // Only borrowed to write the head: the caller gets it back for a retry.
             if let Some(keep) = keep {
-                *keep = Some(parts);
+                *keep = parts;
             }
             return Err(failure);
         }

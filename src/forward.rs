@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
-use hyper::body::Incoming;
 
 use crate::context::{Outgoing, Propagation, w3c};
 use crate::span::IpText;
@@ -142,7 +141,7 @@ pub fn upstream_uri(
 }
 
 /// Rewrites the client's request in place for the upstream.
-pub fn prepare_request(req: &mut Request<Incoming>, out: Outbound<'_>) {
+pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) {
     let path = req.uri().path_and_query().cloned();
     *req.uri_mut() = upstream_uri(out.upstream_tls, out.authority, path);
     *req.version_mut() = out.version;

@@ -25,6 +25,7 @@ pub mod context;
 pub mod error;
 pub mod export;
 pub mod forward;
+pub mod http1;
 pub mod limits;
 pub mod listen;
 pub mod proxy;

@@ -142,9 +142,21 @@ pub struct ConnState {
     /// The HTTP/1 head being dispatched had both `Content-Length` and `Transfer-Encoding`
     /// (hyper reads such a request by `Transfer-Encoding` and drops the other; we refuse it).
     ambiguous: std::sync::atomic::AtomicBool,
+    /// hyper serves the connection: heads are scanned for `ambiguous` as they are read
+    /// (`listen::h1` parses its own and hands such heads over).
+    scan_heads: std::sync::atomic::AtomicBool,
 }
 
 impl ConnState {
+    /// hyper serves the connection from now on, starting with the bytes in `read` (read
+    /// already): the head among them is scanned now, the next ones as they come.
+    pub fn hand_over(&self, read: &[u8]) {
+        if let Some((ambiguous, _)) = HeadScan::default().feed(read) {
+            self.ambiguous.store(ambiguous, Relaxed);
+        }
+        self.scan_heads.store(true, Relaxed);
+    }
+
     /// A request's headers are complete; the returned guard lives until its response ends.
     pub fn dispatch(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
@@ -371,7 +383,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
                         let after = this.state.dispatched.load(Relaxed);
                         let timeout = this.header_timeout;
                         this.arm(Armed::Head { after }, timeout);
-                        this.scan = Some(HeadScan::default());
+                        if this.state.scan_heads.load(Relaxed) {
+                            this.scan = Some(HeadScan::default());
+                        }
                     }
                     if let Some(scan) = &mut this.scan {
                         if let Some((ambiguous, _)) = scan.feed(got) {

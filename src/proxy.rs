@@ -13,7 +13,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::body::{ProxyBody, SpanGuard};
@@ -26,6 +25,7 @@ use crate::error::ProxyError;
 use crate::export::ExportHandle;
 use crate::forward::{self, Outbound};
 use crate::limits::{DownstreamStats, InFlight, Rejection};
+use crate::listen::ClientBody;
 use crate::metrics::Metrics;
 use crate::route::{self, Router, strip_port};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
@@ -140,7 +140,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     in_flight: InFlight,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let http1 = req.version() < http::Version::HTTP_2;
     let draining = shared.draining.clone();
@@ -162,7 +162,7 @@ pub async fn handle(
 async fn exchange(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     ambiguous: bool,
 ) -> Response<ProxyBody> {
     let started = Instant::now();

@@ -19,6 +19,7 @@ use crate::config::{
     UpstreamSettings,
 };
 use crate::error::{Failure, ProxyError};
+use crate::listen::ClientBody;
 use crate::span::Target;
 
 mod connect;
@@ -34,7 +35,7 @@ pub use conns::Conns;
 /// last byte has gone out (the response timeout starts then, as Envoy's route timeout does).
 pub struct RequestBody {
     /// `None`: a replayed request without a body.
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     sent: Option<tokio::sync::oneshot::Sender<()>>,
     /// Bytes sent so far, for the access log.
     counted: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -130,7 +131,7 @@ impl http_body::Body for RequestBody {
                 if let (Some(t), Some(pause)) = (&mut this.timer, this.pause) {
                     t.as_mut().reset(tokio::time::Instant::now() + pause);
                 }
-                frame.map(|r| r.map_err(BoxError::from))
+                frame
             }
             std::task::Poll::Pending => {
                 if let Some(pause) = this.pause {
@@ -425,7 +426,7 @@ impl Upstream {
     pub async fn send(
         &self,
         endpoint: &Endpoint,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,

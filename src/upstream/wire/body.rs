@@ -7,10 +7,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 
-use super::{Connection, Home, MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_READ_BUF};
+use super::{Connection, Home, MAX_READ_BUF};
+use crate::http1::{Chunk, Decoded, decode};
 
 /// How much of a response body is still to come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,19 +19,6 @@ pub(super) enum Incoming {
     Chunked(Chunk),
     /// Until the upstream closes the connection.
     Close,
-}
-
-/// Where the chunked decoder is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// In a chunk's data, this many bytes left.
-    Data(u64),
-    /// At the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: the trailer section.
-    Trailers,
 }
 
 /// A response body read from the connection as it is polled.
@@ -111,14 +98,14 @@ impl http_body::Body for Body {
                 Incoming::Length(n) if have > 0 => {
                     let take = have.min(usize::try_from(*n).unwrap_or(usize::MAX));
                     *n -= take as u64;
-                    let b = conn.take(take);
+                    let b = conn.inbox.take(take);
                     return this.data(b);
                 }
                 Incoming::Close if have > 0 => {
-                    let b = conn.take(have);
+                    let b = conn.inbox.take(have);
                     return this.data(b);
                 }
-                Incoming::Chunked(state) => match decode(conn, state) {
+                Incoming::Chunked(state) => match decode(&mut conn.inbox, state, "response") {
                     Ok(Decoded::Data(b)) => return this.data(b),
                     Ok(Decoded::End(trailers)) => {
                         this.finish();
@@ -163,95 +150,6 @@ impl http_body::Body for Body {
             }
             _ if self.is_end_stream() => SizeHint::with_exact(0),
             _ => SizeHint::default(),
-        }
-    }
-}
-
-enum Decoded {
-    Data(Bytes),
-    /// The last chunk and the trailer section (if it had fields) are read.
-    End(Option<HeaderMap>),
-    /// More bytes are needed.
-    More,
-}
-
-/// One step of the chunked decoder over what is buffered.
-fn decode(conn: &mut Connection, state: &mut Chunk) -> Result<Decoded, String> {
-    loop {
-        let buf = conn.buffered();
-        match *state {
-            Chunk::Size => {
-                let Some(eol) = buf.iter().position(|b| *b == b'\n') else {
-                    if buf.len() > MAX_CHUNK_LINE {
-                        return Err("a chunk-size line is too long".into());
-                    }
-                    return Ok(Decoded::More);
-                };
-                let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-                let digits = line
-                    .iter()
-                    .position(|b| !b.is_ascii_hexdigit())
-                    .unwrap_or(line.len());
-                let rest = line[digits..].trim_ascii_start();
-                if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
-                    return Err("invalid chunk size in the response body".into());
-                }
-                let size = line[..digits].iter().fold(0u64, |n, d| {
-                    n << 4 | u64::from((*d as char).to_digit(16).unwrap_or(0))
-                });
-                conn.consume(eol + 1);
-                *state = if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                };
-            }
-            Chunk::Data(n) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                *state = if take as u64 == n {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(n - take as u64)
-                };
-                return Ok(Decoded::Data(conn.take(take)));
-            }
-            Chunk::DataEnd => {
-                if buf.is_empty() || buf == b"\r" {
-                    return Ok(Decoded::More);
-                }
-                match buf {
-                    [b'\r', b'\n', ..] => conn.consume(2),
-                    [b'\n', ..] => conn.consume(1),
-                    _ => return Err("a chunk's data is not followed by CRLF".into()),
-                }
-                *state = Chunk::Size;
-            }
-            Chunk::Trailers => {
-                let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-                return match httparse::parse_headers(buf, &mut fields) {
-                    Ok(httparse::Status::Complete((used, fields))) => {
-                        let mut trailers = HeaderMap::new();
-                        for f in fields {
-                            if let (Ok(name), Ok(value)) = (
-                                HeaderName::from_bytes(f.name.as_bytes()),
-                                HeaderValue::from_bytes(f.value),
-                            ) {
-                                trailers.append(name, value);
-                            }
-                        }
-                        conn.consume(used);
-                        Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)))
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                        Err("the response's trailer section is too large".into())
-                    }
-                    Ok(httparse::Status::Partial) => Ok(Decoded::More),
-                    Err(e) => Err(format!("invalid trailer section in the response: {e}")),
-                };
-            }
         }
     }
 }

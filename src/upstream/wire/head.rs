@@ -2,12 +2,15 @@
 //! written out, with the body's framing; the response head parsed, with its body's framing
 //! and whether the connection persists (RFC 9112 sections 6 and 9.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::body::{Chunk, Incoming};
+use super::body::Incoming;
 use super::{MAX_FIELDS, RequestBody};
+use crate::http1::{Chunk, parse_decimal, put_field};
 
 /// The request body's framing on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,13 +100,6 @@ pub(super) fn encode_head(
     framing
 }
 
-pub(super) fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
 /// `Content-Length`, when every copy (and every comma-separated value) is the same number.
 fn content_length(h: &HeaderMap) -> Option<u64> {
     let mut found = None;
@@ -117,22 +113,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         }
     }
     found
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-pub(super) fn allowed_trailers(h: &HeaderMap) -> Vec<HeaderName> {
-    h.get_all(header::TRAILER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect()
 }
 
 /// Header fields a response's map has room for from the start, at least. The proxy adds
@@ -161,9 +141,11 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut res = httparse::Response::new(&mut fields);
-    let used = match res.parse(buf) {
+    // Not zeroed first (3 KiB): httparse writes the fields it parses.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let used = match config.parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

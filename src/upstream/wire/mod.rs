@@ -42,9 +42,10 @@ use super::RequestBody;
 use super::connect::Conn;
 use super::http1::Http1List;
 use crate::error::{Failure, ProxyError};
+use crate::http1::{Inbox, allowed_trailers, put_field};
 pub use body::Body;
 use body::Incoming;
-use head::{Framing, Head, allowed_trailers, encode_head, parse_head, put_field};
+use head::{Framing, Head, encode_head, parse_head};
 
 /// The read buffer's size, and its size again whenever the connection goes idle: a
 /// response head rarely needs more, and a body that fills it doubles it (up to
@@ -54,21 +55,15 @@ pub(super) const READ_BUF: usize = 4 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most the read buffer grows to while a large body streams through it.
 const MAX_READ_BUF: usize = 64 * 1024;
-/// Header fields in a response head, or in a trailer section.
+/// Header fields in a response head.
 const MAX_FIELDS: usize = 100;
-/// A chunk-size line (with extensions) longer than this is refused.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Request body bytes gathered before they are written.
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// An HTTP/1.1 connection to an upstream, between requests or carrying one.
 pub struct Connection {
     io: Conn,
-    /// Bytes read, `buf[start..end]` not yet consumed. Always initialised memory (no
-    /// `unsafe` here): it grows by zeroed bytes.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    inbox: Inbox,
     /// The next bytes to write: a request head, then body data in its framing.
     out: Vec<u8>,
     written: usize,
@@ -78,63 +73,28 @@ impl Connection {
     pub fn new(io: Conn) -> Box<Connection> {
         Box::new(Connection {
             io,
-            buf: vec![0; READ_BUF],
-            start: 0,
-            end: 0,
+            inbox: Inbox::new(READ_BUF),
             out: Vec::with_capacity(512),
             written: 0,
         })
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        self.inbox.buffered()
     }
 
     fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start >= self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Takes `n` buffered bytes as their own `Bytes`.
-    fn take(&mut self, n: usize) -> Bytes {
-        let b = Bytes::copy_from_slice(&self.buf[self.start..self.start + n]);
-        self.consume(n);
-        b
+        self.inbox.consume(n);
     }
 
     /// Reads what is there into the buffer, growing it up to `max` when it is full;
     /// `Ok(0)`: the end of the stream. An error of kind `OutOfMemory` when `max` is
     /// reached (a head too large to parse).
     fn poll_fill(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else if self.buf.len() < max {
-                let grown = (self.buf.len() * 2).min(max);
-                self.buf.resize(grown, 0);
-            } else {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    format!("the response head is larger than {} KiB", max / 1024),
-                )));
-            }
-        }
-        let space = self.buf.len() - self.end;
-        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+        let mut rb = ReadBuf::new(self.inbox.space(max, "response head")?);
         ready!(Pin::new(&mut self.io).poll_read(cx, rb.unfilled()))?;
         let n = rb.filled().len();
-        self.end += n;
-        if n == space && self.buf.len() < max {
-            // A read that filled the buffer: more is coming (a large body); the next
-            // reads take more at a time.
-            let grown = (self.buf.len() * 2).min(max);
-            self.buf.resize(grown, 0);
-        }
+        self.inbox.filled(n, max);
         Poll::Ready(Ok(n))
     }
 
@@ -156,7 +116,7 @@ impl Connection {
     /// Whether an idle connection can take a request: the upstream has neither closed it
     /// nor sent anything since. Costs no system call unless the socket became readable.
     pub fn alive(&mut self) -> bool {
-        if self.start != self.end {
+        if !self.inbox.is_empty() {
             return false;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -166,11 +126,7 @@ impl Connection {
 
     /// Ready to go back on the idle list: a buffer grown for a large body shrinks back.
     fn idle(&mut self) {
-        self.start = 0;
-        self.end = 0;
-        if self.buf.len() > READ_BUF {
-            self.buf = vec![0; READ_BUF];
-        }
+        self.inbox.idle();
     }
 }
 

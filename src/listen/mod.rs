@@ -1,7 +1,12 @@
 //! Step 1 of the request path: accept TCP connections, terminate TLS where configured, and
 //! serve HTTP/1.1 and HTTP/2 (h2c with prior knowledge, or ALPN `h2` over TLS) on each,
 //! until told to stop; then let open connections finish their in-flight requests.
-//! `Listeners` is the set of them a reload changes.
+//! `Listeners` is the set of them a reload changes. HTTP/1.1 is served by `h1`, which
+//! hands to hyper's server what it does not serve itself (HTTP/2 among it).
+
+mod h1;
+
+pub use h1::{BodyError, ClientBody};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,14 +17,13 @@ use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{LimitSettings, ListenerSettings, ServerTlsSettings};
 use crate::gateway::stopped;
-use crate::limits::{ConnState, OpenConnection, Rejection, Watched};
+use crate::limits::{ConnState, DownstreamStats, OpenConnection, Rejection, Watched};
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::tls::{self, TlsInfo};
 
@@ -48,7 +52,9 @@ pub async fn serve(
     tls: Arc<ArcSwapOption<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: it turns true when the listener stops, and the
+    // listener is drained once all of them are dropped.
+    let (drain, draining) = watch::channel(false);
     let Ok(local) = listener.local_addr() else {
         return;
     };
@@ -64,8 +70,7 @@ pub async fn serve(
             }
             return;
         };
-        let builder = builder(&limits);
-        let stats = shared.downstream.clone();
+        let (stop, shared) = (draining.clone(), shared.clone());
         match tls {
             None => {
                 let conn = ConnInfo {
@@ -73,16 +78,12 @@ pub async fn serve(
                     local,
                     tls: None,
                 };
-                let c = graceful.watch(connection(&builder, stream, conn, shared.clone(), &limits));
                 tokio::spawn(async move {
-                    if let Err(e) = c.await {
-                        stats.count_connection_error(&*e);
-                    }
+                    connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
                 });
             }
             Some(tls) => {
-                let (watcher, shared) = (graceful.watcher(), shared.clone());
                 tokio::spawn(async move {
                     let handshake = tls.acceptor.accept(stream);
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -90,7 +91,7 @@ pub async fn serve(
                         // Failed or too slow handshakes are the client's problem: counted,
                         // not logged per client.
                         _ => {
-                            stats.reject(Rejection::TlsHandshake);
+                            shared.downstream.reject(Rejection::TlsHandshake);
                             return;
                         }
                     };
@@ -100,10 +101,7 @@ pub async fn serve(
                         local,
                         tls: Some(Arc::new(info)),
                     };
-                    let c = watcher.watch(connection(&builder, stream, conn, shared, &limits));
-                    if let Err(e) = c.await {
-                        stats.count_connection_error(&*e);
-                    }
+                    connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
                 });
             }
@@ -128,7 +126,9 @@ pub async fn serve(
         serve_one(stream, peer);
     }
     drop(listener);
-    graceful.shutdown().await;
+    drain.send_replace(true);
+    drop(draining);
+    drain.closed().await;
 }
 
 /// The HTTP server settings `limits` asks for.
@@ -147,32 +147,61 @@ fn builder(limits: &LimitSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// One HTTP connection (HTTP/1.1 or HTTP/2, detected from the first bytes).
-fn connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
+/// One client connection, served until it ends (`stop`: the listener drains), with its
+/// head and idle timeouts; what hyper rejected is counted.
+async fn connection<I>(
     io: I,
     conn: ConnInfo,
     shared: Arc<Shared>,
     limits: &LimitSettings,
-) -> impl hyper_util::server::graceful::GracefulConnection<
-    Error = Box<dyn std::error::Error + Send + Sync>,
-> + use<I>
-where
+    stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
+    let stats: Arc<DownstreamStats> = shared.downstream.clone();
     let io = Watched::new(
         io,
         state.clone(),
-        shared.downstream.clone(),
+        stats.clone(),
         limits.header_read_timeout,
         limits.idle_timeout,
     );
-    let svc =
-        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), state.dispatch(), req));
-    builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .into_owned()
+    if let Err(e) = h1::serve(io, conn, shared, state, limits, stop).await {
+        stats.count_connection_error(&*e);
+    }
+}
+
+/// The rest of a connection served by hyper (HTTP/1.1 or HTTP/2, detected from the first
+/// bytes), until it ends or `stop` turns true (then gracefully: in-flight requests finish).
+async fn hyper_connection<I>(
+    io: I,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+    state: Arc<ConnState>,
+    limits: &LimitSettings,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(
+            shared.clone(),
+            conn.clone(),
+            state.dispatch(),
+            req.map(ClientBody::Hyper),
+        )
+    });
+    let builder = builder(limits);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    tokio::select! {
+        result = served.as_mut() => return result,
+        () = stopped(&mut stop) => {}
+    }
+    served.as_mut().graceful_shutdown();
+    served.await
 }
 
 /// Over `max_connections`: a cleartext client gets a 503 before the close.

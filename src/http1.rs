@@ -1,0 +1,321 @@
+//! HTTP/1.1 pieces both ends of the proxy read and write with: a connection's read buffer,
+//! the chunked transfer coding (RFC 9112 section 7.1), and field lines. The client side
+//! (`listen::h1`) and the upstream side (`upstream::wire`) each drive their own
+//! connections with them.
+
+use std::io;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Header fields in a trailer section, at most.
+pub const MAX_TRAILER_FIELDS: usize = 100;
+/// A chunk-size line (with extensions) longer than this is refused.
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// The most a trailer section may take.
+pub const MAX_TRAILERS: usize = 64 * 1024;
+
+/// Bytes read from a connection, `buf[start..end]` not yet consumed. Always initialised
+/// memory (no `unsafe` here): it grows by zeroed bytes.
+pub struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Its size when created, and again once `idle`.
+    base: usize,
+}
+
+impl Inbox {
+    pub fn new(size: usize) -> Inbox {
+        Inbox {
+            buf: vec![0; size],
+            start: 0,
+            end: 0,
+            base: size,
+        }
+    }
+
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Takes `n` buffered bytes as their own `Bytes`.
+    pub fn take(&mut self, n: usize) -> Bytes {
+        let b = Bytes::copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.consume(n);
+        b
+    }
+
+    /// Room to read into: what is buffered moves to the front, or the buffer doubles (up
+    /// to `max`) when it is full. An error of kind `OutOfMemory` when `max` is reached.
+    pub fn space(&mut self, max: usize, what: &str) -> io::Result<&mut [u8]> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < max {
+                let grown = (self.buf.len() * 2).min(max);
+                self.buf.resize(grown, 0);
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("the {what} is larger than {} KiB", max / 1024),
+                ));
+            }
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    /// `n` bytes were read into `space`. A read that filled it means more is coming (a
+    /// large body): the buffer doubles (up to `max`) so the next reads take more at a time.
+    pub fn filled(&mut self, n: usize, max: usize) {
+        self.end += n;
+        if self.end == self.buf.len() && n > 0 && self.buf.len() < max {
+            let grown = (self.buf.len() * 2).min(max);
+            self.buf.resize(grown, 0);
+        }
+    }
+
+    /// Between messages with nothing buffered: a buffer grown for a large body or head
+    /// shrinks back.
+    pub fn idle(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > self.base {
+                self.buf = vec![0; self.base];
+            }
+        }
+    }
+}
+
+/// Where a chunked decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// At the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+}
+
+pub enum Decoded {
+    Data(Bytes),
+    /// The last chunk and the trailer section (if it had fields) are read.
+    End(Option<HeaderMap>),
+    /// More bytes are needed.
+    More,
+}
+
+/// One step of the chunked decoder over what `inbox` holds; `what` names the message in
+/// errors ("request", "response").
+pub fn decode(inbox: &mut Inbox, state: &mut Chunk, what: &str) -> Result<Decoded, String> {
+    loop {
+        let buf = inbox.buffered();
+        match *state {
+            Chunk::Size => {
+                let Some(eol) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(format!("a chunk-size line of the {what} is too long"));
+                    }
+                    return Ok(Decoded::More);
+                };
+                let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
+                let digits = line
+                    .iter()
+                    .position(|b| !b.is_ascii_hexdigit())
+                    .unwrap_or(line.len());
+                let rest = line[digits..].trim_ascii_start();
+                if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
+                    return Err(format!("invalid chunk size in the {what} body"));
+                }
+                let size = line[..digits].iter().fold(0u64, |n, d| {
+                    n << 4 | u64::from((*d as char).to_digit(16).unwrap_or(0))
+                });
+                inbox.consume(eol + 1);
+                *state = if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Data(n) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                *state = if take as u64 == n {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(n - take as u64)
+                };
+                return Ok(Decoded::Data(inbox.take(take)));
+            }
+            Chunk::DataEnd => {
+                if buf.is_empty() || buf == b"\r" {
+                    return Ok(Decoded::More);
+                }
+                match buf {
+                    [b'\r', b'\n', ..] => inbox.consume(2),
+                    [b'\n', ..] => inbox.consume(1),
+                    _ => return Err(format!("a chunk's data is not followed by CRLF ({what})")),
+                }
+                *state = Chunk::Size;
+            }
+            Chunk::Trailers => {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+                return match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, fields))) => {
+                        let mut trailers = HeaderMap::new();
+                        for f in fields {
+                            if let (Ok(name), Ok(value)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
+                                trailers.append(name, value);
+                            }
+                        }
+                        inbox.consume(used);
+                        Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)))
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                        Err(format!("the {what}'s trailer section is too large"))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(Decoded::More),
+                    Err(e) => Err(format!("invalid trailer section in the {what}: {e}")),
+                };
+            }
+        }
+    }
+}
+
+/// One field line.
+pub fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A chunk's size line: hexadecimal, then CRLF.
+pub fn put_chunk_size(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789ABCDEF"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A decimal `Content-Length` value (no sign, no spaces, at most 19 digits).
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The trailer fields a message declares (`Trailer`), the only ones sent after it.
+pub fn allowed_trailers(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(wire: &[u8], splits: usize) -> Result<(Vec<u8>, Option<HeaderMap>), String> {
+        let mut inbox = Inbox::new(8);
+        let mut state = Chunk::Size;
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match decode(&mut inbox, &mut state, "request")? {
+                Decoded::Data(b) => out.extend_from_slice(&b),
+                Decoded::End(t) => return Ok((out, t)),
+                Decoded::More => {
+                    if fed == wire.len() {
+                        return Err("ended early".into());
+                    }
+                    let space = inbox.space(1024, "test").map_err(|e| e.to_string())?;
+                    let n = space.len().min(splits).min(wire.len() - fed);
+                    space[..n].copy_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                    inbox.filled(n, 1024);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_and_trailers_decode_however_they_arrive() {
+        let wire =
+            b"5;ext=1\r\nhello\r\n1A\r\nhello world, 26 bytes long\r\n0\r\ngrpc-status: 0\r\n\r\n";
+        for split in 1..wire.len() {
+            let (body, trailers) = decode_all(wire, split).unwrap();
+            assert_eq!(body, b"hellohello world, 26 bytes long", "split {split}");
+            assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        }
+        assert!(decode_all(b"x\r\n", 64).is_err());
+        assert!(
+            decode_all(b"2\r\nabX", 64).is_err(),
+            "data not ended by CRLF"
+        );
+        assert_eq!(decode_all(b"0\r\n\r\n", 64).unwrap(), (Vec::new(), None));
+    }
+
+    #[test]
+    fn chunk_sizes_are_written_in_hex() {
+        let mut out = Vec::new();
+        for n in [0, 9, 10, 26, 4096, usize::MAX] {
+            out.clear();
+            put_chunk_size(&mut out, n);
+            assert_eq!(out, format!("{n:X}\r\n").into_bytes());
+        }
+    }
+
+    #[test]
+    fn the_inbox_grows_when_full_and_shrinks_when_idle() {
+        let mut inbox = Inbox::new(4);
+        let n = inbox.space(16, "head").unwrap().len();
+        assert_eq!(n, 4);
+        inbox.filled(4, 16);
+        assert_eq!(inbox.space(16, "head").unwrap().len(), 4, "doubled");
+        inbox.filled(4, 16);
+        inbox.space(16, "head").unwrap();
+        inbox.filled(8, 16);
+        let e = inbox.space(16, "head").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        inbox.consume(16);
+        inbox.idle();
+        assert_eq!(inbox.space(16, "head").unwrap().len(), 4);
+    }
+}

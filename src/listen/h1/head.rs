@@ -1,0 +1,426 @@
+//! The heads of an HTTP/1.1 exchange with a client: the request head parsed (what this
+//! server serves itself, or `Unusual` for what it hands to hyper), and the response head
+//! written with its body's framing, as hyper's server frames it.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+use super::body::Framing;
+use crate::http1::{Chunk, parse_decimal, put_field};
+
+/// Header fields a request's map has room for from the start, at least: the proxy adds up
+/// to six (`X-Forwarded-*`, trace context, correlation id) before sending it upstream.
+const MAP_ROOM: usize = 12;
+/// Header fields parsed on the stack; a head with more goes to hyper (which applies
+/// `limits.max_request_headers` above this).
+pub(super) const STACK_FIELDS: usize = 100;
+
+/// A request head this server serves itself.
+pub(super) struct Head {
+    pub(super) parts: http::request::Parts,
+    /// `None`: no body.
+    pub(super) body: Option<Framing>,
+    /// The client wants the connection kept after this exchange.
+    pub(super) keep_alive: bool,
+}
+
+pub(super) enum Parsed {
+    /// The head and the bytes it took.
+    Head(Box<Head>, usize),
+    /// Incomplete: more bytes are needed.
+    Partial,
+    /// Valid or not, not for this server: HTTP/1.0, `Upgrade`, `Expect`, `CONNECT`,
+    /// unusual framing, more fields than `max_fields`, bytes that do not parse. hyper
+    /// serves it (and answers the invalid ones with the 400 or 431 it always has).
+    Unusual,
+}
+
+/// Parses a request head from the front of `buf`.
+pub(super) fn parse(buf: &[u8], max_fields: usize) -> Parsed {
+    // Not zeroed first (3 KiB): httparse writes the fields it parses.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let fields = &mut fields[..max_fields.min(STACK_FIELDS)];
+    let mut req = httparse::Request::new(&mut []);
+    let used = match req.parse_with_uninit_headers(buf, fields) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Unusual,
+    };
+    if req.version != Some(1) {
+        return Parsed::Unusual;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Parsed::Unusual;
+    };
+    let method = match method {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "CONNECT" => return Parsed::Unusual,
+        other => match Method::from_bytes(other.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Parsed::Unusual,
+        },
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut keep_alive = true;
+    for f in req.headers.iter() {
+        let name = f.name.as_bytes();
+        // Only the names that matter here are looked at closely: by length first.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => match parse_decimal(f.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Parsed::Unusual,
+            },
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if chunked || !f.value.eq_ignore_ascii_case(b"chunked") {
+                    return Parsed::Unusual;
+                }
+                chunked = true;
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for t in f.value.split(|b| *b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        return Parsed::Unusual;
+                    }
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Unusual,
+            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Unusual,
+            _ => {}
+        }
+    }
+    let body = match (length, chunked) {
+        // Both: a smuggling vector, refused (by the proxy, after hyper reads it).
+        (Some(_), true) => return Parsed::Unusual,
+        (None, true) => Some(Framing::Chunked(Chunk::Size)),
+        (Some(n), false) if n > 0 => Some(Framing::Length(n)),
+        _ => None,
+    };
+    // The head in one copy: the target and every value point into it.
+    let all = Bytes::copy_from_slice(&buf[..used]);
+    let base = buf.as_ptr() as usize;
+    let slice = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        all.slice(at..at + s.len())
+    };
+    let Ok(uri) = Uri::from_maybe_shared(slice(target.as_bytes())) else {
+        return Parsed::Unusual;
+    };
+    let mut headers = HeaderMap::with_capacity((req.headers.len() + 6).max(MAP_ROOM));
+    for f in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_maybe_shared(slice(f.value)),
+        ) else {
+            return Parsed::Unusual;
+        };
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parsed::Head(
+        Box::new(Head {
+            parts,
+            body,
+            keep_alive,
+        }),
+        used,
+    )
+}
+
+/// How a response body goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Out {
+    /// Nothing is written (HEAD, 204, 304): whatever the body holds is dropped.
+    Nothing,
+    /// This many bytes.
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the status line and fields of a response to a `method` request into `out`, with
+/// the framing its body takes (`exact`: the body's size when known): the response's own
+/// `Content-Length` or `Transfer-Encoding` when it has one, else a length when the size is
+/// known, else chunked. `close`: the connection ends after this response.
+pub(super) fn encode(
+    status: StatusCode,
+    headers: &HeaderMap,
+    method: &Method,
+    exact: Option<u64>,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Out {
+    out.clear();
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+        || status.is_informational();
+    let given_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| parse_decimal(v.as_bytes()));
+    let chunked_given = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .is_some_and(|v| {
+            v.as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        });
+    let framing = if bodiless || *method == Method::HEAD {
+        Out::Nothing
+    } else if chunked_given {
+        Out::Chunked
+    } else if let Some(n) = given_length {
+        Out::Length(n)
+    } else if let Some(n) = exact {
+        Out::Length(n)
+    } else {
+        Out::Chunked
+    };
+    let mut has_date = false;
+    let mut has_close = false;
+    for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING && framing != Out::Chunked {
+            continue;
+        }
+        has_date |= name == header::DATE;
+        has_close |= name == header::CONNECTION;
+        put_field(out, name, value);
+    }
+    match framing {
+        Out::Length(n) if given_length.is_none() => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        Out::Chunked if !chunked_given => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        _ => {}
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        DATE.with_borrow_mut(|d| out.extend_from_slice(d.now()));
+        out.extend_from_slice(b"\r\n");
+    }
+    if close && !has_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The `Date` value, formatted once a second per thread.
+struct DateCache {
+    second: u64,
+    text: Vec<u8>,
+}
+
+impl DateCache {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now).into_bytes();
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = const {
+        RefCell::new(DateCache { second: 0, text: Vec::new() })
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> (Head, usize) {
+        match parse(text.as_bytes(), 100) {
+            Parsed::Head(h, n) => (*h, n),
+            Parsed::Partial => panic!("partial: {text:?}"),
+            Parsed::Unusual => panic!("unusual: {text:?}"),
+        }
+    }
+
+    fn unusual(text: &str) -> bool {
+        matches!(parse(text.as_bytes(), 100), Parsed::Unusual)
+    }
+
+    #[test]
+    fn a_plain_request_is_read_with_its_framing() {
+        let (h, used) =
+            head("GET /a?b=1 HTTP/1.1\r\nHost: app\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next");
+        assert_eq!(used, 50);
+        assert_eq!(h.parts.method, Method::GET);
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.version, Version::HTTP_11);
+        assert_eq!(h.parts.headers["host"], "app");
+        let a: Vec<_> = h.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(h.body, None);
+        assert!(h.keep_alive);
+        let (h, _) = head("POST / HTTP/1.1\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
+        assert_eq!(h.body, Some(Framing::Length(5)));
+        assert!(!h.keep_alive);
+        let (h, _) = head("POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(h.body, None);
+        let (h, _) = head("PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(h.body, Some(Framing::Chunked(Chunk::Size)));
+        let (h, _) = head("GET http://app:8080/x HTTP/1.1\r\n\r\n");
+        assert_eq!(h.parts.uri.authority().unwrap(), "app:8080");
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nhost: a\r\n", 100),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn what_hyper_serves_is_left_to_it() {
+        assert!(unusual("GET / HTTP/1.0\r\n\r\n"));
+        assert!(unusual(
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(unusual("GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"));
+        assert!(unusual(
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\ncontent-length: 1\r\n\r\n"
+        ));
+        assert!(unusual("CONNECT a:443 HTTP/1.1\r\n\r\n"));
+        assert!(unusual(
+            "POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
+        assert!(unusual(
+            "POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+        ));
+        assert!(unusual("POST / HTTP/1.1\r\ncontent-length: +1\r\n\r\n"));
+        assert!(unusual(
+            "POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+        ));
+        assert!(unusual("GET / HTTP/1.1\r\nbad header\r\n\r\n"));
+        assert!(unusual("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        let many: String = (0..3).map(|i| format!("x-{i}: y\r\n")).collect();
+        assert!(matches!(
+            parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), 2),
+            Parsed::Unusual
+        ));
+        let (h, _) = head("POST / HTTP/1.1\r\ncontent-length: 7\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(
+            h.body,
+            Some(Framing::Length(7)),
+            "copies that agree are one length"
+        );
+    }
+
+    fn encoded(
+        status: u16,
+        fields: &[(&str, &str)],
+        method: Method,
+        exact: Option<u64>,
+        close: bool,
+    ) -> (String, Out) {
+        let mut h = HeaderMap::new();
+        for (k, v) in fields {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let framing = encode(
+            StatusCode::from_u16(status).unwrap(),
+            &h,
+            &method,
+            exact,
+            close,
+            &mut out,
+        );
+        (String::from_utf8(out).unwrap(), framing)
+    }
+
+    #[test]
+    fn a_response_is_framed_as_hyper_frames_it() {
+        let date = "date: Wed, 02 Dec 2026 12:00:00 GMT";
+        let (text, f) = encoded(200, &[("date", &date[6..])], Method::GET, Some(5), false);
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\n{date}\r\ncontent-length: 5\r\n\r\n")
+        );
+        assert_eq!(f, Out::Length(5));
+        let (text, f) = encoded(
+            502,
+            &[("date", &date[6..]), ("content-length", "3")],
+            Method::GET,
+            None,
+            true,
+        );
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 502 Bad Gateway\r\n{date}\r\ncontent-length: 3\r\nconnection: close\r\n\r\n"
+            )
+        );
+        assert_eq!(f, Out::Length(3));
+        let (text, f) = encoded(200, &[("date", &date[6..])], Method::GET, None, false);
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(f, Out::Chunked);
+        let (text, f) = encoded(
+            200,
+            &[("content-length", "9")],
+            Method::HEAD,
+            Some(0),
+            false,
+        );
+        assert!(
+            text.contains("content-length: 9\r\n"),
+            "kept for HEAD: {text}"
+        );
+        assert!(text.contains("\r\ndate: "), "a date is added: {text}");
+        assert_eq!(f, Out::Nothing);
+        let (text, f) = encoded(204, &[], Method::GET, Some(0), false);
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(f, Out::Nothing);
+        let (text, _) = encoded(599, &[], Method::GET, Some(0), false);
+        assert!(text.starts_with("HTTP/1.1 599 <none>\r\n"), "{text}");
+    }
+}

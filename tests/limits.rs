@@ -186,6 +186,22 @@ async fn slow_headers_get_408_and_idle_connections_close() {
     // A slow upstream is not a slow client: no 408 while the response is awaited.
     let r = get(&h1_client(), &format!("http://{addr}/slow/900"), &[]).await;
     assert_eq!(r.status, 200);
+
+    // The timer armed for a head is not taken for the idle timeout's end: idle for three
+    // header timeouts (well within the idle one), the connection still serves.
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  header_read_timeout: 200ms\n  idle_timeout: 30s\n",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,18 @@ pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// The most a trailer section may take.
 pub const MAX_TRAILERS: usize = 64 * 1024;
 
+/// A peer broke off a body, or sent one that cannot be read (the message says which).
+#[derive(Debug)]
+pub struct BodyError(pub String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
 /// Bytes read from a connection, `buf[start..end]` not yet consumed. Always initialised
 /// memory (no `unsafe` here): it grows by zeroed bytes.
 pub struct Inbox {

@@ -6,7 +6,7 @@
 
 mod h1;
 
-pub use h1::{BodyError, ClientBody};
+pub use h1::ClientBody;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

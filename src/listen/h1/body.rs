@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::http1::Chunk;
+use crate::http1::{BodyError, Chunk};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,18 +53,6 @@ impl http_body::Body for ClientBody {
         }
     }
 }
-
-/// The client broke off its request body, or sent one that cannot be read.
-#[derive(Debug)]
-pub struct BodyError(pub String);
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BodyError {}
 
 /// What the connection and the body share.
 #[derive(Default)]

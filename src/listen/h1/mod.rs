@@ -37,13 +37,15 @@ use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+pub use body::ClientBody;
 use body::{Body, Demand, Framing, Reader};
-pub use body::{BodyError, ClientBody};
 use head::{Out, Parsed};
 
 use crate::body::ProxyBody;
 use crate::config::LimitSettings;
-use crate::http1::{Decoded, Inbox, allowed_trailers, decode, put_chunk_size, put_field};
+use crate::http1::{
+    BodyError, Decoded, Inbox, allowed_trailers, decode, put_chunk_size, put_field,
+};
 use crate::limits::{ConnState, Watched};
 use crate::proxy::{self, ConnInfo, Shared};
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::{Connection, Home, MAX_READ_BUF};
-use crate::http1::{Chunk, Decoded, decode};
+use crate::http1::{BodyError, Chunk, Decoded, decode};
 
 /// How much of a response body is still to come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,18 +32,6 @@ pub struct Body {
     pub(super) keep: bool,
     pub(super) home: Option<Home>,
 }
-
-/// The upstream broke off a response body.
-#[derive(Debug)]
-pub struct BodyError(pub String);
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BodyError {}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

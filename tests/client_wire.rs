@@ -317,3 +317,55 @@ async fn what_the_own_server_does_not_serve_goes_to_hyper_mid_connection_too() {
         "only the HTTP/2 request went upstream"
     );
 }
+
+#[tokio::test]
+async fn nothing_of_one_exchange_reaches_the_next_on_a_connection() {
+    // Header maps are reused from one head to the next (src/http1.rs, `header_map`): a
+    // request's fields must not reach the next request's upstream, nor a response's the
+    // next response.
+    let (up, _tg, addr) = setup().await;
+    let mut fresh = Raw::connect(addr).await;
+    fresh
+        .send(b"GET /status/201 HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await;
+    let alone = fresh.answer(false).await;
+    assert_eq!(alone.status, 201);
+
+    let mut c = Raw::connect(addr).await;
+    c.send(b"GET /ok HTTP/1.1\r\nhost: app\r\nx-secret: one\r\ncookie: s=1\r\nx-request-id: first-id\r\n\r\n")
+        .await;
+    let first = c.answer(false).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.field("x-request-id"), Some("first-id"));
+    c.send(b"GET /status/201 HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await;
+    let second = c.answer(false).await;
+    assert_eq!(second.status, 201);
+    let names = |a: &Answer| {
+        let mut n: Vec<String> = a.fields.iter().map(|(n, _)| n.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&second), names(&alone), "{second:?}");
+    assert_ne!(second.field("x-request-id"), Some("first-id"));
+
+    let seen = up.seen.all();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1].headers.get("x-secret").unwrap(), "one");
+    let next = &seen[2].headers;
+    for name in ["x-secret", "cookie"] {
+        assert!(
+            !next.contains_key(name),
+            "{name} reached the next request: {next:?}"
+        );
+    }
+    assert_ne!(next.get("x-request-id").unwrap(), "first-id");
+    let mut a: Vec<&str> = seen[0].headers.keys().map(|k| k.as_str()).collect();
+    let mut b: Vec<&str> = next.keys().map(|k| k.as_str()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "the same fields as the same request on a fresh connection"
+    );
+}

@@ -115,7 +115,7 @@ pub(super) fn parse(buf: &[u8], max_fields: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(slice(target.as_bytes())) else {
         return Parsed::Unusual;
     };
-    let mut headers = HeaderMap::with_capacity((req.headers.len() + 6).max(MAP_ROOM));
+    let mut headers = crate::http1::header_map((req.headers.len() + 6).max(MAP_ROOM));
     for f in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(f.name.as_bytes()),

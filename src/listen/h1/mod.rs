@@ -197,7 +197,7 @@ where
             }
             _ => Vec::new(),
         };
-        drop(parts);
+        crate::http1::recycle(parts.headers);
         let mut writing = Writing {
             framing,
             left: match framing {

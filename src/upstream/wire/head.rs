@@ -226,7 +226,7 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
     };
     let all = Bytes::copy_from_slice(&buf[..used + with]);
     let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity((res.headers.len() + 2).max(MAP_ROOM));
+    let mut headers = crate::http1::header_map((res.headers.len() + 2).max(MAP_ROOM));
     for f in res.headers.iter() {
         if te.is_some() && f.name.eq_ignore_ascii_case("content-length") {
             continue;

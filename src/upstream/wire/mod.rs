@@ -170,7 +170,10 @@ pub async fn send(
     // back (its header values point into the client connection's read buffer).
     let (keep, parts) = match keep {
         Some(keep) => (Some(keep), Some(parts)),
-        None => (None, None),
+        None => {
+            crate::http1::recycle(parts.headers);
+            (None, None)
+        }
     };
     let head = match std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body))
         .await
@@ -184,7 +187,9 @@ pub async fn send(
             return Err(failure);
         }
     };
-    drop(parts);
+    if let Some(parts) = parts {
+        crate::http1::recycle(parts.headers);
+    }
     // An answer before the whole request went out: the rest is not sent, and the upstream
     // may still be waiting for it: the connection is not used again.
     let keep = head.keep_alive && upload.finished && home.max_idle > 0;

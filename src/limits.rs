@@ -145,6 +145,10 @@ pub struct ConnState {
     /// hyper serves the connection: heads are scanned for `ambiguous` as they are read
     /// (`listen::h1` parses its own and hands such heads over).
     scan_heads: std::sync::atomic::AtomicBool,
+    /// The next head has begun arriving while the last request was in flight (pipelined
+    /// bytes `listen::h1` holds): its header timeout starts when the connection waits
+    /// for the rest, not the idle timeout.
+    head_started: std::sync::atomic::AtomicBool,
 }
 
 impl ConnState {
@@ -155,6 +159,11 @@ impl ConnState {
             self.ambiguous.store(ambiguous, Relaxed);
         }
         self.scan_heads.store(true, Relaxed);
+    }
+
+    /// The connection waits for the rest of a head whose first bytes it holds already.
+    pub fn head_started(&self) {
+        self.head_started.store(true, Relaxed);
     }
 
     /// A request's headers are complete; the returned guard lives until its response ends.
@@ -446,8 +455,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
                 // Nothing in flight and nothing arriving (a connection that has sent nothing
                 // yet included): idle.
                 if this.armed == Armed::Off && in_flight == 0 {
-                    let timeout = this.idle_timeout;
-                    this.arm(Armed::Idle, timeout);
+                    if this.state.head_started.swap(false, Relaxed) {
+                        let after = this.state.dispatched.load(Relaxed);
+                        let timeout = this.header_timeout;
+                        this.arm(Armed::Head { after }, timeout);
+                    } else {
+                        let timeout = this.idle_timeout;
+                        this.arm(Armed::Idle, timeout);
+                    }
                 }
                 if this.armed != Armed::Off && this.expired(cx) {
                     match this.armed {

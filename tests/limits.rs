@@ -202,6 +202,16 @@ async fn slow_headers_get_408_and_idle_connections_close() {
         assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
+
+    // A head that began behind a pipelined request has the header timeout too (not the
+    // idle one, 30 s: longer than `read_all` waits).
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\nGET /ok HTTP/1.1\r\nho")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let r = read_all(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

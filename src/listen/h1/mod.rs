@@ -226,6 +226,10 @@ where
             return Ok(());
         }
         c.inbox.idle();
+        if !c.inbox.buffered().is_empty() {
+            // Pipelined: the next head began while this request was in flight.
+            state.head_started();
+        }
         if c.out.capacity() > COPY_MAX {
             c.out = Vec::new();
         }

@@ -168,6 +168,8 @@ impl ConnState {
 
     /// A request's headers are complete; the returned guard lives until its response ends.
     pub fn dispatch(self: &Arc<Self>) -> InFlight {
+        // A pipelined head that was all there is not waited for.
+        self.head_started.store(false, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
         self.dispatched.fetch_add(1, Relaxed);
         InFlight(self.clone())

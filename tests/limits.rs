@@ -212,6 +212,22 @@ async fn slow_headers_get_408_and_idle_connections_close() {
     assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
     let r = read_all(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 408"), "{r:?}");
+
+    // Two whole pipelined requests: nothing is left waiting, so the quiet after them is
+    // idle time (three header timeouts, well within the idle one), not a late head.
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\nGET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,13 @@ old=$1; new=$2; secs=${3:-6}; rounds=${4:-3}; conns=${5:-32}
 . benches/lib.sh
 bench_processes
 counts=$(mktemp)
+# Fresh copies of both, read once: 7-8 MiB of a tracegate's RSS is its binary's pages, and
+# how many the kernel maps depends on how much of the file is in the page cache (an old
+# copy of the same binary starts ~0.7 MiB lower than a fresh one).
+copies=$(mktemp -d)
+cp "$old" "$copies/old"; cp "$new" "$copies/new"
+cat "$copies/old" "$copies/new" >/dev/null
+old=$copies/old; new=$copies/new
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:34317 "$counts" >/dev/null & pids+=($!)
 sleep 0.5

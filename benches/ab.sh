@@ -15,6 +15,7 @@ counts=$(mktemp)
 # how many the kernel maps depends on how much of the file is in the page cache (an old
 # copy of the same binary starts ~0.7 MiB lower than a fresh one).
 copies=$(mktemp -d)
+trap 'cleanup; rm -rf "$copies" "$counts"' EXIT
 cp "$old" "$copies/old"; cp "$new" "$copies/new"
 cat "$copies/old" "$copies/new" >/dev/null
 old=$copies/old; new=$copies/new

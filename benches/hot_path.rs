@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks of the request path's own work, each with its allocations
 //! per operation (a counting global allocator; printed before criterion's timings):
 //! trace-context parse and format (W3C, B3 single and multi, Jaeger, baggage), route
-//! matching on a realistic 50-route table, span recording (an exchange's fields, its
+//! matching on a realistic 50-route table, endpoint picking, span recording (an exchange's fields, its
 //! encoding into OTLP protobuf spans) and batch encoding (the OTLP request for 512 spans).
 //!
 //!     cargo bench --bench hot_path
@@ -190,6 +190,41 @@ fn route_benches(c: &mut Criterion) {
     });
 }
 
+/// Picking an endpoint of four, each way of balancing, one of them ejected by passive
+/// health (the clock is read only for it).
+fn balance_benches(c: &mut Criterion) {
+    use std::sync::Arc;
+    use tracegate::balance::{Endpoint, Pool};
+    use tracegate::config::{Balance, OutlierSettings, UpstreamProtocol};
+    use tracegate::upstream::Conns;
+    for (name, balance) in [
+        (
+            "balance pick (round_robin, 4 endpoints)",
+            Balance::RoundRobin,
+        ),
+        (
+            "balance pick (least_request, 4 endpoints)",
+            Balance::LeastRequest,
+        ),
+    ] {
+        let endpoints = (1..=4u16)
+            .map(|port| {
+                let authority: http::uri::Authority = format!("127.0.0.1:{port}").parse().unwrap();
+                let conns = Conns::new(&authority, false, UpstreamProtocol::Http1);
+                Arc::new(Endpoint::new(authority, conns, target()))
+            })
+            .collect();
+        let outlier = OutlierSettings {
+            consecutive_failures: 1,
+            ejection_time: Duration::from_secs(600),
+            max_ejected_percent: 50,
+        };
+        let pool = Pool::new(Arc::from("app"), endpoints, balance, outlier);
+        pool.report(&pool.endpoints()[0], false);
+        bench(c, name, || pool.pick(None));
+    }
+}
+
 fn span_benches(c: &mut Criterion) {
     let target = target();
     bench(c, "span record (exchange fields)", || exchange(&target));
@@ -237,6 +272,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = context_benches, route_benches, span_benches
+    targets = context_benches, route_benches, balance_benches, span_benches
 }
 criterion_main!(benches);

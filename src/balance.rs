@@ -66,8 +66,14 @@ impl Endpoint {
         self.conns.absolute_uri().then_some(&self.authority)
     }
 
-    fn available(&self, now: u64) -> bool {
-        !self.down.load(Relaxed) && self.ejected_until.load(Relaxed) <= now
+    /// Neither down nor ejected; `now` (`now_ms`) is asked for only when the endpoint has
+    /// been ejected: most picks then read no clock.
+    fn available(&self, now: impl FnOnce() -> u64) -> bool {
+        if self.down.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || until <= now()
     }
 
     pub fn outstanding(&self) -> usize {
@@ -166,9 +172,10 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let now = now_ms();
+        let now = std::cell::OnceCell::new();
         let usable = |e: &Arc<Endpoint>| {
-            e.available(now) && avoid.is_none_or(|a| !Arc::ptr_eq(a, e) || n == 1)
+            e.available(|| *now.get_or_init(now_ms))
+                && avoid.is_none_or(|a| !Arc::ptr_eq(a, e) || n == 1)
         };
         let chosen = match self.balance {
             Balance::RoundRobin => {
@@ -185,21 +192,31 @@ impl Pool {
                     .unwrap_or(&set[start % n])
             }
             Balance::LeastRequest => {
-                let candidates: Vec<&Arc<Endpoint>> = set.iter().filter(|e| usable(e)).collect();
-                let pool: Vec<&Arc<Endpoint>> = if candidates.is_empty() {
-                    set.iter().collect()
-                } else {
-                    candidates
+                // Two different endpoints at random among the usable ones (all of them when
+                // none is), counted and then walked to, with no list made per request.
+                let usable_count = set.iter().filter(|e| usable(e)).count();
+                let m = if usable_count == 0 { n } else { usable_count };
+                // Health can change between the count and the walk (another worker ejects
+                // an endpoint): the walk then falls back to the i-th endpoint of all.
+                let nth = |i: usize| {
+                    if usable_count == 0 {
+                        &set[i]
+                    } else {
+                        set.iter()
+                            .filter(|e| usable(e))
+                            .nth(i)
+                            .unwrap_or(&set[i % n])
+                    }
                 };
-                if pool.len() == 1 {
-                    pool[0]
+                if m == 1 {
+                    nth(0)
                 } else {
-                    let a = rand::random_range(0..pool.len());
-                    let mut b = rand::random_range(0..pool.len() - 1);
+                    let a = rand::random_range(0..m);
+                    let mut b = rand::random_range(0..m - 1);
                     if b >= a {
                         b += 1;
                     }
-                    let (ea, eb) = (pool[a], pool[b]);
+                    let (ea, eb) = (nth(a), nth(b));
                     if eb.outstanding() < ea.outstanding() {
                         eb
                     } else {
@@ -308,6 +325,41 @@ mod tests {
         drop(held);
         drop(busy);
         assert!(p.endpoints().iter().all(|e| e.outstanding() == 0));
+    }
+
+    #[test]
+    fn least_request_picks_only_usable_endpoints() {
+        let p = pool(5, Balance::LeastRequest);
+        let set = p.endpoints();
+        set[0].down.store(true, Relaxed);
+        for _ in 0..3 {
+            p.report(&set[3], false);
+        }
+        assert!(set[3].is_ejected());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(p.pick(None).unwrap().endpoint().target.port);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [2, 3, 5]);
+        // The one to avoid (a retry's first endpoint) is not picked while others are usable.
+        let avoid = set[1].clone();
+        for _ in 0..50 {
+            let port = p.pick(Some(&avoid)).unwrap().endpoint().target.port;
+            assert!(port == 3 || port == 5, "{port}");
+        }
+        // One usable endpoint left: always it.
+        set[2].down.store(true, Relaxed);
+        set[4].down.store(true, Relaxed);
+        for _ in 0..20 {
+            assert_eq!(p.pick(None).unwrap().endpoint().target.port, 2);
+        }
+        // None usable: any of them, rather than none.
+        set[1].down.store(true, Relaxed);
+        let mut all = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            all.insert(p.pick(None).unwrap().endpoint().target.port);
+        }
+        assert_eq!(all.len(), 5, "{all:?}");
     }
 
     #[test]

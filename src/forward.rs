@@ -2,14 +2,11 @@
 //! X-Forwarded-*, one trace context, upgrades) and the response for the client. Sending
 //! it is `upstream`'s job.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
 
 use crate::context::{Outgoing, Propagation, w3c};
-use crate::span::IpText;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -117,7 +114,8 @@ pub struct Outbound<'a> {
     pub client_tls: bool,
     /// The host the client addressed (`Host` or the authority).
     pub host: Option<&'a HeaderValue>,
-    pub peer: SocketAddr,
+    /// The peer's address as a header value (`ConnInfo::peer_value`).
+    pub peer: Option<&'a HeaderValue>,
     /// The context to inject in every configured format; `None`: an excluded route, whose
     /// trace headers pass through untouched.
     pub trace: Option<(&'a Propagation, Outgoing<'a>)>,
@@ -167,9 +165,8 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) {
             h.insert(header::HOST, v.clone());
         }
     }
-    if let Some(peer) = crate::context::shared_value(IpText::new(out.peer.ip()).as_str().as_bytes())
-    {
-        append_list(h, &X_FORWARDED_FOR, peer);
+    if let Some(peer) = out.peer {
+        append_list(h, &X_FORWARDED_FOR, peer.clone());
     }
     append_list(
         h,

@@ -125,6 +125,22 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// What the TLS handshake established; `None` for cleartext.
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// The peer's address as the `X-Forwarded-For` value: made once per connection, each
+    /// request's copy shares it.
+    pub peer_value: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: Option<Arc<crate::tls::TlsInfo>>) -> Self {
+        let peer_value =
+            crate::context::shared_value(crate::span::IpText::new(peer.ip()).as_str().as_bytes());
+        ConnInfo {
+            peer,
+            local,
+            tls,
+            peer_value,
+        }
+    }
 }
 
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -347,7 +363,7 @@ async fn exchange(
             upstream_tls: target.tls,
             client_tls: conn.tls.is_some(),
             host: host_value.as_ref(),
-            peer: conn.peer,
+            peer: conn.peer_value.as_ref(),
             trace: traced.then(|| {
                 (
                     &rt.propagation,

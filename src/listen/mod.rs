@@ -73,11 +73,7 @@ pub async fn serve(
         let (stop, shared) = (draining.clone(), shared.clone());
         match tls {
             None => {
-                let conn = ConnInfo {
-                    peer,
-                    local,
-                    tls: None,
-                };
+                let conn = ConnInfo::new(peer, local, None);
                 tokio::spawn(async move {
                     connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
@@ -96,11 +92,7 @@ pub async fn serve(
                         }
                     };
                     let info = TlsInfo::of(stream.get_ref().1, tls.record_subject);
-                    let conn = ConnInfo {
-                        peer,
-                        local,
-                        tls: Some(Arc::new(info)),
-                    };
+                    let conn = ConnInfo::new(peer, local, Some(Arc::new(info)));
                     connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
                 });

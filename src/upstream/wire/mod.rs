@@ -302,6 +302,9 @@ fn poll_exchange(
     up: &mut Upload,
     body: &mut RequestBody,
 ) -> Poll<Result<Head, Failure>> {
+    // Once a read is pending, the waker is registered: reading again before this poll
+    // returns would only find the same nothing (after a write, the loop goes round again).
+    let mut read_pending = false;
     loop {
         let mut progress = false;
         if !up.finished && up.write_error.is_none() {
@@ -368,7 +371,12 @@ fn poll_exchange(
                 }
             }
         }
-        match conn.poll_fill(cx, MAX_HEAD) {
+        let read = if read_pending {
+            Poll::Pending
+        } else {
+            conn.poll_fill(cx, MAX_HEAD)
+        };
+        match read {
             Poll::Ready(Ok(0) | Err(_)) if up.write_error.is_some() => {
                 let e = up
                     .write_error
@@ -395,7 +403,7 @@ fn poll_exchange(
                 }));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(io_failure(&e))),
-            Poll::Pending => {}
+            Poll::Pending => read_pending = true,
         }
         if !progress {
             return Poll::Pending;

@@ -90,6 +90,23 @@ impl Conn {
     pub fn negotiated_h2(&self) -> bool {
         self.0.connected().is_negotiated_h2()
     }
+
+    /// For a cleartext connection, whether it is open with nothing to read, from tokio's
+    /// readiness (no system call unless the socket became readable, no waker stored).
+    /// `None` over TLS: records without data (session tickets) need the stream read.
+    pub fn quiet(&self) -> Option<bool> {
+        match &self.0 {
+            MaybeHttpsStream::Http(io) => {
+                let mut byte = [0u8; 1];
+                // A byte (or the end) on an idle connection: it cannot take a request.
+                Some(matches!(
+                    io.inner().try_read(&mut byte),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock
+                ))
+            }
+            MaybeHttpsStream::Https(_) => None,
+        }
+    }
 }
 
 impl Read for Conn {

@@ -1,8 +1,9 @@
 //! Criterion micro-benchmarks of the request path's own work, each with its allocations
 //! per operation (a counting global allocator; printed before criterion's timings):
 //! trace-context parse and format (W3C, B3 single and multi, Jaeger, baggage), route
-//! matching on a realistic 50-route table, endpoint picking, span recording (an exchange's fields, its
-//! encoding into OTLP protobuf spans) and batch encoding (the OTLP request for 512 spans).
+//! matching on a realistic 50-route table, endpoint picking (round robin, least request),
+//! span recording (an exchange's fields, its encoding into OTLP protobuf spans) and batch
+//! encoding (the OTLP request for 512 spans).
 //!
 //!     cargo bench --bench hot_path
 //!     cargo bench --bench hot_path -- route     (a subset, by name)

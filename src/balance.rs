@@ -66,14 +66,18 @@ impl Endpoint {
         self.conns.absolute_uri().then_some(&self.authority)
     }
 
-    /// Neither down nor ejected; `now` (`now_ms`) is asked for only when the endpoint has
-    /// been ejected: most picks then read no clock.
+    /// Neither down nor ejected.
     fn available(&self, now: impl FnOnce() -> u64) -> bool {
-        if self.down.load(Relaxed) {
-            return false;
+        !self.down.load(Relaxed) && self.ejection(now) != Some(true)
+    }
+
+    /// `None`: never ejected, or the ejection was cleared; else whether it still holds.
+    /// `now` (`now_ms`) is asked for only in the second case: most picks read no clock.
+    fn ejection(&self, now: impl FnOnce() -> u64) -> Option<bool> {
+        match self.ejected_until.load(Relaxed) {
+            0 => None,
+            until => Some(until > now()),
         }
-        let until = self.ejected_until.load(Relaxed);
-        until == 0 || until <= now()
     }
 
     pub fn outstanding(&self) -> usize {
@@ -85,7 +89,7 @@ impl Endpoint {
     }
 
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until.load(Relaxed) > now_ms()
+        self.ejection(now_ms) == Some(true)
     }
 
     /// Records an active probe; returns `Some(up)` when the endpoint changed state.
@@ -236,7 +240,7 @@ impl Pool {
             if e.failures.load(Relaxed) != 0 {
                 e.failures.store(0, Relaxed);
             }
-            if e.ejected_until.load(Relaxed) != 0 && e.ejected_until.load(Relaxed) <= now_ms() {
+            if e.ejection(now_ms) == Some(false) {
                 e.ejected_until.store(0, Relaxed);
                 e.ejections.store(0, Relaxed);
             }

@@ -34,18 +34,14 @@ pub fn uuid_v4() -> [u8; 36] {
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut o = 0;
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[o] = b'-';
-            o += 1;
-        }
-        out[o] = HEX[(byte >> 4) as usize];
-        out[o + 1] = HEX[(byte & 0xf) as usize];
-        o += 2;
-    }
+    let hex = super::w3c::trace_id_hex(&b);
+    // 8-4-4-4-12 hex digits.
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&hex[..8]);
+    out[9..13].copy_from_slice(&hex[8..12]);
+    out[14..18].copy_from_slice(&hex[12..16]);
+    out[19..23].copy_from_slice(&hex[16..20]);
+    out[24..].copy_from_slice(&hex[20..]);
     out
 }
 
@@ -68,5 +64,12 @@ mod tests {
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
         assert_eq!(s.matches('-').count(), 4);
+        for (i, c) in s.bytes().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, b'-', "{s}");
+            } else {
+                assert!(matches!(c, b'0'..=b'9' | b'a'..=b'f'), "{s}");
+            }
+        }
     }
 }

@@ -98,8 +98,11 @@ pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |i| &host[..=i]);
     }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+    // The digits at the end, then a colon before them: a port (`str::rfind` went through the
+    // char searcher, ~160 instructions for `127.0.0.1:8080`).
+    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
+    match host.len().checked_sub(digits + 1) {
+        Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
         _ => host,
     }
 }
@@ -259,5 +262,19 @@ mod tests {
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("a.b:1"), "a.b");
         assert_eq!(strip_port("a.b"), "a.b");
+        for (host, expected) in [
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("a.b:", "a.b"),
+            (":80", ""),
+            ("a:b:80", "a:b"),
+            ("a.b:8x", "a.b:8x"),
+            ("8080", "8080"),
+            ("", ""),
+            ("[::1]", "[::1]"),
+            ("[::1", "[::1"),
+            ("é:1", "é"),
+        ] {
+            assert_eq!(strip_port(host), expected, "{host}");
+        }
     }
 }

@@ -3,18 +3,18 @@
 //! that works offline.
 //!
 //! The request path puts each traced exchange in a ring of recent ones (one atomic
-//! increment and an `ArcSwap` store: no lock, no task woken per request); only the ones
+//! increment and a swap under the slot's own lock, which only a reader of the page ever
+//! contends for: no task woken per request); only the ones
 //! that may belong among the failed or the slowest go to the store's task, with
 //! `try_send` (a full queue drops it: the viewer is best-effort, never a cost to
 //! requests). The task owns those two collections and answers the admin port's questions
 //! over a channel; exchanges become spans only when someone opens them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -185,34 +185,44 @@ impl std::fmt::Debug for Viewer {
     }
 }
 
+/// A slot's lock is held for one swap or one clone, never across an await.
+#[allow(clippy::disallowed_types)]
+type Slot = std::sync::Mutex<Option<Stored>>;
+
 /// The last `capacity` exchanges: slot `n % capacity` holds the `n`-th recorded.
 struct Recent {
-    slots: Box<[ArcSwapOption<Exchange>]>,
+    /// A lock per slot rather than an `ArcSwap`: its store waited on the readers' debt
+    /// lists (~200 instructions a request); an uncontended lock is two atomic operations.
+    slots: Box<[Slot]>,
     next: AtomicUsize,
 }
 
 impl Recent {
     fn new(capacity: usize) -> Recent {
         Recent {
-            slots: (0..capacity.max(1))
-                .map(|_| ArcSwapOption::empty())
-                .collect(),
+            slots: (0..capacity.max(1)).map(|_| Slot::new(None)).collect(),
             next: AtomicUsize::new(0),
         }
     }
 
     fn push(&self, e: Stored) {
         let n = self.next.fetch_add(1, Relaxed);
-        self.slots[n % self.slots.len()].store(Some(e));
+        let evicted = slot(&self.slots[n % self.slots.len()]).replace(e);
+        // Freed after the lock is released.
+        drop(evicted);
     }
 
     /// Oldest first. A slot overwritten while this reads it shows its newer exchange.
     fn snapshot(&self) -> Vec<Stored> {
         let (n, cap) = (self.next.load(Relaxed), self.slots.len());
         (n.saturating_sub(cap)..n)
-            .filter_map(|i| self.slots[i % cap].load_full())
+            .filter_map(|i| slot(&self.slots[i % cap]).clone())
             .collect()
     }
+}
+
+fn slot(m: &Slot) -> std::sync::MutexGuard<'_, Option<Stored>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Viewer {

@@ -722,6 +722,47 @@ mod tests {
     }
 
     #[test]
+    fn spans_survive_growth_between_takes() {
+        // Enough spans, of varied sizes, to run out of room many times, with takes in between
+        // that leave part of a batch behind (and the buffer shared with the bytes taken).
+        let p = Preamble::new(&[("service.name".into(), "s".into())], "tracegate", "0");
+        let mut s = Spans::default();
+        let mut taken = Vec::new();
+        let mut next = 0u32;
+        for round in 0..40 {
+            for _ in 0..(7 + round % 5) {
+                next += 1;
+                let mut h = head(next as u8, None, ("GET", Some("/r")));
+                h.trace_id[..4].copy_from_slice(&next.to_le_bytes());
+                s.begin(&h);
+                let value = "v".repeat((next as usize * 37) % 3000);
+                s.attr(Key::of("n"), Val::Int(i64::from(next)));
+                s.attr(Key::of("value"), Val::Str(&value));
+                s.end(None);
+            }
+            let bytes = s.take(5 + round % 4);
+            taken.push(decode(&p, &bytes));
+        }
+        taken.push(decode(&p, &s.take(usize::MAX)));
+        let mut seen = Vec::new();
+        for req in &taken {
+            for span in &req.resource_spans[0].scope_spans[0].spans {
+                let n = u32::from_le_bytes(span.trace_id[..4].try_into().unwrap());
+                assert_eq!(
+                    attr(span, "n"),
+                    Some(&any_value::Value::IntValue(i64::from(n)))
+                );
+                let Some(any_value::Value::StringValue(v)) = attr(span, "value") else {
+                    panic!("value of span {n}")
+                };
+                assert_eq!(v.len(), (n as usize * 37) % 3000, "span {n}");
+                seen.push(n);
+            }
+        }
+        assert_eq!(seen, (1..=next).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn reader_finds_fields_and_stops_at_garbage() {
         // partial_success { rejected_spans: 3, error_message: "no" }
         let mut b = BytesMut::new();

@@ -27,7 +27,7 @@ use crate::forward::{self, Outbound};
 use crate::limits::{DownstreamStats, InFlight, Rejection};
 use crate::listen::ClientBody;
 use crate::metrics::Metrics;
-use crate::route::{self, Router, strip_port};
+use crate::route::{self, Router};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc, OptIn};
 use crate::upstream::{Upstream, UpstreamBody};
@@ -236,9 +236,13 @@ async fn exchange(
     let record =
         export_spans || shared.access_log.enabled() || metrics.is_some() || viewer.is_some();
     let mut guard = record.then(|| {
-        let server_port = host
-            .and_then(|h| h.rsplit_once(':'))
-            .and_then(|(_, p)| p.parse().ok())
+        let (server_address, port) = host.map_or((None, ""), |h| {
+            let (name, port) = route::split_port(h);
+            (Some(name), port)
+        });
+        let server_port = port
+            .parse()
+            .ok()
             .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
         let exchange = Exchange {
             ids,
@@ -251,7 +255,7 @@ async fn exchange(
             query: req.uri().query().map(|q| rt.capture.query(q).into_owned()),
             route: route.map(|r| r.name.clone()),
             status: 0,
-            server_address: host.map(|h| strip_port(h).to_string()),
+            server_address: server_address.map(str::to_string),
             server_port,
             local: conn.local,
             peer: conn.peer,

@@ -95,15 +95,32 @@ pub fn merge(base: &[(String, String)], over: &[(String, String)]) -> Arc<[(Stri
 
 /// The host without its port (IPv6 literals keep their brackets).
 pub fn strip_port(host: &str) -> &str {
+    split_port(host).0
+}
+
+/// The host and its port's digits (empty when there is no port, or it is not all digits).
+/// IPv6 literals keep their brackets.
+pub fn split_port(host: &str) -> (&str, &str) {
     if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
+        return match host.find(']') {
+            Some(i) => {
+                let port = host[i + 1..].strip_prefix(':').unwrap_or_default();
+                let port = if port.bytes().all(|b| b.is_ascii_digit()) {
+                    port
+                } else {
+                    ""
+                };
+                (&host[..=i], port)
+            }
+            None => (host, ""),
+        };
     }
     // The digits at the end, then a colon before them: a port (`str::rfind` went through the
     // char searcher, ~160 instructions for `127.0.0.1:8080`).
     let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
     match host.len().checked_sub(digits + 1) {
-        Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
-        _ => host,
+        Some(colon) if host.as_bytes()[colon] == b':' => (&host[..colon], &host[colon + 1..]),
+        _ => (host, ""),
     }
 }
 
@@ -275,6 +292,18 @@ mod tests {
             ("é:1", "é"),
         ] {
             assert_eq!(strip_port(host), expected, "{host}");
+        }
+        for (host, expected) in [
+            ("127.0.0.1:8080", ("127.0.0.1", "8080")),
+            ("a.b", ("a.b", "")),
+            ("a.b:", ("a.b", "")),
+            ("a.b:8x", ("a.b:8x", "")),
+            ("[::1]:443", ("[::1]", "443")),
+            ("[::1]", ("[::1]", "")),
+            ("[::1]:x", ("[::1]", "")),
+            ("[::1]x:80", ("[::1]", "")),
+        ] {
+            assert_eq!(split_port(host), expected, "{host}");
         }
     }
 }

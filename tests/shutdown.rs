@@ -188,3 +188,63 @@ async fn sigterm_with_the_collector_unreachable_still_exits_within_the_grace_per
         );
     }
 }
+
+/// A client's keep-alive connection that sits idle after its request (the next one not
+/// begun) is closed when the drain ends, not kept open until the grace period: the process
+/// exits well inside its 10-minute grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_when_the_drain_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\nexport:\n  protocol: none\nshutdown:\n  drain_delay: 0s\n  grace_period: 10m\n",
+        up.addr
+    );
+    let mut tg = start(&yaml, "idle");
+    let mut conn = tokio::net::TcpStream::connect(&tg.proxy).await.unwrap();
+    // Two requests on the connection, so the second waits on a connection that has already
+    // served one: the idle state between requests.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let start = seen.len();
+        let whole = loop {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(PATIENCE, conn.read(&mut buf))
+                .await
+                .expect("the answer in time")
+                .unwrap();
+            assert!(n > 0, "closed before answering");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen[start..]).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a content-length");
+                if text.len() >= end + 4 + length {
+                    break text;
+                }
+            }
+        };
+        assert!(whole.starts_with("HTTP/1.1 200"), "{whole}");
+        assert!(
+            !whole.to_ascii_lowercase().contains("connection: close"),
+            "{whole}"
+        );
+    }
+    tg.signal("TERM");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the idle connection is closed without an answer: {read:?} {rest:?}"
+    );
+    assert_eq!(tg.exit().await.code(), Some(0));
+}

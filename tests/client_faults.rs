@@ -32,24 +32,6 @@ fn traceparent(n: usize) -> (String, String) {
     (format!("00-{trace}-00f067aa0ba902b7-01"), trace)
 }
 
-/// Reads a response head from a raw socket; returns it and the body bytes read with it.
-async fn head(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
-            .await
-            .expect("a response head in time")
-            .unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(i + 4);
-            return (String::from_utf8_lossy(&buf).to_string(), rest);
-        }
-    }
-}
-
 /// Waits until `f` holds (a failure after `PATIENCE`).
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -115,7 +97,7 @@ async fn aborting_and_stalling_clients_cancel_upstream_and_leak_nothing() {
         )
         .await
         .unwrap();
-        let (h, _) = head(&mut s).await;
+        let (h, _) = read_head(&mut s).await;
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
         let mut buf = vec![0u8; 256 * 1024];
         s.read_exact(&mut buf).await.unwrap();
@@ -158,7 +140,7 @@ async fn aborting_and_stalling_clients_cancel_upstream_and_leak_nothing() {
     )
     .await
     .unwrap();
-    let (h, early) = head(&mut s).await;
+    let (h, early) = read_head(&mut s).await;
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
     let produced0 = up.produced.load(SeqCst);
     // Stalled: the upstream stops producing once the buffers on the way are full.

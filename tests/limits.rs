@@ -32,34 +32,6 @@ async fn read_all(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Reads one response head (and a body of `content-length`) from `s`.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
-            .await
-            .expect("a response in time")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    head + &String::from_utf8_lossy(&body)
-}
-
 /// The proxy answers a plain request after whatever the test threw at it.
 async fn still_serves(addr: &impl std::fmt::Display) {
     let r = get(&h1_client(), &format!("http://{addr}/ok"), &[]).await;

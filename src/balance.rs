@@ -275,14 +275,14 @@ mod tests {
     use std::time::Duration;
 
     fn endpoint(i: u16) -> Arc<Endpoint> {
-        let target = Target {
-            upstream: Arc::from("u"),
-            host: Arc::from("127.0.0.1"),
-            peer: Arc::from("127.0.0.1"),
-            port: i,
-            base_url: Arc::from(format!("http://127.0.0.1:{i}").as_str()),
-            tls: false,
-        };
+        let target = Target::new(
+            Arc::from("u"),
+            "127.0.0.1",
+            None,
+            i,
+            &format!("http://127.0.0.1:{i}"),
+            false,
+        );
         let authority: Authority = format!("127.0.0.1:{i}").parse().unwrap();
         let conns =
             crate::upstream::Conns::new(&authority, false, crate::config::UpstreamProtocol::Http1);

@@ -51,7 +51,7 @@ pub struct Runtime {
     /// Header capture and query redaction.
     pub capture: Capture,
     /// Static attributes for requests no route matches.
-    pub default_attributes: Arc<[(String, String)]>,
+    pub default_attributes: Arc<crate::span::Block>,
     /// Sampling for requests no route matches.
     pub default_policy: RoutePolicy,
     /// The exporter this version's requests submit to; a reload that changes the export

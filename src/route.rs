@@ -22,7 +22,7 @@ pub struct Route {
     /// Never traced: trace headers pass through untouched.
     pub excluded: bool,
     /// Static span attributes: the process-wide ones, then this route's (which win).
-    pub attributes: Arc<[(String, String)]>,
+    pub attributes: Arc<crate::span::Block>,
     /// This route's request-duration histograms, found once per label set.
     pub histograms: Arc<crate::metrics::RouteHistograms>,
     path: PathMatch,
@@ -82,15 +82,19 @@ impl Router {
     }
 }
 
-/// `base` overridden per key by `over`, in one shared slice.
-pub fn merge(base: &[(String, String)], over: &[(String, String)]) -> Arc<[(String, String)]> {
-    let mut out: Vec<(String, String)> = base
+/// `base` overridden per key by `over`, as one shared block of span attributes.
+pub fn merge(base: &[(String, String)], over: &[(String, String)]) -> Arc<crate::span::Block> {
+    use crate::span::Fixed;
+    use std::borrow::Cow;
+    let attr =
+        |(k, v): &(String, String)| (Cow::Owned(k.clone()), Fixed::Str(Cow::Owned(v.clone())));
+    let mut out: Vec<_> = base
         .iter()
         .filter(|(k, _)| !over.iter().any(|(o, _)| o == k))
-        .cloned()
+        .map(attr)
         .collect();
-    out.extend(over.iter().cloned());
-    out.into()
+    out.extend(over.iter().map(attr));
+    Arc::new(crate::span::Block::new(out))
 }
 
 /// The host without its port (IPv6 literals keep their brackets).

@@ -13,13 +13,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access_log::{hex, rfc3339};
-use crate::span::{Exchange, Key, SpanHead, SpanSink, Val};
+use crate::span::{Exchange, Key, SpanHead, SpanSink, Val, nanos_of};
 
 /// The HTML page (vanilla JS, no external resources).
 pub const PAGE: &str = include_str!("viewer.html");
@@ -354,15 +354,6 @@ impl Store {
     }
 }
 
-fn nanos_of(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn value_json(v: &Val<'_>) -> Json {
     match v {
         Val::Str(s) => json!(s),
@@ -392,8 +383,8 @@ impl SpanSink for JsonSpans {
             "parent_span_id": h.parent.map(|(p, _)| hex(&p)),
             "kind": h.kind.as_str(),
             "name": name,
-            "start_unix_nano": nanos(h.start),
-            "end_unix_nano": nanos(h.end),
+            "start_unix_nano": h.start,
+            "end_unix_nano": h.end,
         }) else {
             return;
         };
@@ -405,10 +396,10 @@ impl SpanSink for JsonSpans {
             .insert(format!("{}{}", key.0, key.1), value_json(&value));
     }
 
-    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]) {
+    fn event(&mut self, name: &str, at: u64, attrs: &[(&'static str, Val<'_>)]) {
         self.events.push(json!({
             "name": name,
-            "time_unix_nano": nanos(at),
+            "time_unix_nano": at,
             "attributes": attrs.iter().map(|(k, v)| (k.to_string(), value_json(v))).collect::<serde_json::Map<_, _>>(),
         }));
     }
@@ -434,6 +425,8 @@ impl SpanSink for JsonSpans {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]

@@ -68,7 +68,7 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         baggage: Vec::new(),
         request_headers: Vec::new(),
         response_headers: Vec::new(),
-        attributes: Arc::from(Vec::new()),
+        attributes: Arc::default(),
         grpc: None,
         traced: true,
         bytes_in: None,
@@ -82,12 +82,12 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
 }
 
 pub fn target() -> Arc<Target> {
-    Arc::new(Target {
-        upstream: Arc::from("app"),
-        host: Arc::from("127.0.0.1"),
-        peer: Arc::from("127.0.0.1"),
-        port: 3000,
-        base_url: Arc::from("http://127.0.0.1:3000"),
-        tls: false,
-    })
+    Arc::new(Target::new(
+        Arc::from("app"),
+        "127.0.0.1",
+        None,
+        3000,
+        "http://127.0.0.1:3000",
+        false,
+    ))
 }

@@ -7,11 +7,9 @@
 //! those of `opentelemetry/proto/trace/v1/trace.proto` and `common/v1/common.proto`; the
 //! tests decode the output with the generated `opentelemetry-proto` types.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::span::{Key, SpanHead, SpanSink, Val};
+use crate::span::{Block, Key, SpanHead, SpanSink, Val};
 
 // Wire types.
 const VARINT: u32 = 0;
@@ -66,11 +64,6 @@ fn put_key_bytes(buf: &mut BytesMut, k: Key<'_>) {
             buf.put_slice(part.as_bytes());
         }
     }
-}
-
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A length-delimited field whose length is not known yet: where its length goes, and how
@@ -212,6 +205,31 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
     true
 }
 
+/// Slots of the table of attributes with fixed text ([`Spans::attr_static`]).
+const STATIC_SLOTS: usize = 32;
+/// The longest encoded attribute the table keeps.
+const STATIC_ROOM: usize = 62;
+
+/// One attribute with fixed text, as encoded: known by where its key and value are (and
+/// their lengths). `&'static str`s never move nor change, so the same address and length
+/// is the same text.
+#[derive(Clone, Copy)]
+struct StaticAttr {
+    key: (usize, usize),
+    value: (usize, usize),
+    len: u8,
+    bytes: [u8; STATIC_ROOM],
+}
+
+impl StaticAttr {
+    const EMPTY: StaticAttr = StaticAttr {
+        key: (0, 0),
+        value: (0, 0),
+        len: 0,
+        bytes: [0; STATIC_ROOM],
+    };
+}
+
 /// Encoded spans waiting to be sent, each a `ScopeSpans.spans` field.
 #[derive(Default)]
 pub struct Spans {
@@ -220,6 +238,9 @@ pub struct Spans {
     ends: std::collections::VecDeque<usize>,
     /// The length field of the span being described.
     open: Open,
+    /// Attributes with fixed text, as last encoded (`STATIC_SLOTS` once one is asked for);
+    /// two that fall in the same slot take turns.
+    statics: Vec<StaticAttr>,
 }
 
 impl Spans {
@@ -254,16 +275,33 @@ impl SpanSink for Spans {
         let buf = &mut self.buf;
         // ScopeSpans.spans = 2
         self.open = open(buf, 2, 2);
-        put_bytes(buf, 1, &h.trace_id);
-        put_bytes(buf, 2, &h.span_id);
-        if !h.trace_state.is_empty() {
-            put_bytes(buf, 3, h.trace_state.as_bytes());
-        }
+        // The fixed-size fields are put together on the stack and written in one piece
+        // each side of the name: a `put` per field checked for room ~20 times a span.
         let mut flags = u32::from(h.flags) | CONTEXT_HAS_IS_REMOTE;
+        let mut ids = [0u8; 38];
+        ids[..2].copy_from_slice(&[tag(1, LEN) as u8, 16]);
+        ids[2..18].copy_from_slice(&h.trace_id);
+        ids[18..20].copy_from_slice(&[tag(2, LEN) as u8, 8]);
+        ids[20..28].copy_from_slice(&h.span_id);
+        let mut n = 28;
         if let Some((parent, remote)) = h.parent {
-            put_bytes(buf, 4, &parent);
             if remote {
                 flags |= CONTEXT_IS_REMOTE;
+            }
+            ids[28..30].copy_from_slice(&[tag(4, LEN) as u8, 8]);
+            ids[30..38].copy_from_slice(&parent);
+        }
+        if h.trace_state.is_empty() {
+            if h.parent.is_some() {
+                n = 38;
+            }
+            buf.put_slice(&ids[..n]);
+        } else {
+            // trace_state = 3 goes between the span's id and its parent's.
+            buf.put_slice(&ids[..28]);
+            put_bytes(buf, 3, h.trace_state.as_bytes());
+            if h.parent.is_some() {
+                buf.put_slice(&ids[28..38]);
             }
         }
         let (first, second) = h.name;
@@ -277,14 +315,17 @@ impl SpanSink for Spans {
             buf.put_u8(b' ');
             buf.put_slice(s.as_bytes());
         }
-        put_varint(buf, tag(6, VARINT));
-        put_varint(buf, h.kind as u64);
-        put_varint(buf, tag(7, FIXED64));
-        buf.put_u64_le(nanos(h.start));
-        put_varint(buf, tag(8, FIXED64));
-        buf.put_u64_le(nanos(h.end));
-        put_varint(buf, tag(16, FIXED32));
-        buf.put_u32_le(flags);
+        // kind = 6, start = 7, end = 8, flags = 16 (a two-byte tag).
+        let mut tail = [0u8; 26];
+        tail[..2].copy_from_slice(&[tag(6, VARINT) as u8, h.kind as u8]);
+        tail[2] = tag(7, FIXED64) as u8;
+        tail[3..11].copy_from_slice(&h.start.to_le_bytes());
+        tail[11] = tag(8, FIXED64) as u8;
+        tail[12..20].copy_from_slice(&h.end.to_le_bytes());
+        let flags_tag = tag(16, FIXED32);
+        tail[20..22].copy_from_slice(&[flags_tag as u8 | 0x80, (flags_tag >> 7) as u8]);
+        tail[22..26].copy_from_slice(&flags.to_le_bytes());
+        buf.put_slice(&tail);
     }
 
     fn attr(&mut self, key: Key<'_>, value: Val<'_>) {
@@ -292,12 +333,48 @@ impl SpanSink for Spans {
         put_attr(&mut self.buf, 9, key, &value);
     }
 
-    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]) {
+    fn attr_static(&mut self, key: &'static str, value: &'static str) {
+        let id = (
+            (key.as_ptr().addr(), key.len()),
+            (value.as_ptr().addr(), value.len()),
+        );
+        if self.statics.is_empty() {
+            self.statics = vec![StaticAttr::EMPTY; STATIC_SLOTS];
+        }
+        let mix = (id.0.0 ^ id.1.0.rotate_left(21) ^ id.1.1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = &mut self.statics[mix >> (usize::BITS - STATIC_SLOTS.ilog2())];
+        if slot.len > 0 && slot.key == id.0 && slot.value == id.1 {
+            self.buf.put_slice(&slot.bytes[..usize::from(slot.len)]);
+            return;
+        }
+        let at = self.buf.len();
+        put_attr(&mut self.buf, 9, Key::of(key), &Val::Str(value));
+        let written = &self.buf[at..];
+        if written.len() <= STATIC_ROOM {
+            slot.bytes[..written.len()].copy_from_slice(written);
+            slot.len = written.len() as u8;
+            slot.key = id.0;
+            slot.value = id.1;
+        }
+    }
+
+    fn block(&mut self, block: &Block) {
+        let bytes = block.otlp(|b| {
+            let mut buf = BytesMut::new();
+            for (k, v) in b.iter() {
+                put_attr(&mut buf, 9, k, &v);
+            }
+            buf.to_vec().into_boxed_slice()
+        });
+        self.buf.put_slice(bytes);
+    }
+
+    fn event(&mut self, name: &str, at: u64, attrs: &[(&'static str, Val<'_>)]) {
         let buf = &mut self.buf;
         // Span.events = 11: time 1, name 2, attributes 3.
         let event = open(buf, 11, 1);
         put_varint(buf, tag(1, FIXED64));
-        buf.put_u64_le(nanos(at));
+        buf.put_u64_le(at);
         put_bytes(buf, 2, name.as_bytes());
         for (k, v) in attrs {
             put_attr(buf, 3, Key::of(k), v);
@@ -435,8 +512,6 @@ impl<'a> Iterator for Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
     use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
@@ -446,8 +521,9 @@ mod tests {
     use crate::capture::Headers;
     use crate::span::Kind;
 
-    fn at(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
+    /// `ms` milliseconds after the Unix epoch, in nanoseconds.
+    fn at(ms: u64) -> u64 {
+        ms * 1_000_000
     }
 
     fn decode(p: &Preamble, spans: &Bytes) -> ExportTraceServiceRequest {
@@ -719,6 +795,73 @@ mod tests {
         s.end(None);
         assert_eq!(ids(decode(&p, &s.take(10))), [3, 4, 5, 6]);
         assert!(s.take(1).is_empty());
+    }
+
+    /// What `attr` writes for one string attribute.
+    fn written_by_attr(key: Key<'_>, value: Val<'_>) -> Vec<u8> {
+        let mut s = Spans::default();
+        s.attr(key, value);
+        s.buf.to_vec()
+    }
+
+    #[test]
+    fn fixed_text_attributes_are_written_as_attr_writes_them() {
+        // More pairs than the table has slots, so slots change hands; values at the same
+        // address but of other lengths (more of them than slots: some share one); one too
+        // long to be kept.
+        let protocol: &'static str = "network.protocol.version";
+        let long: &'static str =
+            "a value longer than the table keeps for one attribute: more than sixty-two bytes";
+        let mut pairs: Vec<(&'static str, &'static str)> = vec![
+            ("url.scheme", "http"),
+            ("url.scheme", "https"),
+            ("k", protocol),
+            ("k", &protocol[..7]),
+            (&protocol[..7], "v"),
+            ("long", long),
+        ];
+        for i in 0..2 * STATIC_SLOTS {
+            pairs.push((String::leak(format!("key.{i}")), "v"));
+        }
+        for n in 1..=STATIC_SLOTS + 8 {
+            pairs.push(("prefix", &long[..n]));
+        }
+        let mut s = Spans::default();
+        for round in 0..3 {
+            for (k, v) in &pairs {
+                let at = s.buf.len();
+                s.attr_static(k, v);
+                assert_eq!(
+                    s.buf[at..],
+                    written_by_attr(Key::of(k), Val::Str(v)),
+                    "{k}: {v}, round {round}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_is_written_as_its_attributes_are_each_time() {
+        use crate::span::Fixed;
+        let block = Block::new(vec![
+            (
+                "server.address".into(),
+                Fixed::Str("api.example.com".into()),
+            ),
+            ("server.port".into(), Fixed::Int(443)),
+            ("long".into(), Fixed::Str("x".repeat(300).into())),
+        ]);
+        let each: Vec<u8> = block
+            .iter()
+            .flat_map(|(k, v)| written_by_attr(k, v))
+            .collect();
+        let mut s = Spans::default();
+        s.block(&block);
+        s.block(&block);
+        assert_eq!(s.buf[..], [each.as_slice(), each.as_slice()].concat());
+        let mut none = Spans::default();
+        none.block(&Block::default());
+        assert!(none.buf.is_empty());
     }
 
     #[test]

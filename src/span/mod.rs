@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::HeaderValue;
 use http::{Method, Version};
 
-pub use sink::{IpText, Key, Kind, SpanHead, SpanSink, Val};
+pub use sink::{Block, Fixed, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos};
 
 use crate::capture::Headers;
 use crate::context::{Format, TraceIds};
@@ -34,6 +34,43 @@ pub struct Target {
     pub base_url: Arc<str>,
     /// `https://`.
     pub tls: bool,
+    /// What every CLIENT span to it says of it: `server.address`, `server.port`,
+    /// `network.peer.address`, `network.peer.port` and `tracegate.upstream`.
+    pub attrs: Block,
+    /// What the SERVER span says of it: `tracegate.upstream`.
+    pub upstream_attr: Block,
+}
+
+impl Target {
+    pub fn new(
+        upstream: Arc<str>,
+        host: &str,
+        peer: Option<&str>,
+        port: u16,
+        base_url: &str,
+        tls: bool,
+    ) -> Target {
+        let peer = peer.unwrap_or(host);
+        let text = |s: &str| Fixed::Str(Cow::Owned(s.to_string()));
+        let attrs = Block::new(vec![
+            ("server.address".into(), text(host)),
+            ("server.port".into(), Fixed::Int(i64::from(port))),
+            ("network.peer.address".into(), text(peer)),
+            ("network.peer.port".into(), Fixed::Int(i64::from(port))),
+            ("tracegate.upstream".into(), text(&upstream)),
+        ]);
+        let upstream_attr = Block::new(vec![("tracegate.upstream".into(), text(&upstream))]);
+        Target {
+            host: Arc::from(host),
+            peer: Arc::from(peer),
+            upstream,
+            port,
+            base_url: Arc::from(base_url),
+            tls,
+            attrs,
+            upstream_attr,
+        }
+    }
 }
 
 /// The semantic conventions' Opt-In attributes of the SERVER span that tracegate can
@@ -212,7 +249,7 @@ pub struct Exchange {
     pub request_headers: Headers,
     pub response_headers: Headers,
     /// Static attributes (process-wide and the route's).
-    pub attributes: Arc<[(String, String)]>,
+    pub attributes: Arc<Block>,
     pub grpc: Option<Grpc>,
     /// False for excluded requests: logged, never exported, no trace ids shown.
     pub traced: bool,
@@ -269,6 +306,8 @@ impl Exchange {
         let method = known_method(&self.method);
         let route = self.route.as_deref();
         let trace_state = self.tracestate.as_deref().unwrap_or("");
+        // Times are offsets from the start: the clock is read once per exchange.
+        let start = unix_nanos(self.start);
         out.begin(&SpanHead {
             trace_id: self.ids.trace_id,
             span_id: self.ids.server_span,
@@ -277,15 +316,15 @@ impl Exchange {
             trace_state,
             kind: Kind::Server,
             name: (method.unwrap_or("HTTP"), route),
-            start: self.start,
-            end: self.start + self.duration,
+            start,
+            end: start.saturating_add(nanos_of(self.duration)),
         });
         self.server_attributes(out);
         // Each retry is an event on the SERVER span.
         for c in &self.retried {
             out.event(
                 "retry",
-                self.start + c.end.unwrap_or(self.duration),
+                start.saturating_add(nanos_of(c.end.unwrap_or(self.duration))),
                 &[
                     (
                         "http.request.resend_count",
@@ -313,7 +352,7 @@ impl Exchange {
 
         for c in self.retried.iter().chain(&self.client) {
             if c.recorded {
-                self.write_client(c, trace_state, out);
+                self.write_client(c, trace_state, start, out);
             }
         }
     }
@@ -336,11 +375,11 @@ impl Exchange {
             str(out, "tracegate.upgrade", u);
         }
         match &self.tls {
-            None => str(out, "url.scheme", "http"),
+            None => out.attr_static("url.scheme", "http"),
             Some(t) => {
-                str(out, "url.scheme", "https");
-                str(out, "tls.protocol.name", "tls");
-                str(out, "tls.protocol.version", t.version);
+                out.attr_static("url.scheme", "https");
+                out.attr_static("tls.protocol.name", "tls");
+                out.attr_static("tls.protocol.version", t.version);
                 if let Some(s) = &t.client_subject {
                     str(out, "tls.client.subject", s);
                 }
@@ -357,18 +396,15 @@ impl Exchange {
             int(out, "server.port", i64::from(p));
         }
         let peer = IpText::new(self.peer.ip());
+        let peer = peer.as_str();
         match self.client_address {
             Some(ip) => str(out, "client.address", IpText::new(ip).as_str()),
-            None => str(out, "client.address", peer.as_str()),
+            None => str(out, "client.address", peer),
         }
-        str(out, "network.peer.address", peer.as_str());
+        str(out, "network.peer.address", peer);
         int(out, "network.peer.port", i64::from(self.peer.port()));
         // `network.protocol.name` is only required when it is not `http`: it always is.
-        str(
-            out,
-            "network.protocol.version",
-            protocol_version(self.version),
-        );
+        out.attr_static("network.protocol.version", protocol_version(self.version));
         if let Some(ua) = &self.user_agent {
             str(out, "user_agent.original", ua);
         }
@@ -376,20 +412,18 @@ impl Exchange {
             str(out, "tracegate.correlation_id", id);
         }
         if let Some(c) = &self.client {
-            str(out, "tracegate.upstream", &c.target.upstream);
+            out.block(&c.target.upstream_attr);
         }
-        str(out, "tracegate.sampling.reason", self.sampling.as_str());
+        out.attr_static("tracegate.sampling.reason", self.sampling.as_str());
         if let Some(f) = self.propagation_source {
-            str(out, "tracegate.propagation.format", f.as_str());
+            out.attr_static("tracegate.propagation.format", f.as_str());
         }
         for (k, v) in &self.baggage {
             out.attr(Key("baggage.", k), Val::Str(v));
         }
         write_headers(out, "http.request.header.", &self.request_headers);
         write_headers(out, "http.response.header.", &self.response_headers);
-        for (k, v) in self.attributes.iter() {
-            out.attr(Key("", k), Val::Str(v));
-        }
+        out.block(&self.attributes);
         if let Some(e) = self.server_error() {
             str(out, "error.type", &e);
         }
@@ -399,8 +433,9 @@ impl Exchange {
     }
 
     /// One CLIENT span: an upstream attempt, child of the SERVER span.
-    fn write_client(&self, c: &ClientCall, trace_state: &str, out: &mut impl SpanSink) {
-        let end = self.start + c.end.unwrap_or(self.duration);
+    /// `start`: the exchange's, in nanoseconds since the Unix epoch.
+    fn write_client(&self, c: &ClientCall, trace_state: &str, start: u64, out: &mut impl SpanSink) {
+        let end = start.saturating_add(nanos_of(c.end.unwrap_or(self.duration)));
         out.begin(&SpanHead {
             trace_id: self.ids.trace_id,
             span_id: c.span_id,
@@ -409,14 +444,12 @@ impl Exchange {
             trace_state,
             kind: Kind::Client,
             name: (known_method(&self.method).unwrap_or("HTTP"), None),
-            start: self.start + c.start,
+            start: start.saturating_add(nanos_of(c.start)),
             end,
         });
         write_method(out, &self.method);
-        str(out, "server.address", &c.target.host);
-        int(out, "server.port", i64::from(c.target.port));
-        str(out, "network.peer.address", &c.target.peer);
-        int(out, "network.peer.port", i64::from(c.target.port));
+        // `server.*`, `network.peer.*` and `tracegate.upstream`.
+        out.block(&c.target.attrs);
         let url: &[&str] = match &self.query {
             Some(q) => &[&c.target.base_url, &self.path, "?", q],
             None => &[&c.target.base_url, &self.path],
@@ -425,11 +458,8 @@ impl Exchange {
         if c.resend_count > 0 {
             int(out, "http.request.resend_count", i64::from(c.resend_count));
         }
-        str(out, "tracegate.upstream", &c.target.upstream);
-        str(out, "tracegate.sampling.reason", self.sampling.as_str());
-        for (k, v) in self.attributes.iter() {
-            out.attr(Key("", k), Val::Str(v));
-        }
+        out.attr_static("tracegate.sampling.reason", self.sampling.as_str());
+        out.block(&self.attributes);
         if let Some(g) = &self.grpc {
             write_grpc(out, g);
         }
@@ -484,7 +514,7 @@ impl Exchange {
             count(out, "network.local.port", self.local.port().into());
         }
         if o.has(OptIn::TRANSPORT) {
-            out.attr(Key::of("network.transport"), Val::Str("tcp"));
+            out.attr_static("network.transport", "tcp");
         }
         if o.has(OptIn::REQUEST_BODY_SIZE) {
             let n = self
@@ -518,7 +548,7 @@ pub fn known_method(m: &Method) -> Option<&'static str> {
 /// `http.request.method`, with `_OTHER` plus `http.request.method_original` for unknown ones.
 fn write_method(out: &mut impl SpanSink, m: &Method) {
     match known_method(m) {
-        Some(name) => out.attr(Key::of("http.request.method"), Val::Str(name)),
+        Some(name) => out.attr_static("http.request.method", name),
         None => {
             out.attr(Key::of("http.request.method"), Val::Str("_OTHER"));
             out.attr(
@@ -558,7 +588,7 @@ fn int(out: &mut impl SpanSink, key: &'static str, v: i64) {
 }
 
 fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
-    out.attr(Key::of("rpc.system"), Val::Str("grpc"));
+    out.attr_static("rpc.system", "grpc");
     out.attr(Key::of("rpc.service"), Val::Str(&g.service));
     out.attr(Key::of("rpc.method"), Val::Str(&g.method));
     if let Some(code) = g.status {

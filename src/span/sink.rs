@@ -3,7 +3,9 @@
 //! bytes, the trace viewer into JSON. Everything is borrowed from the exchange, so describing
 //! a span allocates nothing.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use http::header::HeaderName;
@@ -40,8 +42,20 @@ pub struct SpanHead<'a> {
     pub kind: Kind,
     /// The name: `.0`, then a space and `.1` when there is one (`GET /users/{id}`).
     pub name: (&'a str, Option<&'a str>),
-    pub start: SystemTime,
-    pub end: SystemTime,
+    /// Start and end, nanoseconds since the Unix epoch (as OTLP has them).
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Nanoseconds since the Unix epoch; 0 before it.
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `d` in nanoseconds, saturating.
+pub fn nanos_of(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// An attribute key: a static prefix and the rest (`baggage.` + `tenant`). Most keys are
@@ -88,12 +102,80 @@ impl<'a> Val<'a> {
     }
 }
 
+/// A value fixed when a [`Block`] is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fixed {
+    Str(Cow<'static, str>),
+    Int(i64),
+}
+
+/// Attributes whose values many spans share: those of an upstream endpoint (every CLIENT
+/// span to it), the static ones of a route. The OTLP encoder keeps its encoding of them,
+/// made the first time a span carries them, and copies it into each span: one copy instead
+/// of ~140 instructions per attribute.
+#[derive(Debug, Default)]
+pub struct Block {
+    attrs: Vec<(Cow<'static, str>, Fixed)>,
+    /// The OTLP encoder's bytes: each attribute as a `Span.attributes` field.
+    otlp: OnceLock<Box<[u8]>>,
+}
+
+impl Block {
+    /// `attrs`: in the order they are described, each key once.
+    pub fn new(attrs: Vec<(Cow<'static, str>, Fixed)>) -> Block {
+        Block {
+            attrs,
+            otlp: OnceLock::new(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Key<'_>, Val<'_>)> {
+        self.attrs.iter().map(|(k, v)| {
+            let value = match v {
+                Fixed::Str(s) => Val::Str(s),
+                Fixed::Int(i) => Val::Int(*i),
+            };
+            (Key("", k), value)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.attrs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.attrs.is_empty()
+    }
+
+    /// The value of `key`, if the block has it.
+    pub fn get(&self, key: &str) -> Option<&Fixed> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The OTLP encoding, made by `encode` the first time it is asked for.
+    pub fn otlp(&self, encode: impl FnOnce(&Block) -> Box<[u8]>) -> &[u8] {
+        self.otlp.get_or_init(|| encode(self))
+    }
+}
+
 /// Where span content goes, in this order for each span: `begin`, any `attr`s and
 /// `event`s, `end`.
 pub trait SpanSink {
     fn begin(&mut self, head: &SpanHead<'_>);
     fn attr(&mut self, key: Key<'_>, value: Val<'_>);
-    fn event(&mut self, name: &str, at: SystemTime, attrs: &[(&'static str, Val<'_>)]);
+    /// An attribute whose key and value are both fixed text (`url.scheme: http`): a sink
+    /// may remember how it wrote one and write it the same way again.
+    fn attr_static(&mut self, key: &'static str, value: &'static str) {
+        self.attr(Key::of(key), Val::Str(value));
+    }
+    /// Every attribute of `block`, in its order.
+    fn block(&mut self, block: &Block) {
+        for (k, v) in block.iter() {
+            self.attr(k, v);
+        }
+    }
+    /// `at`: nanoseconds since the Unix epoch.
+    fn event(&mut self, name: &str, at: u64, attrs: &[(&'static str, Val<'_>)]);
     /// Ends the span: `error` is the status description of a failed span; `None` leaves
     /// the status unset.
     fn end(&mut self, error: Option<&str>);

@@ -202,17 +202,15 @@ impl Drop for Active<'_> {
 
 /// What spans say about an endpoint; `peer`: the resolved address, if any.
 fn target(upstream: &Arc<str>, e: &ConfigEndpoint, peer: Option<std::net::IpAddr>) -> Arc<Target> {
-    Arc::new(Target {
-        upstream: upstream.clone(),
-        host: Arc::from(e.host.as_str()),
-        peer: peer.map_or_else(
-            || Arc::from(e.host.as_str()),
-            |ip| Arc::from(ip.to_string().as_str()),
-        ),
-        port: e.port,
-        base_url: Arc::from(e.to_string().as_str()),
-        tls: e.tls,
-    })
+    let peer = peer.map(|ip| ip.to_string());
+    Arc::new(Target::new(
+        upstream.clone(),
+        &e.host,
+        peer.as_deref(),
+        e.port,
+        &e.to_string(),
+        e.tls,
+    ))
 }
 
 /// Resolves the `http://` endpoints named by DNS every `every`; each address becomes an

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
 
-use crate::context::{Outgoing, Propagation, w3c};
+use crate::context::{NameLengths, Outgoing, Propagation, w3c};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -102,6 +102,76 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
     }
 }
 
+/// Fields the proxy adds to a request that did not carry them (`X-Forwarded-*`, the
+/// `traceparent`, a generated correlation id), kept beside its header map. Our HTTP/1.1
+/// upstream connections write them after the map's own fields; wherever else the request
+/// goes (hyper's HTTP/2 and upgrade clients, a head kept for a retry) they are merged into
+/// the map first ([`Added::merge_into`]). An insert into an `http::HeaderMap` hashes the
+/// name and probes the table, ~250-310 instructions for these names, and most requests
+/// carry none of them.
+///
+/// The list travels with the request, which moves many times on its way: it is a `Vec`
+/// (three words) whose buffer comes from, and goes back to, a per-thread pool, not an
+/// allocation per request.
+#[derive(Debug, Default)]
+pub struct Added(Vec<(HeaderName, HeaderValue)>);
+
+/// Room for the five fields above.
+const ADDED: usize = 5;
+/// Lists kept per thread for the next requests; more are dropped.
+const SPARE_ADDED: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<(HeaderName, HeaderValue)>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Added {
+    /// An empty list, with room from this thread's pool when it has some.
+    pub fn new() -> Added {
+        // `try_with`: the thread may be ending.
+        let spare = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+        Added(spare.unwrap_or_else(|| Vec::with_capacity(ADDED)))
+    }
+
+    /// `name` (which the request's map does not hold) with `value`.
+    pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        self.0.push((name, value));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Moves the fields into `headers`, after its own.
+    pub fn merge_into(&mut self, headers: &mut HeaderMap) {
+        for (name, value) in self.0.drain(..) {
+            headers.append(name, value);
+        }
+    }
+}
+
+impl Drop for Added {
+    /// The list goes back to the pool emptied: nothing of one request reaches the next.
+    fn drop(&mut self) {
+        if self.0.capacity() == 0 || self.0.capacity() > 2 * ADDED {
+            return;
+        }
+        let mut list = std::mem::take(&mut self.0);
+        list.clear();
+        let _ = SPARE.try_with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < SPARE_ADDED {
+                spare.push(list);
+            }
+        });
+    }
+}
+
 /// What the upstream request carries beyond the client's own headers.
 pub struct Outbound<'a> {
     /// The URI's authority (`Endpoint::uri_authority`); `None`: origin-form.
@@ -138,8 +208,9 @@ pub fn upstream_uri(
     Uri::from_parts(parts).unwrap_or_default()
 }
 
-/// Rewrites the client's request in place for the upstream.
-pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) {
+/// Rewrites the client's request in place for the upstream. Returns the fields it adds that
+/// the request did not have (see [`Added`]).
+pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     let path = req.uri().path_and_query().cloned();
     *req.uri_mut() = upstream_uri(out.upstream_tls, out.authority, path);
     *req.version_mut() = out.version;
@@ -165,24 +236,40 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) {
             h.insert(header::HOST, v.clone());
         }
     }
+    // A name the request cannot hold (no name of its length) goes to `added`; one it may
+    // hold is looked up.
+    let seen = NameLengths::of(h);
+    let mut added = Added::new();
+    let mut append = |h: &mut HeaderMap, name: &HeaderName, value: HeaderValue| {
+        if seen.may_have(name) && h.contains_key(name) {
+            append_list(h, name, value);
+        } else {
+            added.add(name.clone(), value);
+        }
+    };
     if let Some(peer) = out.peer {
-        append_list(h, &X_FORWARDED_FOR, peer.clone());
+        append(h, &X_FORWARDED_FOR, peer.clone());
     }
-    append_list(
+    append(
         h,
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if out.client_tls { "https" } else { "http" }),
     );
     if let Some(host) = out.host {
-        append_list(h, &X_FORWARDED_HOST, host.clone());
+        append(h, &X_FORWARDED_HOST, host.clone());
     }
     // One copy of each configured format: inbound copies are replaced.
     if let Some((propagation, outgoing)) = &out.trace {
-        propagation.inject(h, outgoing);
+        propagation.inject(h, Some(&mut added), outgoing);
     }
     if let Some((name, value)) = out.correlation {
-        h.insert(name, value.clone());
+        if seen.may_have(name) {
+            h.insert(name, value.clone());
+        } else {
+            added.add(name.clone(), value.clone());
+        }
     }
+    added
 }
 
 /// A request to switch protocols: HTTP/1.1 `Upgrade`, or HTTP/2 extended CONNECT
@@ -315,6 +402,34 @@ pub fn prepare_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_added_list_comes_back_from_the_pool_empty_and_merges_after_the_map() {
+        // A thread of its own: the pool is per thread.
+        std::thread::spawn(|| {
+            let mut a = Added::new();
+            a.add(
+                X_FORWARDED_FOR.clone(),
+                HeaderValue::from_static("10.0.0.1"),
+            );
+            a.add(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            let room = a.0.as_ptr();
+            drop(a);
+            let mut again = Added::new();
+            assert!(again.is_empty(), "nothing of one request reaches the next");
+            assert_eq!(again.0.as_ptr(), room, "the same list, not a new one");
+            again.add(X_FORWARDED_HOST.clone(), HeaderValue::from_static("h"));
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("h"));
+            h.insert(X_FORWARDED_HOST.clone(), HeaderValue::from_static("a"));
+            again.merge_into(&mut h);
+            assert!(again.is_empty());
+            let hosts: Vec<_> = h.get_all(&X_FORWARDED_HOST).iter().collect();
+            assert_eq!(hosts, ["a", "h"], "appended after the map's own");
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn the_trace_id_for_the_client_is_never_indexed() {

@@ -359,7 +359,7 @@ async fn exchange(
     } else {
         ids.server_span
     };
-    forward::prepare_request(
+    let mut added = forward::prepare_request(
         &mut req,
         Outbound {
             authority,
@@ -414,7 +414,8 @@ async fn exchange(
     // before sending.
     let replayable = upstream.retries > 0 && http_body::Body::is_end_stream(req.body());
     let (req, copy) = if replayable && endpoint.conns.absolute_uri() {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        added.merge_into(&mut parts.headers);
         let copy = parts.clone();
         (Request::from_parts(parts, body), Some(copy))
     } else {
@@ -428,6 +429,7 @@ async fn exchange(
         .send(
             picked.endpoint(),
             req,
+            added,
             bytes_in,
             rt.limits.request_body_timeout,
             deadline,
@@ -483,6 +485,7 @@ async fn exchange(
         if traced {
             rt.propagation.inject(
                 &mut again.headers,
+                None,
                 &Outgoing {
                     trace_id: &ids.trace_id,
                     span_id: &span,

@@ -792,3 +792,72 @@ async fn upstream_connections_are_pooled_and_reused() {
         "{accepted} upstream connections for 20 sequential requests"
     );
 }
+
+/// The fields the proxy adds reach the upstream once each, over our HTTP/1.1 connections
+/// (which write them after the client's own) and over hyper's HTTP/2 (which takes them in
+/// the map); a request that carries some of them has them joined or kept, not doubled.
+#[tokio::test]
+async fn added_fields_reach_http1_and_h2c_upstreams_once_each() {
+    // With retries, a request without a body going to HTTP/2 is copied for a replay first
+    // (with the fields); without, it goes to hyper as it is.
+    for (protocol, retries) in [("http1", 0), ("http1", 1), ("h2c", 0), ("h2c", 1)] {
+        let protocol = format!("{protocol} (retries {retries})");
+        let up = upstream().await;
+        let gw = tracegate(&format!(
+            "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    protocol: {}\n    retries: {retries}\n    endpoints: [\"http://{}\"]\nroutes:\n  - upstream: app\n",
+            protocol.split(' ').next().unwrap(),
+            up.addr
+        ))
+        .await;
+        let url = format!("http://{}/added", gw.proxy_addrs[0]);
+        let host = gw.proxy_addrs[0].to_string();
+        let once = |seen: &Seen, name: &str| -> String {
+            let all: Vec<_> = seen.headers.get_all(name).iter().collect();
+            assert_eq!(all.len(), 1, "{protocol}: one {name}: {all:?}");
+            all[0].to_str().unwrap().to_string()
+        };
+
+        // None of them on the request: all added.
+        let r = get(&h1_client(), &url, &[]).await;
+        assert_eq!(r.status, 200, "{protocol}");
+        let seen = up.seen.wait_for(1).await.remove(0);
+        let (tid, _, _) = traceparent_parts(&once(&seen, "traceparent"));
+        assert_eq!(tid, r.headers["x-trace-id"].to_str().unwrap(), "{protocol}");
+        assert_eq!(once(&seen, "x-forwarded-for"), "127.0.0.1", "{protocol}");
+        assert_eq!(once(&seen, "x-forwarded-proto"), "http", "{protocol}");
+        assert_eq!(once(&seen, "x-forwarded-host"), host, "{protocol}");
+        assert_eq!(
+            once(&seen, "x-request-id"),
+            r.headers["x-request-id"].to_str().unwrap(),
+            "{protocol}"
+        );
+
+        // Some of them on the request: joined, kept or replaced, each still once.
+        let r = get(
+            &h1_client(),
+            &url,
+            &[
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-request-id", "req-7"),
+                ("traceparent", &format!("00-{TRACE}-{CALLER}-01")),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{protocol}");
+        let seen = up.seen.wait_for(2).await.remove(1);
+        let (tid, parent, _) = traceparent_parts(&once(&seen, "traceparent"));
+        assert_eq!(
+            (tid.as_str(), parent == CALLER),
+            (TRACE, false),
+            "{protocol}"
+        );
+        assert_eq!(
+            once(&seen, "x-forwarded-for"),
+            "10.0.0.1, 127.0.0.1",
+            "{protocol}"
+        );
+        assert_eq!(once(&seen, "x-forwarded-proto"), "http", "{protocol}");
+        assert_eq!(once(&seen, "x-request-id"), "req-7", "{protocol}");
+        assert_eq!(r.headers["x-request-id"], "req-7", "{protocol}");
+    }
+}

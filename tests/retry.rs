@@ -67,6 +67,10 @@ async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
         clients[1].span_id(),
         "the upstream's parent is the retry"
     );
+    // What the proxy added before the refused attempt goes out once on the retry.
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-request-id"] {
+        assert_eq!(seen.headers.get_all(name).iter().count(), 1, "{name}");
+    }
     let (server, _) = pair(&spans, &trace);
     assert_eq!(server.status_code(), 0, "the exchange succeeded");
     for s in clients.iter().chain([&&server]) {

@@ -424,7 +424,25 @@ async fn a_request_the_upstream_dropped_unanswered_is_sent_again_whole() {
             g.head
         );
         assert!(g.head.contains("x-keep: me\r\n"), "{}", g.head);
+        // The fields the proxy added to the first attempt go out once on the second too.
+        for name in [
+            "x-forwarded-for: ",
+            "x-forwarded-proto: ",
+            "x-forwarded-host: ",
+            "x-request-id: ",
+            "traceparent: ",
+        ] {
+            let n = g.head.lines().filter(|l| l.starts_with(name)).count();
+            assert_eq!(n, 1, "{name}in {}", g.head);
+        }
     }
+    let id = |h: &str| {
+        h.lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(id(&got[0].head), id(&got[1].head), "one correlation id");
     let parent = |h: &str| {
         h.lines()
             .find_map(|l| l.strip_prefix("traceparent: "))

@@ -179,7 +179,14 @@ impl Propagation {
     }
 
     /// Writes every configured format, each header's inbound copies removed first.
-    pub fn inject(&self, headers: &mut HeaderMap, out: &Outgoing<'_>) {
+    /// `added`: where a `traceparent` the request does not carry goes (see
+    /// [`crate::forward::Added`]); `None`: into `headers`.
+    pub fn inject(
+        &self,
+        headers: &mut HeaderMap,
+        mut added: Option<&mut crate::forward::Added>,
+        out: &Outgoing<'_>,
+    ) {
         let sampled = out.flags & w3c::FLAG_SAMPLED != 0;
         // What the request may carry already, for the removals below.
         let seen = NameLengths::of(headers);
@@ -189,10 +196,13 @@ impl Propagation {
         for f in &self.formats {
             match f {
                 Format::TraceContext => {
-                    headers.insert(
-                        &w3c::TRACEPARENT,
-                        w3c::format_traceparent(out.trace_id, out.span_id, out.flags),
-                    );
+                    let value = w3c::format_traceparent(out.trace_id, out.span_id, out.flags);
+                    match added.as_deref_mut() {
+                        Some(added) if !seen.may_have(&w3c::TRACEPARENT) => {
+                            added.add(w3c::TRACEPARENT.clone(), value);
+                        }
+                        _ => drop(headers.insert(&w3c::TRACEPARENT, value)),
+                    }
                     // `insert` replaces every inbound copy; without a tracestate of our
                     // own they go.
                     match out
@@ -488,6 +498,7 @@ mod tests {
         });
         all().inject(
             &mut h,
+            None,
             &Outgoing {
                 trace_id: &t,
                 span_id: &s,

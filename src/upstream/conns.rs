@@ -244,8 +244,9 @@ async fn send_fresh(
 }
 
 /// A failure before `req` went anywhere: its head goes to `keep` for a retry.
-fn unsent(failure: Failure, req: Request<RequestBody>, keep: Keep<'_>) -> Failure {
+fn unsent(failure: Failure, mut req: Request<RequestBody>, keep: Keep<'_>) -> Failure {
     if let Some(keep) = keep {
+        super::merge_added(&mut req);
         *keep = Some(req.into_parts().0);
     }
     failure

@@ -148,6 +148,8 @@ async fn send_upgrade(
     keep: Keep<'_>,
 ) -> Result<Response<UpstreamBody>, Failure> {
     // hyper takes the request: a copy of its head for a retry (upgrades are rare).
+    let mut req = req;
+    super::merge_added(&mut req);
     let (parts, body) = req.into_parts();
     let head = keep.is_some().then(|| parts.clone());
     let req = Request::from_parts(parts, body);

@@ -87,8 +87,9 @@ impl Http2Slot {
     pub async fn send(
         &self,
         mut sender: SendRequest<RequestBody>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Unsent {
+        super::merge_added(&mut req);
         self.sent.fetch_add(1, Relaxed);
         match sender.try_send_request(req).await {
             Ok(resp) => Unsent::Done(Ok(resp.map(super::UpstreamBody::Engine))),

@@ -42,6 +42,9 @@ pub struct RequestBody {
     /// The longest pause allowed between two pieces of the client's body, and its timer.
     pause: Option<std::time::Duration>,
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Header fields for the request's head beyond its map: written by our HTTP/1.1
+    /// connections, merged into the map before the request goes anywhere else.
+    pub(crate) added: crate::forward::Added,
 }
 
 impl RequestBody {
@@ -53,8 +56,16 @@ impl RequestBody {
             counted: None,
             pause: None,
             timer: None,
+            added: Default::default(),
         }
     }
+}
+
+/// Moves the fields the proxy added beside `req`'s map into it: for a request that goes
+/// to hyper (HTTP/2, an upgrade) or back to the caller for a retry.
+pub fn merge_added(req: &mut Request<RequestBody>) {
+    let mut added = std::mem::take(&mut req.body_mut().added);
+    added.merge_into(req.headers_mut());
 }
 
 /// Where a request without a body that failed leaves its head (method, URI, headers) for a
@@ -420,11 +431,17 @@ impl Upstream {
     /// `request_timeout` counts from the moment the whole request body has been sent (at
     /// once for a request without body). `pause`: the longest gap allowed in the client's
     /// body (zero: no limit). `deadline`: the end of the whole exchange (`total_timeout`),
-    /// if bounded. `keep`: see [`Keep`].
+    /// if bounded. `keep`: see [`Keep`]. `added`: fields for the head beyond its map
+    /// (`forward::prepare_request`).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is its own input of the one call that sends a client's request"
+    )]
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         req: Request<ClientBody>,
+        added: crate::forward::Added,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,
@@ -447,6 +464,7 @@ impl Upstream {
                     counted,
                     pause: (!pause.is_zero()).then_some(pause),
                     timer: None,
+                    added,
                 },
             ),
             keep,

@@ -150,6 +150,8 @@ pub async fn send(
 ) -> Result<Response<Body>, Failure> {
     let (parts, mut body) = req.into_parts();
     let framing = encode_head(&parts, &body, &mut conn.out);
+    // Written with the head; a head handed back for a retry gets them in its map.
+    let mut added = std::mem::take(&mut body.added);
     let mut upload = Upload {
         left: match framing {
             Framing::Length(n) => n,
@@ -171,7 +173,7 @@ pub async fn send(
     }
     // The head is written from `out` now; it is held on only for a caller that wants it
     // back (its header values point into the client connection's read buffer).
-    let (keep, parts) = match keep {
+    let (keep, mut parts) = match keep {
         Some(keep) => (Some(keep), Some(parts)),
         None => {
             crate::http1::recycle(parts.headers);
@@ -185,6 +187,9 @@ pub async fn send(
         Err(failure) => {
             // Only borrowed to write the head: the caller gets it back for a retry.
             if let Some(keep) = keep {
+                if let Some(parts) = &mut parts {
+                    added.merge_into(&mut parts.headers);
+                }
                 *keep = parts;
             }
             return Err(failure);

@@ -817,10 +817,28 @@ async fn added_fields_reach_http1_and_h2c_upstreams_once_each() {
             all[0].to_str().unwrap().to_string()
         };
 
+        // The client gets the trace id and the correlation id once, on HTTP/1.1 (written
+        // by tracegate) and HTTP/2 (by hyper, from the map).
+        let reply_once = |r: &Reply| {
+            for name in ["x-trace-id", "x-request-id"] {
+                assert_eq!(
+                    r.headers.get_all(name).iter().count(),
+                    1,
+                    "{protocol}: {name}"
+                );
+            }
+        };
+        for client in [h1_client(), h2c_client()] {
+            reply_once(&get(&client, &url, &[]).await);
+        }
+        // The upstream has seen those two; the next are the third and fourth.
+        up.seen.wait_for(2).await;
+
         // None of them on the request: all added.
         let r = get(&h1_client(), &url, &[]).await;
         assert_eq!(r.status, 200, "{protocol}");
-        let seen = up.seen.wait_for(1).await.remove(0);
+        reply_once(&r);
+        let seen = up.seen.wait_for(3).await.remove(2);
         let (tid, _, _) = traceparent_parts(&once(&seen, "traceparent"));
         assert_eq!(tid, r.headers["x-trace-id"].to_str().unwrap(), "{protocol}");
         assert_eq!(once(&seen, "x-forwarded-for"), "127.0.0.1", "{protocol}");
@@ -844,7 +862,8 @@ async fn added_fields_reach_http1_and_h2c_upstreams_once_each() {
         )
         .await;
         assert_eq!(r.status, 200, "{protocol}");
-        let seen = up.seen.wait_for(2).await.remove(1);
+        reply_once(&r);
+        let seen = up.seen.wait_for(4).await.remove(3);
         let (tid, parent, _) = traceparent_parts(&once(&seen, "traceparent"));
         assert_eq!(
             (tid.as_str(), parent == CALLER),

@@ -16,7 +16,7 @@ async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() 
     let access_log = dir.join("access.log");
     let _ = std::fs::remove_file(&access_log);
     let yaml = format!(
-        "access_log:\n  format: json\n  path: \"{}\"\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - name: checkout\n    match: {{ path_prefix: /checkout }}\n    upstream: app\n    attributes: {{ team: payments, tier: gold }}\n  - upstream: app\ntracing:\n  capture:\n    request_headers: [\"*\"]\n    response_headers: [x-request-id, content-length]\n  attributes: {{ tier: bronze, deployment.environment.name: test }}\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 20ms\n",
+        "access_log:\n  format: json\n  path: \"{}\"\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"http://{}\"]\nroutes:\n  - name: checkout\n    match: {{ path_prefix: /checkout }}\n    upstream: app\n    attributes: {{ team: payments, tier: gold }}\n  - upstream: app\ntracing:\n  capture:\n    request_headers: [\"*\"]\n    response_headers: [x-request-id, content-length, x-trace-id]\n  attributes: {{ tier: bronze, deployment.environment.name: test }}\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 20ms\n",
         access_log.display(),
         up.addr,
         col.addr
@@ -162,8 +162,13 @@ async fn secrets_never_reach_the_collector_even_when_all_headers_are_captured() 
     response_keys.sort_unstable();
     assert_eq!(
         response_keys,
-        ["content-length", "x-request-id"],
+        ["content-length", "x-request-id", "x-trace-id"],
         "only the listed response headers"
+    );
+    // The ones tracegate adds are recorded as the client gets them.
+    assert_eq!(
+        array(&server, "http.response.header.x-trace-id"),
+        [r.headers["x-trace-id"].to_str().unwrap()]
     );
     // ... nor the access log, flushed on shutdown.
     gw.shutdown();

@@ -218,14 +218,17 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     // Room for what is added below (X-Forwarded-*, the trace context, the correlation id):
     // the map grows once, not once per insert.
     h.reserve(6);
+    // A name the request cannot hold (no name of its length) is not looked up; one it may
+    // hold is. Taken before the hop-by-hop headers go: a removed one is only looked up.
+    let seen = NameLengths::of(h);
     // `TE: trailers` is hop-by-hop but says the client takes trailers, which gRPC requires
     // of every hop: it is kept (and only it).
-    let te_trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let te_trailers = seen.may_have(&header::TE)
+        && h.get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     remove_hop_by_hop(h);
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -236,9 +239,7 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
             h.insert(header::HOST, v.clone());
         }
     }
-    // A name the request cannot hold (no name of its length) goes to `added`; one it may
-    // hold is looked up.
-    let seen = NameLengths::of(h);
+    // A name the request cannot hold goes to `added`.
     let mut added = Added::new();
     let mut append = |h: &mut HeaderMap, name: &HeaderName, value: HeaderValue| {
         if seen.may_have(name) && h.contains_key(name) {

@@ -858,6 +858,7 @@ async fn added_fields_reach_http1_and_h2c_upstreams_once_each() {
                 ("x-forwarded-for", "10.0.0.1"),
                 ("x-request-id", "req-7"),
                 ("traceparent", &format!("00-{TRACE}-{CALLER}-01")),
+                ("te", "trailers"),
             ],
         )
         .await;
@@ -877,6 +878,11 @@ async fn added_fields_reach_http1_and_h2c_upstreams_once_each() {
         );
         assert_eq!(once(&seen, "x-forwarded-proto"), "http", "{protocol}");
         assert_eq!(once(&seen, "x-request-id"), "req-7", "{protocol}");
+        assert_eq!(
+            once(&seen, "te"),
+            "trailers",
+            "{protocol}: the one hop-by-hop kept"
+        );
         assert_eq!(r.headers["x-request-id"], "req-7", "{protocol}");
     }
 }

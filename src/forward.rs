@@ -281,8 +281,9 @@ pub struct Upgrade {
     pub extended_connect: bool,
 }
 
-/// The protocol a request asks to switch to, if any.
-pub fn upgrade_request<B>(req: &Request<B>) -> Option<Upgrade> {
+/// The protocol a request asks to switch to, if any. `seen`: the names the request may
+/// hold; an HTTP/1.1 request without a `Connection` header asks for nothing.
+pub fn upgrade_request<B>(req: &Request<B>, seen: NameLengths) -> Option<Upgrade> {
     if req.version() == Version::HTTP_2 {
         let p = req.extensions().get::<hyper::ext::Protocol>()?;
         return (req.method() == http::Method::CONNECT).then(|| Upgrade {
@@ -290,7 +291,7 @@ pub fn upgrade_request<B>(req: &Request<B>) -> Option<Upgrade> {
             extended_connect: true,
         });
     }
-    if req.version() != Version::HTTP_11 {
+    if req.version() != Version::HTTP_11 || !seen.may_have(&header::CONNECTION) {
         return None;
     }
     let h = req.headers();

@@ -352,7 +352,7 @@ async fn exchange(
     let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
     // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
     // the upstream, and the client's side of the tunnel is taken before the request is.
-    let upgrade = forward::upgrade_request(&req);
+    let upgrade = forward::upgrade_request(&req, seen);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let client_span = if rt.client_spans {
         ids::span_id()

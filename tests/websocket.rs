@@ -218,3 +218,67 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
         Some("101")
     );
 }
+
+/// `Upgrade` counts only when `Connection` names it: without `Connection` the request is a
+/// plain one (answered 200, no upgrade header reaches the upstream, no `tracegate.upgrade`);
+/// with `Connection: keep-alive, Upgrade` (a list, any case) the handshake goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_counts_only_when_connection_names_it() {
+    use tokio::io::AsyncWriteExt;
+
+    let up = upstream().await;
+    let collector = grpc_collector().await;
+    let gw = tracegate(&config(up.addr, &grpc_export(collector.addr))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /ok HTTP/1.1\r\nhost: example.test\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let trace_id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-trace-id: "))
+        .unwrap()
+        .to_string();
+    let seen = up.seen.wait_for(1).await;
+    assert_eq!(seen[0].path, "/ok");
+    assert!(
+        seen[0].headers.get("upgrade").is_none(),
+        "{:?}",
+        seen[0].headers
+    );
+    let spans = collector.spans.wait_for(2).await;
+    let (server, _) = pair(&spans, &trace_id);
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(server.attr("tracegate.upgrade"), None);
+
+    // A request whose `Connection` names the upgrade in a list, beside `keep-alive`:
+    // the echo server answers 101.
+    let (ws_addr, server_log) = echo_server().await;
+    let gw = tracegate(&config(ws_addr, "export:\n  protocol: none\n")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /api/chat HTTP/1.1\r\nhost: example.test\r\nconnection: keep-alive, Upgrade\r\n\
+          upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        server_log.wait_for(1).await[0].starts_with("handshake /api/chat"),
+        "{:?}",
+        server_log.all()
+    );
+}

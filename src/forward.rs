@@ -190,6 +190,8 @@ pub struct Outbound<'a> {
     /// trace headers pass through untouched.
     pub trace: Option<(&'a Propagation, Outgoing<'a>)>,
     pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
+    /// The names the request may hold (`NameLengths::of` its headers as they arrived).
+    pub seen: NameLengths,
 }
 
 /// The URI of a request to an endpoint: absolute with `authority`, else origin-form
@@ -220,7 +222,7 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     h.reserve(6);
     // A name the request cannot hold (no name of its length) is not looked up; one it may
     // hold is. Taken before the hop-by-hop headers go: a removed one is only looked up.
-    let seen = NameLengths::of(h);
+    let seen = out.seen;
     // `TE: trailers` is hop-by-hop but says the client takes trailers, which gRPC requires
     // of every hop: it is kept (and only it).
     let te_trailers = seen.may_have(&header::TE)
@@ -261,7 +263,8 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     }
     // One copy of each configured format: inbound copies are replaced.
     if let Some((propagation, outgoing)) = &out.trace {
-        propagation.inject(h, Some(&mut added), outgoing);
+        // What it may hold still: the map gained only `Host` and names it had.
+        propagation.inject(h, Some((&mut added, seen)), outgoing);
     }
     if let Some((name, value)) = out.correlation {
         if seen.may_have(name) {

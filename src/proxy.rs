@@ -267,9 +267,10 @@ async fn exchange(
                 &rt.trusted_proxies,
             ),
             version: req.version(),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
+            user_agent: seen
+                .may_have(&header::USER_AGENT)
+                .then(|| req.headers().get(header::USER_AGENT))
+                .flatten()
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             correlation_id: correlation.as_ref().map(|c| c.value.clone()),
@@ -288,8 +289,9 @@ async fn exchange(
             attributes: route
                 .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
             grpc: Grpc::from_request(
-                req.headers()
-                    .get(header::CONTENT_TYPE)
+                seen.may_have(&header::CONTENT_TYPE)
+                    .then(|| req.headers().get(header::CONTENT_TYPE))
+                    .flatten()
                     .and_then(|v| v.to_str().ok()),
                 req.uri().path(),
             ),
@@ -324,7 +326,8 @@ async fn exchange(
     // headers no longer show it: `limits::Watched` saw the head). Refused before anything
     // is forwarded.
     if ambiguous
-        || (req.headers().contains_key(header::TRANSFER_ENCODING)
+        || (seen.may_have(&header::TRANSFER_ENCODING)
+            && req.headers().contains_key(header::TRANSFER_ENCODING)
             && req.headers().contains_key(header::CONTENT_LENGTH))
     {
         shared.downstream.reject(Rejection::Malformed);
@@ -382,6 +385,7 @@ async fn exchange(
                 )
             }),
             correlation: corr,
+            seen,
         },
     );
     if let Some(u) = &upgrade {

@@ -184,12 +184,16 @@ impl Propagation {
     pub fn inject(
         &self,
         headers: &mut HeaderMap,
-        mut added: Option<&mut crate::forward::Added>,
+        added: Option<(&mut crate::forward::Added, NameLengths)>,
         out: &Outgoing<'_>,
     ) {
         let sampled = out.flags & w3c::FLAG_SAMPLED != 0;
-        // What the request may carry already, for the removals below.
-        let seen = NameLengths::of(headers);
+        // What the request may carry already, for the removals below: the caller's
+        // knowledge with `added`, else a look at the names.
+        let (mut added, seen) = match added {
+            Some((a, seen)) => (Some(a), seen),
+            None => (None, NameLengths::of(headers)),
+        };
         if self.has(Format::B3) || self.has(Format::B3Multi) {
             b3::remove_all(headers);
         }

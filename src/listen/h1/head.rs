@@ -174,19 +174,23 @@ pub(super) fn encode(
     }
     let bodiless = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
         || status.is_informational();
-    let given_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| parse_decimal(v.as_bytes()));
-    let chunked_given = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .is_some_and(|v| {
-            v.as_bytes()
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
+    // The first `Content-Length` and the last `Transfer-Encoding`, in one pass over the few
+    // fields of a response: two lookups hash each name and probe the map.
+    let (mut first_length, mut last_te) = (None, None);
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            first_length.get_or_insert(value);
+        } else if name == header::TRANSFER_ENCODING {
+            last_te = Some(value);
+        }
+    }
+    let given_length = first_length.and_then(|v| parse_decimal(v.as_bytes()));
+    let chunked_given = last_te.is_some_and(|v| {
+        v.as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    });
     let framing = if bodiless || *method == Method::HEAD {
         Out::Nothing
     } else if chunked_given {
@@ -422,5 +426,51 @@ mod tests {
         assert_eq!(f, Out::Nothing);
         let (text, _) = encoded(599, &[], Method::GET, Some(0), false);
         assert!(text.starts_with("HTTP/1.1 599 <none>\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_first_length_and_the_last_coding_decide() {
+        let date = ("date", "Wed, 02 Dec 2026 12:00:00 GMT");
+        // The first Content-Length counts.
+        let (text, f) = encoded(
+            200,
+            &[date, ("content-length", "7"), ("content-length", "9")],
+            Method::GET,
+            None,
+            false,
+        );
+        assert_eq!(f, Out::Length(7), "{text}");
+        // A Transfer-Encoding whose last field ends in `chunked`: chunked, not added again.
+        let (text, f) = encoded(
+            200,
+            &[
+                date,
+                ("transfer-encoding", "gzip"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+            ],
+            Method::GET,
+            Some(5),
+            false,
+        );
+        assert_eq!(f, Out::Chunked, "{text}");
+        assert_eq!(text.matches("chunked").count(), 1, "{text}");
+        assert!(text.contains("transfer-encoding: gzip\r\n"), "{text}");
+        // The last field does not end in `chunked`: the given length frames it, and the
+        // codings are not written.
+        let (text, f) = encoded(
+            200,
+            &[
+                date,
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip"),
+                ("content-length", "5"),
+            ],
+            Method::GET,
+            None,
+            false,
+        );
+        assert_eq!(f, Out::Length(5), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
     }
 }

@@ -46,39 +46,13 @@ pub(super) fn encode_head(
         b" HTTP/1.1\r\n"
     });
     let h = &parts.headers;
-    let exact = http_body::Body::size_hint(body).exact();
-    let given_length = content_length(h);
-    let has_te = h.contains_key(header::TRANSFER_ENCODING);
     // (framing, write the caller's Transfer-Encoding, its Content-Length, a length to add,
-    // add `chunked`)
+    // add `chunked`). A request without a body (most of them) needs neither field looked up.
     let (framing, keep_te, keep_cl, add_length, add_chunked) =
         if http_body::Body::is_end_stream(body) {
             (Framing::Length(0), false, true, None, false)
-        } else if http10 {
-            // HTTP/1.0 has no chunked coding: without a length there is no body.
-            match (given_length, exact) {
-                (Some(n), _) => (Framing::Length(n), false, true, None, false),
-                (None, Some(n)) => (Framing::Length(n), false, false, Some(n), false),
-                (None, None) => (Framing::Length(0), false, false, None, false),
-            }
-        } else if has_te {
-            let chunked = h
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-            (Framing::Chunked, true, false, None, !chunked)
-        } else if let Some(n) = given_length {
-            (Framing::Length(n), false, true, None, false)
-        } else if let Some(n) = exact {
-            (Framing::Length(n), false, false, Some(n), false)
-        } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
-            // These almost never have a body; an unknown one is not sent as chunks.
-            (Framing::Length(0), false, true, None, false)
         } else {
-            (Framing::Chunked, false, false, None, true)
+            body_framing(parts, http_body::Body::size_hint(body).exact(), http10)
         };
     for (name, value) in h.iter() {
         if (name == header::TRANSFER_ENCODING && !keep_te)
@@ -101,6 +75,44 @@ pub(super) fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// The framing of a request body that is not known to be empty: (framing, write the
+/// caller's Transfer-Encoding, its Content-Length, a length to add, add `chunked`).
+fn body_framing(
+    parts: &http::request::Parts,
+    exact: Option<u64>,
+    http10: bool,
+) -> (Framing, bool, bool, Option<u64>, bool) {
+    let h = &parts.headers;
+    let given_length = content_length(h);
+    if http10 {
+        // HTTP/1.0 has no chunked coding: without a length there is no body.
+        return match (given_length, exact) {
+            (Some(n), _) => (Framing::Length(n), false, true, None, false),
+            (None, Some(n)) => (Framing::Length(n), false, false, Some(n), false),
+            (None, None) => (Framing::Length(0), false, false, None, false),
+        };
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        (Framing::Chunked, true, false, None, !chunked)
+    } else if let Some(n) = given_length {
+        (Framing::Length(n), false, true, None, false)
+    } else if let Some(n) = exact {
+        (Framing::Length(n), false, false, Some(n), false)
+    } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
+        // These almost never have a body; an unknown one is not sent as chunks.
+        (Framing::Length(0), false, true, None, false)
+    } else {
+        (Framing::Chunked, false, false, None, true)
+    }
 }
 
 /// `Content-Length`, when every copy (and every comma-separated value) is the same number.

@@ -172,7 +172,8 @@ pub struct ProxyBody {
     guard: Option<SpanGuard>,
     /// Marks the request in flight on its connection until the body is dropped.
     in_flight: Option<InFlight>,
-    /// Counts the request as outstanding on its upstream endpoint until then.
+    /// Counts the request as outstanding on its upstream endpoint until the upstream's
+    /// body is over (or this is dropped).
     endpoint: Option<Picked>,
     /// `total_timeout`: the response is cut short when it is not over by then.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -226,7 +227,10 @@ impl ProxyBody {
         self.in_flight = Some(in_flight);
     }
 
+    /// The upstream's part is over: its span ends and its endpoint is no longer busy, even
+    /// while the last bytes are still being written to the client.
     fn finish(&mut self, error: Option<&'static str>) {
+        self.endpoint = None;
         if let Some(g) = self.guard.take() {
             g.finish(error);
         }

@@ -268,9 +268,7 @@ async fn exchange(
             ),
             version: req.version(),
             user_agent: seen
-                .may_have(&header::USER_AGENT)
-                .then(|| req.headers().get(header::USER_AGENT))
-                .flatten()
+                .get(req.headers(), &header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             correlation_id: correlation.as_ref().map(|c| c.value.clone()),
@@ -289,9 +287,7 @@ async fn exchange(
             attributes: route
                 .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
             grpc: Grpc::from_request(
-                seen.may_have(&header::CONTENT_TYPE)
-                    .then(|| req.headers().get(header::CONTENT_TYPE))
-                    .flatten()
+                seen.get(req.headers(), &header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok()),
                 req.uri().path(),
             ),

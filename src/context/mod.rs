@@ -37,6 +37,15 @@ impl NameLengths {
         self.0 & Self::bit(name.as_str().len()) != 0
     }
 
+    /// `headers.get(name)`, skipped when no name of its length is there.
+    pub fn get<'h>(
+        self,
+        headers: &'h HeaderMap,
+        name: &http::HeaderName,
+    ) -> Option<&'h http::HeaderValue> {
+        self.may_have(name).then(|| headers.get(name)).flatten()
+    }
+
     fn bit(len: usize) -> u64 {
         1 << len.min(63)
     }

@@ -6,7 +6,7 @@
 use std::io;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderName};
 
 /// Header fields in a trailer section, at most.
 pub const MAX_TRAILER_FIELDS: usize = 100;
@@ -260,6 +260,90 @@ pub fn decode(inbox: &mut Inbox, state: &mut Chunk, what: &str) -> Result<Decode
     }
 }
 
+/// The field names of the last head read on a connection, in order. A client or an
+/// upstream on a kept-alive connection sends the same names in the same order head after
+/// head: taking the name from here is a comparison, where `HeaderName::from_bytes` walks
+/// its table of standard names and, for any other name (`x-request-id`, `sec-fetch-mode`),
+/// allocates. A different name at a position replaces the one kept there.
+#[derive(Default)]
+pub struct Names(Vec<HeaderName>);
+
+impl Names {
+    /// Positions kept per connection, at most (32 bytes each: 512 bytes for a connection
+    /// whose heads have this many fields or more, held while it is open).
+    const KEPT: usize = 16;
+
+    /// The `i`-th field's name in this head, `raw` as it came.
+    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+        if let Some(kept) = self.0.get_mut(i) {
+            if same_name(kept.as_str().as_bytes(), raw) {
+                return Ok(kept.clone());
+            }
+            let name = HeaderName::from_bytes(raw)?;
+            *kept = name.clone();
+            return Ok(name);
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        // Only the next position: a gap would leave an earlier one empty.
+        if i == self.0.len() && i < Self::KEPT {
+            self.0.push(name.clone());
+        }
+        Ok(name)
+    }
+}
+
+/// `raw` is the name `kept` (lower case, as every valid `HeaderName`) but for the case of
+/// its letters, so that it parses to `kept`. Byte for byte first (senders that write names
+/// in lower case), then folding `raw`'s case without an early exit: the slice's own
+/// `eq_ignore_ascii_case` folds both sides one byte at a time, ~13 instructions per byte.
+fn same_name(kept: &[u8], raw: &[u8]) -> bool {
+    kept == raw
+        || (kept.len() == raw.len()
+            && kept
+                .iter()
+                .zip(raw)
+                .fold(0, |diff, (k, r)| diff | (k ^ r.to_ascii_lowercase()))
+                == 0)
+}
+
+/// `bytes` copied into one new allocation that slices of it share (a head whose target and
+/// values point into it; a header value tracegate makes). `Bytes::copy_from_slice` makes a
+/// buffer that its first `slice` or clone moves behind a second, shared allocation: two per
+/// head and request. Up to [`INLINE_MAX`] bytes go inline in the shared allocation, in the
+/// smallest of four sizes that holds them (each within glibc's per-thread cache); larger
+/// ones are rare and take the two.
+pub fn shared_copy(bytes: &[u8]) -> Bytes {
+    match bytes.len() {
+        0..=64 => inline::<64>(bytes),
+        65..=216 => inline::<216>(bytes),
+        217..=472 => inline::<472>(bytes),
+        473..=INLINE_MAX => inline::<INLINE_MAX>(bytes),
+        _ => Bytes::copy_from_slice(bytes),
+    }
+}
+
+/// The most bytes [`shared_copy`] keeps inline. With the length and the reference count
+/// (16 bytes) the allocation stays under 1 KiB, the largest glibc's per-thread cache holds.
+pub const INLINE_MAX: usize = 976;
+
+fn inline<const N: usize>(bytes: &[u8]) -> Bytes {
+    struct Inline<const N: usize> {
+        buf: [u8; N],
+        len: usize,
+    }
+    impl<const N: usize> AsRef<[u8]> for Inline<N> {
+        fn as_ref(&self) -> &[u8] {
+            &self.buf[..self.len]
+        }
+    }
+    let mut buf = [0u8; N];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    Bytes::from_owner(Inline {
+        buf,
+        len: bytes.len(),
+    })
+}
+
 /// One field line.
 pub fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
@@ -306,6 +390,59 @@ pub fn allowed_trailers(h: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_come_back_from_the_last_head_where_they_repeat() {
+        let mut names = Names::default();
+        let first = names.name(0, b"X-Request-Id").unwrap();
+        assert_eq!(first.as_str(), "x-request-id");
+        assert_eq!(names.name(1, b"host").unwrap(), header::HOST);
+        // The next head: the same name, in another case, is the kept one (the same bytes,
+        // not a new parse).
+        let again = names.name(0, b"x-REQUEST-id").unwrap();
+        assert_eq!(again, first);
+        assert_eq!(again.as_str().as_ptr(), first.as_str().as_ptr());
+        // Another name at that position is parsed, and kept in its place.
+        let other = names.name(0, b"X-Correlation-Id").unwrap();
+        assert_eq!(other.as_str(), "x-correlation-id");
+        assert_ne!(other.as_str().as_ptr(), first.as_str().as_ptr());
+        assert_eq!(
+            names
+                .name(0, b"x-correlation-id")
+                .unwrap()
+                .as_str()
+                .as_ptr(),
+            other.as_str().as_ptr()
+        );
+        // Invalid names are refused wherever they come, kept names or not.
+        assert!(names.name(0, b"x-correlation id").is_err());
+        assert!(names.name(1, b"ho st").is_err());
+        assert!(names.name(7, b"").is_err());
+        // Past what is kept, and after a gap, names still parse.
+        assert_eq!(names.name(7, b"Accept").unwrap(), header::ACCEPT);
+        for i in 0..Names::KEPT + 4 {
+            let raw = format!("x-field-{i}");
+            assert_eq!(names.name(i, raw.as_bytes()).unwrap().as_str(), raw);
+            assert_eq!(names.name(i, raw.as_bytes()).unwrap().as_str(), raw);
+        }
+        assert_eq!(names.0.len(), Names::KEPT);
+    }
+
+    #[test]
+    fn a_shared_copy_holds_the_bytes_at_every_size_boundary() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let edges = [0, 1, 64, 65, 216, 217, 472, 473, INLINE_MAX];
+        for n in edges.into_iter().chain([INLINE_MAX + 1, 3000]) {
+            let b = shared_copy(&data[..n]);
+            assert_eq!(&b[..], &data[..n], "{n} bytes");
+            // Slices and clones see the same bytes, and outlive the original.
+            let tail = b.slice(n / 2..);
+            let whole = b.clone();
+            drop(b);
+            assert_eq!(&tail[..], &data[n / 2..n], "{n} bytes, the tail");
+            assert_eq!(&whole[..], &data[..n], "{n} bytes, a clone");
+        }
+    }
 
     #[test]
     fn a_recycled_header_map_comes_back_empty_with_its_room() {

@@ -247,32 +247,12 @@ impl Propagation {
 }
 
 /// A header value tracegate makes (a `traceparent`, a generated correlation id, the peer's
-/// address), held in one allocation that its clones share. `HeaderValue::from_bytes` copies
-/// into a buffer that the first clone (the retry snapshot, the exchange, the response) has to
-/// move to a shared one: a second allocation per value and request. `None` for bytes that are
-/// not a valid header value.
+/// address), held in one allocation that its clones share (`http1::shared_copy`):
+/// `HeaderValue::from_bytes` copies into a buffer that the first clone (the retry snapshot,
+/// the exchange, the response) has to move to a shared one, a second allocation per value
+/// and request. `None` for bytes that are not a valid header value.
 pub fn shared_value(bytes: &[u8]) -> Option<http::HeaderValue> {
-    /// Room for the longest value made per request: an IPv6 address (45 bytes).
-    const ROOM: usize = 64;
-    struct Inline {
-        buf: [u8; ROOM],
-        len: usize,
-    }
-    impl AsRef<[u8]> for Inline {
-        fn as_ref(&self) -> &[u8] {
-            &self.buf[..self.len]
-        }
-    }
-    if bytes.len() > ROOM {
-        return http::HeaderValue::from_bytes(bytes).ok();
-    }
-    let mut buf = [0u8; ROOM];
-    buf[..bytes.len()].copy_from_slice(bytes);
-    let owned = bytes::Bytes::from_owner(Inline {
-        buf,
-        len: bytes.len(),
-    });
-    http::HeaderValue::from_maybe_shared(owned).ok()
+    http::HeaderValue::from_maybe_shared(crate::http1::shared_copy(bytes)).ok()
 }
 
 /// A header value made for one request (a `traceparent`, a span or correlation id), as

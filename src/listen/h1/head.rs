@@ -6,12 +6,11 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use super::body::Framing;
-use crate::http1::{Chunk, parse_decimal, put_field};
+use crate::http1::{Chunk, Names, parse_decimal, put_field};
 
 /// Header fields a request's map has room for from the start, at least: the proxy adds up
 /// to six (`X-Forwarded-*`, trace context, correlation id) before sending it upstream.
@@ -40,8 +39,9 @@ pub(super) enum Parsed {
     Unusual,
 }
 
-/// Parses a request head from the front of `buf`.
-pub(super) fn parse(buf: &[u8], max_fields: usize) -> Parsed {
+/// Parses a request head from the front of `buf`, its field names taken from `names` where
+/// the connection's last head had them.
+pub(super) fn parse(buf: &[u8], max_fields: usize, names: &mut Names) -> Parsed {
     // Not zeroed first (3 KiB): httparse writes the fields it parses.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let fields = &mut fields[..max_fields.min(STACK_FIELDS)];
@@ -106,7 +106,7 @@ pub(super) fn parse(buf: &[u8], max_fields: usize) -> Parsed {
         _ => None,
     };
     // The head in one copy: the target and every value point into it.
-    let all = Bytes::copy_from_slice(&buf[..used]);
+    let all = crate::http1::shared_copy(&buf[..used]);
     let base = buf.as_ptr() as usize;
     let slice = |s: &[u8]| {
         let at = s.as_ptr() as usize - base;
@@ -116,9 +116,9 @@ pub(super) fn parse(buf: &[u8], max_fields: usize) -> Parsed {
         return Parsed::Unusual;
     };
     let mut headers = crate::http1::header_map((req.headers.len() + 6).max(MAP_ROOM));
-    for f in req.headers.iter() {
+    for (i, f) in req.headers.iter().enumerate() {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(f.name.as_bytes()),
+            names.name(i, f.name.as_bytes()),
             HeaderValue::from_maybe_shared(slice(f.value)),
         ) else {
             return Parsed::Unusual;
@@ -278,7 +278,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> (Head, usize) {
-        match parse(text.as_bytes(), 100) {
+        match parse(text.as_bytes(), 100, &mut Names::default()) {
             Parsed::Head(h, n) => (*h, n),
             Parsed::Partial => panic!("partial: {text:?}"),
             Parsed::Unusual => panic!("unusual: {text:?}"),
@@ -286,7 +286,10 @@ mod tests {
     }
 
     fn unusual(text: &str) -> bool {
-        matches!(parse(text.as_bytes(), 100), Parsed::Unusual)
+        matches!(
+            parse(text.as_bytes(), 100, &mut Names::default()),
+            Parsed::Unusual
+        )
     }
 
     #[test]
@@ -312,7 +315,7 @@ mod tests {
         let (h, _) = head("GET http://app:8080/x HTTP/1.1\r\n\r\n");
         assert_eq!(h.parts.uri.authority().unwrap(), "app:8080");
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nhost: a\r\n", 100),
+            parse(b"GET / HTTP/1.1\r\nhost: a\r\n", 100, &mut Names::default()),
             Parsed::Partial
         ));
     }
@@ -342,7 +345,11 @@ mod tests {
         assert!(unusual("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
         let many: String = (0..3).map(|i| format!("x-{i}: y\r\n")).collect();
         assert!(matches!(
-            parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), 2),
+            parse(
+                format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(),
+                2,
+                &mut Names::default()
+            ),
             Parsed::Unusual
         ));
         let (h, _) = head("POST / HTTP/1.1\r\ncontent-length: 7\r\ncontent-length: 7\r\n\r\n");
@@ -363,7 +370,7 @@ mod tests {
         let mut h = HeaderMap::new();
         for (k, v) in fields {
             h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
         }

@@ -99,6 +99,8 @@ struct Conn<I> {
     unread: Option<Framing>,
     max_head: usize,
     max_fields: usize,
+    /// The field names of the last request head.
+    names: crate::http1::Names,
     /// No request has been read yet: the first bytes may be HTTP/2's preface.
     first: bool,
 }
@@ -136,6 +138,7 @@ where
         unread: None,
         max_head: limits.max_request_header_bytes.max(READ_BUF),
         max_fields: limits.max_request_headers,
+        names: Default::default(),
         first: true,
     };
     let mut watch_stop = stop.clone();
@@ -312,7 +315,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     }
                 } else {
                     self.first = false;
-                    match head::parse(buf, self.max_fields) {
+                    match head::parse(buf, self.max_fields, &mut self.names) {
                         Parsed::Head(h, used) => {
                             self.inbox.consume(used);
                             return Poll::Ready(Next::Head(h));

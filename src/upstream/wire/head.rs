@@ -5,12 +5,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::body::Incoming;
 use super::{MAX_FIELDS, RequestBody};
-use crate::http1::{Chunk, parse_decimal, put_field};
+use crate::http1::{Chunk, Names, parse_decimal, put_field};
 
 /// The request body's framing on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +151,13 @@ pub(super) struct Head {
 
 /// Parses a response head from the front of `buf`: `None` while it is incomplete; with it,
 /// the bytes it took (body bytes in `ready` come after those).
-/// `bodiless`: the request was HEAD (its response has no body, whatever it says).
-pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usize)>, String> {
+/// `bodiless`: the request was HEAD (its response has no body, whatever it says). Field names
+/// come from `names` where the connection's last response had them.
+pub(super) fn parse_head(
+    buf: &[u8],
+    bodiless: bool,
+    names: &mut Names,
+) -> Result<Option<(Head, usize)>, String> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -239,14 +244,15 @@ pub(super) fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(Head, usi
         Incoming::Length(n) => rest.min(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => 0,
     };
-    let all = Bytes::copy_from_slice(&buf[..used + with]);
+    let all = crate::http1::shared_copy(&buf[..used + with]);
     let base = buf.as_ptr() as usize;
     let mut headers = crate::http1::header_map((res.headers.len() + 2).max(MAP_ROOM));
-    for f in res.headers.iter() {
+    for (i, f) in res.headers.iter().enumerate() {
         if te.is_some() && f.name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        let name = HeaderName::from_bytes(f.name.as_bytes())
+        let name = names
+            .name(i, f.name.as_bytes())
             .map_err(|_| format!("invalid header name {:?} in the response", f.name))?;
         let at = f.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(all.slice(at..at + f.value.len()))
@@ -273,7 +279,9 @@ mod tests {
     use http::Request;
 
     fn head(text: &str) -> (Head, usize) {
-        parse_head(text.as_bytes(), false).unwrap().unwrap()
+        parse_head(text.as_bytes(), false, &mut Names::default())
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -312,26 +320,42 @@ mod tests {
         assert!(
             parse_head(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
-                false
+                false,
+                &mut Names::default()
             )
             .is_err()
         );
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
         assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 3", false)
-                .unwrap()
-                .is_none()
+            parse_head(
+                b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+                false,
+                &mut Names::default()
+            )
+            .is_err()
         );
-        assert!(parse_head(b"NOT HTTP\r\n\r\n", false).is_err());
+        assert!(
+            parse_head(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3",
+                false,
+                &mut Names::default()
+            )
+            .unwrap()
+            .is_none()
+        );
+        assert!(parse_head(b"NOT HTTP\r\n\r\n", false, &mut Names::default()).is_err());
         let (h, _) = head("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nnext");
         assert_eq!(
             (h.body, h.ready),
             (Incoming::Length(0), None),
             "204 has no body"
         );
-        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n", true)
-            .unwrap()
-            .unwrap();
+        let (h, _) = parse_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n",
+            true,
+            &mut Names::default(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.body, Incoming::Length(0), "nor has the answer to HEAD");
         let (h, _) = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ncontent-length: x\r\ntransfer-encoding: chunked\r\n\r\n",
@@ -346,7 +370,14 @@ mod tests {
             "and the length is not passed on"
         );
         let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: y\r\n")).collect();
-        assert!(parse_head(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(), false).is_err());
+        assert!(
+            parse_head(
+                format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(),
+                false,
+                &mut Names::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -368,7 +399,7 @@ mod tests {
         *req.uri_mut() = "/p?q=1".parse().unwrap();
         for (k, v) in headers {
             req.headers_mut().append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
         }

@@ -42,7 +42,7 @@ use super::RequestBody;
 use super::connect::Conn;
 use super::http1::Http1List;
 use crate::error::{Failure, ProxyError};
-use crate::http1::{Inbox, allowed_trailers, put_field};
+use crate::http1::{Inbox, Names, allowed_trailers, put_field};
 pub use body::Body;
 use body::Incoming;
 use head::{Framing, Head, encode_head, parse_head};
@@ -67,6 +67,8 @@ pub struct Connection {
     /// The next bytes to write: a request head, then body data in its framing.
     out: Vec<u8>,
     written: usize,
+    /// The field names of the last response head.
+    names: Names,
 }
 
 impl Connection {
@@ -76,6 +78,7 @@ impl Connection {
             inbox: Inbox::new(READ_BUF),
             out: Vec::with_capacity(512),
             written: 0,
+            names: Names::default(),
         })
     }
 
@@ -354,7 +357,7 @@ fn poll_exchange(
             }
         }
         loop {
-            match parse_head(conn.buffered(), up.head_request) {
+            match parse_head(conn.inbox.buffered(), up.head_request, &mut conn.names) {
                 Ok(Some((head, used))) => {
                     let ready = head.ready.as_ref().map_or(0, Bytes::len);
                     conn.consume(used + ready);

@@ -141,8 +141,8 @@ fn entry(e: &Exchange) -> Entry {
         request_id: e.correlation_id.clone(),
         route: e.route.clone(),
         method: e.method.clone(),
-        path: e.path.clone(),
-        query: e.query.clone(),
+        path: e.text.path().to_string(),
+        query: e.text.query().map(str::to_string),
         status: e.status,
         duration: e.duration,
         bytes_in: e

@@ -29,7 +29,7 @@ use crate::listen::ClientBody;
 use crate::metrics::Metrics;
 use crate::route::{self, Router};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
-use crate::span::{ClientCall, Exchange, Grpc, OptIn};
+use crate::span::{ClientCall, Exchange, Grpc, OptIn, RequestText};
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::viewer::Viewer;
 
@@ -251,11 +251,15 @@ async fn exchange(
             started,
             duration: Default::default(),
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            query: req.uri().query().map(|q| rt.capture.query(q).into_owned()),
+            text: RequestText::new(
+                req.uri().path(),
+                req.uri().query().map(|q| rt.capture.query(q)).as_deref(),
+                server_address,
+                seen.get(req.headers(), &header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            ),
             route: route.map(|r| r.name.clone()),
             status: 0,
-            server_address: server_address.map(str::to_string),
             server_port,
             local: conn.local,
             peer: conn.peer,
@@ -267,10 +271,6 @@ async fn exchange(
                 &rt.trusted_proxies,
             ),
             version: req.version(),
-            user_agent: seen
-                .get(req.headers(), &header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
             correlation_id: correlation.as_ref().map(|c| c.value.clone()),
             error_type: None,
             bytes_sent: 0,

@@ -52,9 +52,9 @@ impl Summary {
                 .into_owned(),
             route: e.route.as_deref().unwrap_or("").to_string(),
             method: e.method.to_string(),
-            path: match &e.query {
-                Some(q) => format!("{}?{q}", e.path),
-                None => e.path.clone(),
+            path: match e.text.query() {
+                Some(q) => format!("{}?{q}", e.text.path()),
+                None => e.text.path().to_string(),
             },
             status: e.status,
             start: e.start,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use tracegate::context::{self, TraceIds, w3c};
 use tracegate::sample::{Reason, TailRule};
-use tracegate::span::{ClientCall, Exchange, OptIn, Target};
+use tracegate::span::{ClientCall, Exchange, OptIn, RequestText, Target};
 
 pub const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 pub const TS: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,vendor3=a1b2c3,vendor4=opaque-value";
@@ -33,11 +33,14 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         started: Instant::now(),
         duration: Duration::ZERO,
         method: Method::GET,
-        path: "/api/orders/12345".to_string(),
-        query: Some("page=2".to_string()),
+        text: RequestText::new(
+            "/api/orders/12345",
+            Some("page=2"),
+            Some("api.example.com"),
+            Some("curl/8.5.0"),
+        ),
         route: Some(Arc::from("/api/orders/{id}")),
         status: 200,
-        server_address: Some("api.example.com".to_string()),
         server_port: Some(80),
         tls: None,
         upgrade: None,
@@ -45,7 +48,6 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         local: "127.0.0.1:8080".parse().unwrap(),
         peer,
         version: Version::HTTP_11,
-        user_agent: Some("curl/8.5.0".to_string()),
         correlation_id: Some(HeaderValue::from_static(
             "5f2b6c1e-8d3a-4e0f-9b7c-2a1d3e4f5a6b",
         )),

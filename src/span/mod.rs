@@ -205,6 +205,65 @@ impl ClientCall {
     }
 }
 
+/// The request's path, query, `Host` name and `User-Agent` as recorded, in one allocation:
+/// four `String`s were up to four allocations and four frees per request.
+#[derive(Clone, Debug, Default)]
+pub struct RequestText {
+    text: String,
+    /// Where each part ends in `text` (path, query, host, user agent); `None`: absent.
+    ends: [Option<usize>; 4],
+}
+
+impl RequestText {
+    pub fn new(
+        path: &str,
+        query: Option<&str>,
+        server_address: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> RequestText {
+        let parts = [Some(path), query, server_address, user_agent];
+        let mut text = String::with_capacity(parts.iter().flatten().map(|p| p.len()).sum());
+        let ends = parts.map(|p| {
+            p.map(|p| {
+                text.push_str(p);
+                text.len()
+            })
+        });
+        RequestText { text, ends }
+    }
+
+    fn part(&self, i: usize) -> Option<&str> {
+        let end = self.ends[i]?;
+        let start = self.ends[..i].iter().rev().flatten().next().copied();
+        Some(&self.text[start.unwrap_or(0)..end])
+    }
+
+    pub fn path(&self) -> &str {
+        self.part(0).unwrap_or("")
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.part(1)
+    }
+
+    /// The `Host` header's name (without the port).
+    pub fn server_address(&self) -> Option<&str> {
+        self.part(2)
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.part(3)
+    }
+
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
 /// Everything recorded about one inbound request.
 #[derive(Clone, Debug)]
 pub struct Exchange {
@@ -214,11 +273,10 @@ pub struct Exchange {
     pub started: Instant,
     pub duration: Duration,
     pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
+    /// Path, query, `Host` name and `User-Agent`.
+    pub text: RequestText,
     pub route: Option<Arc<str>>,
     pub status: u16,
-    pub server_address: Option<String>,
     pub server_port: Option<u16>,
     /// The client's TLS connection, if any.
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
@@ -229,7 +287,6 @@ pub struct Exchange {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub version: Version,
-    pub user_agent: Option<String>,
     pub correlation_id: Option<HeaderValue>,
     pub error_type: Option<&'static str>,
     pub bytes_sent: u64,
@@ -273,10 +330,7 @@ impl Exchange {
     /// Approximate bytes held while queued, for the exporter's byte bound.
     pub fn approx_size(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.path.len()
-            + self.query.as_ref().map_or(0, String::len)
-            + self.server_address.as_ref().map_or(0, String::len)
-            + self.user_agent.as_ref().map_or(0, String::len)
+            + self.text.len()
             + self.tracestate.as_ref().map_or(0, String::len)
             + self.correlation_id.as_ref().map_or(0, HeaderValue::len)
             + if self.client.is_some() {
@@ -367,8 +421,8 @@ impl Exchange {
     fn server_attributes(&self, out: &mut impl SpanSink) {
         write_method(out, &self.method);
         self.write_opt_in(out);
-        str(out, "url.path", &self.path);
-        if let Some(q) = &self.query {
+        str(out, "url.path", self.text.path());
+        if let Some(q) = self.text.query() {
             str(out, "url.query", q);
         }
         if let Some(u) = &self.upgrade {
@@ -389,7 +443,7 @@ impl Exchange {
             str(out, "http.route", r);
         }
         int(out, "http.response.status_code", i64::from(self.status));
-        if let Some(h) = &self.server_address {
+        if let Some(h) = self.text.server_address() {
             str(out, "server.address", h);
         }
         if let Some(p) = self.server_port {
@@ -405,7 +459,7 @@ impl Exchange {
         int(out, "network.peer.port", i64::from(self.peer.port()));
         // `network.protocol.name` is only required when it is not `http`: it always is.
         out.attr_static("network.protocol.version", protocol_version(self.version));
-        if let Some(ua) = &self.user_agent {
+        if let Some(ua) = self.text.user_agent() {
             str(out, "user_agent.original", ua);
         }
         if let Some(id) = self.correlation_id.as_ref().and_then(|v| v.to_str().ok()) {
@@ -450,9 +504,9 @@ impl Exchange {
         write_method(out, &self.method);
         // `server.*`, `network.peer.*` and `tracegate.upstream`.
         out.block(&c.target.attrs);
-        let url: &[&str] = match &self.query {
-            Some(q) => &[&c.target.base_url, &self.path, "?", q],
-            None => &[&c.target.base_url, &self.path],
+        let url: &[&str] = match self.text.query() {
+            Some(q) => &[&c.target.base_url, self.text.path(), "?", q],
+            None => &[&c.target.base_url, self.text.path()],
         };
         out.attr(Key::of("url.full"), Val::Parts(url));
         if c.resend_count > 0 {
@@ -593,5 +647,40 @@ fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
     out.attr(Key::of("rpc.method"), Val::Str(&g.method));
     if let Some(code) = g.status {
         out.attr(Key::of("rpc.grpc.status_code"), Val::Int(i64::from(code)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestText;
+
+    #[test]
+    fn request_text_gives_back_each_part_present_or_absent() {
+        let all = RequestText::new("/api/x", Some("a=1"), Some("shop.example"), Some("curl/8"));
+        assert_eq!(all.path(), "/api/x");
+        assert_eq!(all.query(), Some("a=1"));
+        assert_eq!(all.server_address(), Some("shop.example"));
+        assert_eq!(all.user_agent(), Some("curl/8"));
+        assert_eq!(all.len(), "/api/xa=1shop.examplecurl/8".len());
+
+        let gaps = RequestText::new("/", None, Some("h"), None);
+        assert_eq!((gaps.path(), gaps.query()), ("/", None));
+        assert_eq!(
+            (gaps.server_address(), gaps.user_agent()),
+            (Some("h"), None)
+        );
+
+        // Empty parts stay present; a part after a gap starts where the last present one
+        // ended.
+        let empty = RequestText::new("", Some(""), None, Some("ua ünï"));
+        assert_eq!((empty.path(), empty.query()), ("", Some("")));
+        assert_eq!(
+            (empty.server_address(), empty.user_agent()),
+            (None, Some("ua ünï"))
+        );
+
+        let none = RequestText::default();
+        assert_eq!(none.path(), "");
+        assert!(none.query().is_none() && none.user_agent().is_none() && none.is_empty());
     }
 }

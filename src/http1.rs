@@ -275,18 +275,18 @@ impl Names {
 
     /// The `i`-th field's name in this head, `raw` as it came.
     pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-        if let Some(kept) = self.0.get_mut(i) {
-            if same_name(kept.as_str().as_bytes(), raw) {
-                return Ok(kept.clone());
-            }
-            let name = HeaderName::from_bytes(raw)?;
-            *kept = name.clone();
-            return Ok(name);
+        if let Some(kept) = self.0.get(i)
+            && same_name(kept.as_str().as_bytes(), raw)
+        {
+            return Ok(kept.clone());
         }
         let name = HeaderName::from_bytes(raw)?;
-        // Only the next position: a gap would leave an earlier one empty.
-        if i == self.0.len() && i < Self::KEPT {
-            self.0.push(name.clone());
+        let kept = self.0.len();
+        match self.0.get_mut(i) {
+            Some(slot) => *slot = name.clone(),
+            // Only the next position: a gap would leave an earlier one empty.
+            None if i == kept && i < Self::KEPT => self.0.push(name.clone()),
+            None => {}
         }
         Ok(name)
     }

@@ -174,8 +174,9 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// One request through the steps of the path.
-async fn exchange(
+/// One request through the steps of the path. The HTTP/1.1 connection loop calls it
+/// directly; [`handle`] wraps it for hyper's connections.
+pub async fn exchange(
     shared: Arc<Shared>,
     conn: ConnInfo,
     mut req: Request<ClientBody>,

@@ -28,11 +28,12 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName};
-use http::{Request, Response};
+use http::{Request, StatusCode};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -181,20 +182,22 @@ where
             }
         };
         let req = Request::from_parts(parts, ClientBody::Own(body));
-        let mut handling = pin!(proxy::handle(
+        // `proxy::exchange`, not `proxy::handle`: what `handle` adds for hyper (the request
+        // in flight until its body is dropped, `Connection: close` when draining or after a
+        // 408) this loop does itself, and the response is not moved through one more future.
+        let in_flight = state.dispatch();
+        let mut handling = pin!(proxy::exchange(
             shared.clone(),
             info.clone(),
-            state.dispatch(),
-            req
+            req,
+            in_flight.ambiguous()
         ));
         // The request runs in this task; the connection reads its body as it asks.
         let resp = poll_fn(|cx| {
             // Polled first: the body asks for more from inside it.
             loop {
-                match handling.as_mut().poll(cx) {
-                    Poll::Ready(Ok(resp)) => return Poll::Ready(Some(resp)),
-                    Poll::Ready(Err(never)) => match never {},
-                    Poll::Pending => {}
+                if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+                    return Poll::Ready(Some(resp));
                 }
                 if !c.pump(cx, &mut reader) {
                     if reader.is_none() && c.poll_client_gone(cx) {
@@ -209,7 +212,12 @@ where
             // The client went away: the request is dropped unanswered.
             return Ok(());
         };
-        let mut close = !keep_alive || stopped || wants_close(&resp);
+        // A 408 leaves the client's body unread: the connection cannot be reused.
+        let mut close = !keep_alive
+            || stopped
+            || shared.draining.load(Relaxed)
+            || matches!(resp.status(), StatusCode::REQUEST_TIMEOUT)
+            || resp.status().is_informational();
         let (parts, mut rbody) = resp.into_parts();
         let exact = rbody.size_hint().exact();
         let framing = head::encode(
@@ -240,6 +248,7 @@ where
             poll_fn(|cx| c.poll_response(cx, &mut rbody, &mut writing, &mut reader)).await;
         // The response is over: its span ends, the request is no longer in flight.
         drop(rbody);
+        drop(in_flight);
         match written {
             Ok(true) => {}
             Ok(false) => close = true,
@@ -263,15 +272,6 @@ where
             c.out = Vec::new();
         }
     }
-}
-
-/// The response (the proxy's own `Connection: close`: draining, a 408) ends the connection.
-fn wants_close(resp: &Response<ProxyBody>) -> bool {
-    resp.headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-        || resp.status().is_informational()
 }
 
 /// A response body on its way out.

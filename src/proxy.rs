@@ -232,10 +232,10 @@ pub async fn exchange(
     let export_spans = decision.is_some_and(|d| {
         rt.export.enabled() && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
     });
-    let metrics = shared.metrics.as_ref().filter(|_| traced);
-    let viewer = shared.viewer.as_ref().filter(|_| traced);
-    let record =
-        export_spans || shared.access_log.enabled() || metrics.is_some() || viewer.is_some();
+    // Untraced requests stay out of the metrics and the viewer (`SpanGuard::record`).
+    let record = export_spans
+        || shared.access_log.enabled()
+        || (traced && (shared.metrics.is_some() || shared.viewer.is_some()));
     let mut guard = record.then(|| {
         let (server_address, port) = host.map_or((None, ""), |h| {
             let (name, port) = route::split_port(h);
@@ -303,14 +303,10 @@ pub async fn exchange(
         };
         SpanGuard::new(
             exchange,
-            export_spans.then(|| rt.export.clone()),
-            shared.sampling.clone(),
-            shared
-                .access_log
-                .enabled()
-                .then(|| shared.access_log.clone()),
-            metrics.map(|m| (m.clone(), route.map(|r| r.histograms.clone()))),
-            viewer.cloned(),
+            shared.clone(),
+            rt.clone(),
+            route.map(|r| r.index),
+            export_spans,
         )
     });
 

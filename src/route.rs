@@ -25,6 +25,8 @@ pub struct Route {
     pub attributes: Arc<crate::span::Block>,
     /// This route's request-duration histograms, found once per label set.
     pub histograms: Arc<crate::metrics::RouteHistograms>,
+    /// Its place in the router (`Router::route`).
+    pub index: usize,
     path: PathMatch,
     host: Option<HostMatch>,
     methods: Vec<Method>,
@@ -46,7 +48,8 @@ impl Router {
         Router {
             routes: settings
                 .iter()
-                .map(|r| Route {
+                .enumerate()
+                .map(|(index, r)| Route {
                     name: Arc::from(r.name.as_str()),
                     upstream: r.upstream,
                     policy: RoutePolicy {
@@ -59,6 +62,7 @@ impl Router {
                     excluded: r.excluded,
                     attributes: merge(global_attributes, &r.attributes),
                     histograms: Arc::default(),
+                    index,
                     path: r.path.clone(),
                     host: r.host.clone(),
                     methods: r.methods.clone(),
@@ -66,6 +70,11 @@ impl Router {
                 })
                 .collect(),
         }
+    }
+
+    /// The route at `index` (`Route::index`).
+    pub fn route(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
     }
 
     /// The first route whose conditions all hold.

@@ -18,7 +18,7 @@ use http::{Request, Response};
 use hyper::client::conn::http2::SendRequest;
 
 use super::connect::{Conn, Connector};
-use super::http1::Http1List;
+use super::http1::{Http1List, asks_upgrade};
 use super::http2::Http2Slot;
 use super::{Keep, RequestBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
@@ -89,7 +89,7 @@ impl Conns {
         &self,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
-        mut keep: Keep<'_>,
+        keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
         if let Some(h2) = &self.http2 {
             if let Some(sender) = h2.live() {
@@ -106,14 +106,16 @@ impl Conns {
             }
             origin_form(&mut req);
         }
-        let req = match self
-            .http1
-            .send_kept(settings, req, keep.as_deref_mut())
-            .await
-        {
-            Unsent::Done(result) => return result,
-            Unsent::Back(req) => req,
+        // An idle connection, unless the request asks for an upgrade (a new connection of
+        // its own, through hyper).
+        let idle = if asks_upgrade(&req) {
+            None
+        } else {
+            self.http1.take_idle()
         };
+        if let Some(conn) = idle {
+            return self.http1.send_on(settings, conn, req, keep).await;
+        }
         Box::pin(self.send_new(settings, req, keep)).await
     }
 

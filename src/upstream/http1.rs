@@ -22,7 +22,7 @@ use http::{Request, Response, header};
 use hyper::client::conn::http1::Builder;
 
 use super::connect::Conn;
-use super::conns::{ConnSettings, Unsent};
+use super::conns::ConnSettings;
 use super::wire::{self, Connection, Home};
 use super::{Keep, RequestBody, UpstreamBody};
 use crate::error::Failure;
@@ -42,23 +42,6 @@ struct Idle {
 }
 
 impl Http1List {
-    /// Sends `req` (origin-form URI) on an idle connection; hands it back when there is
-    /// none (or it asks for an upgrade, which takes a new connection).
-    pub async fn send_kept(
-        self: &Arc<Self>,
-        settings: &ConnSettings,
-        req: Request<RequestBody>,
-        keep: Keep<'_>,
-    ) -> Unsent {
-        if asks_upgrade(&req) {
-            return Unsent::Back(req);
-        }
-        match self.take_idle() {
-            Some(conn) => Unsent::Done(self.send_on(settings, conn, req, keep).await),
-            None => Unsent::Back(req),
-        }
-    }
-
     /// Sends `req` on a new HTTP/1.1 connection over `io`, kept for the next requests
     /// unless `max_idle` is 0.
     pub async fn send_new(
@@ -74,24 +57,26 @@ impl Http1List {
         self.send_on(settings, Connection::new(io), req, keep).await
     }
 
-    async fn send_on(
+    /// Sends `req` on `conn` (origin-form URI). A plain function returning the send's
+    /// future: the request path's futures nest as deep as their `async fn`s, and each level
+    /// moved the request in and the response out.
+    pub fn send_on<'a>(
         self: &Arc<Self>,
         settings: &ConnSettings,
         conn: Box<Connection>,
         req: Request<RequestBody>,
-        keep: Keep<'_>,
-    ) -> Result<Response<UpstreamBody>, Failure> {
+        keep: Keep<'a>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
         let home = Home {
             list: self.clone(),
             max_idle: settings.max_idle,
         };
-        let resp = wire::send(conn, req, home, keep).await?;
-        Ok(resp.map(UpstreamBody::Wire))
+        wire::send(conn, req, home, keep)
     }
 
     /// The most recently used idle connection the upstream has not closed; the others
     /// passed over are closed.
-    fn take_idle(&self) -> Option<Box<Connection>> {
+    pub fn take_idle(&self) -> Option<Box<Connection>> {
         let mut idle = self.lock();
         while let Some(mut i) = idle.pop() {
             if i.conn.alive() {
@@ -135,8 +120,9 @@ impl Http1List {
     }
 }
 
-/// The request asks to switch protocols (`forward::ask_upgrade` set `Upgrade`).
-fn asks_upgrade(req: &Request<RequestBody>) -> bool {
+/// The request asks to switch protocols (`forward::ask_upgrade` set `Upgrade`): it takes a
+/// new connection of its own.
+pub fn asks_upgrade(req: &Request<RequestBody>) -> bool {
     req.headers().contains_key(header::UPGRADE)
 }
 

@@ -38,9 +38,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use hyper::rt::{Read, ReadBuf, Write};
 
-use super::RequestBody;
 use super::connect::Conn;
 use super::http1::Http1List;
+use super::{RequestBody, UpstreamBody};
 use crate::error::{Failure, ProxyError};
 use crate::http1::{Inbox, Names, allowed_trailers, put_field};
 pub use body::Body;
@@ -150,7 +150,7 @@ pub async fn send(
     req: Request<RequestBody>,
     home: Home,
     keep: super::Keep<'_>,
-) -> Result<Response<Body>, Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let (parts, mut body) = req.into_parts();
     let framing = encode_head(&parts, &body, &mut conn.out);
     // Written with the head; a head handed back for a retry gets them in its map.
@@ -206,24 +206,24 @@ pub async fn send(
     let keep = head.keep_alive && upload.finished && home.max_idle > 0;
     drop(body);
     let framing = head.body;
-    let mut resp = Response::new(Body {
+    let mut body = Body {
         conn: Some(conn),
         framing,
         ready: head.ready,
         keep: keep && framing != Incoming::Close,
         home: Some(home),
-    });
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
+    };
     // A body that came whole with the head (or none at all) frees the connection now,
     // read or not.
-    let body = resp.body_mut();
     if let Incoming::Length(n) = body.framing {
         if body.ready.as_ref().map_or(0, Bytes::len) as u64 == n {
             body.finish();
         }
     }
+    let mut resp = Response::new(UpstreamBody::Wire(body));
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
     Ok(resp)
 }
 

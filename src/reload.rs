@@ -65,10 +65,11 @@ impl Reloader {
                 true
             }
             Err(errors) => {
-                self.stats.failed.fetch_add(1, Relaxed);
+                // Logged before it is counted: whoever sees the count finds the reason.
                 log::error(&format!(
                     "config reload ({why}) rejected, the previous config keeps serving:\n{errors}"
                 ));
+                self.stats.failed.fetch_add(1, Relaxed);
                 false
             }
         }

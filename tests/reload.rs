@@ -25,6 +25,19 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The process's log once a line holds `needle`: its stderr is read by a thread of the
+/// harness, so a line can arrive after what the test saw over the sockets (a counter).
+async fn log_with(log: &std::sync::Mutex<Vec<String>>, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let logged = log.lock().unwrap().join("\n");
+        if logged.contains(needle) || tokio::time::Instant::now() >= deadline {
+            return logged;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the counter `name` reaches at least `n`; returns its value. (A change may be
 /// applied twice, by the file watch and by SIGHUP, whichever comes first: both are reloads.)
 async fn counter_at_least(admin: &str, name: &str, n: u64) -> u64 {
@@ -109,7 +122,7 @@ async fn reload_swaps_config_without_failing_a_request() {
     );
     let before = b.seen.len();
     b.seen.wait_for(before + 5).await;
-    let logged = log.lock().unwrap().join("\n");
+    let logged = log_with(&log, "unknown upstream `nope`").await;
     assert!(
         logged.contains(&format!("{}:9:", path.display()))
             && logged.contains("unknown upstream `nope`"),
@@ -256,7 +269,7 @@ async fn reload_moves_exporter_and_listeners() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let logged = tg.log.lock().unwrap().join("\n");
+    let logged = log_with(&tg.log, &format!("draining [127.0.0.1:{p1}]")).await;
     assert!(
         logged.contains(&format!("draining [127.0.0.1:{p1}]")),
         "{logged}"
@@ -286,13 +299,9 @@ async fn reload_moves_exporter_and_listeners() {
         200,
         "the listeners keep serving after a rejected reload"
     );
-    let logged = tg.log.lock().unwrap().join("\n");
-    assert!(
-        logged.contains(&format!(
-            "cannot bind the proxy listener on 127.0.0.1:{taken_port}"
-        )),
-        "{logged}"
-    );
+    let needle = format!("cannot bind the proxy listener on 127.0.0.1:{taken_port}");
+    let logged = log_with(&tg.log, &needle).await;
+    assert!(logged.contains(&needle), "{logged}");
     tg.signal("TERM");
     assert!(tg.exit().await.success());
 }

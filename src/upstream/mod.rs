@@ -485,10 +485,11 @@ impl Upstream {
         }
     }
 
-    /// When the response headers are due: within `request_timeout` and the exchange's
-    /// deadline (the first of the two, and the former). The wait is written out where a
-    /// request is sent, not in an `async fn` of its own: a level less of futures, each of
-    /// which moved the response out.
+    /// When the response headers are due (the earlier of `request_timeout` from now and the
+    /// exchange's deadline), and when `request_timeout` alone would have them (which of the
+    /// two ran out, for [`Self::no_answer`]). The wait is written out where a request is
+    /// sent, not in an `async fn` of its own: a level less of futures, each of which moved
+    /// the response out.
     fn answer_due(
         &self,
         deadline: Option<tokio::time::Instant>,

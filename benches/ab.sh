@@ -19,7 +19,7 @@ trap 'cleanup; rm -rf "$copies" "$counts"' EXIT
 cp "$old" "$copies/old"; cp "$new" "$copies/new"
 cat "$copies/old" "$copies/new" >/dev/null
 old=$copies/old; new=$copies/new
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:34317 "$counts" >/dev/null & pids+=($!)
 sleep 0.5
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

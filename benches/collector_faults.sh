@@ -11,7 +11,7 @@ secs=${1:-8}; rounds=${2:-3}
 . benches/lib.sh
 bench_processes
 counts=$(mktemp)
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:28000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:28000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:24317 "$counts" >/dev/null & pids+=($!)
 "${pin1[@]}" python3 -c '
 import socket

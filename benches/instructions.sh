@@ -41,7 +41,7 @@ done
 . benches/lib.sh
 bench_processes
 work=$(mktemp -d)
-"${pin1[@]}" "$bin" echo --listen 127.0.0.1:48000 --workers 1 2>/dev/null & pids+=($!)
+"${pin1[@]}" "$bin" echo --listen 127.0.0.1:48000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:44317 "$work/counts" >/dev/null & pids+=($!)
 sleep 0.5
 # A port in the ephemeral range can be held by an earlier run's connection (even one that

@@ -23,11 +23,20 @@ bench_processes() {
   if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
 }
 
+# The upstream's mode: `tracegate echo --fixed` (the same small JSON body for every
+# request) unless BENCH_ECHO=json asks for the JSON echo of what arrived, the upstream of
+# the results before 2026-12-04's second run. The JSON echo serialises every header it
+# receives: behind a proxy that adds five (traceparent, x-request-id, x-forwarded-*) it works
+# ~2.5x as hard and answers ~2.5x the bytes, on the core it shares with wrk, so part of what
+# it measures is the upstream's work, not the proxy's.
+echo_mode=(--fixed)
+if [ "${BENCH_ECHO:-fixed}" = json ]; then echo_mode=(); fi
+
 # The load side the proxies are measured against, on core 1 (after bench_processes or the
 # caller's own pids/pin1): the echo upstream on 127.0.0.1:18000 and the OTLP sink on
 # 127.0.0.1:14317, which writes what it decoded to the file named by $1.
 bench_backends() {
-  "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 2>/dev/null & pids+=($!)
+  "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
   "${pin1[@]}" "$sink" 127.0.0.1:14317 "$1" >/dev/null & pids+=($!)
 }
 

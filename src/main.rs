@@ -58,6 +58,10 @@ enum Command {
         /// Worker threads. Default: one per core.
         #[arg(long)]
         workers: Option<usize>,
+        /// Answer every request with the same small JSON body instead, whatever arrived:
+        /// a load-test upstream whose work does not grow with the headers a proxy adds.
+        #[arg(long)]
+        fixed: bool,
     },
     /// Probe a URL (default: the admin port's /healthz): exit 0 on a 2xx answer within 2s,
     /// else 1. For container HEALTHCHECKs in images without curl.
@@ -144,7 +148,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Echo { listen, workers }) => {
+        Some(Command::Echo {
+            listen,
+            workers,
+            fixed,
+        }) => {
             let rt = match runtime(workers) {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -157,7 +165,7 @@ fn main() -> ExitCode {
                     Ok(l) => {
                         log::info(&format!("echo upstream serving on {listen}"));
                         tokio::select! {
-                            () = demo::serve_echo(l) => ExitCode::SUCCESS,
+                            () = demo::serve_echo(l, fixed) => ExitCode::SUCCESS,
                             _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
                         }
                     }
@@ -174,7 +182,7 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| format!("cannot bind the echo upstream: {e}"))?;
                 let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
-                tokio::spawn(demo::serve_echo(echo));
+                tokio::spawn(demo::serve_echo(echo, false));
                 demo::settings(&listen, &admin, echo_addr, &env).map_err(|e| e.to_string())
             })
         }),

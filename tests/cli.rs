@@ -226,7 +226,7 @@ async fn health_probes_the_admin_port() {
 async fn the_echo_answers_the_status_and_delay_asked_for() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(tracegate::demo::serve_echo(l));
+    tokio::spawn(tracegate::demo::serve_echo(l, false));
     let client = h1_client();
     let r = get(&client, &format!("http://{addr}/x?status=503"), &[]).await;
     assert_eq!(r.status, 503);
@@ -240,4 +240,51 @@ async fn the_echo_answers_the_status_and_delay_asked_for() {
     .await;
     assert_eq!(r.status, 200, "an invalid status is ignored");
     assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn the_fixed_echo_answers_the_same_bytes_whatever_arrived() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(tracegate::demo::serve_echo(l, true));
+    // One connection: a bare GET, one with a proxy's headers, a POST with a body, then a
+    // GET again (the POST's body was read: the connection stays in step).
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let requests = [
+        "GET /a HTTP/1.1\r\nhost: x\r\n\r\n".to_string(),
+        "GET /b?status=503 HTTP/1.1\r\nhost: x\r\ntraceparent: \
+         00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nx-request-id: r1\r\n\
+         x-forwarded-for: 10.0.0.1\r\n\r\n"
+            .to_string(),
+        format!(
+            "POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n{}",
+            "z".repeat(5000)
+        ),
+        "GET /d HTTP/1.1\r\nhost: x\r\n\r\n".to_string(),
+    ];
+    let mut bodies = Vec::new();
+    for r in &requests {
+        s.write_all(r.as_bytes()).await.unwrap();
+        let (head, mut body) = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        while body.len() < len {
+            let mut chunk = [0u8; 256];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed inside the body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        bodies.push(String::from_utf8(body).unwrap());
+    }
+    for b in &bodies {
+        assert_eq!(b, tracegate::demo::FIXED_BODY);
+    }
 }

@@ -735,7 +735,7 @@ async fn admin_health_readiness_and_config() {
 async fn demo_echo_shows_the_traceparent_tracegate_sent() {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(tracegate::demo::serve_echo(echo));
+    tokio::spawn(tracegate::demo::serve_echo(echo, false));
     let env = tracegate::config::Env::default();
     let settings =
         tracegate::demo::settings("127.0.0.1:0", "127.0.0.1:0", echo_addr, &env).unwrap();

@@ -72,6 +72,7 @@ results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
 echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
 echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
+echo "upstream: tracegate echo ${echo_mode[*]:-(JSON of what arrived: BENCH_ECHO=json)}"
 to_ms() { python3 -c "
 v='$1'
 print(round(float(v[:-2])/1000,3) if v.endswith('us') else round(float(v[:-2]),3) if v.endswith('ms') else round(float(v[:-1])*1000,3))"; }

@@ -23,12 +23,9 @@ bench_processes() {
   if command -v taskset >/dev/null; then pin0=(taskset -c 0); pin1=(taskset -c 1); fi
 }
 
-# The upstream's mode: `tracegate echo --fixed` (the same small JSON body for every
-# request) unless BENCH_ECHO=json asks for the JSON echo of what arrived, the upstream of
-# the results before 2026-12-04's second run. The JSON echo serialises every header it
-# receives: behind a proxy that adds five (traceparent, x-request-id, x-forwarded-*) it works
-# ~2.5x as hard and answers ~2.5x the bytes, on the core it shares with wrk, so part of what
-# it measures is the upstream's work, not the proxy's.
+# The upstream's mode: `tracegate echo --fixed` (why: `demo::fixed`'s comment), unless
+# BENCH_ECHO=json asks for the JSON echo of what arrived, the upstream of the results before
+# 2026-12-04's second run.
 echo_mode=(--fixed)
 if [ "${BENCH_ECHO:-fixed}" = json ]; then echo_mode=(); fi
 

@@ -128,6 +128,8 @@ pub struct ConnInfo {
     /// The peer's address as the `X-Forwarded-For` value: made once per connection, each
     /// request's copy shares it.
     pub peer_value: Option<HeaderValue>,
+    /// What its requests' SERVER spans say of it.
+    pub span_attrs: Arc<crate::span::ConnAttrs>,
 }
 
 impl ConnInfo {
@@ -135,6 +137,7 @@ impl ConnInfo {
         let peer_value =
             crate::context::shared_value(crate::span::IpText::new(peer.ip()).as_str().as_bytes());
         ConnInfo {
+            span_attrs: Arc::new(crate::span::ConnAttrs::new(peer, tls.as_deref())),
             peer,
             local,
             tls,
@@ -264,7 +267,7 @@ pub async fn exchange(
             server_port,
             local: conn.local,
             peer: conn.peer,
-            tls: conn.tls.clone(),
+            conn: conn.span_attrs.clone(),
             upgrade: None,
             client_address: forward::forwarded_client(
                 req.headers(),

@@ -204,13 +204,43 @@ async fn client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy()
             server.attr("network.peer.address").as_deref(),
             Some("127.0.0.1")
         );
+        assert_each_key_once(&server);
         // The upstream sees the chain with the peer appended, trusted or not.
         let seen = app.seen.all();
         assert_eq!(
             seen.last().unwrap().headers["x-forwarded-for"],
             "203.0.113.7, 127.0.0.1"
         );
+        // The next request (the client's pooled connection) names no client: the peer is
+        // the client again, and the attributes the connection's requests share are the same.
+        let r = get(&client, &format!("http://{}/ok", gw.proxy_addrs[0]), &[]).await;
+        let trace_id = r.headers["x-trace-id"].to_str().unwrap().to_string();
+        let next = server_span(&collector, &trace_id).await;
+        assert_eq!(next.attr("client.address").as_deref(), Some("127.0.0.1"));
+        for key in ["network.peer.address", "network.peer.port", "url.scheme"] {
+            assert_eq!(next.attr(key), server.attr(key), "{key}");
+        }
+        assert_each_key_once(&next);
     }
+}
+
+/// No attribute key is written twice in one span.
+fn assert_each_key_once(span: &Received) {
+    let mut keys: Vec<&str> = span
+        .span
+        .attributes
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .collect();
+    let all = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        all,
+        "a key written twice: {:?}",
+        span.span.attributes
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use tracegate::context::{self, TraceIds, w3c};
 use tracegate::sample::{Reason, TailRule};
-use tracegate::span::{ClientCall, Exchange, OptIn, RequestText, Target};
+use tracegate::span::{ClientCall, ConnAttrs, Exchange, OptIn, RequestText, Target};
 
 pub const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 pub const TS: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,vendor3=a1b2c3,vendor4=opaque-value";
@@ -18,6 +18,13 @@ fn trace_headers() -> HeaderMap {
     h.insert("traceparent", HeaderValue::from_static(TP));
     h.insert("tracestate", HeaderValue::from_static(TS));
     h
+}
+
+thread_local! {
+    /// The connection the exchanges come on: made once, as the request path makes it once per
+    /// connection.
+    static CONN: Arc<ConnAttrs> =
+        Arc::new(ConnAttrs::new("127.0.0.1:51234".parse().unwrap(), None));
 }
 
 /// An exchange as the request path records it: continued trace, route, one upstream call.
@@ -42,7 +49,7 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         route: Some(Arc::from("/api/orders/{id}")),
         status: 200,
         server_port: Some(80),
-        tls: None,
+        conn: CONN.with(Arc::clone),
         upgrade: None,
         client_address: None,
         local: "127.0.0.1:8080".parse().unwrap(),

@@ -9,7 +9,7 @@ mod sink;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderValue;
@@ -69,6 +69,61 @@ impl Target {
             tls,
             attrs,
             upstream_attr,
+        }
+    }
+}
+
+/// What the SERVER span says of the connection a request came on: `client.address` (the
+/// peer, unless a trusted proxy names another client), `network.peer.address`,
+/// `network.peer.port`, `url.scheme` and the TLS session's `tls.*`. The same for every
+/// request on the connection: made once per connection, and the OTLP encoder keeps their
+/// encoding ([`Block`]) instead of writing four to seven attributes per span.
+#[derive(Debug)]
+pub struct ConnAttrs {
+    /// With `client.address`, the peer.
+    peer_client: Block,
+    /// Without it, for requests whose client a trusted proxy names: made at the first one.
+    other_client: OnceLock<Block>,
+}
+
+impl ConnAttrs {
+    pub fn new(peer: SocketAddr, tls: Option<&crate::tls::TlsInfo>) -> ConnAttrs {
+        let ip = IpText::new(peer.ip());
+        let text = |s: &str| Fixed::Str(Cow::Owned(s.to_string()));
+        let fixed = |s: &'static str| Fixed::Str(Cow::Borrowed(s));
+        let mut attrs = vec![
+            ("client.address".into(), text(ip.as_str())),
+            ("network.peer.address".into(), text(ip.as_str())),
+            (
+                "network.peer.port".into(),
+                Fixed::Int(i64::from(peer.port())),
+            ),
+        ];
+        match tls {
+            None => attrs.push(("url.scheme".into(), fixed("http"))),
+            Some(t) => {
+                attrs.push(("url.scheme".into(), fixed("https")));
+                attrs.push(("tls.protocol.name".into(), fixed("tls")));
+                attrs.push(("tls.protocol.version".into(), fixed(t.version)));
+                if let Some(s) = &t.client_subject {
+                    attrs.push(("tls.client.subject".into(), text(s)));
+                }
+            }
+        }
+        ConnAttrs {
+            peer_client: Block::new(attrs),
+            other_client: OnceLock::new(),
+        }
+    }
+
+    /// The attributes for a request whose client is the peer, or another (then without
+    /// `client.address`, which the request has to say).
+    pub fn block(&self, client_is_peer: bool) -> &Block {
+        if client_is_peer {
+            &self.peer_client
+        } else {
+            self.other_client
+                .get_or_init(|| self.peer_client.without("client.address"))
         }
     }
 }
@@ -278,8 +333,8 @@ pub struct Exchange {
     pub route: Option<Arc<str>>,
     pub status: u16,
     pub server_port: Option<u16>,
-    /// The client's TLS connection, if any.
-    pub tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// What the connection it came on says (peer, scheme, TLS), shared by its requests.
+    pub conn: Arc<ConnAttrs>,
     /// The protocol the client asked to switch to (`Upgrade`), if any.
     pub upgrade: Option<String>,
     /// The client named by `X-Forwarded-For` when the peer is a trusted proxy.
@@ -428,17 +483,6 @@ impl Exchange {
         if let Some(u) = &self.upgrade {
             str(out, "tracegate.upgrade", u);
         }
-        match &self.tls {
-            None => out.attr_static("url.scheme", "http"),
-            Some(t) => {
-                out.attr_static("url.scheme", "https");
-                out.attr_static("tls.protocol.name", "tls");
-                out.attr_static("tls.protocol.version", t.version);
-                if let Some(s) = &t.client_subject {
-                    str(out, "tls.client.subject", s);
-                }
-            }
-        }
         if let Some(r) = &self.route {
             str(out, "http.route", r);
         }
@@ -449,14 +493,11 @@ impl Exchange {
         if let Some(p) = self.server_port {
             int(out, "server.port", i64::from(p));
         }
-        let peer = IpText::new(self.peer.ip());
-        let peer = peer.as_str();
-        match self.client_address {
-            Some(ip) => str(out, "client.address", IpText::new(ip).as_str()),
-            None => str(out, "client.address", peer),
+        // `client.address`, `network.peer.*`, `url.scheme`, `tls.*`.
+        if let Some(ip) = self.client_address {
+            str(out, "client.address", IpText::new(ip).as_str());
         }
-        str(out, "network.peer.address", peer);
-        int(out, "network.peer.port", i64::from(self.peer.port()));
+        out.block(self.conn.block(self.client_address.is_none()));
         // `network.protocol.name` is only required when it is not `http`: it always is.
         out.attr_static("network.protocol.version", protocol_version(self.version));
         if let Some(ua) = self.text.user_agent() {

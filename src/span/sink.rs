@@ -147,6 +147,17 @@ impl Block {
         self.attrs.is_empty()
     }
 
+    /// The same attributes but `key`'s (its own encoding is made when first asked for).
+    pub fn without(&self, key: &str) -> Block {
+        Block::new(
+            self.attrs
+                .iter()
+                .filter(|(k, _)| k != key)
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The value of `key`, if the block has it.
     pub fn get(&self, key: &str) -> Option<&Fixed> {
         self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)

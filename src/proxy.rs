@@ -134,10 +134,14 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: Option<Arc<crate::tls::TlsInfo>>) -> Self {
-        let peer_value =
-            crate::context::shared_value(crate::span::IpText::new(peer.ip()).as_str().as_bytes());
+        let ip = crate::span::IpText::new(peer.ip());
+        let peer_value = crate::context::shared_value(ip.as_str().as_bytes());
         ConnInfo {
-            span_attrs: Arc::new(crate::span::ConnAttrs::new(peer, tls.as_deref())),
+            span_attrs: Arc::new(crate::span::ConnAttrs::new(
+                peer,
+                ip.as_str(),
+                tls.as_deref(),
+            )),
             peer,
             local,
             tls,

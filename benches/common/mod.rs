@@ -24,7 +24,7 @@ thread_local! {
     /// The connection the exchanges come on: made once, as the request path makes it once per
     /// connection.
     static CONN: Arc<ConnAttrs> =
-        Arc::new(ConnAttrs::new("127.0.0.1:51234".parse().unwrap(), None));
+        Arc::new(ConnAttrs::new("127.0.0.1:51234".parse().unwrap(), "127.0.0.1", None));
 }
 
 /// An exchange as the request path records it: continued trace, route, one upstream call.

@@ -87,13 +87,14 @@ pub struct ConnAttrs {
 }
 
 impl ConnAttrs {
-    pub fn new(peer: SocketAddr, tls: Option<&crate::tls::TlsInfo>) -> ConnAttrs {
-        let ip = IpText::new(peer.ip());
+    /// `peer_ip`: the peer's address as text ([`IpText`]), which the connection also needs
+    /// for `X-Forwarded-For`.
+    pub fn new(peer: SocketAddr, peer_ip: &str, tls: Option<&crate::tls::TlsInfo>) -> ConnAttrs {
         let text = |s: &str| Fixed::Str(Cow::Owned(s.to_string()));
         let fixed = |s: &'static str| Fixed::Str(Cow::Borrowed(s));
         let mut attrs = vec![
-            ("client.address".into(), text(ip.as_str())),
-            ("network.peer.address".into(), text(ip.as_str())),
+            ("client.address".into(), text(peer_ip)),
+            ("network.peer.address".into(), text(peer_ip)),
             (
                 "network.peer.port".into(),
                 Fixed::Int(i64::from(peer.port())),

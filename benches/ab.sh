@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two tracegate builds, tracing on (SERVER + CLIENT span over OTLP/gRPC to the sink),
-# in alternating rounds on 127.0.0.1: req/s, p99, CPU µs per request, spans exported per
-# request, drops and peak RSS of a fresh process per run.
+# in alternating rounds on 127.0.0.1: req/s, p99, CPU µs per request (user and kernel),
+# spans exported per request, drops and peak RSS of a fresh process per run; then medians and
+# in how many rounds the new build served more and spent less user time.
 #   bash benches/ab.sh OLD_BINARY NEW_BINARY [seconds=6] [rounds=3] [connections=32]
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then compare.
 # Needs wrk. Each tracegate runs one worker pinned to core 0; upstream, sink and wrk core 1.
@@ -22,7 +23,9 @@ old=$copies/old; new=$copies/new
 "${pin1[@]}" "$bin" echo --listen 127.0.0.1:38000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
 "${pin1[@]}" "$sink" 127.0.0.1:34317 "$counts" >/dev/null & pids+=($!)
 sleep 0.5
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }   # utime stime, clock ticks
+us() { python3 -c "print(f'{$1 * 1e6 / $(getconf CLK_TCK) / max($2, 1):.1f}')"; }
+runs=$(mktemp); trap 'cleanup; rm -rf "$copies" "$counts" "$runs"' EXIT
 metric() { curl -s -m 5 127.0.0.1:39083/metrics | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
 for r in $(seq "$rounds"); do
   for v in old new; do
@@ -32,17 +35,33 @@ for r in $(seq "$rounds"); do
       --admin 127.0.0.1:39083 --workers 1 2>/dev/null &
     t=$!
     sleep 0.5
-    c0=$(cpu $t)
+    read -r u0 s0 < <(cpu $t)
     out=$(timeout $((secs + 20)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency http://127.0.0.1:38083/)
-    c1=$(cpu $t)
+    read -r u1 s1 < <(cpu $t)
     sleep 0.5
     exported=$(metric tracegate_spans_exported_total); dropped=$(metric tracegate_spans_dropped_total)
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$t/status")
     kill $t; wait $t 2>/dev/null || true
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    printf '%s round %s  %9s req/s  p99 %8s  %4s us CPU/req  spans/req %s  dropped %s  peak RSS %s KiB\n' \
-      "$v" "$r" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
-      $(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) )) \
+    rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    user=$(us $((u1 - u0)) "$reqs"); kernel=$(us $((s1 - s0)) "$reqs")
+    printf '%s round %s  %9s req/s  p99 %8s  %5.1f us CPU/req (user %4s, kernel %4s)  spans/req %s  dropped %s  peak RSS %s KiB\n' \
+      "$v" "$r" "$rate" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+      "$(python3 -c "print($user + $kernel)")" "$user" "$kernel" \
       "$(python3 -c "print(round($exported / max($reqs, 1), 2))")" "$dropped" "$hwm"
+    echo "$v $r $rate $user $kernel" >> "$runs"
   done
 done
+# Medians over the rounds, and in how many rounds the new build served more.
+python3 - "$runs" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+by = {v: {int(r): (float(a), float(u), float(k)) for w, r, a, u, k in rows if w == v} for v in ("old", "new")}
+for v in ("old", "new"):
+    x = by[v].values()
+    print(f"{v}: median {statistics.median(a for a, _, _ in x):,.0f} req/s, user {statistics.median(u for _, u, _ in x):.2f} us,"
+          f" kernel {statistics.median(k for _, _, k in x):.2f} us a request")
+pairs = [r for r in by["old"] if r in by["new"]]
+print(f"new ahead in {sum(by['new'][r][0] > by['old'][r][0] for r in pairs)} of {len(pairs)} rounds (req/s),"
+      f" {sum(by['new'][r][1] < by['old'][r][1] for r in pairs)} of {len(pairs)} (less user time)")
+PY

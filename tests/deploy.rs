@@ -190,6 +190,40 @@ fn dockerfile_builds_a_small_non_root_image_with_a_healthcheck() {
     check_config(&root().join("config/examples/sidecar.yaml"));
 }
 
+/// The dependency layer builds with a stub for each `[[bench]]`: Cargo refuses a manifest
+/// whose bench target has no file. The Dockerfile's own awk program, run on Cargo.toml,
+/// must name every bench target.
+#[test]
+fn dockerfile_stubs_every_bench_target_of_the_manifest() {
+    let docker = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
+    let start = docker.find("$(awk ").expect("the stub loop's awk") + 2;
+    let end = start + docker[start..].find(" Cargo.toml)").unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} Cargo.toml", &docker[start..end]))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stubs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let mut benches = Vec::new();
+    let mut in_bench = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if in_bench && let Some(name) = line.strip_prefix("name = ") {
+            benches.push(name.trim_matches('"').to_string());
+        }
+    }
+    assert!(!benches.is_empty());
+    assert_eq!(stubs, benches);
+}
+
 #[test]
 fn kubernetes_example_embeds_a_valid_config_and_matching_drain_times() {
     let path = root().join("examples/kubernetes/tracegate-sidecar.yaml");

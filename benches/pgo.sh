@@ -8,12 +8,13 @@
 # Needs wrk (apt-get install wrk) and an llvm-profdata of the LLVM major version rustc was
 # built with (`rustc -vV`): `rustup component add llvm-tools`, or Debian's llvm-<major>
 # package, or $LLVM_PROFDATA. Uses h2load (nghttp2-client) and openssl when present to
-# train HTTP/2 and TLS as well. Takes two release builds (~5 min each on 2 cores).
+# train HTTP/2 and TLS as well. Builds the plain release binary and the sink (benches/lib.sh)
+# when they are not there, then two more release builds (~3-5 min each on 2 cores).
 #
 # The training load is not the benchmark's: several routes (exact, prefix, regex, catch-all),
 # two upstreams (HTTP/1.1 and HTTP/2), incoming W3C, baggage and B3 context or none, GET and
 # POST with bodies, JSON access log, HTTP/2 and TLS clients, tracing on and off. A path it
-# leaves out is not slower than in the plain build by design, but it is laid out as cold.
+# leaves out is compiled as cold (for size, out of the way): keep the training broad.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/pgo
@@ -47,8 +48,8 @@ gen=$out/gen/release/tracegate
 . benches/lib.sh
 bench_processes
 work=$(mktemp -d)
-pids_cleanup() { cleanup; rm -rf "$work"; }
-trap pids_cleanup EXIT
+stop_all() { cleanup; rm -rf "$work"; }
+trap stop_all EXIT
 "$bin" echo --listen 127.0.0.1:21000 --workers 1 2>/dev/null & pids+=($!)
 "$sink" 127.0.0.1:21317 "$work/counts" >/dev/null & pids+=($!)
 

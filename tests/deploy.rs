@@ -190,13 +190,13 @@ fn dockerfile_builds_a_small_non_root_image_with_a_healthcheck() {
     check_config(&root().join("config/examples/sidecar.yaml"));
 }
 
-/// The dependency layer builds with a stub for each `[[bench]]`: Cargo refuses a manifest
-/// whose bench target has no file. The Dockerfile's own awk program, run on Cargo.toml,
-/// must name every bench target.
+/// The dependency layer builds with an empty `fn main` for each `[[bench]]`: Cargo refuses a
+/// manifest whose bench target has no file. The Dockerfile's own awk program, run on
+/// Cargo.toml, must name every bench target.
 #[test]
-fn dockerfile_stubs_every_bench_target_of_the_manifest() {
+fn dockerfile_writes_a_main_for_every_bench_target_of_the_manifest() {
     let docker = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
-    let start = docker.find("$(awk ").expect("the stub loop's awk") + 2;
+    let start = docker.find("$(awk ").expect("the placeholder loop's awk") + 2;
     let end = start + docker[start..].find(" Cargo.toml)").unwrap();
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -205,7 +205,7 @@ fn dockerfile_stubs_every_bench_target_of_the_manifest() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let stubs: Vec<String> = String::from_utf8(out.stdout)
+    let placeholders: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(str::to_string)
@@ -221,7 +221,7 @@ fn dockerfile_stubs_every_bench_target_of_the_manifest() {
         }
     }
     assert!(!benches.is_empty());
-    assert_eq!(stubs, benches);
+    assert_eq!(placeholders, benches);
 }
 
 #[test]

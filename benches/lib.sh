@@ -29,6 +29,18 @@ bench_processes() {
 echo_mode=(--fixed)
 if [ "${BENCH_ECHO:-fixed}" = json ]; then echo_mode=(); fi
 
+# Spans the OTLP sink has counted so far, from its count file ($1). The sink rewrites the
+# file each second (truncate, write): a read in between finds it empty (one such read gave
+# round 4 of a6d3cdb's run -6.99 spans a request), so read again.
+sink_spans() {
+  local s _ i
+  for i in 1 2 3 4 5; do
+    read -r s _ < "$1" 2>/dev/null && [ -n "$s" ] && { echo "$s"; return; }
+    sleep 0.1
+  done
+  echo 0
+}
+
 # The load side the proxies are measured against, on core 1 (after bench_processes or the
 # caller's own pids/pin1): the echo upstream on 127.0.0.1:18000 and the OTLP sink on
 # 127.0.0.1:14317, which writes what it decoded to the file named by $1.

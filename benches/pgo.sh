@@ -111,9 +111,9 @@ for mode in on off; do
   tport=$([ $mode = on ] && echo 21443 || echo 21444)
   "$gen" run --config "$work/$mode.yaml" --workers 1 2>"$work/$mode.log" &
   tg=$!
-  for _ in $(seq 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/ping" && break; sleep 0.2; done
-  curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/ping" \
-    || { echo "the training tracegate ($mode) did not start: $(cat "$work/$mode.log")" >&2; exit 1; }
+  up=
+  for _ in $(seq 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/ping" && { up=1; break; }; sleep 0.2; done
+  [ -n "$up" ] || { echo "the training tracegate ($mode) did not start: $(cat "$work/$mode.log")" >&2; exit 1; }
   load "http://127.0.0.1:$port"
   if command -v h2load >/dev/null; then
     h2load -n 20000 -c 16 -m 8 "http://127.0.0.1:$port/api/users/7" >/dev/null
@@ -126,7 +126,7 @@ for mode in on off; do
   fi
   kill -TERM "$tg"; wait "$tg" || { echo "training run ($mode) failed: $(cat "$work/$mode.log")" >&2; exit 1; }
 done
-[ "$(awk '{print $1}' "$work/counts")" -gt 0 ] || { echo "the training exported no spans" >&2; exit 1; }
+[ "$(sink_spans "$work/counts")" -gt 0 ] || { echo "the training exported no spans" >&2; exit 1; }
 "$profdata" merge -o "$out/tracegate.profdata" "$raw"/*.profraw
 
 # 3. Optimised with the profile.

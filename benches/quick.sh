@@ -48,7 +48,7 @@ measure "direct (echo upstream)" http://127.0.0.1:18000/ "$(pid_on 18000)"
 measure "tracegate, export off" http://127.0.0.1:18081/ "$(pid_on 18081)"
 measure "tracegate, 2 spans/req exported" http://127.0.0.1:18083/ "$(pid_on 18083)"
 sleep 2   # the last batch and the sink's once-a-second count
-read -r spans _ < "$counts"
+spans=$(sink_spans "$counts")
 echo "  spans received by the OTLP sink per request: $(python3 -c "print(round($spans/$last_reqs, 2))")"
 curl -s -m 5 127.0.0.1:19083/metrics | grep -E '^tracegate_spans_(exported|dropped)' | sed 's/^/  /' || true
 measure "tracegate, 2 spans/req, dead collector" http://127.0.0.1:18082/ "$(pid_on 18082)"

@@ -77,16 +77,7 @@ done
 # Every process of a proxy (nginx: master and workers).
 cpu() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 rss() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
-# The sink rewrites the file each second (truncate, write): a read in between finds it empty
-# (one such read gave round 4 of a6d3cdb's run -6.99 spans a request), so read again.
-spans() {
-  local s _ i
-  for i in 1 2 3 4 5; do
-    read -r s _ < "$counts" 2>/dev/null && [ -n "$s" ] && { echo "$s"; return; }
-    sleep 0.1
-  done
-  echo 0
-}
+spans() { sink_spans "$counts"; }
 # Spans tg-nocollector dropped (all reasons), from its /metrics.
 dropped() { curl -s -m 5 127.0.0.1:19087/metrics | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
 

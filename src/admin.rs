@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use crate::gateway::stopped;
 
 use arc_swap::ArcSwap;
-use prometheus_client::registry::Registry;
 
 use crate::metrics;
 use crate::viewer::{self, Filter, Viewer};
@@ -26,7 +25,7 @@ use crate::viewer::{self, Filter, Viewer};
 pub struct AdminState {
     /// True once listeners are bound and the config is loaded; false while draining.
     pub ready: AtomicBool,
-    pub registry: Registry,
+    pub registry: crate::metrics::Exposition,
     /// The effective config, secrets redacted (replaced on reload).
     pub config_json: Arc<ArcSwap<String>>,
     pub viewer: Option<Viewer>,

@@ -115,7 +115,7 @@ impl SpanGuard {
                     .map(|r| &*r.histograms),
                 &e.method,
                 e.status,
-                e.duration.as_secs_f64(),
+                e.duration,
                 exemplar,
             );
             // Every failed attempt counts, the retried ones too.

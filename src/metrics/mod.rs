@@ -5,11 +5,15 @@
 //! spike links to a trace; `tracegate_upstream_errors_total{upstream, error_type}`;
 //! `tracegate_active_connections`. The counters kept elsewhere as atomics (exporter,
 //! sampling, access log, reloads) are read at scrape time by a collector, so the whole
-//! exposition is one valid OpenMetrics document.
+//! exposition is one valid OpenMetrics document. The duration histograms are tracegate's own
+//! (`histogram`): the request path records them without a lock.
+
+mod histogram;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::Method;
 use prometheus_client::collector::Collector;
@@ -18,7 +22,6 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -40,59 +43,32 @@ impl EncodeLabelValue for Shared {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: Shared,
-    pub method: &'static str,
-    pub status_class: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ExemplarLabels {
-    pub trace_id: TraceIdHex,
-}
-
-/// A trace id as the exemplar's label value: 32 lowercase hex digits, kept inline (a
-/// `String` would be an allocation per sampled request).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct TraceIdHex([u8; 32]);
-
-impl EncodeLabelValue for TraceIdHex {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(std::str::from_utf8(&self.0).map_err(|_| std::fmt::Error)?)
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub upstream: Shared,
     pub error_type: &'static str,
 }
 
-/// Latency buckets, seconds: 1 ms to ~16 s.
-fn duration_histogram() -> HistogramWithExemplars<ExemplarLabels> {
-    HistogramWithExemplars::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 15,
-    ))
-}
+const DURATION: &str = "tracegate_request_duration_seconds";
+const DURATION_HELP: &str =
+    "Downstream request duration, by route, method and status class; _count is the request count.";
 
 /// The request path's metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    pub durations: Family<
-        RequestLabels,
-        HistogramWithExemplars<ExemplarLabels>,
-        fn() -> HistogramWithExemplars<ExemplarLabels>,
-    >,
+    pub durations: histogram::Family,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    no_route: Shared,
+    no_route: Arc<str>,
+    /// The histograms of requests no route matched (`route=""`).
+    unrouted: RouteHistograms,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            durations: Family::new_with_constructor(duration_histogram),
+            durations: histogram::Family::default(),
             upstream_errors: Family::default(),
-            no_route: Shared(Arc::from("")),
+            no_route: Arc::from(""),
+            unrouted: RouteHistograms::default(),
         }
     }
 }
@@ -125,16 +101,14 @@ pub fn status_class(status: u16) -> &'static str {
     CLASSES[class_index(status)]
 }
 
-type DurationHistogram = HistogramWithExemplars<ExemplarLabels>;
-
 /// One route's request-duration histograms by method and status class, each taken from
 /// the family (which shares it) the first time it is used. Recording is then an index
-/// instead of hashing the labels, route name included, and a lookup under the family's
-/// lock (~260 instructions per request with a short route name). Built with the route,
-/// per config version; the family keeps the counts across reloads.
+/// instead of a lookup of the labels, route name included, under the family's lock (~260
+/// instructions per request with a short route name). Built with the route, per config
+/// version; the family keeps the counts across reloads.
 #[derive(Debug, Default)]
 pub struct RouteHistograms {
-    cells: [[OnceLock<DurationHistogram>; CLASSES.len()]; METHODS.len()],
+    cells: [[OnceLock<Arc<histogram::Histogram>>; CLASSES.len()]; METHODS.len()],
 }
 
 impl Metrics {
@@ -146,26 +120,20 @@ impl Metrics {
         cached: Option<&RouteHistograms>,
         method: &Method,
         status: u16,
-        seconds: f64,
+        duration: Duration,
         trace_id: Option<&[u8; 16]>,
     ) {
         let (m, c) = (method_index(method), class_index(status));
-        let find = || {
-            self.durations.get_or_create(&RequestLabels {
-                route: route.map_or_else(|| self.no_route.clone(), |r| Shared(r.clone())),
-                method: METHODS[m],
-                status_class: CLASSES[c],
-            })
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let route_name = route.unwrap_or(&self.no_route);
+        let find = || self.durations.get_or_create(route_name, m, c);
+        let cells = match (route, cached) {
+            (_, Some(cells)) => cells,
+            (None, None) => &self.unrouted,
+            // A route without its cache (not one of the router's): found every time.
+            (Some(_), None) => return find().observe(nanos, trace_id),
         };
-        let exemplar = trace_id.map(|id| ExemplarLabels {
-            trace_id: TraceIdHex(crate::context::w3c::trace_id_hex(id)),
-        });
-        match cached {
-            Some(h) => h.cells[m][c]
-                .get_or_init(|| find().clone())
-                .observe(seconds, exemplar, None),
-            None => find().observe(seconds, exemplar, None),
-        }
+        cells.cells[m][c].get_or_init(find).observe(nanos, trace_id);
     }
 
     pub fn upstream_error(&self, upstream: &Arc<str>, error_type: &'static str) {
@@ -341,34 +309,52 @@ impl Collector for Counters {
     }
 }
 
-/// The registry behind `/metrics`.
-pub fn registry(sources: Arc<Sources>) -> Registry {
+/// What `/metrics` writes: the duration histograms, then prometheus-client's registry (the
+/// upstream errors and the counters read from other modules).
+#[derive(Debug)]
+pub struct Exposition {
+    requests: Arc<Metrics>,
+    registry: Registry,
+}
+
+/// The exposition behind `/metrics`.
+pub fn registry(sources: Arc<Sources>) -> Exposition {
     let mut r = Registry::default();
-    r.register(
-        "tracegate_request_duration_seconds",
-        "Downstream request duration, by route, method and status class; _count is the request count",
-        sources.metrics.durations.clone(),
-    );
     r.register(
         "tracegate_upstream_errors",
         "Failed upstream calls, by upstream and error.type",
         sources.metrics.upstream_errors.clone(),
     );
+    let requests = sources.metrics.clone();
     r.register_collector(Box::new(Counters(sources)));
-    r
+    Exposition {
+        requests,
+        registry: r,
+    }
+}
+
+fn durations(e: &Exposition, out: &mut String, exemplars: bool) {
+    let label = |m: u8, c: u8| (METHODS[usize::from(m)], CLASSES[usize::from(c)]);
+    e.requests
+        .durations
+        .write(out, DURATION, DURATION_HELP, label, exemplars);
 }
 
 /// OpenMetrics text (with exemplars and `# EOF`).
-pub fn openmetrics(r: &Registry) -> String {
+pub fn openmetrics(e: &Exposition) -> String {
     let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, r);
+    durations(e, &mut out, true);
+    let _ = prometheus_client::encoding::text::encode(&mut out, &e.registry);
     out
 }
 
 /// Prometheus text 0.0.4: the OpenMetrics document without exemplars, `# UNIT` and `# EOF`.
-pub fn prometheus_text(r: &Registry) -> String {
+pub fn prometheus_text(e: &Exposition) -> String {
     let mut out = String::new();
-    for line in openmetrics(r).lines() {
+    durations(e, &mut out, false);
+    let mut registry = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut registry, &e.registry);
+    for line in registry.lines() {
         if line == "# EOF" || line.starts_with("# UNIT") {
             continue;
         }
@@ -405,17 +391,23 @@ mod tests {
             Some(&cached),
             &Method::GET,
             200,
-            0.003,
+            Duration::from_millis(3),
             Some(&[0xab; 16]),
         );
-        s.metrics
-            .observe(Some(&route), None, &Method::GET, 204, 0.5, None);
+        s.metrics.observe(
+            Some(&route),
+            None,
+            &Method::GET,
+            204,
+            Duration::from_millis(500),
+            None,
+        );
         s.metrics.observe(
             None,
             None,
             &Method::from_bytes(b"PURGE").unwrap(),
             404,
-            0.001,
+            Duration::from_millis(1),
             None,
         );
         let text = openmetrics(&registry(s));
@@ -441,8 +433,14 @@ mod tests {
         for m in methods {
             for status in [101, 200, 302, 404, 503, 999] {
                 let method = Method::from_bytes(m.as_bytes()).unwrap();
-                s.metrics
-                    .observe(Some(&route), Some(&cached), &method, status, 0.01, None);
+                s.metrics.observe(
+                    Some(&route),
+                    Some(&cached),
+                    &method,
+                    status,
+                    Duration::from_millis(10),
+                    None,
+                );
             }
         }
         let text = openmetrics(&registry(s));
@@ -463,8 +461,14 @@ mod tests {
         s.export.exported.fetch_add(7, Relaxed);
         s.metrics
             .upstream_error(&Arc::from("app"), "connection_refused");
-        s.metrics
-            .observe(None, None, &Method::GET, 200, 0.01, Some(&[0xcd; 16]));
+        s.metrics.observe(
+            None,
+            None,
+            &Method::GET,
+            200,
+            Duration::from_millis(10),
+            Some(&[0xcd; 16]),
+        );
         let r = registry(s);
         let om = openmetrics(&r);
         assert!(om.contains("tracegate_spans_exported_total 7"), "{om}");

@@ -25,7 +25,7 @@ use crate::viewer::{self, Filter, Viewer};
 pub struct AdminState {
     /// True once listeners are bound and the config is loaded; false while draining.
     pub ready: AtomicBool,
-    pub registry: crate::metrics::Exposition,
+    pub exposition: crate::metrics::Exposition,
     /// The effective config, secrets redacted (replaced on reload).
     pub config_json: Arc<ArcSwap<String>>,
     pub viewer: Option<Viewer>,
@@ -113,13 +113,13 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 reply(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics::openmetrics(&state.registry),
+                    metrics::openmetrics(&state.exposition),
                 )
             } else {
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    metrics::prometheus_text(&state.registry),
+                    metrics::prometheus_text(&state.exposition),
                 )
             }
         }

@@ -70,7 +70,7 @@ impl Gateway {
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
-            registry: metrics::registry(Arc::new(Sources {
+            exposition: metrics::exposition(Arc::new(Sources {
                 metrics: request_metrics,
                 export: exporters.stats(),
                 sampling,

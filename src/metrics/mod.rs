@@ -103,9 +103,8 @@ pub fn status_class(status: u16) -> &'static str {
 
 /// One route's request-duration histograms by method and status class, each taken from
 /// the family (which shares it) the first time it is used. Recording is then an index
-/// instead of a lookup of the labels, route name included, under the family's lock (~260
-/// instructions per request with a short route name). Built with the route, per config
-/// version; the family keeps the counts across reloads.
+/// instead of a lookup of the labels, route name included, under the family's lock. Built
+/// with the route, per config version; the family keeps the counts across reloads.
 #[derive(Debug, Default)]
 pub struct RouteHistograms {
     cells: [[OnceLock<Arc<histogram::Histogram>>; CLASSES.len()]; METHODS.len()],
@@ -318,7 +317,7 @@ pub struct Exposition {
 }
 
 /// The exposition behind `/metrics`.
-pub fn registry(sources: Arc<Sources>) -> Exposition {
+pub fn exposition(sources: Arc<Sources>) -> Exposition {
     let mut r = Registry::default();
     r.register(
         "tracegate_upstream_errors",
@@ -410,7 +409,7 @@ mod tests {
             Duration::from_millis(1),
             None,
         );
-        let text = openmetrics(&registry(s));
+        let text = openmetrics(&exposition(s));
         assert!(text.contains("tracegate_request_duration_seconds_count{route=\"/api/*\",method=\"GET\",status_class=\"2xx\"} 2"), "{text}");
         assert!(text.contains("tracegate_request_duration_seconds_bucket{le=\"0.004\",route=\"/api/*\",method=\"GET\",status_class=\"2xx\"} 1 # {trace_id=\"abababababababababababababababab\"} 0.003"), "{text}");
         assert!(
@@ -443,7 +442,7 @@ mod tests {
                 );
             }
         }
-        let text = openmetrics(&registry(s));
+        let text = openmetrics(&exposition(s));
         for m in methods {
             let label = if m == "PURGE" { "_OTHER" } else { m };
             for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] {
@@ -469,7 +468,7 @@ mod tests {
             Duration::from_millis(10),
             Some(&[0xcd; 16]),
         );
-        let r = registry(s);
+        let r = exposition(s);
         let om = openmetrics(&r);
         assert!(om.contains("tracegate_spans_exported_total 7"), "{om}");
         assert!(om.contains("tracegate_upstream_errors_total{upstream=\"app\",error_type=\"connection_refused\"} 1"), "{om}");

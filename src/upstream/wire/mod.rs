@@ -151,7 +151,7 @@ pub async fn send(
     home: Home,
     keep: super::Keep<'_>,
 ) -> Result<Response<UpstreamBody>, Failure> {
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let framing = encode_head(&parts, &body, &mut conn.out);
     // Written with the head; a head handed back for a retry gets them in its map.
     let mut added = std::mem::take(&mut body.added);
@@ -174,15 +174,12 @@ pub async fn send(
         // Not sent: let go of it now (the wait for the response starts).
         body = RequestBody::empty();
     }
-    // The head is written from `out` now; it is held on only for a caller that wants it
-    // back (its header values point into the client connection's read buffer).
-    let (keep, mut parts) = match keep {
-        Some(keep) => (Some(keep), Some(parts)),
-        None => {
-            crate::http1::recycle(parts.headers);
-            (None, None)
-        }
-    };
+    // The head is written from `out` now; its fields are held on only for a caller that
+    // wants it back (their values point into the client connection's read buffer). The
+    // parts stay where they are: wrapping them for the two cases moved them twice.
+    if keep.is_none() {
+        crate::http1::recycle(std::mem::take(&mut parts.headers));
+    }
     let head = match std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body))
         .await
     {
@@ -190,15 +187,13 @@ pub async fn send(
         Err(failure) => {
             // Only borrowed to write the head: the caller gets it back for a retry.
             if let Some(keep) = keep {
-                if let Some(parts) = &mut parts {
-                    added.merge_into(&mut parts.headers);
-                }
-                *keep = parts;
+                added.merge_into(&mut parts.headers);
+                *keep = Some(parts);
             }
             return Err(failure);
         }
     };
-    if let Some(parts) = parts {
+    if keep.is_some() {
         crate::http1::recycle(parts.headers);
     }
     // An answer before the whole request went out: the rest is not sent, and the upstream

@@ -99,15 +99,9 @@ impl Exemplar {
         }
         // The odd `seq` is seen before any of the fields below (paired with `load`'s fence).
         fence(Release);
-        let (hi, lo) = id.split_at(8);
-        self.id[0].store(
-            u64::from_be_bytes(hi.try_into().unwrap_or_default()),
-            Relaxed,
-        );
-        self.id[1].store(
-            u64::from_be_bytes(lo.try_into().unwrap_or_default()),
-            Relaxed,
-        );
+        let id = u128::from_be_bytes(*id);
+        self.id[0].store((id >> 64) as u64, Relaxed);
+        self.id[1].store(id as u64, Relaxed);
         self.nanos.store(nanos, Relaxed);
         self.seq.store(s + 2, Release);
     }
@@ -130,9 +124,7 @@ impl Exemplar {
             if before == 0 {
                 return None;
             }
-            let mut id = [0; 16];
-            id[..8].copy_from_slice(&hi.to_be_bytes());
-            id[8..].copy_from_slice(&lo.to_be_bytes());
+            let id = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
             return Some((id, nanos));
         }
         None

@@ -374,6 +374,17 @@ async fn total_timeout_bounds_the_whole_exchange() {
 
     // Quick exchanges are untouched.
     assert_eq!(get(&client, &format!("{base}/ok"), &[]).await.status, 200);
+
+    // On the upstream connection that exchange left idle (which times the wait itself),
+    // the total bounds it too.
+    let connections = app.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let r = get(&client, &format!("{base}/slow/1500"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        app.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        connections,
+        "it went on the kept connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

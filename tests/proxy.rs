@@ -412,6 +412,95 @@ async fn slow_upstream_is_504_with_error_spans() {
     .await;
 }
 
+/// The words of the `exception` event on `span`.
+fn exception_message(span: &Received) -> String {
+    span.span
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .and_then(|e| e.attributes.iter().find(|kv| kv.key == "exception.message"))
+        .and_then(|kv| kv.value.as_ref())
+        .map(|v| format!("{:?}", v.value))
+        .unwrap_or_default()
+}
+
+/// A kept upstream connection times each exchange from that exchange's start: the timer
+/// it set for an earlier exchange, running out in the middle of a later one, does not end
+/// the later one, whose own time still runs out.
+#[tokio::test]
+async fn a_kept_connection_times_each_exchange_from_its_own_start() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let yaml = config(up.addr, &grpc_export(col.addr))
+        .replace("request_timeout: 1s", "request_timeout: 2s");
+    assert!(yaml.contains("request_timeout: 2s"));
+    let gw = tracegate(&yaml).await;
+    let base = format!("http://{}", gw.proxy_addrs[0]);
+    let client = h1_client();
+    // The first exchange opens the connection; the second, on it kept, sets its timer.
+    for _ in 0..2 {
+        assert_eq!(get(&client, &format!("{base}/ok"), &[]).await.status, 200);
+    }
+    // The second exchange's 2 s end 0.5 s into the next, which takes 1 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = get(&client, &format!("{base}/slow/1000"), &[]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let r = get(&client, &format!("{base}/slow/5000"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        up.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the four exchanges went on one upstream connection"
+    );
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(8).await;
+    let (server, client) = pair(&spans, &trace);
+    assert_eq!(server.attr("error.type").as_deref(), Some("timeout"));
+    let message = exception_message(&client.expect("a client span"));
+    assert!(
+        message.contains("no response headers within 2s"),
+        "{message}"
+    );
+}
+
+/// `request_timeout` counts from the end of the request body: a body sent slowly, for
+/// longer than the timeout in all, on a kept connection and on a new one, is answered.
+#[tokio::test]
+async fn request_timeout_counts_from_the_end_of_the_request_body() {
+    let up = upstream().await;
+    let gw = tracegate(&config(up.addr, "export:\n  protocol: none\n")).await;
+    let url = format!("http://{}/upload", gw.proxy_addrs[0]);
+    let client = h1_client();
+    for round in 0..2 {
+        // 1.5 s in all (request_timeout is 1s): a piece after each pause of 300 ms.
+        let pieces = futures_util::stream::unfold(0, |i| async move {
+            if i == 5 {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let piece = http_body::Frame::data(bytes::Bytes::from_static(b"0123456789"));
+            Some((Ok::<_, std::convert::Infallible>(piece), i + 1))
+        });
+        let req = http::Request::post(&url)
+            .body(http_body_util::combinators::BoxBody::new(
+                http_body_util::StreamBody::new(pieces),
+            ))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"50", "round {round}");
+    }
+    assert_eq!(
+        up.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second upload went on the kept connection"
+    );
+}
+
 #[tokio::test]
 async fn upstream_5xx_is_passed_through_and_marks_spans() {
     let up = upstream().await;

@@ -20,7 +20,8 @@ use hyper::client::conn::http2::SendRequest;
 use super::connect::{Conn, Connector};
 use super::http1::{Http1List, asks_upgrade};
 use super::http2::Http2Slot;
-use super::{Keep, RequestBody, UpstreamBody};
+use super::wire::Connection;
+use super::{Due, Keep, RequestBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
 use crate::error::Failure;
 use crate::forward::upstream_uri;
@@ -114,9 +115,41 @@ impl Conns {
             self.http1.take_idle()
         };
         if let Some(conn) = idle {
-            return self.http1.send_on(settings, conn, req, keep).await;
+            return self.http1.send_on(settings, conn, req, keep, None).await;
         }
         Box::pin(self.send_new(settings, req, keep)).await
+    }
+
+    /// An idle HTTP/1.1 connection for `req`, where that is the way it goes: no HTTP/2
+    /// connection is live or expected, and it asks for no upgrade. Its URI is put in
+    /// origin-form for it.
+    pub fn idle_http1(&self, req: &mut Request<RequestBody>) -> Option<Box<Connection>> {
+        if let Some(h2) = &self.http2 {
+            if !self.chose_http1.load(Relaxed) || h2.is_live() {
+                return None;
+            }
+        }
+        if asks_upgrade(req) {
+            return None;
+        }
+        let conn = self.http1.take_idle()?;
+        if self.http2.is_some() {
+            origin_form(req);
+        }
+        Some(conn)
+    }
+
+    /// Sends `req` on `conn` from [`Self::idle_http1`], which times the wait for the
+    /// response headers by `due` itself.
+    pub fn send_idle<'a>(
+        &self,
+        settings: &ConnSettings,
+        conn: Box<Connection>,
+        req: Request<RequestBody>,
+        keep: Keep<'a>,
+        due: Due,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
+        self.http1.send_on(settings, conn, req, keep, Some(due))
     }
 
     /// Sends `req` on a new connection: HTTP/1.1, or HTTP/2 where the server chooses it

@@ -24,7 +24,7 @@ use hyper::client::conn::http1::Builder;
 use super::connect::Conn;
 use super::conns::ConnSettings;
 use super::wire::{self, Connection, Home};
-use super::{Keep, RequestBody, UpstreamBody};
+use super::{Due, Keep, RequestBody, UpstreamBody};
 use crate::error::Failure;
 
 /// One endpoint's idle HTTP/1.1 connections.
@@ -54,24 +54,27 @@ impl Http1List {
         if asks_upgrade(&req) {
             return send_upgrade(io, req, keep).await;
         }
-        self.send_on(settings, Connection::new(io), req, keep).await
+        self.send_on(settings, Connection::new(io), req, keep, None)
+            .await
     }
 
-    /// Sends `req` on `conn` (origin-form URI). A plain function returning the send's
-    /// future: the request path's futures nest as deep as their `async fn`s, and each level
-    /// moved the request in and the response out.
+    /// Sends `req` on `conn` (origin-form URI); `due`: the wait for the response headers
+    /// is timed by the connection (else by the caller). A plain function returning the
+    /// send's future: the request path's futures nest as deep as their `async fn`s, and
+    /// each level moved the request in and the response out.
     pub fn send_on<'a>(
         self: &Arc<Self>,
         settings: &ConnSettings,
         conn: Box<Connection>,
         req: Request<RequestBody>,
         keep: Keep<'a>,
+        due: Option<Due>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
         let home = Home {
             list: self.clone(),
             max_idle: settings.max_idle,
         };
-        wire::send(conn, req, home, keep)
+        wire::send(conn, req, home, keep, due)
     }
 
     /// The most recently used idle connection the upstream has not closed; the others

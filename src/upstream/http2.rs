@@ -62,6 +62,11 @@ impl Http2Slot {
         }
     }
 
+    /// Whether the endpoint has an open connection (without taking a handle to it).
+    pub fn is_live(&self) -> bool {
+        self.sender.load().as_ref().is_some_and(|s| !s.is_closed())
+    }
+
     /// Starts HTTP/2 over `io`; the connection becomes the endpoint's unless `max_idle` is
     /// 0 (a connection per request, as with HTTP/1.1).
     pub async fn handshake(

@@ -437,73 +437,112 @@ impl Upstream {
         clippy::too_many_arguments,
         reason = "each is its own input of the one call that sends a client's request"
     )]
-    pub async fn send(
-        &self,
-        endpoint: &Endpoint,
+    pub fn send<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         req: Request<ClientBody>,
         added: crate::forward::Added,
         counted: Option<Arc<std::sync::atomic::AtomicU64>>,
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,
+        keep: Keep<'a>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
+        let (parts, inner) = req.into_parts();
+        let body = RequestBody {
+            inner: Some(inner),
+            sent: None,
+            counted,
+            pause: (!pause.is_zero()).then_some(pause),
+            timer: None,
+            added,
+        };
+        self.exchange(endpoint, Request::from_parts(parts, body), deadline, keep)
+    }
+
+    /// Sends a rebuilt request without a body (a retry).
+    pub fn send_replay<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        parts: http::request::Parts,
+        deadline: Option<tokio::time::Instant>,
+        keep: Keep<'a>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
+        let req = Request::from_parts(parts, RequestBody::empty());
+        self.exchange(endpoint, req, deadline, keep)
+    }
+
+    /// Sends `req` within the upstream's timeouts. On an idle HTTP/1.1 connection of our
+    /// own, the connection times the wait with a timer it keeps (see `wire::send`); the
+    /// other ways (a new connection, HTTP/2, an upgrade) are timed here.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        mut req: Request<RequestBody>,
+        deadline: Option<tokio::time::Instant>,
         keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let (parts, inner) = req.into_parts();
-        let (sent, body_sent) = if http_body::Body::is_end_stream(&inner) {
-            (None, None)
+        let due = Due {
+            request_timeout: self.request_timeout,
+            total_timeout: self.total_timeout,
+            deadline,
+        };
+        if let Some(conn) = endpoint.conns.idle_http1(&mut req) {
+            return endpoint
+                .conns
+                .send_idle(&self.conns, conn, req, keep, due)
+                .await;
+        }
+        let body_sent = if http_body::Body::is_end_stream(req.body()) {
+            None
         } else {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(tx), Some(rx))
+            req.body_mut().sent = Some(tx);
+            Some(rx)
         };
-        let call = endpoint.conns.send(
-            &self.conns,
-            Request::from_parts(
-                parts,
-                RequestBody {
-                    inner: Some(inner),
-                    sent,
-                    counted,
-                    pause: (!pause.is_zero()).then_some(pause),
-                    timer: None,
-                    added,
-                },
-            ),
-            keep,
-        );
+        let call = endpoint.conns.send(&self.conns, req, keep);
         tokio::pin!(call);
         if let Some(body_sent) = body_sent {
             tokio::select! {
                 result = &mut call => return result,
                 // Sent, or the body ended in an error: either way the wait for the answer starts.
                 _ = body_sent => {}
-                () = until(deadline) => return Err(self.total_expired()),
+                () = until(deadline) => return Err(due.total_expired()),
             }
         }
-        let (due, headers_due) = self.answer_due(deadline);
-        match tokio::time::timeout_at(due, call).await {
+        let at = due.answer_at(tokio::time::Instant::now());
+        match tokio::time::timeout_at(at, call).await {
             Ok(result) => result,
-            Err(_) => Err(self.no_answer(due, headers_due)),
+            Err(_) => Err(due.expired(at)),
         }
     }
+}
 
-    /// When the response headers are due (the earlier of `request_timeout` from now and the
-    /// exchange's deadline), and when `request_timeout` alone would have them (which of the
-    /// two ran out, for [`Self::no_answer`]). The wait is written out where a request is
-    /// sent, not in an `async fn` of its own: a level less of futures, each of which moved
-    /// the response out.
-    fn answer_due(
-        &self,
-        deadline: Option<tokio::time::Instant>,
-    ) -> (tokio::time::Instant, tokio::time::Instant) {
-        let headers_due = tokio::time::Instant::now() + self.request_timeout;
-        (
-            deadline.map_or(headers_due, |d| d.min(headers_due)),
-            headers_due,
-        )
+/// The bounds on the wait for an exchange's response headers: `request_timeout` from the
+/// moment the whole request has been sent, and the end of the whole exchange
+/// (`total_timeout`), if bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Due {
+    request_timeout: std::time::Duration,
+    total_timeout: Option<std::time::Duration>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Due {
+    /// When the response headers are due, for a request sent whole at `sent`.
+    pub fn answer_at(&self, sent: tokio::time::Instant) -> tokio::time::Instant {
+        let headers = sent + self.request_timeout;
+        self.deadline.map_or(headers, |d| d.min(headers))
     }
 
-    /// No response headers by `due` (from [`Self::answer_due`]).
-    fn no_answer(&self, due: tokio::time::Instant, headers_due: tokio::time::Instant) -> Failure {
-        if due < headers_due {
+    /// The end of the whole exchange, if bounded.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// The failure when the wait until `at` (from [`Self::answer_at`] or
+    /// [`Self::deadline`]) ran out.
+    pub fn expired(&self, at: tokio::time::Instant) -> Failure {
+        if self.deadline == Some(at) {
             return self.total_expired();
         }
         Failure {
@@ -519,25 +558,6 @@ impl Upstream {
                 "the exchange took longer than total_timeout ({:?})",
                 self.total_timeout.unwrap_or_default()
             ),
-        }
-    }
-}
-
-impl Upstream {
-    /// Sends a rebuilt request without a body (a retry).
-    pub async fn send_replay(
-        &self,
-        endpoint: &Endpoint,
-        parts: http::request::Parts,
-        deadline: Option<tokio::time::Instant>,
-        keep: Keep<'_>,
-    ) -> Result<Response<UpstreamBody>, Failure> {
-        let req = Request::from_parts(parts, RequestBody::empty());
-        let call = endpoint.conns.send(&self.conns, req, keep);
-        let (due, headers_due) = self.answer_due(deadline);
-        match tokio::time::timeout_at(due, call).await {
-            Ok(result) => result,
-            Err(_) => Err(self.no_answer(due, headers_due)),
         }
     }
 }

@@ -37,10 +37,11 @@ use http::header::HeaderName;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use hyper::rt::{Read, ReadBuf, Write};
+use tokio::time::{Instant, Sleep};
 
 use super::connect::Conn;
 use super::http1::Http1List;
-use super::{RequestBody, UpstreamBody};
+use super::{Due, RequestBody, UpstreamBody};
 use crate::error::{Failure, ProxyError};
 use crate::http1::{Inbox, Names, allowed_trailers, put_field};
 pub use body::Body;
@@ -69,6 +70,12 @@ pub struct Connection {
     written: usize,
     /// The field names of the last response head.
     names: Names,
+    /// Times the wait for response headers (`send` with a `Due`). Registered no later
+    /// than the wait's end, and moved only when it fires early or an earlier end comes:
+    /// a timer registered and dropped for every exchange cost ~480 instructions a
+    /// request. The exchanges on a kept connection end later and later, so it moves about
+    /// once per `request_timeout`. Made at the first timed exchange.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -79,6 +86,7 @@ impl Connection {
             out: Vec::with_capacity(512),
             written: 0,
             names: Names::default(),
+            timer: None,
         })
     }
 
@@ -130,6 +138,23 @@ impl Connection {
         self.poll_fill(&mut cx, READ_BUF).is_pending()
     }
 
+    /// Whether `at` has passed; else the task is woken by then (see `timer`).
+    fn expired(&mut self, at: Instant, cx: &mut Context<'_>) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= at {
+                return true;
+            }
+            timer.as_mut().reset(at);
+        }
+        false
+    }
+
     /// Ready to go back on the idle list: a buffer grown for a large body shrinks back.
     fn idle(&mut self) {
         self.inbox.idle();
@@ -145,11 +170,14 @@ pub struct Home {
 
 /// Sends `req` on `conn` and reads the response head. The response body keeps the
 /// connection and gives it to `home` when it is over, if it can carry another request.
+/// `due`: the wait for the response headers, timed here from the moment the request body
+/// has all been given out (at once without one); `None`: timed by the caller.
 pub async fn send(
     mut conn: Box<Connection>,
     req: Request<RequestBody>,
     home: Home,
     keep: super::Keep<'_>,
+    due: Option<Due>,
 ) -> Result<Response<UpstreamBody>, Failure> {
     let (mut parts, mut body) = req.into_parts();
     let framing = encode_head(&parts, &body, &mut conn.out);
@@ -180,8 +208,22 @@ pub async fn send(
     if keep.is_none() {
         crate::http1::recycle(std::mem::take(&mut parts.headers));
     }
-    let head = match std::future::poll_fn(|cx| poll_exchange(&mut conn, cx, &mut upload, &mut body))
-        .await
+    // When the response headers are due, once the request is sent.
+    let mut answer_at = None;
+    let head = match std::future::poll_fn(|cx| {
+        let polled = poll_exchange(&mut conn, cx, &mut upload, &mut body);
+        let Some(due) = due.filter(|_| polled.is_pending()) else {
+            return polled;
+        };
+        if answer_at.is_none() && upload.body_done {
+            answer_at = Some(due.answer_at(Instant::now()));
+        }
+        match answer_at.or(due.deadline()) {
+            Some(at) if conn.expired(at, cx) => Poll::Ready(Err(due.expired(at))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
     {
         Ok(head) => head,
         Err(failure) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::access_log::Entry;
 use crate::balance::Picked;
 use crate::error::ProxyError;
+use crate::forward::Stamp;
 use crate::limits::InFlight;
 use crate::proxy::{Runtime, Shared};
 use crate::span::Exchange;
@@ -55,6 +56,21 @@ impl SpanGuard {
             rt,
             route,
             export,
+        }
+    }
+
+    /// The fields for the client the response carries (`forward::Stamp`): the trace id
+    /// of a traced exchange, the correlation id.
+    pub fn stamp(&self) -> Stamp<'_> {
+        let e = self.exchange.as_deref();
+        Stamp {
+            trace: self
+                .rt
+                .trace_id_header
+                .as_ref()
+                .zip(e.filter(|e| e.traced).map(|e| &e.ids.trace_id)),
+            correlation: e
+                .and_then(|e| e.correlation_header.as_ref().zip(e.correlation_id.as_ref())),
         }
     }
 
@@ -180,6 +196,9 @@ pub struct ProxyBody {
     endpoint: Option<Picked>,
     /// `total_timeout`: the response is cut short when it is not over by then.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The fields for the client (`forward::Stamp`) are not in the head's map: the writer
+    /// adds them from the guard's exchange.
+    stamp: bool,
 }
 
 /// The response body outlived the upstream's `total_timeout`.
@@ -202,6 +221,7 @@ impl ProxyBody {
             in_flight: None,
             endpoint: None,
             deadline: None,
+            stamp: false,
         }
     }
 
@@ -217,7 +237,23 @@ impl ProxyBody {
             in_flight: None,
             endpoint: None,
             deadline: None,
+            stamp: false,
         }
+    }
+
+    /// Leaves the fields for the client to the writer, which asks [`Self::stamp`] for
+    /// them; false (nothing left) without a guard.
+    pub fn defer_stamp(&mut self) -> bool {
+        self.stamp = self.guard.is_some();
+        self.stamp
+    }
+
+    /// The fields for the client the writer adds, if they were left to it.
+    pub fn stamp(&self) -> Option<Stamp<'_>> {
+        self.guard
+            .as_ref()
+            .filter(|_| self.stamp)
+            .map(SpanGuard::stamp)
     }
 
     /// Keeps the upstream endpoint's request outstanding until this body is done with.

@@ -32,6 +32,11 @@ impl Capture {
         self.pick(&self.settings.request, headers)
     }
 
+    /// Whether response headers are captured.
+    pub fn of_responses(&self) -> bool {
+        !matches!(self.settings.response, HeaderList::None)
+    }
+
     pub fn response(&self, headers: &HeaderMap) -> Headers {
         self.pick(&self.settings.response, headers)
     }

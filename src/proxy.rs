@@ -168,7 +168,7 @@ pub async fn handle(
     let http1 = req.version() < http::Version::HTTP_2;
     let draining = shared.draining.clone();
     let ambiguous = in_flight.ambiguous();
-    let mut resp = exchange(shared, conn, req, ambiguous).await;
+    let mut resp = exchange(shared, conn, req, ambiguous, false).await;
     resp.body_mut().hold(in_flight);
     // A 408 leaves the client's body unread: the connection cannot be reused.
     if http1
@@ -182,12 +182,15 @@ pub async fn handle(
 }
 
 /// One request through the steps of the path. The HTTP/1.1 connection loop calls it
-/// directly; [`handle`] wraps it for hyper's connections.
+/// directly; [`handle`] wraps it for hyper's connections. `writes_stamp`: the caller
+/// writes the fields for the client the body holds (`ProxyBody::stamp`) itself, where
+/// they are not in the response's map.
 pub async fn exchange(
     shared: Arc<Shared>,
     conn: ConnInfo,
     mut req: Request<ClientBody>,
     ambiguous: bool,
+    writes_stamp: bool,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let start = SystemTime::now();
@@ -280,6 +283,7 @@ pub async fn exchange(
             ),
             version: req.version(),
             correlation_id: correlation.as_ref().map(|c| c.value.clone()),
+            correlation_header: correlation.as_ref().map(|c| c.header.clone()),
             error_type: None,
             bytes_sent: 0,
             client: None,
@@ -529,12 +533,20 @@ pub async fn exchange(
                     c.status = Some(upstream_status.as_u16());
                 }
             }
-            forward::prepare_response(
-                &mut parts.headers,
-                rt.trace_id_header.as_ref(),
-                trace_id,
-                corr,
-            );
+            // The fields for the client go in the map unless the writer adds them, and
+            // nothing reads the map before it is written but gRPC (its own fields).
+            let stamp_later =
+                writes_stamp && guard.is_some() && tunnel.is_none() && !rt.capture.of_responses();
+            if stamp_later {
+                forward::remove_hop_by_hop(&mut parts.headers);
+            } else {
+                forward::prepare_response(
+                    &mut parts.headers,
+                    rt.trace_id_header.as_ref(),
+                    trace_id,
+                    corr,
+                );
+            }
             if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
                 e.response_headers = rt.capture.response(&parts.headers);
                 // A trailers-only gRPC response carries its status in the headers.
@@ -550,6 +562,9 @@ pub async fn exchange(
             }
             // 6. the spans end with the body; the endpoint's request is outstanding until then
             let mut body = ProxyBody::upstream(body, guard);
+            if stamp_later {
+                body.defer_stamp();
+            }
             body.hold_endpoint(picked);
             if let Some(d) = deadline {
                 body.deadline(d);

@@ -59,6 +59,9 @@ async fn continues_caller_trace_end_to_end() {
     let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(rid.len(), 36);
     assert_eq!(seen.headers["x-request-id"], rid.as_str());
+    // The upstream's own `x-request-id` ("upstream-overwrites") does not reach the client.
+    assert_eq!(r.headers.get_all("x-request-id").iter().count(), 1);
+    assert_eq!(r.headers.get_all("x-trace-id").iter().count(), 1);
 
     let spans = col.spans.wait_for(2).await;
     let (server, client) = pair(&spans, TRACE);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderMap, HeaderValue, Method, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use tracegate::context::{self, TraceIds, w3c};
 use tracegate::sample::{Reason, TailRule};
 use tracegate::span::{ClientCall, ConnAttrs, Exchange, OptIn, RequestText, Target};
@@ -58,6 +58,7 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         correlation_id: Some(HeaderValue::from_static(
             "5f2b6c1e-8d3a-4e0f-9b7c-2a1d3e4f5a6b",
         )),
+        correlation_header: Some(HeaderName::from_static("x-request-id")),
         error_type: None,
         bytes_sent: 512,
         client: Some(ClientCall::begin(

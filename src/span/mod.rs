@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Version};
 
 pub use sink::{Block, Fixed, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos};
@@ -344,6 +344,8 @@ pub struct Exchange {
     pub peer: SocketAddr,
     pub version: Version,
     pub correlation_id: Option<HeaderValue>,
+    /// The header the correlation id travels under (back to the client too).
+    pub correlation_header: Option<HeaderName>,
     pub error_type: Option<&'static str>,
     pub bytes_sent: u64,
     /// The last upstream attempt.

@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use super::body::Framing;
+use crate::forward::Stamp;
 use crate::http1::{Chunk, Names, parse_decimal, put_field};
 
 /// Header fields a request's map has room for from the start, at least: the proxy adds up
@@ -153,10 +154,12 @@ pub(super) enum Out {
 /// Writes the status line and fields of a response to a `method` request into `out`, with
 /// the framing its body takes (`exact`: the body's size when known): the response's own
 /// `Content-Length` or `Transfer-Encoding` when it has one, else a length when the size is
-/// known, else chunked. `close`: the connection ends after this response.
+/// known, else chunked. `close`: the connection ends after this response. `stamp`: fields
+/// written after the map's, in place of the map's of the same names.
 pub(super) fn encode(
     status: StatusCode,
     headers: &HeaderMap,
+    stamp: Stamp<'_>,
     method: &Method,
     exact: Option<u64>,
     close: bool,
@@ -208,10 +211,14 @@ pub(super) fn encode(
         if name == header::TRANSFER_ENCODING && framing != Out::Chunked {
             continue;
         }
+        if stamp.covers(name) {
+            continue;
+        }
         has_date |= name == header::DATE;
         has_close |= name == header::CONNECTION;
         put_field(out, name, value);
     }
+    stamp.put(out);
     match framing {
         Out::Length(n) if given_length.is_none() => {
             out.extend_from_slice(b"content-length: ");
@@ -378,12 +385,68 @@ mod tests {
         let framing = encode(
             StatusCode::from_u16(status).unwrap(),
             &h,
+            Stamp::default(),
             &method,
             exact,
             close,
             &mut out,
         );
         (String::from_utf8(out).unwrap(), framing)
+    }
+
+    #[test]
+    fn stamped_fields_replace_the_upstreams_of_the_same_names() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-request-id",
+            HeaderValue::from_static("upstream-overwrites"),
+        );
+        h.append("content-type", HeaderValue::from_static("text/plain"));
+        h.append("x-trace-id", HeaderValue::from_static("the upstream's"));
+        h.append(
+            "date",
+            HeaderValue::from_static("Wed, 02 Dec 2026 12:00:00 GMT"),
+        );
+        let (trace, corr) = (
+            http::HeaderName::from_static("x-trace-id"),
+            http::HeaderName::from_static("x-request-id"),
+        );
+        let id = HeaderValue::from_static("req-7");
+        let stamp = Stamp {
+            trace: Some((&trace, &[0xab; 16])),
+            correlation: Some((&corr, &id)),
+        };
+        let mut out = Vec::new();
+        encode(
+            StatusCode::OK,
+            &h,
+            stamp,
+            &Method::GET,
+            Some(0),
+            false,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Wed, 02 Dec 2026 12:00:00 GMT\r\n\
+             x-trace-id: abababababababababababababababab\r\nx-request-id: req-7\r\n\
+             content-length: 0\r\n\r\n"
+        );
+        // Merged into a map (HTTP/2) instead, the same fields come out.
+        crate::forward::prepare_response(
+            &mut h,
+            Some(&trace),
+            Some(&[0xab; 16]),
+            Some((&corr, &id)),
+        );
+        assert_eq!(
+            h.get_all("x-request-id").iter().collect::<Vec<_>>(),
+            ["req-7"]
+        );
+        assert_eq!(
+            h.get_all("x-trace-id").iter().collect::<Vec<_>>(),
+            ["abababababababababababababababab"]
+        );
     }
 
     #[test]

@@ -190,7 +190,8 @@ where
             shared.clone(),
             info.clone(),
             req,
-            in_flight.ambiguous()
+            in_flight.ambiguous(),
+            true
         ));
         // The request runs in this task; the connection reads its body as it asks.
         let resp = poll_fn(|cx| {
@@ -223,6 +224,7 @@ where
         let framing = head::encode(
             parts.status,
             &parts.headers,
+            rbody.stamp().unwrap_or_default(),
             &method,
             exact,
             close,

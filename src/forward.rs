@@ -114,7 +114,16 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
 /// (three words) whose buffer comes from, and goes back to, a per-thread pool, not an
 /// allocation per request.
 #[derive(Debug, Default)]
-pub struct Added(Vec<(HeaderName, HeaderValue)>);
+pub struct Added(Vec<Field>);
+
+/// One field of an [`Added`] list.
+#[derive(Debug)]
+enum Field {
+    Value(HeaderName, HeaderValue),
+    /// The `traceparent`, as text: a header value of its own (an allocation, and its free)
+    /// only where the request goes to a map.
+    Traceparent([u8; w3c::TRACEPARENT_LEN]),
+}
 
 /// Room for the five fields above.
 const ADDED: usize = 5;
@@ -122,7 +131,7 @@ const ADDED: usize = 5;
 const SPARE_ADDED: usize = 64;
 
 thread_local! {
-    static SPARE: std::cell::RefCell<Vec<Vec<(HeaderName, HeaderValue)>>> =
+    static SPARE: std::cell::RefCell<Vec<Vec<Field>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -136,21 +145,44 @@ impl Added {
 
     /// `name` (which the request's map does not hold) with `value`.
     pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        self.0.push((name, value));
+        self.0.push(Field::Value(name, value));
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n, v))
+    /// A `traceparent` (which the request's map does not hold), as text
+    /// ([`w3c::traceparent_text`]).
+    pub fn add_traceparent(&mut self, text: [u8; w3c::TRACEPARENT_LEN]) {
+        self.0.push(Field::Traceparent(text));
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Writes the fields, HTTP/1.1 style.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        for f in &self.0 {
+            match f {
+                Field::Value(name, value) => crate::http1::put_field(out, name, value),
+                Field::Traceparent(text) => {
+                    out.extend_from_slice(b"traceparent: ");
+                    out.extend_from_slice(text);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+
     /// Moves the fields into `headers`, after its own.
     pub fn merge_into(&mut self, headers: &mut HeaderMap) {
-        for (name, value) in self.0.drain(..) {
-            headers.append(name, value);
+        for f in self.0.drain(..) {
+            match f {
+                Field::Value(name, value) => drop(headers.append(name, value)),
+                Field::Traceparent(text) => {
+                    if let Some(v) = crate::context::unique_value(&text) {
+                        headers.append(&w3c::TRACEPARENT, v);
+                    }
+                }
+            }
         }
     }
 }
@@ -477,6 +509,37 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_traceparent_kept_as_text_is_written_and_merged_as_its_value() {
+        let (trace, parent) = ([0xab; 16], [0xcd; 8]);
+        let mut a = Added::new();
+        a.add(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        a.add_traceparent(w3c::traceparent_text(&trace, &parent, 1));
+        let mut out = Vec::new();
+        a.put(&mut out);
+        let value = w3c::format_traceparent(&trace, &parent, 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "x-forwarded-proto: http\r\ntraceparent: {}\r\n",
+                value.to_str().unwrap()
+            )
+        );
+        let mut h = HeaderMap::new();
+        a.merge_into(&mut h);
+        assert!(a.is_empty());
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["traceparent"], value);
+        assert_eq!(
+            h["traceparent"],
+            "00-abababababababababababababababab-cdcdcdcdcdcdcdcd-01"
+        );
+        assert!(
+            h["traceparent"].is_sensitive(),
+            "never indexed, as the ids we make"
+        );
     }
 
     #[test]

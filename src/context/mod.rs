@@ -209,12 +209,16 @@ impl Propagation {
         for f in &self.formats {
             match f {
                 Format::TraceContext => {
-                    let value = w3c::format_traceparent(out.trace_id, out.span_id, out.flags);
+                    let text = w3c::traceparent_text(out.trace_id, out.span_id, out.flags);
                     match added.as_deref_mut() {
                         Some(added) if !seen.may_have(&w3c::TRACEPARENT) => {
-                            added.add(w3c::TRACEPARENT.clone(), value);
+                            added.add_traceparent(text);
                         }
-                        _ => drop(headers.insert(&w3c::TRACEPARENT, value)),
+                        _ => {
+                            if let Some(v) = unique_value(&text) {
+                                headers.insert(&w3c::TRACEPARENT, v);
+                            }
+                        }
                     }
                     // `insert` replaces every inbound copy; without a tracestate of our
                     // own they go.

@@ -21,7 +21,7 @@ pub const FLAG_RANDOM: u8 = 0x02;
 const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_RANDOM;
 
 /// Length of a version-00 `traceparent` value.
-const TRACEPARENT_LEN: usize = 55;
+pub const TRACEPARENT_LEN: usize = 55;
 /// At most this many list members in a `tracestate`.
 pub const TRACESTATE_MAX_MEMBERS: usize = 32;
 
@@ -159,6 +159,17 @@ pub fn trace_id_hex(trace_id: &[u8; 16]) -> [u8; 32] {
 
 /// Formats a version-00 `traceparent`. Unknown flag bits are zeroed.
 pub fn format_traceparent(trace_id: &[u8; 16], parent_id: &[u8; 8], flags: u8) -> HeaderValue {
+    let text = traceparent_text(trace_id, parent_id, flags);
+    // Only hex digits and '-' were written, which are always valid header bytes.
+    super::unique_value(&text).unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+/// [`format_traceparent`]'s text.
+pub fn traceparent_text(
+    trace_id: &[u8; 16],
+    parent_id: &[u8; 8],
+    flags: u8,
+) -> [u8; TRACEPARENT_LEN] {
     let mut buf = [0u8; TRACEPARENT_LEN];
     buf[..3].copy_from_slice(b"00-");
     buf[3..35].copy_from_slice(&trace_id_hex(trace_id));
@@ -169,8 +180,7 @@ pub fn format_traceparent(trace_id: &[u8; 16], parent_id: &[u8; 8], flags: u8) -
     let flags = flags & KNOWN_FLAGS;
     buf[53] = HEX[usize::from(flags >> 4)];
     buf[54] = HEX[usize::from(flags & 0x0f)];
-    // Only hex digits and '-' were written, which are always valid header bytes.
-    super::unique_value(&buf).unwrap_or_else(|| HeaderValue::from_static(""))
+    buf
 }
 
 /// A validated `tracestate`: the inbound lines joined in arrival order, members normalised

@@ -62,9 +62,7 @@ pub(super) fn encode_head(
         }
         put_field(out, name, value);
     }
-    for (name, value) in body.added.iter() {
-        put_field(out, name, value);
-    }
+    body.added.put(out);
     if let Some(n) = add_length {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(n.to_string().as_bytes());

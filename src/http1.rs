@@ -346,9 +346,15 @@ fn inline<const N: usize>(bytes: &[u8]) -> Bytes {
 
 /// One field line.
 pub fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
+    put_raw_field(out, name.as_str().as_bytes(), value.as_bytes());
+}
+
+/// One field line from a valid name and value that are not a `HeaderName`/`HeaderValue`
+/// (ids written as text).
+pub fn put_raw_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

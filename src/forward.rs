@@ -450,7 +450,10 @@ impl Stamp<'_> {
 
     /// Writes the fields, HTTP/1.1 style.
     pub fn put(&self, out: &mut Vec<u8>) {
-        if let Some((name, trace_id)) = self.trace {
+        // Both under one name (a configuration that asks for it): the correlation id, as
+        // `merge_into`'s second insert leaves it.
+        let shadowed = |name| self.correlation.is_some_and(|(n, _)| n == name);
+        if let Some((name, trace_id)) = self.trace.filter(|(n, _)| !shadowed(*n)) {
             let hex = w3c::trace_id_hex(trace_id);
             crate::http1::put_raw_field(out, name.as_str().as_bytes(), &hex);
         }

@@ -437,6 +437,24 @@ mod tests {
              x-trace-id: abababababababababababababababab\r\nx-request-id: req-7\r\n\
              content-length: 0\r\n\r\n"
         );
+        // One name for both: the correlation id alone, as in a map.
+        let mut out = Vec::new();
+        let both = Stamp {
+            trace: Some((&corr, &[0xab; 16])),
+            correlation: Some((&corr, &id)),
+        };
+        encode(
+            StatusCode::OK,
+            &h,
+            both,
+            &Method::GET,
+            Some(0),
+            false,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("x-request-id").count(), 1, "{text}");
+        assert!(text.contains("x-request-id: req-7\r\n"), "{text}");
         // Merged into a map (HTTP/2) instead, the same fields come out.
         crate::forward::prepare_response(
             &mut h,

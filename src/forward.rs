@@ -430,7 +430,7 @@ pub fn prepare_response(
 }
 
 /// The fields tracegate adds to a response for the client: the trace id (under
-/// `tracing.trace_id_response_header`) and the correlation id. Each replaces the
+/// `tracing.trace_id_header`) and the correlation id. Each replaces the
 /// upstream's field of that name. Our HTTP/1.1 connections write them after the map's
 /// fields, leaving out the map's of the same names (`covers`); inserting them in the map
 /// hashed both names, and made the trace id a value of its own (an allocation): ~600

@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod route;
 pub mod sample;
 pub mod span;
+pub mod timer;
 pub mod tls;
 pub mod upstream;
 

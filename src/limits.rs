@@ -4,7 +4,6 @@
 //! Header size and count, URI length and HTTP/2 stream limits are set on hyper (see
 //! `listen`) or checked in `proxy`; the request body pause is timed in `forward`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +12,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::timer::LazyTimer;
 
 /// Why a client was turned away; one label of `tracegate_downstream_rejected_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,10 +294,8 @@ pub struct Watched<I> {
     stats: Arc<DownstreamStats>,
     header_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
-    /// Registered no later than `deadline`, and moved only when it fires early or an
-    /// earlier deadline comes: re-registering a timer on every request and every idle
-    /// period cost ~400 instructions per request.
-    timer: Pin<Box<Sleep>>,
+    /// Fires no later than `deadline` (see `LazyTimer`).
+    timer: LazyTimer,
     /// When the armed timeout expires.
     deadline: Instant,
     /// The shorter timeout: an early timer is re-registered at most this far ahead, so a
@@ -326,7 +325,7 @@ impl<I> Watched<I> {
             stats,
             header_timeout: (!header_timeout.is_zero()).then_some(header_timeout),
             idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer: LazyTimer::new(Instant::now()),
             deadline: Instant::now(),
             step: [header_timeout, idle_timeout]
                 .into_iter()
@@ -346,9 +345,7 @@ impl<I> Watched<I> {
             Some(d) => {
                 self.armed = armed;
                 self.deadline = Instant::now() + d;
-                if self.timer.deadline() > self.deadline {
-                    self.timer.as_mut().reset(self.deadline);
-                }
+                self.timer.arm(self.deadline);
             }
             None => self.armed = Armed::Off,
         }
@@ -356,17 +353,7 @@ impl<I> Watched<I> {
 
     /// Whether the armed timeout has expired (else the timer wakes the task later).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if now >= self.deadline {
-                return true;
-            }
-            let next = self
-                .deadline
-                .min(now.checked_add(self.step).unwrap_or(self.deadline));
-            self.timer.as_mut().reset(next);
-        }
-        false
+        self.timer.expired(self.deadline, self.step, cx)
     }
 }
 

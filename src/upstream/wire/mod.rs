@@ -37,13 +37,14 @@ use http::header::HeaderName;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use hyper::rt::{Read, ReadBuf, Write};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::connect::Conn;
 use super::http1::Http1List;
 use super::{Due, RequestBody, UpstreamBody};
 use crate::error::{Failure, ProxyError};
 use crate::http1::{Inbox, Names, allowed_trailers, put_field};
+use crate::timer::LazyTimer;
 pub use body::Body;
 use body::Incoming;
 use head::{Framing, Head, encode_head, parse_head};
@@ -70,12 +71,10 @@ pub struct Connection {
     written: usize,
     /// The field names of the last response head.
     names: Names,
-    /// Times the wait for response headers (`send` with a `Due`). Registered no later
-    /// than the wait's end, and moved only when it fires early or an earlier end comes:
-    /// a timer registered and dropped for every exchange cost ~480 instructions a
-    /// request. The exchanges on a kept connection end later and later, so it moves about
-    /// once per `request_timeout`. Made at the first timed exchange.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Times the wait for response headers (`send` with a `Due`; see `LazyTimer`): the
+    /// exchanges on a kept connection end later and later, so it moves about once per
+    /// `request_timeout`. Made at the first timed exchange.
+    timer: Option<LazyTimer>,
 }
 
 impl Connection {
@@ -140,19 +139,9 @@ impl Connection {
 
     /// Whether `at` has passed; else the task is woken by then (see `timer`).
     fn expired(&mut self, at: Instant, cx: &mut Context<'_>) -> bool {
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if timer.deadline() > at {
-            timer.as_mut().reset(at);
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= at {
-                return true;
-            }
-            timer.as_mut().reset(at);
-        }
-        false
+        let timer = self.timer.get_or_insert_with(|| LazyTimer::new(at));
+        timer.arm(at);
+        timer.expired(at, std::time::Duration::MAX, cx)
     }
 
     /// Ready to go back on the idle list: a buffer grown for a large body shrinks back.

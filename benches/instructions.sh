@@ -16,6 +16,10 @@
 # instead of HTTP/1.1 (the client side stays HTTP/1.1: wrk).
 # PROFILE=DIR keeps each loaded run's callgrind file in DIR (callgrind.N.out, N the
 # binary's position) for `callgrind_annotate --inclusive=yes`.
+# CACHE=1 also simulates the caches (callgrind --cache-sim=yes: 32 KiB L1i and L1d, and a
+# 1 MiB L2 as the last level, one core of the EPYC these benchmarks ran on) and prints the
+# misses of each per request: where instructions are close but time is not, as at many
+# connections.
 # Needs valgrind and wrk (apt-get install valgrind wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +89,8 @@ run() {
   OTEL_SDK_DISABLED=$([ "${TRACING:-on}" = off ] && echo true || echo false) \
     OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \
     GLIBC_TUNABLES=$tunables valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    $([ -n "${CACHE:-}" ] && echo --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 \
+      --LL=1048576,8,64) \
     "${cmd[@]}" >/dev/null 2>&1 &
   local t=$!
   local i
@@ -100,18 +106,32 @@ run() {
     sleep "$secs"
   fi
   kill $stop $t; wait $t 2>/dev/null || true
-  echo "$(awk '/^summary:|^totals:/ {print $2; exit}' "$out") $reqs"
+  # Ir, and with the cache simulation the first-level instruction and data misses (reads
+  # and writes) and the last-level misses, found by the names of the `events:` line.
+  echo "$(awk 'function ev(name) { return name in col ? $(col[name]) : 0 }
+    /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+    /^summary:|^totals:/ { printf "%s %d %d %d", $2, ev("I1mr"), ev("D1mr") + ev("D1mw"),
+      ev("ILmr") + ev("DLmr") + ev("DLmw"); exit }' "$out") $reqs"
   if [ -n "${PROFILE:-}" ] && [ "$2" = load ]; then
     mkdir -p "$PROFILE" && mv "$out" "$PROFILE/callgrind.$3.out"
   fi
   rm -f "$out"
 }
-printf '%-40s %12s %14s %14s\n' binary requests "instr/request" "idle instr"
+if [ -n "${CACHE:-}" ]; then
+  printf '%-40s %12s %14s %14s %12s %12s %12s\n' binary requests "instr/request" "idle instr" \
+    "I1miss/req" "D1miss/req" "L2miss/req"
+else
+  printf '%-40s %12s %14s %14s\n' binary requests "instr/request" "idle instr"
+fi
 n=0
 for b in "${bins[@]}"; do
   n=$((n + 1))
-  read -r idle _ < <(run "$b" idle)
-  read -r busy reqs < <(run "$b" load "$n")
-  awk -v b="$b" -v i="$idle" -v l="$busy" -v n="$reqs" 'BEGIN {
-    printf "%-40s %12d %14.0f %14.0f\n", b, n, (l - i) / (n > 0 ? n : 1), i }'
+  read -r idle idle_i1 idle_d1 idle_ll _ < <(run "$b" idle)
+  read -r busy i1 d1 ll reqs < <(run "$b" load "$n")
+  awk -v b="$b" -v i="$idle" -v l="$busy" -v n="$reqs" -v c="${CACHE:-}" -v i1="$i1" \
+    -v ii1="$idle_i1" -v d1="$d1" -v id1="$idle_d1" -v ll="$ll" -v ill="$idle_ll" 'BEGIN {
+    n = n > 0 ? n : 1
+    printf "%-40s %12d %14.0f %14.0f", b, n, (l - i) / n, i
+    if (c != "") printf " %12.1f %12.1f %12.1f", (i1 - ii1) / n, (d1 - id1) / n, (ll - ill) / n
+    printf "\n" }'
 done

@@ -127,8 +127,9 @@ enum Field {
 
 /// Room for the five fields above.
 const ADDED: usize = 5;
-/// Lists kept per thread for the next requests; more are dropped.
-const SPARE_ADDED: usize = 64;
+/// Lists kept per thread for the next requests; more are dropped. As many as header maps
+/// (`http1::SPARE_MAPS`), for the same reason: a list is in flight until the answer comes.
+const SPARE_ADDED: usize = crate::http1::SPARE_MAPS;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<Vec<Field>>> =

@@ -674,6 +674,9 @@ async fn dead_collector(addr: std::net::SocketAddr) {
         stats.dropped_queue_full.load(Relaxed) > 0,
         "a full queue drops instead of waiting"
     );
+    // The queue never holds more than `queue_limit` exchanges.
+    let queued = stats.queue_len.load(Relaxed);
+    assert!(queued <= 16, "{queued} exchanges queued, the limit is 16");
     let admin = gw.admin_addr.unwrap();
     let metrics = get(&client, &format!("http://{admin}/metrics"), &[]).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();

@@ -69,9 +69,16 @@ enum Control {
 }
 
 /// The request path's handle: cheap to clone, never blocks.
+///
+/// The queue is bounded by its own counts (`Wake::queued`, `ExportStats::queue_bytes`)
+/// rather than by a bounded channel's: the bounded channel gave back each exchange's slot
+/// under a lock when the batcher took it (`Semaphore::add_permits_locked`, ~70
+/// instructions a request), and the counts are kept anyway.
 #[derive(Clone)]
 pub struct ExportHandle {
-    tx: Option<mpsc::Sender<Queued>>,
+    tx: Option<mpsc::UnboundedSender<Queued>>,
+    /// The most exchanges queued (`export.queue_limit`).
+    max_len: usize,
     max_bytes: usize,
     wake: Arc<Wake>,
     pub stats: Arc<ExportStats>,
@@ -91,6 +98,8 @@ struct Wake {
     notify: tokio::sync::Notify,
     /// Spans submitted to this exporter and not yet sent or dropped.
     unsent: AtomicUsize,
+    /// Exchanges in this exporter's queue (the batcher has not taken them yet).
+    queued: AtomicUsize,
     batch_size: usize,
     /// [`ENCODE_EVERY`], or the batch size when smaller.
     every: usize,
@@ -113,12 +122,18 @@ impl ExportHandle {
             stats.dropped_queue_bytes.fetch_add(spans, Relaxed);
             return;
         }
+        if self.wake.queued.fetch_add(1, Relaxed) >= self.max_len {
+            self.wake.queued.fetch_sub(1, Relaxed);
+            stats.queue_bytes.fetch_sub(size, Relaxed);
+            stats.dropped_queue_full.fetch_add(spans, Relaxed);
+            return;
+        }
         // Counted before the send: once sent, the batcher may take and export the spans
         // (and subtract them) before this thread runs again.
         let n = spans as usize;
         stats.queue_len.fetch_add(1, Relaxed);
         let before = self.wake.unsent.fetch_add(n, Relaxed);
-        match tx.try_send(Queued { exchange, size }) {
+        match tx.send(Queued { exchange, size }) {
             Ok(()) => {
                 let (after, every, batch) =
                     (before + n, self.wake.every.max(1), self.wake.batch_size);
@@ -127,15 +142,13 @@ impl ExportHandle {
                     self.wake.notify.notify_one();
                 }
             }
-            Err(e) => {
+            // The batcher has ended (shutdown).
+            Err(_) => {
                 self.wake.unsent.fetch_sub(n, Relaxed);
+                self.wake.queued.fetch_sub(1, Relaxed);
                 stats.queue_len.fetch_sub(1, Relaxed);
                 stats.queue_bytes.fetch_sub(size, Relaxed);
-                let counter = match e {
-                    mpsc::error::TrySendError::Full(_) => &stats.dropped_queue_full,
-                    mpsc::error::TrySendError::Closed(_) => &stats.dropped_shutdown,
-                };
-                counter.fetch_add(spans, Relaxed);
+                stats.dropped_shutdown.fetch_add(spans, Relaxed);
             }
         }
     }
@@ -244,6 +257,7 @@ impl Exporter {
             return Ok(Exporter {
                 handle: ExportHandle {
                     tx: None,
+                    max_len: 0,
                     max_bytes: 0,
                     wake: Arc::default(),
                     stats,
@@ -252,7 +266,7 @@ impl Exporter {
                 task: None,
             });
         };
-        let (tx, rx) = mpsc::channel(o.queue_limit);
+        let (tx, rx) = mpsc::unbounded_channel();
         let (ctl_tx, ctl_rx) = mpsc::channel(1);
         let (built_tx, built_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -314,6 +328,7 @@ impl Exporter {
         Ok(Exporter {
             handle: ExportHandle {
                 tx: Some(tx),
+                max_len: o.queue_limit,
                 max_bytes: o.queue_max_bytes,
                 wake,
                 stats,
@@ -351,7 +366,7 @@ pub fn resource(t: &TracingSettings) -> Vec<(String, String)> {
 struct Batcher {
     client: Client,
     preamble: Preamble,
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     control: mpsc::Receiver<Control>,
     stats: Arc<ExportStats>,
     wake: Arc<Wake>,
@@ -421,6 +436,7 @@ impl Batcher {
     }
 
     fn take(&mut self, q: Queued) {
+        self.wake.queued.fetch_sub(1, Relaxed);
         self.stats.queue_len.fetch_sub(1, Relaxed);
         self.stats.queue_bytes.fetch_sub(q.size, Relaxed);
         q.exchange.write_spans(&mut self.pending);

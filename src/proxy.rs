@@ -118,8 +118,9 @@ pub struct Shared {
     pub downstream: Arc<DownstreamStats>,
 }
 
-/// The connection a request arrived on.
-#[derive(Clone, Debug)]
+/// The connection a request arrived on. Shared by its requests behind one `Arc`: a clone
+/// per request (two reference counts and ~120 bytes) cost ~130 instructions more.
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -161,7 +162,7 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 pub async fn handle(
     shared: Arc<Shared>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     in_flight: InFlight,
     req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -187,7 +188,7 @@ pub async fn handle(
 /// they are not in the response's map.
 pub async fn exchange(
     shared: Arc<Shared>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     mut req: Request<ClientBody>,
     ambiguous: bool,
     writes_stamp: bool,

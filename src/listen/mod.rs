@@ -73,7 +73,7 @@ pub async fn serve(
         let (stop, shared) = (draining.clone(), shared.clone());
         match tls {
             None => {
-                let conn = ConnInfo::new(peer, local, None);
+                let conn = Arc::new(ConnInfo::new(peer, local, None));
                 tokio::spawn(async move {
                     connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
@@ -92,7 +92,7 @@ pub async fn serve(
                         }
                     };
                     let info = TlsInfo::of(stream.get_ref().1, tls.record_subject);
-                    let conn = ConnInfo::new(peer, local, Some(Arc::new(info)));
+                    let conn = Arc::new(ConnInfo::new(peer, local, Some(Arc::new(info))));
                     connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
                 });
@@ -143,7 +143,7 @@ fn builder(limits: &LimitSettings) -> auto::Builder<TokioExecutor> {
 /// head and idle timeouts; what hyper rejected is counted.
 async fn connection<I>(
     io: I,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     limits: &LimitSettings,
     stop: watch::Receiver<bool>,
@@ -168,7 +168,7 @@ async fn connection<I>(
 /// bytes), until it ends or `stop` turns true (then gracefully: in-flight requests finish).
 async fn hyper_connection<I>(
     io: I,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     limits: &LimitSettings,

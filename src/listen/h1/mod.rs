@@ -122,7 +122,7 @@ enum Next {
 /// listener drains: an idle connection closes at once, a busy one after its response.
 pub(super) async fn serve<I>(
     io: Watched<I>,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     limits: &LimitSettings,

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::context::correlation::IdValue;
 use http::Method;
-use http::header::HeaderValue;
 
 use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
 use crate::context::w3c::trace_id_hex;
@@ -23,7 +23,7 @@ pub struct Entry {
     /// `None` for excluded (untraced) requests.
     pub trace_id: Option<[u8; 16]>,
     pub span_id: Option<[u8; 8]>,
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<IdValue>,
     pub route: Option<Arc<str>>,
     pub method: Method,
     pub path: String,
@@ -203,7 +203,7 @@ fn json_line(e: &Entry, out: &mut String) {
         "time": rfc3339(e.time),
         "trace_id": e.trace_id.map(|t| String::from_utf8_lossy(&trace_id_hex(&t)).into_owned()),
         "span_id": e.span_id.as_ref().map(hex),
-        "request_id": e.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        "request_id": e.request_id.as_ref().map(IdValue::as_str),
         "route": e.route.as_deref(),
         "method": e.method.as_str(),
         "path": path,
@@ -235,7 +235,7 @@ fn text_line(e: &Entry, out: &mut String) {
         e.bytes_out,
         dash(e.route.as_deref()),
         dash(e.upstream.as_deref()),
-        dash(e.request_id.as_ref().and_then(|v| v.to_str().ok())),
+        dash(e.request_id.as_ref().map(IdValue::as_str)),
         e.trace_id.map_or_else(
             || "-".to_string(),
             |t| String::from_utf8_lossy(&trace_id_hex(&t)).into_owned()
@@ -263,7 +263,7 @@ mod tests {
             time: UNIX_EPOCH,
             trace_id: Some([0xab; 16]),
             span_id: Some([0xcd; 8]),
-            request_id: Some(HeaderValue::from_static("rid-1")),
+            request_id: Some(IdValue::Reused(http::HeaderValue::from_static("rid-1"))),
             route: Some(Arc::from("/api/*")),
             method: Method::POST,
             path: "/api/x".into(),

@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
 
+use crate::context::correlation::IdValue;
 use crate::context::{NameLengths, Outgoing, Propagation, w3c};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
@@ -123,6 +124,8 @@ enum Field {
     /// The `traceparent`, as text: a header value of its own (an allocation, and its free)
     /// only where the request goes to a map.
     Traceparent([u8; w3c::TRACEPARENT_LEN]),
+    /// A correlation id tracegate made, under its header's name, as text (the same).
+    MadeId(HeaderName, [u8; 36]),
 }
 
 /// Room for the five fields above.
@@ -149,6 +152,15 @@ impl Added {
         self.0.push(Field::Value(name, value));
     }
 
+    /// The correlation id under `name` (which the request's map does not hold); a made
+    /// one as text.
+    pub fn add_id(&mut self, name: HeaderName, value: &IdValue) {
+        self.0.push(match value {
+            IdValue::Reused(v) => Field::Value(name, v.clone()),
+            IdValue::Made(text) => Field::MadeId(name, *text),
+        });
+    }
+
     /// A `traceparent` (which the request's map does not hold), as text
     /// ([`w3c::traceparent_text`]).
     pub fn add_traceparent(&mut self, text: [u8; w3c::TRACEPARENT_LEN]) {
@@ -167,6 +179,9 @@ impl Added {
                 Field::Traceparent(text) => {
                     crate::http1::put_raw_field(out, w3c::TRACEPARENT.as_str().as_bytes(), text);
                 }
+                Field::MadeId(name, text) => {
+                    crate::http1::put_raw_field(out, name.as_str().as_bytes(), text);
+                }
             }
         }
     }
@@ -179,6 +194,11 @@ impl Added {
                 Field::Traceparent(text) => {
                     if let Some(v) = crate::context::unique_value(&text) {
                         headers.append(&w3c::TRACEPARENT, v);
+                    }
+                }
+                Field::MadeId(name, text) => {
+                    if let Some(v) = crate::context::unique_value(&text) {
+                        headers.append(name, v);
                     }
                 }
             }
@@ -220,7 +240,7 @@ pub struct Outbound<'a> {
     /// The context to inject in every configured format; `None`: an excluded route, whose
     /// trace headers pass through untouched.
     pub trace: Option<(&'a Propagation, Outgoing<'a>)>,
-    pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
+    pub correlation: Option<(&'a HeaderName, &'a IdValue)>,
     /// The names the request may hold (`NameLengths::of` its headers as they arrived).
     pub seen: NameLengths,
 }
@@ -299,9 +319,11 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     }
     if let Some((name, value)) = out.correlation {
         if seen.may_have(name) {
-            h.insert(name, value.clone());
+            if let Some(v) = value.to_value() {
+                h.insert(name, v);
+            }
         } else {
-            added.add(name.clone(), value.clone());
+            added.add_id(name.clone(), value);
         }
     }
     added
@@ -420,7 +442,7 @@ pub fn prepare_response(
     headers: &mut HeaderMap,
     trace_id_header: Option<&HeaderName>,
     trace_id: Option<&[u8; 16]>,
-    correlation: Option<(&HeaderName, &HeaderValue)>,
+    correlation: Option<(&HeaderName, &IdValue)>,
 ) {
     remove_hop_by_hop(headers);
     Stamp {
@@ -439,7 +461,7 @@ pub fn prepare_response(
 #[derive(Clone, Copy, Default)]
 pub struct Stamp<'a> {
     pub trace: Option<(&'a HeaderName, &'a [u8; 16])>,
-    pub correlation: Option<(&'a HeaderName, &'a HeaderValue)>,
+    pub correlation: Option<(&'a HeaderName, &'a IdValue)>,
 }
 
 impl Stamp<'_> {
@@ -459,7 +481,7 @@ impl Stamp<'_> {
             crate::http1::put_raw_field(out, name.as_str().as_bytes(), &hex);
         }
         if let Some((name, value)) = self.correlation {
-            crate::http1::put_field(out, name, value);
+            crate::http1::put_raw_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
 
@@ -473,8 +495,11 @@ impl Stamp<'_> {
                 headers.insert(name, v);
             }
         }
-        if let Some((name, value)) = self.correlation {
-            headers.insert(name, value.clone());
+        if let Some(value) = self
+            .correlation
+            .and_then(|(name, v)| Some((name, v.to_value()?)))
+        {
+            headers.insert(value.0, value.1);
         }
     }
 }
@@ -512,19 +537,22 @@ mod tests {
     }
 
     #[test]
-    fn a_traceparent_kept_as_text_is_written_and_merged_as_its_value() {
+    fn ids_kept_as_text_are_written_and_merged_as_their_values() {
         let (trace, parent) = ([0xab; 16], [0xcd; 8]);
+        let rid = HeaderName::from_static("x-request-id");
         let mut a = Added::new();
         a.add(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         a.add_traceparent(w3c::traceparent_text(&trace, &parent, 1));
+        a.add_id(rid.clone(), &IdValue::Made(*MADE));
         let mut out = Vec::new();
         a.put(&mut out);
         let value = w3c::format_traceparent(&trace, &parent, 1);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!(
-                "x-forwarded-proto: http\r\ntraceparent: {}\r\n",
-                value.to_str().unwrap()
+                "x-forwarded-proto: http\r\ntraceparent: {}\r\nx-request-id: {}\r\n",
+                value.to_str().unwrap(),
+                std::str::from_utf8(MADE).unwrap()
             )
         );
         let mut h = HeaderMap::new();
@@ -540,7 +568,18 @@ mod tests {
             h["traceparent"].is_sensitive(),
             "never indexed, as the ids we make"
         );
+        assert_eq!(h["x-request-id"].as_bytes(), MADE);
+        assert!(h["x-request-id"].is_sensitive());
+        // A reused id goes as the caller's value.
+        let mut a = Added::new();
+        a.add_id(rid, &IdValue::Reused(HeaderValue::from_static("req-1")));
+        let mut out = Vec::new();
+        a.put(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "x-request-id: req-1\r\n");
     }
+
+    /// A correlation id as tracegate makes them (a UUID v4).
+    const MADE: &[u8; 36] = b"0f8fad5b-d9cb-469f-a165-70867728950e";
 
     #[test]
     fn the_trace_id_for_the_client_is_never_indexed() {

@@ -18,6 +18,7 @@ use crate::access_log::AccessLog;
 use crate::body::{ProxyBody, SpanGuard};
 use crate::capture::Capture;
 use crate::config::{LimitSettings, Settings};
+use crate::context::correlation::IdValue;
 use crate::context::{
     Inbound, NameLengths, Outgoing, Propagation, TraceIds, correlation, ids, w3c,
 };
@@ -605,7 +606,7 @@ fn local_error(
     mut guard: Option<SpanGuard>,
     rt: &Runtime,
     trace_id: Option<&[u8; 16]>,
-    corr: Option<(&HeaderName, &HeaderValue)>,
+    corr: Option<(&HeaderName, &IdValue)>,
 ) -> Response<ProxyBody> {
     let status: StatusCode = err.status();
     if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {

@@ -55,8 +55,8 @@ pub fn exchange(target: &Arc<Target>) -> Exchange {
         local: "127.0.0.1:8080".parse().unwrap(),
         peer,
         version: Version::HTTP_11,
-        correlation_id: Some(HeaderValue::from_static(
-            "5f2b6c1e-8d3a-4e0f-9b7c-2a1d3e4f5a6b",
+        correlation_id: Some(context::correlation::IdValue::Made(
+            *b"5f2b6c1e-8d3a-4e0f-9b7c-2a1d3e4f5a6b",
         )),
         correlation_header: Some(HeaderName::from_static("x-request-id")),
         error_type: None,

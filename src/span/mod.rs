@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::{Method, Version};
 
 pub use sink::{Block, Fixed, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos};
 
 use crate::capture::Headers;
+use crate::context::correlation::IdValue;
 use crate::context::{Format, TraceIds};
 use crate::sample::{Reason, TailRule};
 
@@ -343,7 +344,7 @@ pub struct Exchange {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub version: Version,
-    pub correlation_id: Option<HeaderValue>,
+    pub correlation_id: Option<IdValue>,
     /// The header the correlation id travels under (back to the client too).
     pub correlation_header: Option<HeaderName>,
     pub error_type: Option<&'static str>,
@@ -390,7 +391,10 @@ impl Exchange {
         std::mem::size_of::<Self>()
             + self.text.len()
             + self.tracestate.as_ref().map_or(0, String::len)
-            + self.correlation_id.as_ref().map_or(0, HeaderValue::len)
+            + self
+                .correlation_id
+                .as_ref()
+                .map_or(0, |v| v.as_bytes().len())
             + if self.client.is_some() {
                 std::mem::size_of::<ClientCall>()
             } else {
@@ -506,8 +510,8 @@ impl Exchange {
         if let Some(ua) = self.text.user_agent() {
             str(out, "user_agent.original", ua);
         }
-        if let Some(id) = self.correlation_id.as_ref().and_then(|v| v.to_str().ok()) {
-            str(out, "tracegate.correlation_id", id);
+        if let Some(id) = &self.correlation_id {
+            str(out, "tracegate.correlation_id", id.as_str());
         }
         if let Some(c) = &self.client {
             out.block(&c.target.upstream_attr);

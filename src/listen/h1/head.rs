@@ -288,6 +288,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::correlation::IdValue;
 
     fn head(text: &str) -> (Head, usize) {
         match parse(text.as_bytes(), 100, &mut Names::default()) {
@@ -416,7 +417,7 @@ mod tests {
             http::HeaderName::from_static("x-trace-id"),
             http::HeaderName::from_static("x-request-id"),
         );
-        let id = HeaderValue::from_static("req-7");
+        let id = IdValue::Reused(HeaderValue::from_static("req-7"));
         let stamp = Stamp {
             trace: Some((&trace, &[0xab; 16])),
             correlation: Some((&corr, &id)),
@@ -470,6 +471,31 @@ mod tests {
             h.get_all("x-trace-id").iter().collect::<Vec<_>>(),
             ["abababababababababababababababab"]
         );
+        // A made id: written as its text, merged as a value never indexed.
+        let made = IdValue::Made(*b"0f8fad5b-d9cb-469f-a165-70867728950e");
+        let mut out = Vec::new();
+        let stamp = Stamp {
+            trace: None,
+            correlation: Some((&corr, &made)),
+        };
+        encode(
+            StatusCode::OK,
+            &h,
+            stamp,
+            &Method::GET,
+            Some(0),
+            false,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("x-request-id").count(), 1, "{text}");
+        assert!(
+            text.contains("x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e\r\n"),
+            "{text}"
+        );
+        crate::forward::prepare_response(&mut h, None, None, Some((&corr, &made)));
+        assert_eq!(h["x-request-id"], "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert!(h["x-request-id"].is_sensitive());
     }
 
     #[test]

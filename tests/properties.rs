@@ -161,7 +161,7 @@ proptest! {
         let names = [HeaderName::from_static("x-request-id")];
         let id = correlation::resolve(&h, &names).unwrap();
         prop_assert!(correlation::is_sane(id.value.as_bytes()));
-        if id.reused {
+        if id.reused() {
             prop_assert_eq!(sent.len(), 1);
             prop_assert_eq!(id.value.as_bytes(), &sent[0][..]);
         } else if sent.len() == 1 {

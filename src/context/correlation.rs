@@ -13,8 +13,13 @@ pub const MAX_LEN: usize = 128;
 pub struct CorrelationId {
     pub header: HeaderName,
     pub value: IdValue,
+}
+
+impl CorrelationId {
     /// True when taken from the inbound request, false when generated.
-    pub reused: bool,
+    pub fn reused(&self) -> bool {
+        matches!(self.value, IdValue::Reused(_))
+    }
 }
 
 /// A correlation id's value: the caller's, as it came, or one tracegate made, kept as text.
@@ -79,7 +84,6 @@ pub fn resolve_seen(
                 return Some(CorrelationId {
                     header: name.clone(),
                     value: IdValue::Reused(value),
-                    reused: true,
                 });
             }
         }
@@ -88,7 +92,6 @@ pub fn resolve_seen(
     Some(CorrelationId {
         header: first.clone(),
         value: IdValue::Made(ids::uuid_v4()),
-        reused: false,
     })
 }
 
@@ -111,7 +114,7 @@ mod tests {
         let c = resolve(&h, &names()).unwrap();
         assert_eq!(c.header, "x-request-id");
         assert_eq!(c.value.as_str(), "req-1");
-        assert!(c.reused);
+        assert!(c.reused());
     }
 
     #[test]
@@ -120,7 +123,7 @@ mod tests {
         h.insert("x-correlation-id", HeaderValue::from_static("corr-1"));
         let c = resolve(&h, &names()).unwrap();
         assert_eq!(c.header, "x-correlation-id");
-        assert!(c.reused);
+        assert!(c.reused());
     }
 
     #[test]
@@ -129,7 +132,7 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("x-request-id", HeaderValue::from_str(bad).unwrap());
             let c = resolve(&h, &names()).unwrap();
-            assert!(!c.reused, "{bad:?}");
+            assert!(!c.reused(), "{bad:?}");
             assert_eq!(c.value.as_bytes().len(), 36);
             assert!(is_sane(c.value.as_bytes()));
             assert_eq!(c.header, "x-request-id");
@@ -143,7 +146,7 @@ mod tests {
             "x-request-id",
             HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
         );
-        assert!(!resolve(&h, &names()).unwrap().reused);
+        assert!(!resolve(&h, &names()).unwrap().reused());
     }
 
     #[test]

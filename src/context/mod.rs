@@ -542,11 +542,11 @@ mod tests {
     fn correlation_ids_are_never_indexed_whether_made_or_reused() {
         let names = [http::HeaderName::from_static("x-request-id")];
         let made = correlation::resolve(&HeaderMap::new(), &names).unwrap();
-        assert!(!made.reused && made.value.to_value().unwrap().is_sensitive());
+        assert!(!made.reused() && made.value.to_value().unwrap().is_sensitive());
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("rid-1"));
         let reused = correlation::resolve(&h, &names).unwrap();
-        assert!(reused.reused && reused.value.to_value().unwrap().is_sensitive());
+        assert!(reused.reused() && reused.value.to_value().unwrap().is_sensitive());
         assert_eq!(reused.value.as_str(), "rid-1");
         assert!(
             !h["x-request-id"].is_sensitive(),

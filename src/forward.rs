@@ -495,11 +495,10 @@ impl Stamp<'_> {
                 headers.insert(name, v);
             }
         }
-        if let Some(value) = self
-            .correlation
-            .and_then(|(name, v)| Some((name, v.to_value()?)))
+        if let Some((name, id)) = self.correlation
+            && let Some(value) = id.to_value()
         {
-            headers.insert(value.0, value.1);
+            headers.insert(name, value);
         }
     }
 }

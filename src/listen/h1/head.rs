@@ -400,6 +400,21 @@ mod tests {
         (String::from_utf8(out).unwrap(), framing)
     }
 
+    /// What `encode` writes for a 200 with no body: `fields`, then `stamp`'s.
+    fn stamped(fields: &HeaderMap, stamp: Stamp<'_>) -> String {
+        let mut out = Vec::new();
+        encode(
+            StatusCode::OK,
+            fields,
+            stamp,
+            &Method::GET,
+            Some(0),
+            false,
+            &mut out,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn stamped_fields_replace_the_upstreams_of_the_same_names() {
         let mut h = HeaderMap::new();
@@ -422,38 +437,18 @@ mod tests {
             trace: Some((&trace, &[0xab; 16])),
             correlation: Some((&corr, &id)),
         };
-        let mut out = Vec::new();
-        encode(
-            StatusCode::OK,
-            &h,
-            stamp,
-            &Method::GET,
-            Some(0),
-            false,
-            &mut out,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            stamped(&h, stamp),
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Wed, 02 Dec 2026 12:00:00 GMT\r\n\
              x-trace-id: abababababababababababababababab\r\nx-request-id: req-7\r\n\
              content-length: 0\r\n\r\n"
         );
         // One name for both: the correlation id alone, as in a map.
-        let mut out = Vec::new();
         let both = Stamp {
             trace: Some((&corr, &[0xab; 16])),
             correlation: Some((&corr, &id)),
         };
-        encode(
-            StatusCode::OK,
-            &h,
-            both,
-            &Method::GET,
-            Some(0),
-            false,
-            &mut out,
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = stamped(&h, both);
         assert_eq!(text.matches("x-request-id").count(), 1, "{text}");
         assert!(text.contains("x-request-id: req-7\r\n"), "{text}");
         // Merged into a map (HTTP/2) instead, the same fields come out.
@@ -473,21 +468,11 @@ mod tests {
         );
         // A made id: written as its text, merged as a value never indexed.
         let made = IdValue::Made(*b"0f8fad5b-d9cb-469f-a165-70867728950e");
-        let mut out = Vec::new();
         let stamp = Stamp {
             trace: None,
             correlation: Some((&corr, &made)),
         };
-        encode(
-            StatusCode::OK,
-            &h,
-            stamp,
-            &Method::GET,
-            Some(0),
-            false,
-            &mut out,
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = stamped(&h, stamp);
         assert_eq!(text.matches("x-request-id").count(), 1, "{text}");
         assert!(
             text.contains("x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e\r\n"),

@@ -36,7 +36,7 @@ impl Reason {
         Reason::Slow,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Parent => "parent",
             Reason::Ratio => "ratio",

@@ -357,6 +357,7 @@ impl Store {
 fn value_json(v: &Val<'_>) -> Json {
     match v {
         Val::Str(s) => json!(s),
+        Val::Ascii(b) => json!(String::from_utf8_lossy(b)),
         Val::Parts(p) => json!(p.concat()),
         Val::Int(i) => json!(i),
         Val::Header(all, name) => json!(Val::header_values(all, name).collect::<Vec<_>>()),

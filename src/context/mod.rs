@@ -80,7 +80,7 @@ impl Format {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Format::TraceContext => "tracecontext",
             Format::Baggage => "baggage",

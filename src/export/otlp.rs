@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::span::{Block, Key, SpanHead, SpanSink, Val};
+use crate::span::{Block, FixedAttr, Key, SpanHead, SpanSink, Val};
 
 // Wire types.
 const VARINT: u32 = 0;
@@ -23,8 +23,8 @@ const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
 const CONTEXT_IS_REMOTE: u32 = 0x200;
 const STATUS_ERROR: u64 = 2;
 
-fn tag(field: u32, wire: u32) -> u64 {
-    u64::from(field << 3 | wire)
+const fn tag(field: u32, wire: u32) -> u64 {
+    (field << 3 | wire) as u64
 }
 
 fn varint_len(v: u64) -> usize {
@@ -108,6 +108,7 @@ fn close(buf: &mut BytesMut, Open { at, room }: Open) {
 fn any_len(v: &Val<'_>) -> usize {
     match v {
         Val::Str(s) => field_len(1, s.len()),
+        Val::Ascii(b) => field_len(1, b.len()),
         Val::Parts(p) => field_len(1, p.iter().map(|s| s.len()).sum()),
         Val::Int(i) => 1 + varint_len(*i as u64),
         Val::Header(..) => 0,
@@ -144,6 +145,7 @@ fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
     put_varint(buf, any as u64);
     match value {
         Val::Str(s) => put_bytes(buf, 1, s.as_bytes()),
+        Val::Ascii(b) => put_bytes(buf, 1, b),
         Val::Parts(parts) => {
             put_varint(buf, tag(1, LEN));
             put_varint(buf, parts.iter().map(|s| s.len()).sum::<usize>() as u64);
@@ -168,6 +170,7 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
         key.len(),
         match value {
             Val::Str(s) => s.len(),
+            Val::Ascii(b) => b.len(),
             Val::Parts(p) => p.iter().map(|s| s.len()).sum(),
             Val::Int(_) => 0,
             Val::Header(..) => return false,
@@ -199,35 +202,49 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
     buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
     match value {
         Val::Str(s) => buf.put_slice(s.as_bytes()),
+        Val::Ascii(b) => buf.put_slice(b),
         Val::Parts(parts) => parts.iter().for_each(|p| buf.put_slice(p.as_bytes())),
         Val::Int(_) | Val::Header(..) => {}
     }
     true
 }
 
-/// Slots of the table of attributes with fixed text ([`Spans::attr_static`]).
-const STATIC_SLOTS: usize = 32;
-/// The longest encoded attribute the table keeps.
-const STATIC_ROOM: usize = 62;
-
-/// One attribute with fixed text, as encoded: known by where its key and value are (and
-/// their lengths). `&'static str`s never move nor change, so the same address and length
-/// is the same text.
-#[derive(Clone, Copy)]
-struct StaticAttr {
-    key: (usize, usize),
-    value: (usize, usize),
-    len: u8,
-    bytes: [u8; STATIC_ROOM],
+/// The size of [`fixed_attr`]'s encoding of `key: value`.
+pub const fn fixed_attr_len(key: &str, value: &str) -> usize {
+    // KeyValue: key (tag, length, bytes), value (tag, length, AnyValue: tag, length, bytes).
+    let kv = 2 + key.len() + 2 + 2 + value.len();
+    assert!(kv < 128, "a fixed attribute has one-byte lengths");
+    2 + kv
 }
 
-impl StaticAttr {
-    const EMPTY: StaticAttr = StaticAttr {
-        key: (0, 0),
-        value: (0, 0),
-        len: 0,
-        bytes: [0; STATIC_ROOM],
-    };
+/// A string attribute as a `Span.attributes` field, encoded at compile time
+/// ([`crate::span::fixed_attr!`]): the bytes [`put_attr`] writes for it, checked by the tests.
+/// Writing it is one copy, where `put_attr` took ~140 instructions and a cache keyed by
+/// the strings' addresses ~75.
+pub const fn fixed_attr<const N: usize>(key: &str, value: &str) -> [u8; N] {
+    assert!(N == fixed_attr_len(key, value));
+    let (k, v) = (key.as_bytes(), value.as_bytes());
+    let mut out = [0u8; N];
+    out[0] = tag(9, LEN) as u8;
+    out[1] = (N - 2) as u8;
+    out[2] = tag(1, LEN) as u8;
+    out[3] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        out[4 + i] = k[i];
+        i += 1;
+    }
+    let at = 4 + k.len();
+    out[at] = tag(2, LEN) as u8;
+    out[at + 1] = (2 + v.len()) as u8;
+    out[at + 2] = tag(1, LEN) as u8;
+    out[at + 3] = v.len() as u8;
+    let mut j = 0;
+    while j < v.len() {
+        out[at + 4 + j] = v[j];
+        j += 1;
+    }
+    out
 }
 
 /// Encoded spans waiting to be sent, each a `ScopeSpans.spans` field.
@@ -238,9 +255,6 @@ pub struct Spans {
     ends: std::collections::VecDeque<usize>,
     /// The length field of the span being described.
     open: Open,
-    /// Attributes with fixed text, as last encoded (`STATIC_SLOTS` once one is asked for);
-    /// two that fall in the same slot take turns.
-    statics: Vec<StaticAttr>,
 }
 
 impl Spans {
@@ -333,29 +347,8 @@ impl SpanSink for Spans {
         put_attr(&mut self.buf, 9, key, &value);
     }
 
-    fn attr_static(&mut self, key: &'static str, value: &'static str) {
-        let id = (
-            (key.as_ptr().addr(), key.len()),
-            (value.as_ptr().addr(), value.len()),
-        );
-        if self.statics.is_empty() {
-            self.statics = vec![StaticAttr::EMPTY; STATIC_SLOTS];
-        }
-        let mix = (id.0.0 ^ id.1.0.rotate_left(21) ^ id.1.1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let slot = &mut self.statics[mix >> (usize::BITS - STATIC_SLOTS.ilog2())];
-        if slot.len > 0 && slot.key == id.0 && slot.value == id.1 {
-            self.buf.put_slice(&slot.bytes[..usize::from(slot.len)]);
-            return;
-        }
-        let at = self.buf.len();
-        put_attr(&mut self.buf, 9, Key::of(key), &Val::Str(value));
-        let written = &self.buf[at..];
-        if written.len() <= STATIC_ROOM {
-            slot.bytes[..written.len()].copy_from_slice(written);
-            slot.len = written.len() as u8;
-            slot.key = id.0;
-            slot.value = id.1;
-        }
+    fn fixed(&mut self, attr: &'static FixedAttr) {
+        self.buf.put_slice(attr.otlp);
     }
 
     fn block(&mut self, block: &Block) {
@@ -576,6 +569,10 @@ mod tests {
         s.attr(Key::of("negative"), Val::Int(-5));
         s.attr(Key("baggage.", "tenant"), Val::Str("t1"));
         s.attr(
+            Key::of("tracegate.correlation_id"),
+            Val::Ascii(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+        );
+        s.attr(
             Key::of("url.full"),
             Val::Parts(&["http://a:1", "/p", "?", "q=1"]),
         );
@@ -660,6 +657,12 @@ mod tests {
             Some(&any_value::Value::StringValue("t1".into()))
         );
         assert_eq!(
+            attr(server, "tracegate.correlation_id"),
+            Some(&any_value::Value::StringValue(
+                "0f8fad5b-d9cb-469f-a165-70867728950e".into()
+            ))
+        );
+        assert_eq!(
             attr(server, "url.full"),
             Some(&any_value::Value::StringValue("http://a:1/p?q=1".into()))
         );
@@ -739,7 +742,7 @@ mod tests {
     #[test]
     fn attributes_decode_on_both_sides_of_the_short_form() {
         // Every KeyValue size from 12 to ~260 bytes (one-byte lengths end at 127), two-part
-        // keys, string, parts and int values (a negative int is a 10-byte varint).
+        // keys, string, ASCII, parts and int values (a negative int is a 10-byte varint).
         let p = Preamble::new(&[], "tracegate", "0");
         let mut s = Spans::default();
         let mut expected = Vec::new();
@@ -753,6 +756,8 @@ mod tests {
                 let value = "v".repeat(vlen);
                 s.attr(Key("", &key("s")), Val::Str(&value));
                 expected.push((key("s"), any_value::Value::StringValue(value.clone())));
+                s.attr(Key("", &key("a")), Val::Ascii(value.as_bytes()));
+                expected.push((key("a"), any_value::Value::StringValue(value.clone())));
                 let rest = key("p");
                 let (a, b) = value.split_at(vlen / 2);
                 s.attr(Key("x", &rest[1..]), Val::Parts(&[a, b]));
@@ -805,38 +810,25 @@ mod tests {
     }
 
     #[test]
-    fn fixed_text_attributes_are_written_as_attr_writes_them() {
-        // More pairs than the table has slots, so slots change hands; values at the same
-        // address but of other lengths (more of them than slots: some share one); one too
-        // long to be kept.
-        let protocol: &'static str = "network.protocol.version";
-        let long: &'static str =
-            "a value longer than the table keeps for one attribute: more than sixty-two bytes";
-        let mut pairs: Vec<(&'static str, &'static str)> = vec![
-            ("url.scheme", "http"),
-            ("url.scheme", "https"),
-            ("k", protocol),
-            ("k", &protocol[..7]),
-            (&protocol[..7], "v"),
-            ("long", long),
-        ];
-        for i in 0..2 * STATIC_SLOTS {
-            pairs.push((String::leak(format!("key.{i}")), "v"));
-        }
-        for n in 1..=STATIC_SLOTS + 8 {
-            pairs.push(("prefix", &long[..n]));
-        }
-        let mut s = Spans::default();
-        for round in 0..3 {
-            for (k, v) in &pairs {
-                let at = s.buf.len();
-                s.attr_static(k, v);
-                assert_eq!(
-                    s.buf[at..],
-                    written_by_attr(Key::of(k), Val::Str(v)),
-                    "{k}: {v}, round {round}"
-                );
-            }
+    fn fixed_attributes_are_encoded_as_attr_writes_them() {
+        let fixed = crate::span::fixed_attrs();
+        assert!(fixed.len() > 20, "{}", fixed.len());
+        // The longest: a KeyValue of 127 bytes (a key of 1, a value of 120).
+        let longest = crate::span::fixed_attr!(
+            "k",
+            "a value as long as one-byte lengths allow: the KeyValue is 127 bytes, its key one, the rest its value and four lengths.."
+        );
+        assert_eq!(longest.otlp.len(), 2 + 127);
+        for a in fixed.into_iter().chain([longest]) {
+            let mut s = Spans::default();
+            s.fixed(a);
+            assert_eq!(
+                s.buf[..],
+                written_by_attr(Key::of(a.key), Val::Str(a.value)),
+                "{}: {}",
+                a.key,
+                a.value
+            );
         }
     }
 

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::HeaderName;
 use http::{Method, Version};
 
-pub use sink::{Block, Fixed, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos};
+pub(crate) use sink::fixed_attr;
+pub use sink::{
+    Block, Fixed, FixedAttr, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos,
+};
 
 use crate::capture::Headers;
 use crate::context::correlation::IdValue;
@@ -506,19 +509,22 @@ impl Exchange {
         }
         out.block(self.conn.block(self.client_address.is_none()));
         // `network.protocol.name` is only required when it is not `http`: it always is.
-        out.attr_static("network.protocol.version", protocol_version(self.version));
+        out.fixed(protocol_version(self.version));
         if let Some(ua) = self.text.user_agent() {
             str(out, "user_agent.original", ua);
         }
         if let Some(id) = &self.correlation_id {
-            str(out, "tracegate.correlation_id", id.as_str());
+            out.attr(
+                Key::of("tracegate.correlation_id"),
+                Val::Ascii(id.as_bytes()),
+            );
         }
         if let Some(c) = &self.client {
             out.block(&c.target.upstream_attr);
         }
-        out.attr_static("tracegate.sampling.reason", self.sampling.as_str());
+        out.fixed(sampling_reason(self.sampling));
         if let Some(f) = self.propagation_source {
-            out.attr_static("tracegate.propagation.format", f.as_str());
+            out.fixed(propagation_format(f));
         }
         for (k, v) in &self.baggage {
             out.attr(Key("baggage.", k), Val::Str(v));
@@ -560,7 +566,7 @@ impl Exchange {
         if c.resend_count > 0 {
             int(out, "http.request.resend_count", i64::from(c.resend_count));
         }
-        out.attr_static("tracegate.sampling.reason", self.sampling.as_str());
+        out.fixed(sampling_reason(self.sampling));
         out.block(&self.attributes);
         if let Some(g) = &self.grpc {
             write_grpc(out, g);
@@ -616,7 +622,7 @@ impl Exchange {
             count(out, "network.local.port", self.local.port().into());
         }
         if o.has(OptIn::TRANSPORT) {
-            out.attr_static("network.transport", "tcp");
+            out.fixed(fixed_attr!("network.transport", "tcp"));
         }
         if o.has(OptIn::REQUEST_BODY_SIZE) {
             let n = self
@@ -647,10 +653,26 @@ pub fn known_method(m: &Method) -> Option<&'static str> {
     })
 }
 
+/// `http.request.method` of a method [`known_method`] names.
+fn method_attr(m: &Method) -> Option<&'static FixedAttr> {
+    Some(match *m {
+        Method::GET => fixed_attr!("http.request.method", "GET"),
+        Method::POST => fixed_attr!("http.request.method", "POST"),
+        Method::PUT => fixed_attr!("http.request.method", "PUT"),
+        Method::DELETE => fixed_attr!("http.request.method", "DELETE"),
+        Method::HEAD => fixed_attr!("http.request.method", "HEAD"),
+        Method::OPTIONS => fixed_attr!("http.request.method", "OPTIONS"),
+        Method::PATCH => fixed_attr!("http.request.method", "PATCH"),
+        Method::CONNECT => fixed_attr!("http.request.method", "CONNECT"),
+        Method::TRACE => fixed_attr!("http.request.method", "TRACE"),
+        _ => return None,
+    })
+}
+
 /// `http.request.method`, with `_OTHER` plus `http.request.method_original` for unknown ones.
 fn write_method(out: &mut impl SpanSink, m: &Method) {
-    match known_method(m) {
-        Some(name) => out.attr_static("http.request.method", name),
+    match method_attr(m) {
+        Some(attr) => out.fixed(attr),
         None => {
             out.attr(Key::of("http.request.method"), Val::Str("_OTHER"));
             out.attr(
@@ -661,14 +683,88 @@ fn write_method(out: &mut impl SpanSink, m: &Method) {
     }
 }
 
-fn protocol_version(v: Version) -> &'static str {
+/// `network.protocol.version`.
+fn protocol_version(v: Version) -> &'static FixedAttr {
     match v {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+        Version::HTTP_09 => fixed_attr!("network.protocol.version", "0.9"),
+        Version::HTTP_10 => fixed_attr!("network.protocol.version", "1.0"),
+        Version::HTTP_2 => fixed_attr!("network.protocol.version", "2"),
+        Version::HTTP_3 => fixed_attr!("network.protocol.version", "3"),
+        _ => fixed_attr!("network.protocol.version", "1.1"),
     }
+}
+
+/// `tracegate.sampling.reason`.
+fn sampling_reason(r: Reason) -> &'static FixedAttr {
+    macro_rules! reason {
+        ($r:expr) => {
+            fixed_attr!("tracegate.sampling.reason", $r.as_str())
+        };
+    }
+    match r {
+        Reason::Parent => reason!(Reason::Parent),
+        Reason::Ratio => reason!(Reason::Ratio),
+        Reason::RateLimited => reason!(Reason::RateLimited),
+        Reason::Error => reason!(Reason::Error),
+        Reason::Slow => reason!(Reason::Slow),
+    }
+}
+
+/// `tracegate.propagation.format`.
+fn propagation_format(f: Format) -> &'static FixedAttr {
+    macro_rules! source {
+        ($f:expr) => {
+            fixed_attr!("tracegate.propagation.format", $f.as_str())
+        };
+    }
+    match f {
+        Format::TraceContext => source!(Format::TraceContext),
+        Format::Baggage => source!(Format::Baggage),
+        Format::B3 => source!(Format::B3),
+        Format::B3Multi => source!(Format::B3Multi),
+        Format::Jaeger => source!(Format::Jaeger),
+    }
+}
+
+/// Every fixed attribute the spans carry, for the tests of their encoding.
+#[cfg(test)]
+pub fn fixed_attrs() -> Vec<&'static FixedAttr> {
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    let versions = [
+        Version::HTTP_09,
+        Version::HTTP_10,
+        Version::HTTP_11,
+        Version::HTTP_2,
+        Version::HTTP_3,
+    ];
+    let formats = [
+        Format::TraceContext,
+        Format::Baggage,
+        Format::B3,
+        Format::B3Multi,
+        Format::Jaeger,
+    ];
+    methods
+        .iter()
+        .filter_map(method_attr)
+        .chain(versions.map(protocol_version))
+        .chain(Reason::ALL.map(sampling_reason))
+        .chain(formats.map(propagation_format))
+        .chain([
+            fixed_attr!("network.transport", "tcp"),
+            fixed_attr!("rpc.system", "grpc"),
+        ])
+        .collect()
 }
 
 /// Headers as the conventions record them: one string-array attribute per lowercase name,
@@ -690,7 +786,7 @@ fn int(out: &mut impl SpanSink, key: &'static str, v: i64) {
 }
 
 fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
-    out.attr_static("rpc.system", "grpc");
+    out.fixed(fixed_attr!("rpc.system", "grpc"));
     out.attr(Key::of("rpc.service"), Val::Str(&g.service));
     out.attr(Key::of("rpc.method"), Val::Str(&g.method));
     if let Some(code) = g.status {
@@ -700,7 +796,49 @@ fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
 
 #[cfg(test)]
 mod tests {
-    use super::RequestText;
+    use super::*;
+
+    #[test]
+    fn fixed_attributes_say_what_the_exchange_says() {
+        for m in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+        ] {
+            let m: Method = m.parse().unwrap();
+            let a = method_attr(&m).unwrap();
+            assert_eq!(
+                (a.key, Some(a.value)),
+                ("http.request.method", known_method(&m))
+            );
+        }
+        assert!(method_attr(&Method::from_bytes(b"PURGE").unwrap()).is_none());
+        for (v, text) in [
+            (Version::HTTP_09, "0.9"),
+            (Version::HTTP_10, "1.0"),
+            (Version::HTTP_11, "1.1"),
+            (Version::HTTP_2, "2"),
+            (Version::HTTP_3, "3"),
+        ] {
+            let a = protocol_version(v);
+            assert_eq!((a.key, a.value), ("network.protocol.version", text));
+        }
+        for r in Reason::ALL {
+            let a = sampling_reason(r);
+            assert_eq!((a.key, a.value), ("tracegate.sampling.reason", r.as_str()));
+        }
+        for f in [
+            Format::TraceContext,
+            Format::Baggage,
+            Format::B3,
+            Format::B3Multi,
+            Format::Jaeger,
+        ] {
+            let a = propagation_format(f);
+            assert_eq!(
+                (a.key, a.value),
+                ("tracegate.propagation.format", f.as_str())
+            );
+        }
+    }
 
     #[test]
     fn request_text_gives_back_each_part_present_or_absent() {

@@ -68,6 +68,13 @@ pub enum Format {
 
 impl Format {
     pub const NAMES: &'static str = "tracecontext, baggage, b3, b3multi, jaeger";
+    pub const ALL: [Format; 5] = [
+        Format::TraceContext,
+        Format::Baggage,
+        Format::B3,
+        Format::B3Multi,
+        Format::Jaeger,
+    ];
 
     pub fn parse(name: &str) -> Option<Format> {
         Some(match name {
@@ -320,6 +327,18 @@ mod tests {
     use http::header::HeaderValue;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn every_format_is_named_and_listed() {
+        let named: Vec<Format> = Format::NAMES
+            .split(", ")
+            .map(|n| Format::parse(n).unwrap())
+            .collect();
+        assert_eq!(named, Format::ALL);
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.as_str()), Some(f));
+        }
+    }
 
     #[test]
     fn shared_value_keeps_the_bytes_and_refuses_what_a_header_cannot_carry() {

@@ -747,19 +747,12 @@ pub fn fixed_attrs() -> Vec<&'static FixedAttr> {
         Version::HTTP_2,
         Version::HTTP_3,
     ];
-    let formats = [
-        Format::TraceContext,
-        Format::Baggage,
-        Format::B3,
-        Format::B3Multi,
-        Format::Jaeger,
-    ];
     methods
         .iter()
         .filter_map(method_attr)
         .chain(versions.map(protocol_version))
         .chain(Reason::ALL.map(sampling_reason))
-        .chain(formats.map(propagation_format))
+        .chain(Format::ALL.map(propagation_format))
         .chain([
             fixed_attr!("network.transport", "tcp"),
             fixed_attr!("rpc.system", "grpc"),
@@ -825,13 +818,7 @@ mod tests {
             let a = sampling_reason(r);
             assert_eq!((a.key, a.value), ("tracegate.sampling.reason", r.as_str()));
         }
-        for f in [
-            Format::TraceContext,
-            Format::Baggage,
-            Format::B3,
-            Format::B3Multi,
-            Format::Jaeger,
-        ] {
+        for f in Format::ALL {
             let a = propagation_format(f);
             assert_eq!(
                 (a.key, a.value),

@@ -694,36 +694,40 @@ fn protocol_version(v: Version) -> &'static FixedAttr {
     }
 }
 
+/// A `match` of `value` giving, for each listed variant, the fixed attribute `key` with the
+/// variant's `as_str()` for value.
+macro_rules! named {
+    ($value:expr, $key:literal, $($variant:path),+ $(,)?) => {
+        match $value {
+            $($variant => fixed_attr!($key, $variant.as_str()),)+
+        }
+    };
+}
+
 /// `tracegate.sampling.reason`.
 fn sampling_reason(r: Reason) -> &'static FixedAttr {
-    macro_rules! reason {
-        ($r:expr) => {
-            fixed_attr!("tracegate.sampling.reason", $r.as_str())
-        };
-    }
-    match r {
-        Reason::Parent => reason!(Reason::Parent),
-        Reason::Ratio => reason!(Reason::Ratio),
-        Reason::RateLimited => reason!(Reason::RateLimited),
-        Reason::Error => reason!(Reason::Error),
-        Reason::Slow => reason!(Reason::Slow),
-    }
+    named!(
+        r,
+        "tracegate.sampling.reason",
+        Reason::Parent,
+        Reason::Ratio,
+        Reason::RateLimited,
+        Reason::Error,
+        Reason::Slow,
+    )
 }
 
 /// `tracegate.propagation.format`.
 fn propagation_format(f: Format) -> &'static FixedAttr {
-    macro_rules! source {
-        ($f:expr) => {
-            fixed_attr!("tracegate.propagation.format", $f.as_str())
-        };
-    }
-    match f {
-        Format::TraceContext => source!(Format::TraceContext),
-        Format::Baggage => source!(Format::Baggage),
-        Format::B3 => source!(Format::B3),
-        Format::B3Multi => source!(Format::B3Multi),
-        Format::Jaeger => source!(Format::Jaeger),
-    }
+    named!(
+        f,
+        "tracegate.propagation.format",
+        Format::TraceContext,
+        Format::Baggage,
+        Format::B3,
+        Format::B3Multi,
+        Format::Jaeger,
+    )
 }
 
 /// Every fixed attribute the spans carry, for the tests of their encoding.

@@ -639,21 +639,10 @@ impl Exchange {
 
 /// The method as the conventions name it, or `None` for a method outside the known set.
 pub fn known_method(m: &Method) -> Option<&'static str> {
-    Some(match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => return None,
-    })
+    method_attr(m).map(|a| a.value)
 }
 
-/// `http.request.method` of a method [`known_method`] names.
+/// `http.request.method` of a known method: the table [`known_method`] reads too.
 fn method_attr(m: &Method) -> Option<&'static FixedAttr> {
     Some(match *m {
         Method::GET => fixed_attr!("http.request.method", "GET"),

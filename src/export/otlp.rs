@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::span::{Block, FixedAttr, Key, SpanHead, SpanSink, Val};
+use crate::span::{Block, FixedAttr, FixedKey, Key, SpanHead, SpanSink, Val};
 
 // Wire types.
 const VARINT: u32 = 0;
@@ -76,10 +76,10 @@ struct Open {
 
 /// Starts a length-delimited field, keeping `room` bytes for its length: 1 for small
 /// messages, 2 for a span (128 B to 16 KiB, the usual size), so that [`close`] seldom has to
-/// move the content.
+/// move the content. `field` is below 16 (a one-byte tag) and `room` 1 or 2.
 fn open(buf: &mut BytesMut, field: u32, room: usize) -> Open {
-    put_varint(buf, tag(field, LEN));
-    buf.put_bytes(0, room);
+    debug_assert!(field < 16 && (1..=2).contains(&room));
+    buf.put_slice(&[tag(field, LEN) as u8, 0, 0][..1 + room]);
     Open {
         at: buf.len() - room,
         room,
@@ -89,6 +89,18 @@ fn open(buf: &mut BytesMut, field: u32, room: usize) -> Open {
 fn close(buf: &mut BytesMut, Open { at, room }: Open) {
     let end = buf.len();
     let len = end - at - room;
+    // The usual case: the length fits the room kept for it.
+    match (room, len) {
+        (1, 0..128) => {
+            buf[at] = len as u8;
+            return;
+        }
+        (2, 128..16384) => {
+            buf[at..at + 2].copy_from_slice(&[len as u8 | 0x80, (len >> 7) as u8]);
+            return;
+        }
+        _ => {}
+    }
     let n = varint_len(len as u64);
     if n > room {
         buf.put_bytes(0, n - room);
@@ -161,26 +173,33 @@ fn put_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) {
     }
 }
 
-/// [`put_attr`] for the usual attribute: a scalar value whose `KeyValue` is under 128 bytes,
-/// so every length is one byte and known up front. The framing is written in two pieces
-/// (before the key, before the value) instead of eight varints, each checking for room:
-/// this was ~60% of encoding a span. Returns false, writing nothing, for the others.
-fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) -> bool {
-    let (klen, vlen) = (
-        key.len(),
-        match value {
-            Val::Str(s) => s.len(),
-            Val::Ascii(b) => b.len(),
-            Val::Parts(p) => p.iter().map(|s| s.len()).sum(),
-            Val::Int(_) => 0,
-            Val::Header(..) => return false,
-        },
-    );
+/// The usual attribute: a scalar value whose `KeyValue` is under 128 bytes, so every length
+/// is one byte and known up front. The value's length, and its `AnyValue`'s; `None` for a
+/// header's values (a string array).
+fn short_value(value: &Val<'_>) -> Option<(usize, usize)> {
+    let vlen = match value {
+        Val::Str(s) => s.len(),
+        Val::Ascii(b) => b.len(),
+        Val::Parts(p) => p.iter().map(|s| s.len()).sum(),
+        Val::Int(_) => 0,
+        Val::Header(..) => return None,
+    };
     // AnyValue: a string (tag, length, bytes) or an int (tag, varint).
     let any = match value {
         Val::Int(i) => 1 + varint_len(*i as u64),
         _ => 2 + vlen,
     };
+    Some((vlen, any))
+}
+
+/// [`put_attr`] for the usual attribute ([`short_value`]). The framing is written in two
+/// pieces (before the key, before the value) instead of eight varints, each checking for
+/// room: this was ~60% of encoding a span. Returns false, writing nothing, for the others.
+fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>) -> bool {
+    let Some((vlen, any)) = short_value(value) else {
+        return false;
+    };
+    let klen = key.len();
     // KeyValue: key (tag, length, bytes), value (tag, length, AnyValue).
     let kv = 2 + klen + 2 + any;
     if field >= 16 || kv >= 128 {
@@ -194,10 +213,18 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
         klen as u8,
     ]);
     put_key_bytes(buf, key);
+    put_short_value(buf, value, vlen, any);
+    true
+}
+
+/// The value part of a short attribute: its field in the `KeyValue`, then the `AnyValue`.
+/// Inlined: a call of its own saved and restored ~18 instructions' worth of registers.
+#[inline(always)]
+fn put_short_value(buf: &mut BytesMut, value: &Val<'_>, vlen: usize, any: usize) {
     if let Val::Int(i) = value {
         buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(3, VARINT) as u8]);
         put_varint(buf, *i as u64);
-        return true;
+        return;
     }
     buf.put_slice(&[tag(2, LEN) as u8, any as u8, tag(1, LEN) as u8, vlen as u8]);
     match value {
@@ -206,7 +233,36 @@ fn put_short_attr(buf: &mut BytesMut, field: u32, key: Key<'_>, value: &Val<'_>)
         Val::Parts(parts) => parts.iter().for_each(|p| buf.put_slice(p.as_bytes())),
         Val::Int(_) | Val::Header(..) => {}
     }
-    true
+}
+
+/// The size of [`fixed_key`]'s encoding of `key`.
+pub const fn fixed_key_len(key: &str) -> usize {
+    // Room for the shortest value (an int's AnyValue: 2 bytes, with its own 2) in one-byte
+    // lengths.
+    assert!(
+        2 + key.len() + 4 < 128,
+        "a fixed key leaves room for a value"
+    );
+    4 + key.len()
+}
+
+/// The start of a `Span.attributes` field whose key is `key`, encoded at compile time
+/// ([`crate::span::fixed_key!`]): the field's tag, a zero where the `KeyValue`'s length
+/// goes, then the key as [`put_attr`] writes it. [`Spans::keyed`] copies it and writes the
+/// length and the value.
+pub const fn fixed_key<const N: usize>(key: &str) -> [u8; N] {
+    assert!(N == fixed_key_len(key));
+    let k = key.as_bytes();
+    let mut out = [0u8; N];
+    out[0] = tag(9, LEN) as u8;
+    out[2] = tag(1, LEN) as u8;
+    out[3] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        out[4 + i] = k[i];
+        i += 1;
+    }
+    out
 }
 
 /// The size of [`fixed_attr`]'s encoding of `key: value`.
@@ -287,35 +343,39 @@ impl Spans {
 impl SpanSink for Spans {
     fn begin(&mut self, h: &SpanHead<'_>) {
         let buf = &mut self.buf;
-        // ScopeSpans.spans = 2
-        self.open = open(buf, 2, 2);
         // The fixed-size fields are put together on the stack and written in one piece
         // each side of the name: a `put` per field checked for room ~20 times a span.
+        // First the span's own field (ScopeSpans.spans = 2) with two bytes kept for its
+        // length ([`open`]), then the ids.
         let mut flags = u32::from(h.flags) | CONTEXT_HAS_IS_REMOTE;
-        let mut ids = [0u8; 38];
-        ids[..2].copy_from_slice(&[tag(1, LEN) as u8, 16]);
-        ids[2..18].copy_from_slice(&h.trace_id);
-        ids[18..20].copy_from_slice(&[tag(2, LEN) as u8, 8]);
-        ids[20..28].copy_from_slice(&h.span_id);
-        let mut n = 28;
+        let mut ids = [0u8; 41];
+        ids[..5].copy_from_slice(&[tag(2, LEN) as u8, 0, 0, tag(1, LEN) as u8, 16]);
+        ids[5..21].copy_from_slice(&h.trace_id);
+        ids[21..23].copy_from_slice(&[tag(2, LEN) as u8, 8]);
+        ids[23..31].copy_from_slice(&h.span_id);
+        let mut n = 31;
         if let Some((parent, remote)) = h.parent {
             if remote {
                 flags |= CONTEXT_IS_REMOTE;
             }
-            ids[28..30].copy_from_slice(&[tag(4, LEN) as u8, 8]);
-            ids[30..38].copy_from_slice(&parent);
+            ids[31..33].copy_from_slice(&[tag(4, LEN) as u8, 8]);
+            ids[33..41].copy_from_slice(&parent);
         }
+        self.open = Open {
+            at: buf.len() + 1,
+            room: 2,
+        };
         if h.trace_state.is_empty() {
             if h.parent.is_some() {
-                n = 38;
+                n = 41;
             }
             buf.put_slice(&ids[..n]);
         } else {
             // trace_state = 3 goes between the span's id and its parent's.
-            buf.put_slice(&ids[..28]);
+            buf.put_slice(&ids[..31]);
             put_bytes(buf, 3, h.trace_state.as_bytes());
             if h.parent.is_some() {
-                buf.put_slice(&ids[28..38]);
+                buf.put_slice(&ids[31..41]);
             }
         }
         let (first, second) = h.name;
@@ -351,6 +411,23 @@ impl SpanSink for Spans {
         self.buf.put_slice(attr.otlp);
     }
 
+    fn keyed(&mut self, key: &'static FixedKey, value: Val<'_>) {
+        let buf = &mut self.buf;
+        match short_value(&value) {
+            // KeyValue: the key's part as encoded (2 bytes of it are the field's tag and
+            // length), then the value's: tag, length, AnyValue.
+            Some((vlen, any)) if key.otlp.len() - 2 + 2 + any < 128 => {
+                let kv = key.otlp.len() + any;
+                buf.reserve(2 + kv);
+                let at = buf.len();
+                buf.put_slice(key.otlp);
+                buf[at + 1] = kv as u8;
+                put_short_value(buf, &value, vlen, any);
+            }
+            _ => put_attr(buf, 9, Key::of(key.key), &value),
+        }
+    }
+
     fn block(&mut self, block: &Block) {
         let bytes = block.otlp(|b| {
             let mut buf = BytesMut::new();
@@ -377,9 +454,9 @@ impl SpanSink for Spans {
 
     fn end(&mut self, error: Option<&str>) {
         let buf = &mut self.buf;
-        // Span.status = 15: message 2, code 3.
+        // Span.status = 15: message 2, code 3. An unset status is the absent one.
         match error {
-            None => put_bytes(buf, 15, &[]),
+            None => {}
             Some(message) => {
                 let len = field_len(2, message.len()) + 1 + varint_len(STATUS_ERROR);
                 put_varint(buf, tag(15, LEN));
@@ -697,10 +774,7 @@ mod tests {
             client.flags, 0x103,
             "a local parent: remoteness known, not remote"
         );
-        assert_eq!(
-            client.status.as_ref().unwrap().code,
-            StatusCode::Unset as i32
-        );
+        assert!(client.status.is_none(), "an unset status is left out");
         assert!(client.trace_state.is_empty());
 
         assert!(root.parent_span_id.is_empty());
@@ -829,6 +903,50 @@ mod tests {
                 a.key,
                 a.value
             );
+        }
+    }
+
+    #[test]
+    fn fixed_keys_are_encoded_as_attr_writes_them() {
+        // The longest key allowed: 121 bytes, a KeyValue of 127 with the smallest int.
+        let longest = crate::span::fixed_key!(
+            "a.key.as.long.as.one.byte.lengths.allow.with.room.for.the.smallest.value.that.is.an.int.of.one.byte.and.its.two.framing.."
+        );
+        assert_eq!(longest.key.len(), 121);
+        let keys = [
+            crate::span::fixed_key!("url.path"),
+            crate::span::fixed_key!("http.response.status_code"),
+            crate::span::fixed_key!("k"),
+            longest,
+        ];
+        let name = http::header::ACCEPT;
+        let headers: crate::capture::Headers = vec![(name.clone(), "text/html".to_string())];
+        for key in keys {
+            let mut values = vec![
+                Val::Int(0),
+                Val::Int(300),
+                Val::Int(-1),
+                Val::Int(i64::MAX),
+                Val::Ascii(b"4bf92f35-77b3-4da6"),
+                Val::Parts(&["http://upstream:8080", "/users/7", "?", "a=1"]),
+                Val::Header(&headers, &name),
+            ];
+            // Strings on both sides of the short form's limit for this key.
+            let room = 128 - (key.otlp.len() + 4);
+            let text = "v".repeat(200);
+            for n in [0, 1, room.saturating_sub(1), room, room + 1, 200] {
+                values.push(Val::Str(&text[..n.min(200)]));
+            }
+            for v in values {
+                let mut s = Spans::default();
+                s.keyed(key, v);
+                assert_eq!(
+                    s.buf[..],
+                    written_by_attr(Key::of(key.key), v),
+                    "{}: {v:?}",
+                    key.key
+                );
+            }
         }
     }
 

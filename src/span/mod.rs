@@ -15,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::HeaderName;
 use http::{Method, Version};
 
-pub(crate) use sink::fixed_attr;
 pub use sink::{
-    Block, Fixed, FixedAttr, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of, unix_nanos,
+    Block, Fixed, FixedAttr, FixedKey, IpText, Key, Kind, SpanHead, SpanSink, Val, nanos_of,
+    unix_nanos,
 };
+pub(crate) use sink::{fixed_attr, fixed_key};
 
 use crate::capture::Headers;
 use crate::context::correlation::IdValue;
@@ -486,36 +487,40 @@ impl Exchange {
     fn server_attributes(&self, out: &mut impl SpanSink) {
         write_method(out, &self.method);
         self.write_opt_in(out);
-        str(out, "url.path", self.text.path());
+        str(out, fixed_key!("url.path"), self.text.path());
         if let Some(q) = self.text.query() {
-            str(out, "url.query", q);
+            str(out, fixed_key!("url.query"), q);
         }
         if let Some(u) = &self.upgrade {
-            str(out, "tracegate.upgrade", u);
+            str(out, fixed_key!("tracegate.upgrade"), u);
         }
         if let Some(r) = &self.route {
-            str(out, "http.route", r);
+            str(out, fixed_key!("http.route"), r);
         }
-        int(out, "http.response.status_code", i64::from(self.status));
+        int(
+            out,
+            fixed_key!("http.response.status_code"),
+            i64::from(self.status),
+        );
         if let Some(h) = self.text.server_address() {
-            str(out, "server.address", h);
+            str(out, fixed_key!("server.address"), h);
         }
         if let Some(p) = self.server_port {
-            int(out, "server.port", i64::from(p));
+            int(out, fixed_key!("server.port"), i64::from(p));
         }
         // `client.address`, `network.peer.*`, `url.scheme`, `tls.*`.
         if let Some(ip) = self.client_address {
-            str(out, "client.address", IpText::new(ip).as_str());
+            str(out, fixed_key!("client.address"), IpText::new(ip).as_str());
         }
         out.block(self.conn.block(self.client_address.is_none()));
         // `network.protocol.name` is only required when it is not `http`: it always is.
         out.fixed(protocol_version(self.version));
         if let Some(ua) = self.text.user_agent() {
-            str(out, "user_agent.original", ua);
+            str(out, fixed_key!("user_agent.original"), ua);
         }
         if let Some(id) = &self.correlation_id {
-            out.attr(
-                Key::of("tracegate.correlation_id"),
+            out.keyed(
+                fixed_key!("tracegate.correlation_id"),
                 Val::Ascii(id.as_bytes()),
             );
         }
@@ -533,7 +538,7 @@ impl Exchange {
         write_headers(out, "http.response.header.", &self.response_headers);
         out.block(&self.attributes);
         if let Some(e) = self.server_error() {
-            str(out, "error.type", &e);
+            str(out, fixed_key!("error.type"), &e);
         }
         if let Some(g) = &self.grpc {
             write_grpc(out, g);
@@ -562,9 +567,13 @@ impl Exchange {
             Some(q) => &[&c.target.base_url, self.text.path(), "?", q],
             None => &[&c.target.base_url, self.text.path()],
         };
-        out.attr(Key::of("url.full"), Val::Parts(url));
+        out.keyed(fixed_key!("url.full"), Val::Parts(url));
         if c.resend_count > 0 {
-            int(out, "http.request.resend_count", i64::from(c.resend_count));
+            int(
+                out,
+                fixed_key!("http.request.resend_count"),
+                i64::from(c.resend_count),
+            );
         }
         out.fixed(sampling_reason(self.sampling));
         out.block(&self.attributes);
@@ -572,7 +581,7 @@ impl Exchange {
             write_grpc(out, g);
         }
         if let Some(s) = c.status {
-            int(out, "http.response.status_code", i64::from(s));
+            int(out, fixed_key!("http.response.status_code"), i64::from(s));
         }
         // Client spans: 4xx and 5xx are errors, and so is a call with no response.
         let client_error: Option<Cow<'static, str>> =
@@ -582,7 +591,7 @@ impl Exchange {
                     .map(|s| Cow::Owned(s.to_string()))
             });
         if let Some(e) = &client_error {
-            str(out, "error.type", e);
+            str(out, fixed_key!("error.type"), e);
         }
         // A failed call carries an `exception` event with what the connection said.
         if let (Some(kind), Some(detail)) = (c.error_type, &c.error_detail) {
@@ -612,14 +621,21 @@ impl Exchange {
         // Counts and sizes are unsigned; OTLP integers are i64.
         let count = |out: &mut _, key, v: u64| int(out, key, i64::try_from(v).unwrap_or(i64::MAX));
         if o.has(OptIn::CLIENT_PORT) {
-            count(out, "client.port", self.peer.port().into());
+            count(out, fixed_key!("client.port"), self.peer.port().into());
         }
         if o.has(OptIn::LOCAL_ADDRESS) {
             let local = IpText::new(self.local.ip());
-            out.attr(Key::of("network.local.address"), Val::Str(local.as_str()));
+            out.keyed(
+                fixed_key!("network.local.address"),
+                Val::Str(local.as_str()),
+            );
         }
         if o.has(OptIn::LOCAL_PORT) {
-            count(out, "network.local.port", self.local.port().into());
+            count(
+                out,
+                fixed_key!("network.local.port"),
+                self.local.port().into(),
+            );
         }
         if o.has(OptIn::TRANSPORT) {
             out.fixed(fixed_attr!("network.transport", "tcp"));
@@ -629,10 +645,10 @@ impl Exchange {
                 .bytes_in
                 .as_ref()
                 .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
-            count(out, "http.request.body.size", n);
+            count(out, fixed_key!("http.request.body.size"), n);
         }
         if o.has(OptIn::RESPONSE_BODY_SIZE) {
-            count(out, "http.response.body.size", self.bytes_sent);
+            count(out, fixed_key!("http.response.body.size"), self.bytes_sent);
         }
     }
 }
@@ -663,9 +679,9 @@ fn write_method(out: &mut impl SpanSink, m: &Method) {
     match method_attr(m) {
         Some(attr) => out.fixed(attr),
         None => {
-            out.attr(Key::of("http.request.method"), Val::Str("_OTHER"));
-            out.attr(
-                Key::of("http.request.method_original"),
+            out.keyed(fixed_key!("http.request.method"), Val::Str("_OTHER"));
+            out.keyed(
+                fixed_key!("http.request.method_original"),
                 Val::Str(m.as_str()),
             );
         }
@@ -763,20 +779,23 @@ fn write_headers(out: &mut impl SpanSink, prefix: &'static str, headers: &Header
     }
 }
 
-fn str(out: &mut impl SpanSink, key: &'static str, v: &str) {
-    out.attr(Key::of(key), Val::Str(v));
+fn str(out: &mut impl SpanSink, key: &'static FixedKey, v: &str) {
+    out.keyed(key, Val::Str(v));
 }
 
-fn int(out: &mut impl SpanSink, key: &'static str, v: i64) {
-    out.attr(Key::of(key), Val::Int(v));
+fn int(out: &mut impl SpanSink, key: &'static FixedKey, v: i64) {
+    out.keyed(key, Val::Int(v));
 }
 
 fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
     out.fixed(fixed_attr!("rpc.system", "grpc"));
-    out.attr(Key::of("rpc.service"), Val::Str(&g.service));
-    out.attr(Key::of("rpc.method"), Val::Str(&g.method));
+    out.keyed(fixed_key!("rpc.service"), Val::Str(&g.service));
+    out.keyed(fixed_key!("rpc.method"), Val::Str(&g.method));
     if let Some(code) = g.status {
-        out.attr(Key::of("rpc.grpc.status_code"), Val::Int(i64::from(code)));
+        out.keyed(
+            fixed_key!("rpc.grpc.status_code"),
+            Val::Int(i64::from(code)),
+        );
     }
 }
 

@@ -204,6 +204,32 @@ macro_rules! fixed_attr {
 }
 pub(crate) use fixed_attr;
 
+/// An attribute key that is fixed text, with the start of its encoding as a
+/// `Span.attributes` field made at compile time by [`fixed_key!`]: the value is the
+/// request's, the key's framing and bytes are one copy.
+#[derive(Debug)]
+pub struct FixedKey {
+    pub key: &'static str,
+    pub otlp: &'static [u8],
+}
+
+/// `fixed_key!("url.path")`: a `&'static` [`FixedKey`]. The key is a constant expression
+/// under 120 bytes (checked at compile time).
+macro_rules! fixed_key {
+    ($key:expr) => {{
+        const FIXED_KEY: &str = $key;
+        const FIXED_KEY_LEN: usize = $crate::export::otlp::fixed_key_len(FIXED_KEY);
+        const FIXED_KEY_OTLP: [u8; FIXED_KEY_LEN] =
+            $crate::export::otlp::fixed_key::<FIXED_KEY_LEN>(FIXED_KEY);
+        static FIXED_KEY_ATTR: $crate::span::FixedKey = $crate::span::FixedKey {
+            key: FIXED_KEY,
+            otlp: &FIXED_KEY_OTLP,
+        };
+        &FIXED_KEY_ATTR
+    }};
+}
+pub(crate) use fixed_key;
+
 /// Where span content goes, in this order for each span: `begin`, any `attr`s and
 /// `event`s, `end`.
 pub trait SpanSink {
@@ -213,6 +239,11 @@ pub trait SpanSink {
     /// with its OTLP encoding made at compile time.
     fn fixed(&mut self, attr: &'static FixedAttr) {
         self.attr(Key::of(attr.key), Val::Str(attr.value));
+    }
+    /// An attribute whose key is fixed text (`url.path`), the start of its OTLP encoding
+    /// made at compile time.
+    fn keyed(&mut self, key: &'static FixedKey, value: Val<'_>) {
+        self.attr(Key::of(key.key), value);
     }
     /// Every attribute of `block`, in its order.
     fn block(&mut self, block: &Block) {

@@ -932,7 +932,7 @@ mod tests {
                 Val::Header(&headers, &name),
             ];
             // Strings on both sides of the short form's limit for this key.
-            let room = 128 - (key.otlp.len() + 4);
+            let room = 128usize.saturating_sub(key.otlp.len() + 4);
             let text = "v".repeat(200);
             for n in [0, 1, room.saturating_sub(1), room, room + 1, 200] {
                 values.push(Val::Str(&text[..n.min(200)]));

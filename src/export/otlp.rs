@@ -235,6 +235,15 @@ fn put_short_value(buf: &mut BytesMut, value: &Val<'_>, vlen: usize, any: usize)
     }
 }
 
+/// `bytes` into `out` from `at`, at compile time.
+const fn copy_const(out: &mut [u8], at: usize, bytes: &[u8]) {
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at + i] = bytes[i];
+        i += 1;
+    }
+}
+
 /// The size of [`fixed_key`]'s encoding of `key`.
 pub const fn fixed_key_len(key: &str) -> usize {
     // Room for the shortest value (an int's AnyValue: 2 bytes, with its own 2) in one-byte
@@ -257,11 +266,7 @@ pub const fn fixed_key<const N: usize>(key: &str) -> [u8; N] {
     out[0] = tag(9, LEN) as u8;
     out[2] = tag(1, LEN) as u8;
     out[3] = k.len() as u8;
-    let mut i = 0;
-    while i < k.len() {
-        out[4 + i] = k[i];
-        i += 1;
-    }
+    copy_const(&mut out, 4, k);
     out
 }
 
@@ -285,21 +290,13 @@ pub const fn fixed_attr<const N: usize>(key: &str, value: &str) -> [u8; N] {
     out[1] = (N - 2) as u8;
     out[2] = tag(1, LEN) as u8;
     out[3] = k.len() as u8;
-    let mut i = 0;
-    while i < k.len() {
-        out[4 + i] = k[i];
-        i += 1;
-    }
+    copy_const(&mut out, 4, k);
     let at = 4 + k.len();
     out[at] = tag(2, LEN) as u8;
     out[at + 1] = (2 + v.len()) as u8;
     out[at + 2] = tag(1, LEN) as u8;
     out[at + 3] = v.len() as u8;
-    let mut j = 0;
-    while j < v.len() {
-        out[at + 4 + j] = v[j];
-        j += 1;
-    }
+    copy_const(&mut out, at + 4, v);
     out
 }
 

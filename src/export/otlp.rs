@@ -410,11 +410,11 @@ impl SpanSink for Spans {
 
     fn keyed(&mut self, key: &'static FixedKey, value: Val<'_>) {
         let buf = &mut self.buf;
-        match short_value(&value) {
-            // KeyValue: the key's part as encoded (2 bytes of it are the field's tag and
-            // length), then the value's: tag, length, AnyValue.
-            Some((vlen, any)) if key.otlp.len() - 2 + 2 + any < 128 => {
-                let kv = key.otlp.len() + any;
+        // KeyValue: the key's part as encoded, less the field's tag and length (2 bytes),
+        // then the value's: tag, length (2 bytes) and AnyValue.
+        let short = short_value(&value).map(|(vlen, any)| (vlen, any, key.otlp.len() + any));
+        match short {
+            Some((vlen, any, kv)) if kv < 128 => {
                 buf.reserve(2 + kv);
                 let at = buf.len();
                 buf.put_slice(key.otlp);

@@ -625,10 +625,7 @@ impl Exchange {
         }
         if o.has(OptIn::LOCAL_ADDRESS) {
             let local = IpText::new(self.local.ip());
-            out.keyed(
-                fixed_key!("network.local.address"),
-                Val::Str(local.as_str()),
-            );
+            str(out, fixed_key!("network.local.address"), local.as_str());
         }
         if o.has(OptIn::LOCAL_PORT) {
             count(
@@ -679,11 +676,8 @@ fn write_method(out: &mut impl SpanSink, m: &Method) {
     match method_attr(m) {
         Some(attr) => out.fixed(attr),
         None => {
-            out.keyed(fixed_key!("http.request.method"), Val::Str("_OTHER"));
-            out.keyed(
-                fixed_key!("http.request.method_original"),
-                Val::Str(m.as_str()),
-            );
+            str(out, fixed_key!("http.request.method"), "_OTHER");
+            str(out, fixed_key!("http.request.method_original"), m.as_str());
         }
     }
 }
@@ -789,13 +783,10 @@ fn int(out: &mut impl SpanSink, key: &'static FixedKey, v: i64) {
 
 fn write_grpc(out: &mut impl SpanSink, g: &Grpc) {
     out.fixed(fixed_attr!("rpc.system", "grpc"));
-    out.keyed(fixed_key!("rpc.service"), Val::Str(&g.service));
-    out.keyed(fixed_key!("rpc.method"), Val::Str(&g.method));
+    str(out, fixed_key!("rpc.service"), &g.service);
+    str(out, fixed_key!("rpc.method"), &g.method);
     if let Some(code) = g.status {
-        out.keyed(
-            fixed_key!("rpc.grpc.status_code"),
-            Val::Int(i64::from(code)),
-        );
+        int(out, fixed_key!("rpc.grpc.status_code"), i64::from(code));
     }
 }
 

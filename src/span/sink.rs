@@ -214,7 +214,8 @@ pub struct FixedKey {
 }
 
 /// `fixed_key!("url.path")`: a `&'static` [`FixedKey`]. The key is a constant expression
-/// under 120 bytes (checked at compile time).
+/// of at most 121 bytes, room left for a value in one-byte lengths (checked at compile
+/// time).
 macro_rules! fixed_key {
     ($key:expr) => {{
         const FIXED_KEY: &str = $key;

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -473,25 +474,39 @@ impl Upstream {
 
     /// Sends `req` within the upstream's timeouts. On an idle HTTP/1.1 connection of our
     /// own, the connection times the wait with a timer it keeps (see `wire::send`); the
-    /// other ways (a new connection, HTTP/2, an upgrade) are timed here.
-    async fn exchange(
-        &self,
-        endpoint: &Endpoint,
+    /// other ways (a new connection, HTTP/2, an upgrade) are timed by [`Self::exchange_new`].
+    /// A plain function: as an `async fn` it was one more level of future, which moved the
+    /// request in and the response out once more (~100 instructions a request).
+    fn exchange<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         mut req: Request<RequestBody>,
         deadline: Option<tokio::time::Instant>,
-        keep: Keep<'_>,
-    ) -> Result<Response<UpstreamBody>, Failure> {
+        keep: Keep<'a>,
+    ) -> Either<
+        impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a>,
+        impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a>,
+    > {
         let due = Due {
             request_timeout: self.request_timeout,
             total_timeout: self.total_timeout,
             deadline,
         };
-        if let Some(conn) = endpoint.conns.idle_http1(&mut req) {
-            return endpoint
-                .conns
-                .send_idle(&self.conns, conn, req, keep, due)
-                .await;
+        match endpoint.conns.idle_http1(&mut req) {
+            Some(conn) => Either::Left(endpoint.conns.send_idle(&self.conns, conn, req, keep, due)),
+            None => Either::Right(self.exchange_new(endpoint, req, due, keep)),
         }
+    }
+
+    /// [`Self::exchange`] on a new connection, HTTP/2 or an upgrade: timed here.
+    async fn exchange_new(
+        &self,
+        endpoint: &Endpoint,
+        mut req: Request<RequestBody>,
+        due: Due,
+        keep: Keep<'_>,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let deadline = due.deadline;
         let body_sent = if http_body::Body::is_end_stream(req.body()) {
             None
         } else {

@@ -249,7 +249,11 @@ pub async fn send(
     let mut resp = Response::new(UpstreamBody::Wire(body));
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
+    // The map `Response::new` made is empty (it owns no memory): forgotten, not dropped.
+    // Its out-of-line drop cost ~60 instructions a request.
+    let empty = std::mem::replace(resp.headers_mut(), head.headers);
+    debug_assert!(empty.is_empty() && empty.capacity() == 0);
+    std::mem::forget(empty);
     Ok(resp)
 }
 

@@ -506,7 +506,7 @@ impl Upstream {
         due: Due,
         keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let deadline = due.deadline;
+        let deadline = due.deadline();
         let body_sent = if http_body::Body::is_end_stream(req.body()) {
             None
         } else {

@@ -259,8 +259,8 @@ where
                 poll_fn(|cx| c.poll_response(cx, &mut rbody, &mut writing, &mut reader)).await;
             (written, close)
         };
-        // The response is over: its span ended at the block's end (the body is dropped where
-        // it is: `drop(rbody)` moved it first); now the request is no longer in flight.
+        // The response is over: the body was dropped in place at the block's end, which
+        // ended its span; now the request is no longer in flight.
         drop(in_flight);
         match written {
             Ok(true) => {}

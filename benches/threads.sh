@@ -27,13 +27,13 @@ sleep 1
 
 ticks() { awk '{print $14+$15}' "$1/stat"; }   # utime+stime, clock ticks (100 Hz)
 # utime, stime and involuntary context switches of a thread.
-split() { echo "$(awk '{print $14, $15}' "$1/stat") $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$1/status")"; }
+thread_times() { echo "$(awk '{print $14, $15}' "$1/stat") $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$1/status")"; }
 for round in $(seq "$rounds"); do
   for cfg in tracegate-on tracegate-off; do
     p=${pid[$cfg]}
     wrk -t1 -c"$conns" -d1s "http://${port[$cfg]}/" >/dev/null   # warm the pools
     declare -A before=()
-    for t in /proc/"$p"/task/*; do before[$t]=$(split "$t"); done
+    for t in /proc/"$p"/task/*; do before[$t]=$(thread_times "$t"); done
     echo0=$(ticks /proc/"$echo_pid"); sink0=$(ticks /proc/"$sink_pid")
     out=$("${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "http://${port[$cfg]}/")
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -41,7 +41,7 @@ for round in $(seq "$rounds"); do
     line="round $round c=$conns $cfg: $rate req/s;"
     for t in /proc/"$p"/task/*; do
       read -r u0 s0 c0 <<<"${before[$t]:-0 0 0}"
-      read -r u1 s1 c1 <<<"$(split "$t")"
+      read -r u1 s1 c1 <<<"$(thread_times "$t")"
       [ $(( u1 + s1 - u0 - s0 )) -gt 0 ] && line+=" $(cat "$t/comm") $(awk -v u=$((u1 - u0)) \
         -v s=$((s1 - s0)) -v c=$((c1 - c0)) -v r="$reqs" \
         'BEGIN {printf "%.1f us/req (user %.2f, kernel %.2f, preempted %.3f/req)", (u + s) * 10000 / r, u * 10000 / r, s * 10000 / r, c / r}')"

@@ -1,6 +1,6 @@
 //! Exporter capacity: how many spans per second tracegate's exporter turns from finished
 //! exchanges into OTLP/gRPC batches and sends, per core. The real exporter (its own thread
-//! and runtime, tracegate's OTLP encoder and tonic client) sends to a real tonic receiver on
+//! and runtime, tracegate's OTLP encoder and gRPC client) sends to a real tonic receiver on
 //! another thread that decodes every request; the queue is kept full for the whole run.
 //! The export thread's CPU time comes from /proc, so the figure is spans per CPU-second of
 //! that one thread, whatever else the machine runs.

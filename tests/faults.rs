@@ -616,3 +616,123 @@ async fn black_holed_mid_run_then_back_loses_only_what_it_counted() {
     delivered(&got, &before);
     delivered(&got, &after);
 }
+
+/// What a plain HTTP/2 server on a real socket saw of one export call.
+struct Seen {
+    headers: http::HeaderMap,
+    path: String,
+    body: bytes::Bytes,
+}
+
+/// An HTTP/2 (h2c) server that is not a gRPC server: it answers the n-th request with the
+/// n-th scripted HTTP status and headers and an empty body (the last answer repeats), and
+/// keeps what each request carried.
+async fn plain_h2_collector(
+    script: Vec<(u16, &'static [(&'static str, &'static str)])>,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use http_body_util::{BodyExt as _, Empty};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let (log, script) = (log.clone(), script.clone());
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (log, script) = (log.clone(), script.clone());
+                    async move {
+                        let (head, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let n = {
+                            let mut seen = log.lock().unwrap();
+                            seen.push(Seen {
+                                headers: head.headers,
+                                path: head.uri.path().to_string(),
+                                body,
+                            });
+                            seen.len() - 1
+                        };
+                        let (status, headers) = script[n.min(script.len() - 1)];
+                        let mut r = http::Response::builder().status(status);
+                        for (k, v) in headers {
+                            r = r.header(*k, *v);
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            r.body(Empty::<bytes::Bytes>::new()).unwrap(),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_answers_without_a_grpc_status_map_to_grpc_codes() {
+    // The gRPC specification's mapping: 503 is UNAVAILABLE (retried), 404 UNIMPLEMENTED
+    // (not retried: the batch is dropped); then a trailers-only answer, grpc-status 0 in
+    // the headers, is a success.
+    let (addr, seen) = plain_h2_collector(vec![
+        (503, &[]),
+        (404, &[]),
+        (
+            200,
+            &[("content-type", "application/grpc"), ("grpc-status", "0")],
+        ),
+    ])
+    .await;
+    let app = upstream().await;
+    let gw = tracegate(&config(
+        app.addr,
+        &export_to(addr, "  batch_delay: 20ms\n  timeout: 10s\n"),
+    ))
+    .await;
+    let url = format!("http://{}/api/1", gw.proxy_addrs[0]);
+    let stats = gw.export_stats.clone();
+    requests(&url, 1).await;
+    let (produced, exported, dropped) = settled(&stats).await;
+    assert_eq!((produced, exported, dropped), (2, 0, 2));
+    assert_eq!(stats.failed_batches.load(Relaxed), 1);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the 503 retried once, the 404 not"
+    );
+    requests(&url, 1).await;
+    let (_, exported, _) = settled(&stats).await;
+    assert_eq!(exported, 2);
+
+    // Each call was a gRPC request: the method's path, gRPC's headers, and one message
+    // in gRPC's framing (uncompressed, its length, then the request with both spans).
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    for s in seen.iter() {
+        assert_eq!(
+            s.path,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+        assert_eq!(s.headers["content-type"], "application/grpc");
+        assert_eq!(s.headers["te"], "trailers");
+        let timeout = s.headers["grpc-timeout"].to_str().unwrap();
+        let ms: u64 = timeout.strip_suffix('m').unwrap().parse().unwrap();
+        assert!(ms > 0 && ms <= 10_000, "grpc-timeout {timeout}");
+        assert_eq!(s.body[0], 0, "not compressed");
+        let len = u32::from_be_bytes(s.body[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, s.body.len() - 5);
+        let request = ExportTraceServiceRequest::decode(&s.body[5..]).unwrap();
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        assert_eq!(spans, 2);
+    }
+    // The first two calls carried the same batch: the retry sent the same bytes again.
+    assert_eq!(seen[0].body, seen[1].body);
+}

@@ -1,6 +1,6 @@
-//! Sending encoded batches to the collector: OTLP/gRPC through tonic's channel (HTTP/2,
-//! TLS, gzip, `grpc-timeout`), OTLP/HTTP protobuf through hyper's pooled client, and the
-//! retry policy the OTLP specification asks for around both.
+//! Sending encoded batches to the collector: OTLP/gRPC ([`super::grpc`]) and OTLP/HTTP
+//! protobuf through hyper's pooled client, and the retry policy the OTLP specification asks
+//! for around both.
 //!
 //! Retryable failures (gRPC UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED, ABORTED,
 //! OUT_OF_RANGE, DATA_LOSS, RESOURCE_EXHAUSTED with a retry delay; HTTP 429, 502, 503, 504,
@@ -11,25 +11,21 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, BufMut as _, Bytes};
-use http::uri::PathAndQuery;
+use bytes::{BufMut as _, Bytes};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::{Channel, Endpoint};
 
+use super::grpc::GrpcTransport;
 use super::otlp::{Field, Reader};
 use crate::config::{ClientTlsSettings, OtlpSettings, Protocol};
-
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_JITTER_MS: u64 = 100;
 const MAX_RETRIES: u32 = 3;
 /// The longest pause a collector's own retry delay (`Retry-After`, `RetryInfo`) gets.
 const MAX_THROTTLE: Duration = Duration::from_secs(30);
-/// The most of a collector's answer body read over HTTP.
-const MAX_ANSWER: usize = 64 * 1024;
+/// The most of a collector's answer body read.
+pub(super) const MAX_ANSWER: usize = 64 * 1024;
 
 /// One `ExportTraceServiceRequest`: the head (resource and scope) and the spans' bytes.
 /// Cloning shares the bytes: a retry sends the same request again.
@@ -47,7 +43,7 @@ impl Payload {
 
 /// Why an attempt failed, and whether trying again may help.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     Retryable(String),
     /// The collector asked to wait this long first.
     Throttled(Duration, String),
@@ -64,11 +60,6 @@ pub struct Client {
 enum Transport {
     Grpc(Box<GrpcTransport>),
     Http(Box<HttpTransport>),
-}
-
-struct GrpcTransport {
-    grpc: tonic::client::Grpc<Channel>,
-    metadata: tonic::metadata::MetadataMap,
 }
 
 struct HttpTransport {
@@ -90,37 +81,7 @@ impl Client {
             )
         };
         let transport = match o.protocol {
-            Protocol::Grpc => {
-                let mut headers = http::HeaderMap::new();
-                for (k, v) in &o.headers {
-                    let (Ok(name), Ok(value)) = (
-                        http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                        http::HeaderValue::from_str(v),
-                    ) else {
-                        return Err(format!("export header `{k}` is not valid gRPC metadata"));
-                    };
-                    headers.insert(name, value);
-                }
-                let mut endpoint = Endpoint::from_shared(o.endpoint.clone())
-                    .and_then(|e| e.user_agent(USER_AGENT))
-                    .map_err(|e| cannot(&e))?
-                    .timeout(o.timeout)
-                    .tcp_nodelay(true);
-                if let Some(t) = &o.tls {
-                    endpoint = endpoint.tls_config(grpc_tls(t)?).map_err(|e| cannot(&e))?;
-                }
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(MAX_ANSWER);
-                if o.gzip {
-                    grpc = grpc
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                }
-                Transport::Grpc(Box::new(GrpcTransport {
-                    grpc,
-                    metadata: tonic::metadata::MetadataMap::from_headers(headers),
-                }))
-            }
+            Protocol::Grpc => Transport::Grpc(Box::new(GrpcTransport::new(o)?)),
             Protocol::HttpProtobuf => {
                 let uri: http::Uri = o.endpoint.parse().map_err(|e| cannot(&e))?;
                 let mut headers = http::HeaderMap::new();
@@ -134,7 +95,7 @@ impl Client {
                     headers.append(name, value);
                 }
                 let client = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
-                    .build(https_connector(o.tls.as_ref())?);
+                    .build(https_connector(o.tls.as_ref(), false)?);
                 Transport::Http(Box::new(HttpTransport {
                     client,
                     uri,
@@ -182,22 +143,7 @@ impl Client {
 
     async fn attempt(&mut self, payload: &Payload, left: Duration) -> Result<u64, Failure> {
         match &mut self.transport {
-            Transport::Grpc(g) => {
-                let GrpcTransport { grpc, metadata } = &mut **g;
-                grpc.ready()
-                    .await
-                    .map_err(|e| Failure::Retryable(format!("collector unreachable: {e}")))?;
-                let mut request = tonic::Request::new(payload.clone());
-                *request.metadata_mut() = metadata.clone();
-                request.set_timeout(left);
-                match grpc
-                    .unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
-                    .await
-                {
-                    Ok(answer) => Ok(answer.into_inner()),
-                    Err(status) => Err(grpc_failure(&status)),
-                }
-            }
+            Transport::Grpc(g) => g.attempt(payload, left).await,
             Transport::Http(h) => {
                 let HttpTransport {
                     client,
@@ -261,43 +207,16 @@ impl Client {
     }
 }
 
-const USER_AGENT: &str = concat!("tracegate/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("tracegate/", env!("CARGO_PKG_VERSION"));
 
 fn jitter() -> Duration {
     Duration::from_millis(rand::random_range(0..=MAX_JITTER_MS))
 }
 
-/// The OTLP specification's retryable gRPC codes.
-fn grpc_failure(status: &tonic::Status) -> Failure {
-    use tonic::Code;
-    let why = format!(
-        "collector answered {:?}: {}",
-        status.code(),
-        status.message()
-    );
-    let asked = retry_delay(status.details());
-    match status.code() {
-        Code::ResourceExhausted => match asked {
-            Some(d) => Failure::Throttled(d, why),
-            None => Failure::Permanent(why),
-        },
-        Code::Unavailable => match asked.filter(|d| !d.is_zero()) {
-            Some(d) => Failure::Throttled(d, why),
-            None => Failure::Retryable(why),
-        },
-        Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::DataLoss => Failure::Retryable(why),
-        _ => Failure::Permanent(why),
-    }
-}
-
 /// `google.rpc.RetryInfo.retry_delay` from a status's details (`google.rpc.Status`:
 /// details = 3, each an `Any` with type_url = 1 and value = 2; RetryInfo: retry_delay = 1,
 /// a Duration of seconds = 1 and nanos = 2).
-fn retry_delay(details: &[u8]) -> Option<Duration> {
+pub(super) fn retry_delay(details: &[u8]) -> Option<Duration> {
     const RETRY_INFO: &[u8] = b"type.googleapis.com/google.rpc.RetryInfo";
     for field in Reader::new(details) {
         let Field::Bytes(3, any) = field else {
@@ -333,7 +252,7 @@ fn retry_delay(details: &[u8]) -> Option<Duration> {
 }
 
 /// `ExportTraceServiceResponse.partial_success.rejected_spans` (fields 1 and 1).
-fn rejected_spans(answer: &[u8]) -> u64 {
+pub(super) fn rejected_spans(answer: &[u8]) -> u64 {
     Reader::new(answer)
         .find_map(|f| match f {
             Field::Bytes(1, partial) => Some(partial),
@@ -348,72 +267,11 @@ fn rejected_spans(answer: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// gRPC messages as they are: the request is already encoded, the answer is read for its
-/// partial success only.
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Payload;
-    type Decode = u64;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Payload;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, p: Payload, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.reserve(p.len());
-        dst.put_slice(&p.head);
-        dst.put_slice(&p.spans);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = u64;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<u64>, tonic::Status> {
-        let answer = src.copy_to_bytes(src.remaining());
-        Ok(Some(rejected_spans(&answer)))
-    }
-}
-
-/// TLS for the gRPC exporter (tonic's rustls): the CA bundle or the system's roots, the
-/// client certificate, the name to verify.
-fn grpc_tls(t: &ClientTlsSettings) -> Result<tonic::transport::ClientTlsConfig, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
-    let mut c = ClientTlsConfig::new();
-    c = match &t.ca {
-        Some(ca) => c.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => c.with_native_roots(),
-    };
-    if let Some(id) = &t.identity {
-        c = c.identity(Identity::from_pem(read(&id.cert)?, read(&id.key)?));
-    }
-    if let Some(name) = &t.server_name {
-        c = c.domain_name(name.clone());
-    }
-    Ok(c)
-}
-
-/// The HTTP exporter's connector: TLS for an `https://` endpoint (ALPN http/1.1).
-fn https_connector(
+/// The exporter's connector: TLS for an `https://` endpoint, ALPN `h2` for gRPC (`h2`
+/// true) or `http/1.1`.
+pub(super) fn https_connector(
     t: Option<&ClientTlsSettings>,
+    h2: bool,
 ) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
     let config = match t {
         Some(t) => crate::tls::client_config(t),
@@ -435,5 +293,9 @@ fn https_connector(
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    Ok(builder.enable_http1().wrap_connector(http))
+    Ok(if h2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    })
 }

@@ -13,6 +13,7 @@
 //! period.
 
 mod client;
+mod grpc;
 pub mod otlp;
 
 use std::sync::Arc;

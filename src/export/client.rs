@@ -8,11 +8,15 @@
 //! (100 ms, doubling, plus up to 100 ms), at most 3 times, never waiting longer than
 //! `max_wait` unless the collector asked for a longer pause, and never past the timeout.
 
+use std::convert::Infallible;
 use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut as _, Bytes};
-use http_body_util::{BodyExt as _, Full, Limited};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -41,6 +45,31 @@ impl Payload {
     }
 }
 
+/// A request body of two parts, each sent as it is: a batch's bytes are not copied into
+/// one buffer first (a retry sends the same `Bytes` again). Empty parts are skipped.
+pub(super) struct Parts(pub(super) [Bytes; 2]);
+
+impl Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.0.iter_mut().find(|p| !p.is_empty());
+        Poll::Ready(next.map(|p| Ok(Frame::data(std::mem::take(p)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|p| p.len() as u64).sum())
+    }
+}
+
 /// Why an attempt failed, and whether trying again may help.
 #[derive(Debug)]
 pub(super) enum Failure {
@@ -63,7 +92,7 @@ enum Transport {
 }
 
 struct HttpTransport {
-    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Parts>,
     uri: http::Uri,
     headers: http::HeaderMap,
     gzip: bool,
@@ -151,22 +180,25 @@ impl Client {
                     headers,
                     gzip,
                 } = &**h;
-                let mut body = Vec::with_capacity(payload.len());
-                if *gzip {
-                    let mut z = flate2::write::GzEncoder::new(body, flate2::Compression::fast());
+                let body = if *gzip {
+                    let mut z = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(payload.len() / 4),
+                        flate2::Compression::fast(),
+                    );
                     let written = z
                         .write_all(&payload.head)
                         .and_then(|()| z.write_all(&payload.spans))
                         .and_then(|()| z.finish());
-                    body = written.map_err(|e| Failure::Permanent(format!("gzip: {e}")))?;
+                    let z = written.map_err(|e| Failure::Permanent(format!("gzip: {e}")))?;
+                    Parts([Bytes::from(z), Bytes::new()])
                 } else {
-                    body.put_slice(&payload.head);
-                    body.put_slice(&payload.spans);
-                }
+                    // The spans go out as encoded, after the resource and scope.
+                    Parts([payload.head.clone(), payload.spans.clone()])
+                };
                 let mut request = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .header(http::header::USER_AGENT, USER_AGENT)
-                    .body(Full::new(Bytes::from(body)))
+                    .body(body)
                     .map_err(|e| Failure::Permanent(e.to_string()))?;
                 if *gzip {
                     request.headers_mut().insert(

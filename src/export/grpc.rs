@@ -7,21 +7,19 @@
 //! `grpc-status` is read from its headers (a trailers-only answer) or its trailers, with
 //! `grpc-message` and the `google.rpc.Status` details that may carry a `RetryInfo`.
 
-use std::convert::Infallible;
-use std::io::Read as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::client::{Failure, MAX_ANSWER, Payload, USER_AGENT, https_connector, rejected_spans};
+use super::client::{
+    Failure, MAX_ANSWER, Parts, Payload, USER_AGENT, https_connector, rejected_spans,
+};
 use crate::config::OtlpSettings;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -59,7 +57,7 @@ const NAMES: [&str; 17] = [
 ];
 
 pub struct GrpcTransport {
-    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Message>,
+    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Parts>,
     uri: http::Uri,
     /// The fixed headers and the configured metadata, sent with every call.
     headers: HeaderMap,
@@ -120,9 +118,9 @@ impl GrpcTransport {
     /// the collector said it rejected.
     pub async fn attempt(&self, payload: &Payload, left: Duration) -> Result<u64, Failure> {
         let body = if self.gzip {
-            Message::gzip(payload).map_err(|e| Failure::Permanent(format!("gzip: {e}")))?
+            gzip_message(payload).map_err(|e| Failure::Permanent(format!("gzip: {e}")))?
         } else {
-            Message::plain(payload)
+            message(payload)
         };
         let mut request = http::Request::post(self.uri.clone())
             .body(body)
@@ -282,62 +280,33 @@ impl Status {
 }
 
 /// The request body: gRPC's prefix with the resource and scope, then the spans' bytes as
-/// the encoder left them (a retry sends the same `Bytes` again).
-pub struct Message {
-    parts: [Bytes; 2],
+/// the encoder left them.
+fn message(p: &Payload) -> Parts {
+    let mut first = BytesMut::with_capacity(5 + p.head.len());
+    first.put_u8(0);
+    first.put_u32((p.head.len() + p.spans.len()) as u32);
+    first.put_slice(&p.head);
+    Parts([first.freeze(), p.spans.clone()])
 }
 
-impl Message {
-    fn plain(p: &Payload) -> Message {
-        let mut first = BytesMut::with_capacity(5 + p.head.len());
-        first.put_u8(0);
-        first.put_u32((p.head.len() + p.spans.len()) as u32);
-        first.put_slice(&p.head);
-        Message {
-            parts: [first.freeze(), p.spans.clone()],
-        }
-    }
-
-    fn gzip(p: &Payload) -> std::io::Result<Message> {
-        use std::io::Write as _;
-        let mut out = vec![1, 0, 0, 0, 0];
-        let mut z = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-        z.write_all(&p.head)?;
-        z.write_all(&p.spans)?;
-        out = z.finish()?;
-        let len = (out.len() - 5) as u32;
-        out[1..5].copy_from_slice(&len.to_be_bytes());
-        Ok(Message {
-            parts: [Bytes::from(out), Bytes::new()],
-        })
-    }
-}
-
-impl Body for Message {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.parts.iter_mut().find(|p| !p.is_empty());
-        Poll::Ready(next.map(|p| Ok(Frame::data(std::mem::take(p)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.parts.iter().all(Bytes::is_empty)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.parts.iter().map(|p| p.len() as u64).sum())
-    }
+/// The request body compressed: the prefix flags it, gzip holds the whole message.
+fn gzip_message(p: &Payload) -> std::io::Result<Parts> {
+    let mut out = vec![1, 0, 0, 0, 0];
+    let mut z = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    z.write_all(&p.head)?;
+    z.write_all(&p.spans)?;
+    out = z.finish()?;
+    let len = (out.len() - 5) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Parts([Bytes::from(out), Bytes::new()]))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use http_body::Body as _;
+    use std::task::{Context, Poll};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -354,7 +323,7 @@ mod tests {
         }
     }
 
-    fn collect(m: Message) -> Vec<u8> {
+    fn collect(m: Parts) -> Vec<u8> {
         let mut m = std::pin::pin!(m);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
@@ -368,10 +337,10 @@ mod tests {
     #[test]
     fn a_message_is_the_prefix_then_the_parts_as_they_are() {
         let p = payload();
-        let m = Message::plain(&p);
+        let m = message(&p);
         assert_eq!(m.size_hint().exact(), Some(5 + 5 + 12));
         // The spans go out as the same `Bytes`, not a copy.
-        assert_eq!(m.parts[1].as_ptr(), p.spans.as_ptr());
+        assert_eq!(m.0[1].as_ptr(), p.spans.as_ptr());
         let body = collect(m);
         assert_eq!(&body[..5], &[0, 0, 0, 0, 17]);
         assert_eq!(&body[5..], b"\x0a\x03abc\x12\x04span\x12\x04more");
@@ -379,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_gzip_message_is_flagged_and_inflates_to_the_request() {
-        let body = collect(Message::gzip(&payload()).unwrap());
+        let body = collect(gzip_message(&payload()).unwrap());
         assert_eq!(body[0], 1);
         let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
         assert_eq!(len, body.len() - 5);

@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::grpc::GrpcTransport;
 use super::otlp::{Field, Reader};
 use crate::config::{ClientTlsSettings, OtlpSettings, Protocol};
+
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_JITTER_MS: u64 = 100;
 const MAX_RETRIES: u32 = 3;

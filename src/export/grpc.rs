@@ -24,16 +24,20 @@ use crate::config::OtlpSettings;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// gRPC status codes this client tells apart (the rest are named for the log only).
+/// gRPC status codes this client tells apart or maps HTTP statuses to (the rest are named
+/// for the log only).
 const CANCELLED: u32 = 1;
+const UNKNOWN: u32 = 2;
 const DEADLINE_EXCEEDED: u32 = 4;
+const PERMISSION_DENIED: u32 = 7;
 const RESOURCE_EXHAUSTED: u32 = 8;
 const ABORTED: u32 = 10;
 const OUT_OF_RANGE: u32 = 11;
+const UNIMPLEMENTED: u32 = 12;
 const INTERNAL: u32 = 13;
 const UNAVAILABLE: u32 = 14;
 const DATA_LOSS: u32 = 15;
-const UNKNOWN: u32 = 2;
+const UNAUTHENTICATED: u32 = 16;
 
 /// The codes' names as gRPC spells them in its documentation (and tonic in its logs).
 const NAMES: [&str; 17] = [
@@ -177,17 +181,20 @@ fn answer_rejected(headers: &HeaderMap, message: &[u8]) -> u64 {
     if flag == 0 {
         return rejected_spans(body);
     }
-    let gzip = headers
+    // Compressed: only gzip was offered (`grpc-accept-encoding`).
+    if headers
         .get("grpc-encoding")
-        .is_some_and(|v| v.as_bytes() == b"gzip");
+        .is_none_or(|v| v.as_bytes() != b"gzip")
+    {
+        return 0;
+    }
     let mut plain = Vec::new();
-    let read = flate2::read::GzDecoder::new(body)
+    match flate2::read::GzDecoder::new(body)
         .take(MAX_ANSWER as u64)
-        .read_to_end(&mut plain);
-    if gzip && read.is_ok() {
-        rejected_spans(&plain)
-    } else {
-        0
+        .read_to_end(&mut plain)
+    {
+        Ok(_) => rejected_spans(&plain),
+        Err(_) => 0,
     }
 }
 
@@ -195,9 +202,9 @@ fn answer_rejected(headers: &HeaderMap, message: &[u8]) -> u64 {
 fn http_failure(status: StatusCode) -> Failure {
     let code = match status.as_u16() {
         400 => INTERNAL,
-        401 => 16,
-        403 => 7,
-        404 => 12,
+        401 => UNAUTHENTICATED,
+        403 => PERMISSION_DENIED,
+        404 => UNIMPLEMENTED,
         429 | 502..=504 => UNAVAILABLE,
         _ => UNKNOWN,
     };

@@ -9,19 +9,26 @@
    the child of the previous hop's CLIENT span.
 2. examples/python-app: client -> tracegate -> a Python app using the OpenTelemetry SDK.
    Asserts the app's own spans join tracegate's trace, under tracegate's CLIENT span.
+3. OTLP/gRPC to another gRPC implementation than the test suite's tonic: a grpcio (gRPC
+   C-core) receiver that answers the first export UNAVAILABLE. Asserts the batch is retried
+   and arrives, gzip-compressed, with the configured metadata.
 
-The OTLP receiver is real: OTLP/HTTP protobuf on 127.0.0.1:14318, decoded with the
-opentelemetry-proto package.
+The OTLP receivers are real: OTLP/HTTP protobuf on 127.0.0.1:14318, decoded with the
+opentelemetry-proto package, and OTLP/gRPC on 127.0.0.1:14317 (grpcio).
 """
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -58,6 +65,45 @@ class Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP/gRPC on grpcio: the first call is answered UNAVAILABLE, the rest are kept."""
+
+    def __init__(self):
+        self.calls = []  # (metadata, spans) of each call, failed ones included
+
+    def Export(self, request, context):
+        metadata = dict(context.invocation_metadata())
+        spans = [(rs, s) for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        with LOCK:
+            self.calls.append((metadata, [s for _, s in spans]))
+            first = len(self.calls) == 1
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+        with LOCK:
+            for rs, span in spans:
+                service = next(
+                    (a.value.string_value for a in rs.resource.attributes if a.key == "service.name"),
+                    "",
+                )
+                SPANS.append((service, span))
+        return ExportTraceServiceResponse()
+
+
+GRPC_CONFIG = """
+listeners: [{ address: 127.0.0.1:18095 }]
+admin: { address: 127.0.0.1:18096 }
+upstreams: [{ name: echo, endpoints: [http://127.0.0.1:18002] }]
+routes: [{ upstream: echo }]
+tracing: { service_name: grpc-export }
+export:
+  protocol: grpc
+  endpoint: http://127.0.0.1:14317
+  compression: gzip
+  batch_delay: 50ms
+  headers: { x-tenant: acme }
+"""
 
 
 def wait_http(url, timeout=20):
@@ -140,6 +186,37 @@ def main(binary):
         assert app_server.parent_span_id == gw_client.span_id, "the app's span is under tracegate's CLIENT span"
         assert app_inner.parent_span_id == app_server.span_id
         print("python-app: the SDK's spans joined trace %s under tracegate's CLIENT span" % trace_id)
+
+        # 3. OTLP/gRPC export to a grpcio receiver, gzip and metadata, the first call refused
+        receiver = GrpcReceiver()
+        grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, grpc_server)
+        grpc_server.add_insecure_port("127.0.0.1:14317")
+        grpc_server.start()
+        try:
+            config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+            config.write(GRPC_CONFIG)
+            config.close()
+            start(binary, "run", "--config", config.name)
+            wait_http("http://127.0.0.1:18096/readyz")
+            status, headers, body = get("http://127.0.0.1:18095/grpc-export")
+            assert status == 200, (status, body)
+            trace_id = headers["x-trace-id"]
+            spans = spans_of(trace_id, 2)
+            assert {s.kind for _, s in spans} == {2, 3}, "a SERVER and a CLIENT span"
+            with LOCK:
+                calls = list(receiver.calls)
+            first, second = calls[0], calls[1]
+            ids = lambda call: sorted(s.span_id for s in call[1])
+            assert ids(first) == ids(second), "the refused batch was sent again"
+            for metadata, _ in calls:
+                assert metadata.get("x-tenant") == "acme", metadata
+                assert metadata.get("user-agent", "").startswith("tracegate/"), metadata
+            print("grpc: trace %s exported to grpcio %s (retried after UNAVAILABLE, gzip, metadata)" % (
+                trace_id, grpc.__version__))
+            os.unlink(config.name)
+        finally:
+            grpc_server.stop(None)
     finally:
         for p in procs:
             p.terminate()

@@ -11,7 +11,8 @@
    Asserts the app's own spans join tracegate's trace, under tracegate's CLIENT span.
 3. OTLP/gRPC to another gRPC implementation than the test suite's tonic: a grpcio (gRPC
    C-core) receiver that answers the first export UNAVAILABLE. Asserts the batch is retried
-   and arrives, gzip-compressed, with the configured metadata.
+   and arrives (sent gzip-compressed, which the receiver inflates) with the configured
+   metadata.
 
 The OTLP receivers are real: OTLP/HTTP protobuf on 127.0.0.1:14318, decoded with the
 opentelemetry-proto package, and OTLP/gRPC on 127.0.0.1:14317 (grpcio).
@@ -193,10 +194,10 @@ def main(binary):
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, grpc_server)
         grpc_server.add_insecure_port("127.0.0.1:14317")
         grpc_server.start()
+        config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        config.write(GRPC_CONFIG)
+        config.close()
         try:
-            config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-            config.write(GRPC_CONFIG)
-            config.close()
             start(binary, "run", "--config", config.name)
             wait_http("http://127.0.0.1:18096/readyz")
             status, headers, body = get("http://127.0.0.1:18095/grpc-export")
@@ -214,9 +215,9 @@ def main(binary):
                 assert metadata.get("user-agent", "").startswith("tracegate/"), metadata
             print("grpc: trace %s exported to grpcio %s (retried after UNAVAILABLE, gzip, metadata)" % (
                 trace_id, grpc.__version__))
-            os.unlink(config.name)
         finally:
             grpc_server.stop(None)
+            os.unlink(config.name)
     finally:
         for p in procs:
             p.terminate()

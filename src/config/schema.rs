@@ -153,7 +153,8 @@ pub struct AdminConfig {
     /// `ip:port`, or `off`. Default `127.0.0.1:9901` (loopback only).
     pub address: Option<Text>,
     /// Recent requests kept for the trace viewer at `/traces` (plus the 50 slowest and the
-    /// 100 latest failed, kept apart); 0 turns the viewer off. Default 1000.
+    /// 100 latest failed, kept apart); 0 turns the viewer off. Default 1000. Above 1,000
+    /// requests a second the recent list keeps a sample of them.
     pub traces: Option<usize>,
     /// Link from the viewer to a tracing UI, `{trace_id}` replaced, e.g.
     /// `http://localhost:16686/trace/{trace_id}` (Jaeger). Default none.

@@ -2,9 +2,10 @@
 //! recent requests (plus the slowest and the failed, kept apart), a JSON API and an HTML page
 //! that works offline.
 //!
-//! The request path puts each traced exchange in a ring of recent ones (one atomic
-//! increment and a swap under the slot's own lock, which only a reader of the page ever
-//! contends for: no task woken per request); only the ones
+//! The request path puts traced exchanges in a ring of recent ones, every one up to
+//! [`RECENT_PER_SEC`] a second and a paced sample above that (one atomic increment and a
+//! swap under the slot's own lock, which only a reader of the page ever contends for: no
+//! task woken per request); only the ones
 //! that may belong among the failed or the slowest go to the store's task, with
 //! `try_send` (a full queue drops it: the viewer is best-effort, never a cost to
 //! requests). The task owns those two collections and answers the admin port's questions
@@ -193,8 +194,8 @@ type Slot = std::sync::Mutex<Option<Stored>>;
 /// average, and a sample of them when more come: at 60,000 a second the last 1,000 requests
 /// are the last 17 ms, all alike, while a list paced to 1,000 a second spans the last
 /// second at least. Pacing also keeps the ring out of the request path's caches: each
-/// exchange it holds was freed ~1,000 requests later, cold, by the request that evicted it
-/// (callgrind's cache simulation, `benches/README.md`).
+/// exchange it held was freed ~1,000 requests later, cold, by the request that evicted it
+/// (perf and callgrind's cache simulation, `benches/README.md`).
 const RECENT_PER_SEC: u64 = 1_000;
 /// Requests kept whole in a burst (a script's or a test's run of requests), above the pace.
 const RECENT_BURST: u64 = 100;
@@ -202,7 +203,9 @@ const RECENT_BURST: u64 = 100;
 /// When the next request may enter the recent list (a generic cell rate algorithm: one
 /// time stamp, no refill arithmetic). Workers racing on it may both enter: harmless.
 struct Pace {
-    /// Nanoseconds since the viewer started, minus the burst allowance.
+    /// When the list has caught up with what it took (the theoretical arrival time), in
+    /// nanoseconds since the viewer started: a request enters if it comes no more than
+    /// the burst allowance before it, and moves it one spacing on.
     due: AtomicU64,
 }
 
@@ -489,8 +492,8 @@ mod tests {
         assert_eq!(burst as u64, RECENT_BURST);
         assert!(!pace.admit(5 * ms + Pace::SPACING - 1));
         assert!(pace.admit(5 * ms + Pace::SPACING));
-        // 100,000 requests a second for two seconds: about RECENT_PER_SEC of them a second
-        // enter, not one in each of the ones the burst used up.
+        // 100,000 requests a second for two seconds: RECENT_PER_SEC of them a second enter,
+        // plus what is left of the burst allowance.
         let start = 10 * ms;
         let kept = (0..200_000u64)
             .filter(|i| pace.admit(start + i * 10_000))
@@ -505,7 +508,8 @@ mod tests {
             (0..RECENT_BURST).filter(|_| pace.admit(later)).count() as u64,
             RECENT_BURST
         );
-        // A time stamp from before the viewer started (saturated to 0) is no special case.
+        // A request that started before the viewer did counts as at 0: no special case,
+        // and it does not enter while the pace is ahead.
         assert!(!pace.admit(0));
     }
 

@@ -107,6 +107,12 @@ impl RateLimiter {
         self.allow_at(self.epoch.elapsed().as_nanos() as u64)
     }
 
+    /// For an event that happened at `at` (a time stamp the caller has: no clock read).
+    /// Events from before the limiter's epoch count as at its epoch.
+    pub fn allow_since(&self, at: Instant) -> bool {
+        self.allow_at(at.saturating_duration_since(self.epoch).as_nanos() as u64)
+    }
+
     /// `now` in nanoseconds since the limiter's epoch (tests pass their own clock).
     pub fn allow_at(&self, now: u64) -> bool {
         let mut tat = self.tat.load(Relaxed);

@@ -14,12 +14,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access_log::{hex, rfc3339};
+use crate::sample::RateLimiter;
 use crate::span::{Exchange, Key, SpanHead, SpanSink, Val, nanos_of};
 
 /// The HTML page (vanilla JS, no external resources).
@@ -198,30 +199,7 @@ type Slot = std::sync::Mutex<Option<Stored>>;
 /// (perf and callgrind's cache simulation, `benches/README.md`).
 const RECENT_PER_SEC: u64 = 1_000;
 /// Requests kept whole in a burst (a script's or a test's run of requests), above the pace.
-const RECENT_BURST: u64 = 100;
-
-/// When the next request may enter the recent list (a generic cell rate algorithm: one
-/// time stamp, no refill arithmetic). Workers racing on it may both enter: harmless.
-struct Pace {
-    /// When the list has caught up with what it took (the theoretical arrival time), in
-    /// nanoseconds since the viewer started: a request enters if it comes no more than
-    /// the burst allowance before it, and moves it one spacing on.
-    due: AtomicU64,
-}
-
-impl Pace {
-    const SPACING: u64 = 1_000_000_000 / RECENT_PER_SEC;
-    const ALLOWANCE: u64 = (RECENT_BURST - 1) * Self::SPACING;
-
-    fn admit(&self, now: u64) -> bool {
-        let due = self.due.load(Relaxed);
-        if now.saturating_add(Self::ALLOWANCE) < due {
-            return false;
-        }
-        self.due.store(due.max(now) + Self::SPACING, Relaxed);
-        true
-    }
-}
+const RECENT_BURST: u32 = 100;
 
 /// The last `capacity` exchanges: slot `n % capacity` holds the `n`-th recorded.
 struct Recent {
@@ -229,9 +207,8 @@ struct Recent {
     /// lists (~200 instructions a request); an uncontended lock is two atomic operations.
     slots: Box<[Slot]>,
     next: AtomicUsize,
-    pace: Pace,
-    /// The clock [`Pace`] counts from.
-    base: Instant,
+    /// Which exchanges enter: [`RECENT_PER_SEC`], bursts of [`RECENT_BURST`].
+    pace: RateLimiter,
 }
 
 impl Recent {
@@ -239,19 +216,13 @@ impl Recent {
         Recent {
             slots: (0..capacity.max(1)).map(|_| Slot::new(None)).collect(),
             next: AtomicUsize::new(0),
-            pace: Pace {
-                due: AtomicU64::new(0),
-            },
-            base: Instant::now(),
+            pace: RateLimiter::new(RECENT_PER_SEC as f64, RECENT_BURST),
         }
     }
 
     /// Keeps `e` when the pace allows (by when it started: no clock read here).
     fn offer(&self, e: Stored) {
-        if self
-            .pace
-            .admit(nanos_of(e.started.saturating_duration_since(self.base)))
-        {
+        if self.pace.allow_since(e.started) {
             self.push(e);
         }
     }
@@ -483,34 +454,35 @@ mod tests {
 
     #[test]
     fn the_recent_list_keeps_a_burst_whole_then_paces_to_its_rate() {
-        let pace = Pace {
-            due: AtomicU64::new(0),
-        };
-        let ms = 1_000_000;
+        let pace = Recent::new(3).pace;
+        let (ms, spacing) = (1_000_000, 1_000_000_000 / RECENT_PER_SEC);
+        let burst = u64::from(RECENT_BURST);
         // A burst at one instant: the first RECENT_BURST enter, the rest wait their turn.
-        let burst = (0..150).filter(|_| pace.admit(5 * ms)).count();
-        assert_eq!(burst as u64, RECENT_BURST);
-        assert!(!pace.admit(5 * ms + Pace::SPACING - 1));
-        assert!(pace.admit(5 * ms + Pace::SPACING));
+        let entered = (0..150).filter(|_| pace.allow_at(5 * ms)).count() as u64;
+        assert_eq!(entered, burst);
+        assert!(!pace.allow_at(5 * ms + spacing - 1));
+        assert!(pace.allow_at(5 * ms + spacing));
         // 100,000 requests a second for two seconds: RECENT_PER_SEC of them a second enter,
         // plus what is left of the burst allowance.
         let start = 10 * ms;
         let kept = (0..200_000u64)
-            .filter(|i| pace.admit(start + i * 10_000))
+            .filter(|i| pace.allow_at(start + i * 10_000))
             .count() as u64;
         assert!(
-            (2 * RECENT_PER_SEC..=2 * RECENT_PER_SEC + RECENT_BURST).contains(&kept),
+            (2 * RECENT_PER_SEC..=2 * RECENT_PER_SEC + burst).contains(&kept),
             "{kept}"
         );
         // After a quiet spell, a burst is kept whole again.
         let later = start + 10_000 * ms;
         assert_eq!(
-            (0..RECENT_BURST).filter(|_| pace.admit(later)).count() as u64,
-            RECENT_BURST
+            (0..burst).filter(|_| pace.allow_at(later)).count() as u64,
+            burst
         );
-        // A request that started before the viewer did counts as at 0: no special case,
-        // and it does not enter while the pace is ahead.
-        assert!(!pace.admit(0));
+        // A request that started before the viewer did counts as at its start: it does
+        // not enter while the pace is ahead.
+        let now = std::time::Instant::now();
+        let early = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        assert!(!pace.allow_since(early));
     }
 
     #[test]

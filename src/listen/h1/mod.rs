@@ -165,7 +165,12 @@ where
                     prefix,
                     inner: c.io,
                 };
-                return super::hyper_connection(io, info, shared, state, limits, stop).await;
+                // Boxed, once a connection: unboxed, hyper's connection future (~2.4 KB)
+                // would be room in every connection's future beside the request's.
+                return Box::pin(super::hyper_connection(
+                    io, info, shared, state, limits, stop,
+                ))
+                .await;
             }
             Next::Close => {
                 let _ = poll_fn(|cx| Pin::new(&mut c.io).poll_shutdown(cx)).await;

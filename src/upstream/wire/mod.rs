@@ -161,100 +161,105 @@ pub struct Home {
 /// connection and gives it to `home` when it is over, if it can carry another request.
 /// `due`: the wait for the response headers, timed here from the moment the request body
 /// has all been given out (at once without one); `None`: timed by the caller.
-pub async fn send(
+/// An `async` block, not an `async fn`: the fn would keep its arguments twice in the future
+/// (as given, and as its locals) and copy them from one to the other, the request twice
+/// (into the locals, then taken apart).
+pub fn send<'a>(
     mut conn: Box<Connection>,
     req: Request<RequestBody>,
     home: Home,
-    keep: super::Keep<'_>,
+    keep: super::Keep<'a>,
     due: Option<Due>,
-) -> Result<Response<UpstreamBody>, Failure> {
+) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
     let (mut parts, mut body) = req.into_parts();
-    let framing = encode_head(&parts, &body, &mut conn.out);
-    // Written with the head; a head handed back for a retry gets them in its map.
-    let mut added = std::mem::take(&mut body.added);
-    let mut upload = Upload {
-        left: match framing {
-            Framing::Length(n) => n,
-            Framing::Chunked => 0,
-        },
-        framing,
-        trailers: match framing {
-            Framing::Chunked => allowed_trailers(&parts.headers),
-            Framing::Length(_) => Vec::new(),
-        },
-        body_done: framing == Framing::Length(0) || http_body::Body::is_end_stream(&body),
-        finished: false,
-        head_request: parts.method == Method::HEAD,
-        write_error: None,
-    };
-    if upload.body_done {
-        // Not sent: let go of it now (the wait for the response starts).
-        body = RequestBody::empty();
-    }
-    // The head is written from `out` now; its fields are held on only for a caller that
-    // wants it back (their values point into the client connection's read buffer). The
-    // parts stay where they are: wrapping them for the two cases moved them twice.
-    if keep.is_none() {
-        crate::http1::recycle(std::mem::take(&mut parts.headers));
-    }
-    // When the response headers are due, once the request is sent.
-    let mut answer_at = None;
-    let head = match std::future::poll_fn(|cx| {
-        let polled = poll_exchange(&mut conn, cx, &mut upload, &mut body);
-        let Some(due) = due.filter(|_| polled.is_pending()) else {
-            return polled;
+    async move {
+        let framing = encode_head(&parts, &body, &mut conn.out);
+        // Written with the head; a head handed back for a retry gets them in its map.
+        let mut added = std::mem::take(&mut body.added);
+        let mut upload = Upload {
+            left: match framing {
+                Framing::Length(n) => n,
+                Framing::Chunked => 0,
+            },
+            framing,
+            trailers: match framing {
+                Framing::Chunked => allowed_trailers(&parts.headers),
+                Framing::Length(_) => Vec::new(),
+            },
+            body_done: framing == Framing::Length(0) || http_body::Body::is_end_stream(&body),
+            finished: false,
+            head_request: parts.method == Method::HEAD,
+            write_error: None,
         };
-        if answer_at.is_none() && upload.body_done {
-            answer_at = Some(due.answer_at(Instant::now()));
+        if upload.body_done {
+            // Not sent: let go of it now (the wait for the response starts).
+            body = RequestBody::empty();
         }
-        match answer_at.or(due.deadline()) {
-            Some(at) if conn.expired(at, cx) => Poll::Ready(Err(due.expired(at))),
-            _ => Poll::Pending,
+        // The head is written from `out` now; its fields are held on only for a caller that
+        // wants it back (their values point into the client connection's read buffer). The
+        // parts stay where they are: wrapping them for the two cases moved them twice.
+        if keep.is_none() {
+            crate::http1::recycle(std::mem::take(&mut parts.headers));
         }
-    })
-    .await
-    {
-        Ok(head) => head,
-        Err(failure) => {
-            // Only borrowed to write the head: the caller gets it back for a retry.
-            if let Some(keep) = keep {
-                added.merge_into(&mut parts.headers);
-                *keep = Some(parts);
+        // When the response headers are due, once the request is sent.
+        let mut answer_at = None;
+        let head = match std::future::poll_fn(|cx| {
+            let polled = poll_exchange(&mut conn, cx, &mut upload, &mut body);
+            let Some(due) = due.filter(|_| polled.is_pending()) else {
+                return polled;
+            };
+            if answer_at.is_none() && upload.body_done {
+                answer_at = Some(due.answer_at(Instant::now()));
             }
-            return Err(failure);
+            match answer_at.or(due.deadline()) {
+                Some(at) if conn.expired(at, cx) => Poll::Ready(Err(due.expired(at))),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+        {
+            Ok(head) => head,
+            Err(failure) => {
+                // Only borrowed to write the head: the caller gets it back for a retry.
+                if let Some(keep) = keep {
+                    added.merge_into(&mut parts.headers);
+                    *keep = Some(parts);
+                }
+                return Err(failure);
+            }
+        };
+        if keep.is_some() {
+            crate::http1::recycle(parts.headers);
         }
-    };
-    if keep.is_some() {
-        crate::http1::recycle(parts.headers);
-    }
-    // An answer before the whole request went out: the rest is not sent, and the upstream
-    // may still be waiting for it: the connection is not used again.
-    let keep = head.keep_alive && upload.finished && home.max_idle > 0;
-    drop(body);
-    let framing = head.body;
-    let mut body = Body {
-        conn: Some(conn),
-        framing,
-        ready: head.ready,
-        keep: keep && framing != Incoming::Close,
-        home: Some(home),
-    };
-    // A body that came whole with the head (or none at all) frees the connection now,
-    // read or not.
-    if let Incoming::Length(n) = body.framing {
-        if body.ready.as_ref().map_or(0, Bytes::len) as u64 == n {
-            body.finish();
+        // An answer before the whole request went out: the rest is not sent, and the upstream
+        // may still be waiting for it: the connection is not used again.
+        let keep = head.keep_alive && upload.finished && home.max_idle > 0;
+        drop(body);
+        let framing = head.body;
+        let mut body = Body {
+            conn: Some(conn),
+            framing,
+            ready: head.ready,
+            keep: keep && framing != Incoming::Close,
+            home: Some(home),
+        };
+        // A body that came whole with the head (or none at all) frees the connection now,
+        // read or not.
+        if let Incoming::Length(n) = body.framing {
+            if body.ready.as_ref().map_or(0, Bytes::len) as u64 == n {
+                body.finish();
+            }
         }
+        let mut resp = Response::new(UpstreamBody::Wire(body));
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        // The map `Response::new` made is empty (it owns no memory): forgotten, not dropped.
+        // Its out-of-line drop cost ~60 instructions a request.
+        let empty = std::mem::replace(resp.headers_mut(), head.headers);
+        debug_assert!(empty.is_empty() && empty.capacity() == 0);
+        std::mem::forget(empty);
+        Ok(resp)
     }
-    let mut resp = Response::new(UpstreamBody::Wire(body));
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    // The map `Response::new` made is empty (it owns no memory): forgotten, not dropped.
-    // Its out-of-line drop cost ~60 instructions a request.
-    let empty = std::mem::replace(resp.headers_mut(), head.headers);
-    debug_assert!(empty.is_empty() && empty.capacity() == 0);
-    std::mem::forget(empty);
-    Ok(resp)
 }
 
 struct Upload {

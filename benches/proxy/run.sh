@@ -170,5 +170,11 @@ for c in conns:
             p99 = [float(a["p99_ms"]) / float(b["p99_ms"]) for a, b in pairs]
             print(f"  {p:<14} {med(rate):>6.3f} ({min(rate):.3f}-{max(rate):.3f}) {sum(x >= 1 for x in rate)}/{len(rate)}"
                   f"   p99 {med(p99):.3f} {sum(x <= 1 for x in p99)}/{len(p99)}")
+    # Paired too: what tracing costs, each build with tracing on against itself off.
+    for on, off in (("tracegate", "tracegate-off"), ("tg-pgo", "tg-pgo-off")):
+        if on in summary and off in summary:
+            a, b = summary[on]["by_round"], summary[off]["by_round"]
+            rate = [float(a[k]["reqs_per_s"]) / float(b[k]["reqs_per_s"]) for k in rounds if k in a and k in b]
+            print(f"  {on} against {off} in the same round: req/s ratio median {med(rate):.3f} ({min(rate):.3f}-{max(rate):.3f})")
     print()
 PY

@@ -494,7 +494,7 @@ impl Upstream {
         };
         match endpoint.conns.idle_http1(&mut req) {
             Some(conn) => Either::Left(endpoint.conns.send_idle(&self.conns, conn, req, keep, due)),
-            // Boxed: the cold way's future is ~2.8 KB, the idle connection's ~1 KB, and
+            // Boxed: the cold way's future is ~2.8 KB, the idle connection's ~0.6 KB, and
             // an unboxed `Either` is as large as the larger, copied whole on every request.
             None => Either::Right(Box::pin(self.exchange_new(endpoint, req, due, keep))),
         }

@@ -153,44 +153,35 @@ where
         waker: None,
     };
     let mut stopped = false;
-    loop {
-        let next =
-            poll_fn(|cx| c.poll_head(cx, stopping.as_mut(), &mut stop_check, &mut stopped)).await;
-        let head = match next {
-            Next::Head(head) => head,
-            Next::HandOver => {
-                let prefix = Bytes::copy_from_slice(c.inbox.buffered());
-                state.hand_over(&prefix);
-                let io = Prefixed {
-                    prefix,
-                    inner: c.io,
-                };
-                // Boxed, once a connection: unboxed, hyper's connection future (~2.4 KB)
-                // would be room in every connection's future beside the request's.
-                return Box::pin(super::hyper_connection(
-                    io, info, shared, state, limits, stop,
-                ))
-                .await;
-            }
-            Next::Close => {
-                let _ = poll_fn(|cx| Pin::new(&mut c.io).poll_shutdown(cx)).await;
-                return Ok(());
-            }
+    // The head is taken apart in a block, and the ways out that await come after the loop:
+    // a local that is borrowed, partly moved or matched on where an arm awaits is kept in
+    // the connection's future until its scope ends, here through the whole exchange, and
+    // the head was written there (cold at many connections) instead of on the stack.
+    let hand_over = loop {
+        let (req, method, mut reader, keep_alive) = {
+            let next =
+                poll_fn(|cx| c.poll_head(cx, stopping.as_mut(), &mut stop_check, &mut stopped))
+                    .await;
+            let head::Head {
+                parts,
+                body,
+                keep_alive,
+            } = match next {
+                Next::Head(head) => head,
+                Next::HandOver => break true,
+                Next::Close => break false,
+            };
+            let method = parts.method.clone();
+            let (body, reader) = match body {
+                None => (Body::empty(), None),
+                Some(framing) => {
+                    let (body, reader) = Reader::new(framing);
+                    (body, Some(reader))
+                }
+            };
+            let req = Request::from_parts(parts, ClientBody::Own(body));
+            (req, method, reader, keep_alive)
         };
-        let head::Head {
-            parts,
-            body,
-            keep_alive,
-        } = head;
-        let method = parts.method.clone();
-        let (body, mut reader) = match body {
-            None => (Body::empty(), None),
-            Some(framing) => {
-                let (body, reader) = Reader::new(framing);
-                (body, Some(reader))
-            }
-        };
-        let req = Request::from_parts(parts, ClientBody::Own(body));
         // `proxy::exchange`, not `proxy::handle`: what `handle` adds for hyper (the request
         // in flight until its body is dropped, `Connection: close` when draining or after a
         // 408) this loop does itself, and the response is not moved through one more future.
@@ -289,7 +280,23 @@ where
         if c.out.capacity() > COPY_MAX {
             c.out = Vec::new();
         }
+    };
+    if !hand_over {
+        let _ = poll_fn(|cx| Pin::new(&mut c.io).poll_shutdown(cx)).await;
+        return Ok(());
     }
+    let prefix = Bytes::copy_from_slice(c.inbox.buffered());
+    state.hand_over(&prefix);
+    let io = Prefixed {
+        prefix,
+        inner: c.io,
+    };
+    // Boxed, once a connection: unboxed, hyper's connection future (~2.4 KB) would be room
+    // in every connection's future beside the request's.
+    Box::pin(super::hyper_connection(
+        io, info, shared, state, limits, stop,
+    ))
+    .await
 }
 
 /// A response body on its way out.

@@ -200,9 +200,10 @@ pub fn exchange(
 ) -> impl Future<Output = Response<ProxyBody>> {
     // An `async` block, not an `async fn`: the fn would keep its arguments twice in the
     // future (as given, and as its locals) and copy the request from one to the other on
-    // every request. With `wire::send` the same way and the cold futures boxed, a
-    // connection's future went from 9,080 to 4,432 bytes, and at 256 connections the
-    // last-level cache misses from 289 to 255 a request (benches/README.md, 2026-12-06).
+    // every request. With `wire::send` the same way, the cold futures boxed and the head
+    // scoped in `listen::h1::serve`, a connection's future went from 9,080 to 3,952 bytes,
+    // and at 256 connections the data cache misses from 389 to 340 a request
+    // (benches/README.md, 2026-12-06).
     async move {
         let started = Instant::now();
         let start = SystemTime::now();

@@ -138,6 +138,9 @@ for r in rows:
         order.append(r["proxy"])
 rounds = sorted({r["round"] for r in rows}, key=int)
 def med(vals): return statistics.median(vals)
+def paired(a, b, key):
+    """Round by round, `key` of run a over run b, for the rounds both ran."""
+    return [float(a[k][key]) / float(b[k][key]) for k in rounds if k in a and k in b]
 print()
 for c in conns:
     print(f"c={c}: medians over {len({r['round'] for r in rows})} rounds (min-max req/s)")
@@ -165,16 +168,14 @@ for c in conns:
         for p, s in summary.items():
             if p in ("nginx", "direct"):
                 continue
-            pairs = [(s["by_round"][k], ng[k]) for k in rounds if k in s["by_round"] and k in ng]
-            rate = [float(a["reqs_per_s"]) / float(b["reqs_per_s"]) for a, b in pairs]
-            p99 = [float(a["p99_ms"]) / float(b["p99_ms"]) for a, b in pairs]
+            rate = paired(s["by_round"], ng, "reqs_per_s")
+            p99 = paired(s["by_round"], ng, "p99_ms")
             print(f"  {p:<14} {med(rate):>6.3f} ({min(rate):.3f}-{max(rate):.3f}) {sum(x >= 1 for x in rate)}/{len(rate)}"
                   f"   p99 {med(p99):.3f} {sum(x <= 1 for x in p99)}/{len(p99)}")
     # Paired too: what tracing costs, each build with tracing on against itself off.
     for on, off in (("tracegate", "tracegate-off"), ("tg-pgo", "tg-pgo-off")):
         if on in summary and off in summary:
-            a, b = summary[on]["by_round"], summary[off]["by_round"]
-            rate = [float(a[k]["reqs_per_s"]) / float(b[k]["reqs_per_s"]) for k in rounds if k in a and k in b]
+            rate = paired(summary[on]["by_round"], summary[off]["by_round"], "reqs_per_s")
             print(f"  {on} against {off} in the same round: req/s ratio median {med(rate):.3f} ({min(rate):.3f}-{max(rate):.3f})")
     print()
 PY

@@ -20,14 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use prost::Message;
+use prost::encoding::{DecodeContext, WireType, check_wire_type, skip_field};
+use prost::{DecodeError, Message};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Spans and export requests received so far.
@@ -86,10 +87,41 @@ struct ResourceSpans {
     #[prost(message, repeated, tag = "2")]
     scope_spans: Vec<ScopeSpans>,
 }
-#[derive(Clone, PartialEq, Message)]
+/// A `ScopeSpans` read for its spans (field 2): each one's length is decoded and checked
+/// against what is left, and the span is counted and stepped over. Kept as a count, not as
+/// a `Bytes` a span: a reference count taken and dropped for each span was a tenth of the
+/// sink's time (`perf record` on it under load), on the core wrk shares.
+#[derive(Clone, Debug, Default, PartialEq)]
 struct ScopeSpans {
-    #[prost(bytes = "bytes", repeated, tag = "2")]
-    spans: Vec<Bytes>,
+    spans: usize,
+}
+
+impl Message for ScopeSpans {
+    fn encode_raw(&self, _: &mut impl bytes::BufMut) {
+        unreachable!("the sink only decodes")
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if tag == 2 {
+            check_wire_type(WireType::LengthDelimited, wire_type)?;
+            self.spans += 1;
+        }
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        self.spans = 0;
+    }
 }
 
 /// Decodes a request into its span count; answers an empty `ExportTraceServiceResponse`.
@@ -128,7 +160,7 @@ impl Decoder for CountingCodec {
             req.resource_spans
                 .iter()
                 .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len())
+                .map(|ss| ss.spans)
                 .sum(),
         ))
     }

@@ -15,7 +15,10 @@
 # ratios against Envoy and against the direct path, and each proxy's rate against nginx's in
 # the same round (the median and min-max of those paired ratios: the VM's speed drifts
 # between rounds more than proxies differ, and a pair shares the drift). Even rounds run the
-# proxies in reverse order, so no proxy always runs first or last.
+# proxies in reverse order, so no proxy always runs first or last. Each run also prints how
+# busy each core was (from /proc/stat): wrk waits on the proxy in a closed loop, so a core
+# near 100% is what limits that run's rate, and core 1 (wrk, the upstream, the sink) can be
+# it as well as the proxy's core 0.
 # PROXIES="tg-pgo nginx ..." runs only those (names as printed; `direct` always runs):
 # more rounds in the same time for a head-to-head.
 set -euo pipefail
@@ -86,11 +89,17 @@ done
 cpu() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 rss() { local t=0 p; for p in $(proc_tree "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 spans() { sink_spans "$counts"; }
+# Each core's busy and total ticks so far ("cpu0 busy total cpu1 busy total"), from /proc/stat.
+ticks() { awk '/^cpu[01] / {t=0; for (i=2;i<=NF;i++) t+=$i; printf "%s %d %d ", $1, t-$5-$6, t}' /proc/stat; }
+# Percent busy of core 0 and core 1 between two `ticks`: a core near 100% is what limits the
+# rate (wrk waits on the proxy in a closed loop, so the core with time to spare is not it).
+busy() { awk -v a="$1" -v b="$2" 'function pc(i) {return y[i+1] > x[i+1] ? sprintf("%.0f", 100*(y[i]-x[i])/(y[i+1]-x[i+1])) : "-"}
+  BEGIN {split(a, x, " "); split(b, y, " "); print pc(2), pc(5)}'; }
 # Spans tg-nocollector dropped (all reasons), from its /metrics.
 dropped() { { curl -s -m 5 127.0.0.1:19087/metrics || true; } | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
 
 results=$work/results.tsv
-echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req" > "$results"
+echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req\tcore0_busy\tcore1_busy\tcore1_us" > "$results"
 echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
 echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
 [ -n "$pgo" ] && echo "PGO build: $pgo"
@@ -107,9 +116,9 @@ for round in $(seq "$rounds"); do
   for c in "${conns[@]}"; do
     for p in "${this_round[@]}"; do
       target=${pid[$p]}
-      before=$(cpu "$target"); s0=$(spans); d0=$(dropped)
+      before=$(cpu "$target"); s0=$(spans); d0=$(dropped); t0=$(ticks)
       out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
-      after=$(cpu "$target")
+      after=$(cpu "$target"); read -r b0 b1 <<<"$(busy "$t0" "$(ticks)")"
       sleep 1.5; s1=$(spans); d1=$(dropped)
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -117,13 +126,16 @@ for round in $(seq "$rounds"); do
       p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
       cpu_us=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
+      # Core 1's busy time a request: wrk's, the upstream's and (for a proxy that exports)
+      # the sink's work, all paid on the core that can limit the rate.
+      core1_us=$([ "$b1" = - ] && echo - || python3 -c "print(round($b1 / 100 * $secs * 1e6 / max($reqs, 1), 2))")
       case $p in
         direct|tracegate-off|tg-pgo-off|nginx) per=-;;
         tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
       esac
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" >> "$results"
-      printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %5s us CPU/req  spans/req %s\n' \
-        "$round" "$c" "$p" "$rate" "$p50" "$p99" "$cpu_us" "$per"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" "$b0" "$b1" "$core1_us" >> "$results"
+      printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %5s us CPU/req  spans/req %-5s busy %s%%/%s%%\n' \
+        "$round" "$c" "$p" "$rate" "$p50" "$p99" "$cpu_us" "$per" "$b0" "$b1"
     done
   done
 done
@@ -138,13 +150,16 @@ for r in rows:
         order.append(r["proxy"])
 rounds = sorted({r["round"] for r in rows}, key=int)
 def med(vals): return statistics.median(vals)
+def busy(rs, key, fmt="{:.0f}"):
+    vals = [float(r[key]) for r in rs if r[key] != "-"]
+    return fmt.format(med(vals)) if vals else "-"
 def paired(a, b, key):
     """Round by round, `key` of run a over run b, for the rounds both ran."""
     return [float(a[k][key]) / float(b[k][key]) for k in rounds if k in a and k in b]
 print()
 for c in conns:
     print(f"c={c}: medians over {len({r['round'] for r in rows})} rounds (min-max req/s)")
-    print(f"  {'proxy':<14} {'req/s':>9} {'min-max':>17} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'peak RSS MiB':>12} {'spans/req':>9} {'x Envoy':>8} {'x direct':>8}")
+    print(f"  {'proxy':<14} {'req/s':>9} {'min-max':>17} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'peak RSS MiB':>12} {'spans/req':>9} {'x Envoy':>8} {'x direct':>8} {'busy % core 0/1':>15} {'core 1 us/req':>13}")
     summary = {}
     for p in order:
         rs = [r for r in rows if r["proxy"] == p and int(r["conns"]) == c]
@@ -155,12 +170,14 @@ for c in conns:
             cpu=med([float(r["cpu_us"]) for r in rs]),
             rss=max(int(r["rss_kib"]) for r in rs) / 1024,
             spans=rs[-1]["spans_per_req"],
+            busy="/".join(busy(rs, k) for k in ("core0_busy", "core1_busy")),
+            core1=busy(rs, "core1_us", "{:.2f}"),
             by_round={r["round"]: r for r in rs},
         )
     for p, s in summary.items():
         ve = f"{s['rate'] / summary['envoy']['rate']:.2f}" if "envoy" in summary else "-"
         vd = f"{s['rate'] / summary['direct']['rate']:.2f}"
-        print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10.1f} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8}")
+        print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10.1f} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8} {s['busy']:>15} {s['core1']:>13}")
     if "nginx" in summary and len(summary) > 2:
         # Paired: each round's rate and p99 against nginx's in the same round.
         ng = summary["nginx"]["by_round"]

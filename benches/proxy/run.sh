@@ -18,7 +18,9 @@
 # proxies in reverse order, so no proxy always runs first or last. Each run also prints how
 # busy each core was (from /proc/stat): wrk waits on the proxy in a closed loop, so a core
 # near 100% is what limits that run's rate, and core 1 (wrk, the upstream, the sink) can be
-# it as well as the proxy's core 0.
+# it as well as the proxy's core 0. A tracegate with tracing on that dropped spans during
+# a run shows how many a request after its spans/req (",dropped:N", from its /metrics): a
+# count under 2 without it is spans still on their way when the run was counted.
 # PROXIES="tg-pgo nginx ..." runs only those (names as printed; `direct` always runs):
 # more rounds in the same time for a head-to-head.
 set -euo pipefail
@@ -93,10 +95,16 @@ spans() { sink_spans "$counts"; }
 ticks() { awk '/^cpu[01] / {t=0; for (i=2;i<=NF;i++) t+=$i; printf "%s %d %d ", $1, t-$5-$6, t}' /proc/stat; }
 # Percent busy of core 0 and core 1 between two `ticks`: a core near 100% is what limits the
 # rate (wrk waits on the proxy in a closed loop, so the core with time to spare is not it).
+# Then core 1's busy ticks.
 busy() { awk -v a="$1" -v b="$2" 'function pc(i) {return y[i+1] > x[i+1] ? sprintf("%.0f", 100*(y[i]-x[i])/(y[i+1]-x[i+1])) : "-"}
-  BEGIN {split(a, x, " "); split(b, y, " "); print pc(2), pc(5)}'; }
-# Spans tg-nocollector dropped (all reasons), from its /metrics.
-dropped() { { curl -s -m 5 127.0.0.1:19087/metrics || true; } | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'; }
+  BEGIN {split(a, x, " "); split(b, y, " "); print pc(2), pc(5), (y[6] > x[6] ? y[5]-x[5] : "-")}'; }
+# Spans a tracegate with tracing on dropped so far (all reasons), from its /metrics; 0 for
+# the others. A spans/req under 2 is then told apart: dropped, or still on its way.
+declare -A admin=([tracegate]=19082 [tg-nocollector]=19087 [tg-pgo]=19088)
+dropped() {
+  [ -n "${admin[$1]:-}" ] || { echo 0; return; }
+  { curl -s -m 5 "127.0.0.1:${admin[$1]}/metrics" || true; } | awk '/^tracegate_spans_dropped_total/ {s+=$2} END {print s+0}'
+}
 
 results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req\tcore0_busy\tcore1_busy\tcore1_us" > "$results"
@@ -116,10 +124,10 @@ for round in $(seq "$rounds"); do
   for c in "${conns[@]}"; do
     for p in "${this_round[@]}"; do
       target=${pid[$p]}
-      before=$(cpu "$target"); s0=$(spans); d0=$(dropped); t0=$(ticks)
+      before=$(cpu "$target"); s0=$(spans); d0=$(dropped "$p"); t0=$(ticks)
       out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
-      after=$(cpu "$target"); read -r b0 b1 <<<"$(busy "$t0" "$(ticks)")"
-      sleep 1.5; s1=$(spans); d1=$(dropped)
+      after=$(cpu "$target"); read -r b0 b1 t1 <<<"$(busy "$t0" "$(ticks)")"
+      sleep 1.5; s1=$(spans); d1=$(dropped "$p")
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
       p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
@@ -128,10 +136,12 @@ for round in $(seq "$rounds"); do
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
       # Core 1's busy time a request: wrk's, the upstream's and (for a proxy that exports)
       # the sink's work, all paid on the core that can limit the rate.
-      core1_us=$([ "$b1" = - ] && echo - || python3 -c "print(round($b1 / 100 * $secs * 1e6 / max($reqs, 1), 2))")
+      core1_us=$([ "$t1" = - ] && echo - || python3 -c "print(round($t1 * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 2))")
+      drops=$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 4))")
       case $p in
         direct|tracegate-off|tg-pgo-off|nginx) per=-;;
         tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
+        *) [ "$d1" = "$d0" ] || per="$per,dropped:$drops";;
       esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" "$b0" "$b1" "$core1_us" >> "$results"
       printf 'round %s  c=%-3s %-14s %9s req/s  p50 %7s ms  p99 %7s ms  %5s us CPU/req  spans/req %-5s busy %s%%/%s%%\n' \

@@ -5,7 +5,8 @@
 # in how many rounds the new build served more and spent less user time.
 #   bash benches/ab.sh OLD_BINARY NEW_BINARY [seconds=6] [rounds=3] [connections=32]
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then compare.
-# Needs wrk. Each tracegate runs one worker pinned to core 0; upstream, sink and wrk core 1.
+# Needs wrk. Each tracegate runs one worker (WORKERS=n: n) pinned to core 0; upstream, sink
+# and wrk core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1; new=$2; secs=${3:-6}; rounds=${4:-3}; conns=${5:-32}
@@ -32,7 +33,7 @@ for r in $(seq "$rounds"); do
     b=$old; [ "$v" = new ] && b=$new
     OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:34317 \
       "${pin0[@]}" "$b" run --listen 127.0.0.1:38083 --upstream http://127.0.0.1:38000 \
-      --admin 127.0.0.1:39083 --workers 1 2>/dev/null &
+      --admin 127.0.0.1:39083 --workers "${WORKERS:-1}" 2>/dev/null &
     t=$!
     sleep 0.5
     read -r u0 s0 < <(cpu $t)

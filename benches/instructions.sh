@@ -11,7 +11,8 @@
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then
 #   bash benches/instructions.sh /tmp/tracegate-before target/release/tracegate
 # `nginx` as a binary measures nginx (benches/proxy/nginx.conf, one process) the same way.
-# TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead.
+# TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead; WORKERS=n
+# runs each tracegate with n workers (callgrind runs their threads one at a time).
 # UPSTREAM_PROTOCOL=http2 sends upstream over HTTP/2 (h2c, one multiplexed connection)
 # instead of HTTP/1.1 (the client side stays HTTP/1.1: wrk).
 # PROFILE=DIR keeps each loaded run's callgrind file in DIR (callgrind.N.out, N the
@@ -82,9 +83,9 @@ run() {
     cmd=(nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;'); stop=-QUIT
   elif [ "${UPSTREAM_PROTOCOL:-http1}" = http1 ]; then
     cmd=("$1" run --listen 127.0.0.1:48083 --upstream http://127.0.0.1:48000
-      --admin 127.0.0.1:49083 --workers 1)
+      --admin 127.0.0.1:49083 --workers "${WORKERS:-1}")
   else
-    cmd=("$1" run --config "$work/upstream.yaml" --workers 1)
+    cmd=("$1" run --config "$work/upstream.yaml" --workers "${WORKERS:-1}")
   fi
   OTEL_SDK_DISABLED=$([ "${TRACING:-on}" = off ] && echo true || echo false) \
     OTEL_BSP_SCHEDULE_DELAY=200 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:44317 \

@@ -137,10 +137,10 @@ for round in $(seq "$rounds"); do
       # Core 1's busy time a request: wrk's, the upstream's and (for a proxy that exports)
       # the sink's work, all paid on the core that can limit the rate.
       core1_us=$([ "$t1" = - ] && echo - || python3 -c "print(round($t1 * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 2))")
-      drops=$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 4))")
+      drops=$(python3 -c "print(f'{($d1 - $d0) / max($reqs, 1):.3g}')")
       case $p in
         direct|tracegate-off|tg-pgo-off|nginx) per=-;;
-        tg-nocollector) per="dropped:$(python3 -c "print(round(($d1 - $d0) / max($reqs, 1), 2))")";;
+        tg-nocollector) per="dropped:$drops";;
         *) [ "$d1" = "$d0" ] || per="$per,dropped:$drops";;
       esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$c" "$rate" "$p50" "$p99" "$cpu_us" "$(rss "$target")" "$per" "$b0" "$b1" "$core1_us" >> "$results"
@@ -160,7 +160,8 @@ for r in rows:
         order.append(r["proxy"])
 rounds = sorted({r["round"] for r in rows}, key=int)
 def med(vals): return statistics.median(vals)
-def busy(rs, key, fmt="{:.0f}"):
+def med_of(rs, key, fmt="{:.0f}"):
+    """The median of a column that is "-" where it could not be measured."""
     vals = [float(r[key]) for r in rs if r[key] != "-"]
     return fmt.format(med(vals)) if vals else "-"
 def paired(a, b, key):
@@ -180,8 +181,8 @@ for c in conns:
             cpu=med([float(r["cpu_us"]) for r in rs]),
             rss=max(int(r["rss_kib"]) for r in rs) / 1024,
             spans=rs[-1]["spans_per_req"],
-            busy="/".join(busy(rs, k) for k in ("core0_busy", "core1_busy")),
-            core1=busy(rs, "core1_us", "{:.2f}"),
+            busy="/".join(med_of(rs, k) for k in ("core0_busy", "core1_busy")),
+            core1=med_of(rs, "core1_us", "{:.2f}"),
             by_round={r["round"]: r for r in rs},
         )
     for p, s in summary.items():

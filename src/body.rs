@@ -247,6 +247,15 @@ impl ProxyBody {
         self.stamp = self.guard.is_some();
     }
 
+    /// The response head's fields as the upstream wrote them, when they were kept so (the
+    /// head's map is empty then).
+    pub fn raw_fields(&self) -> Option<&crate::http1::RawFields> {
+        match &self.inner {
+            Inner::Upstream(b) => b.raw_fields(),
+            Inner::Local(_) => None,
+        }
+    }
+
     /// The fields for the client the writer adds, if they were left to it.
     pub fn stamp(&self) -> Option<Stamp<'_>> {
         self.guard

@@ -471,6 +471,20 @@ impl Stamp<'_> {
             || self.correlation.is_some_and(|(n, _)| n == name)
     }
 
+    /// Whether a field among names with these bits (`RawFields::names`) may be covered.
+    pub fn may_cover(&self, names: u64) -> bool {
+        let bit = |n: &HeaderName| crate::http1::name_bit(n.as_str().as_bytes());
+        let mine =
+            self.trace.map_or(0, |(n, _)| bit(n)) | self.correlation.map_or(0, |(n, _)| bit(n));
+        mine & names != 0
+    }
+
+    /// [`Self::covers`] for a name as it came on the wire, in any case.
+    pub fn covers_raw(&self, name: &[u8]) -> bool {
+        let same = |n: &HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.trace.is_some_and(|(n, _)| same(n)) || self.correlation.is_some_and(|(n, _)| same(n))
+    }
+
     /// Writes the fields, HTTP/1.1 style.
     pub fn put(&self, out: &mut Vec<u8>) {
         // Both under one name (a configuration that asks for it): the correlation id, as

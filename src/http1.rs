@@ -53,7 +53,9 @@ pub fn header_map(fields: usize) -> HeaderMap {
 /// Gives a head's map back for [`header_map`], emptied here: nothing of one exchange
 /// reaches the next.
 pub fn recycle(mut map: HeaderMap) {
-    if map.capacity() > SPARE_MAX_CAPACITY {
+    // An empty map that owns no memory (a response whose fields were kept raw) would come
+    // back from `header_map` as one to allocate for, in place of one with room.
+    if map.capacity() == 0 || map.capacity() > SPARE_MAX_CAPACITY {
         return;
     }
     map.clear();
@@ -351,6 +353,47 @@ fn inline<const N: usize>(bytes: &[u8]) -> Bytes {
     })
 }
 
+/// A response head's fields kept as the upstream wrote them, for an HTTP/1.1 client when
+/// nothing on the way reads them: no `HeaderMap` is built (names looked up, each value
+/// checked again) only to be written back out (`upstream::wire` keeps them, `listen::h1`
+/// writes them). The hop-by-hop fields, those `Connection` names, and a `Content-Length`
+/// beside a `Transfer-Encoding` are left out already.
+pub struct RawFields {
+    /// `name: value` lines, each ending in CRLF; names in the upstream's case.
+    pub lines: Bytes,
+    /// The `Content-Length` among them, parsed (every copy agreeing).
+    pub length: Option<u64>,
+    /// A `Date` is among them.
+    pub date: bool,
+    /// The [`name_bit`]s of their names: a name whose bit is not set is not among them,
+    /// known without a look at the lines.
+    pub names: u64,
+}
+
+/// A name's bit in [`RawFields::names`], the same in any case: from its length and its
+/// first and last letters (`content-type` and `x-request-id`, both 12 bytes, differ).
+pub fn name_bit(name: &[u8]) -> u64 {
+    let (first, last) = match name {
+        [] => (0, 0),
+        [f, .., l] => (*f, *l),
+        [f] => (*f, *f),
+    };
+    let mix = name.len() + 3 * usize::from(first | 0x20) + 5 * usize::from(last | 0x20);
+    1 << (mix % 64)
+}
+
+impl RawFields {
+    /// Each field line (CRLF included), with its name.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split_inclusive(|b| *b == b'\n').map(|line| {
+            match line.iter().position(|b| *b == b':') {
+                Some(colon) => (&line[..colon], line),
+                None => (&line[..0], line),
+            }
+        })
+    }
+}
+
 /// One field line.
 pub fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     put_raw_field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -402,6 +445,29 @@ pub fn allowed_trailers(h: &HeaderMap) -> Vec<HeaderName> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_name_has_one_bit_in_any_case_and_the_usual_ones_differ_from_the_stamps() {
+        assert_eq!(name_bit(b"X-Request-ID"), name_bit(b"x-request-id"));
+        assert_eq!(name_bit(b"x").count_ones() + name_bit(b"").count_ones(), 2);
+        // A response's usual fields never make the writer look for the stamp's names.
+        let stamp =
+            name_bit(b"x-trace-id") | name_bit(b"x-request-id") | name_bit(b"x-correlation-id");
+        for usual in [
+            "content-type",
+            "content-length",
+            "date",
+            "server",
+            "cache-control",
+            "etag",
+            "vary",
+            "set-cookie",
+            "last-modified",
+            "content-encoding",
+        ] {
+            assert_eq!(name_bit(usual.as_bytes()) & stamp, 0, "{usual}");
+        }
+    }
+
     use super::*;
 
     #[test]

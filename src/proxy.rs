@@ -446,6 +446,16 @@ pub fn exchange(
             req = Request::from_parts(parts, body);
         }
         let mut kept = None;
+        // The response's fields stay as the upstream wrote them (no map built only to be
+        // written out again) when nothing reads them on the way: our HTTP/1.1 connection
+        // writes the stamp (`stamp_later` below), no response capture, no upgrade, and not
+        // gRPC (its status is read from them).
+        let raw_fields = writes_stamp
+            && upgrade.is_none()
+            && !rt.capture.of_responses()
+            && guard
+                .as_mut()
+                .is_some_and(|g| g.exchange().is_none_or(|e| e.grpc.is_none()));
         let deadline = upstream
             .total_timeout
             .map(|t| tokio::time::Instant::from_std(started) + t);
@@ -458,6 +468,7 @@ pub fn exchange(
                 rt.limits.request_body_timeout,
                 deadline,
                 replayable.then_some(&mut kept),
+                raw_fields,
             )
             .await;
         upstream.report(picked.endpoint(), upstream_ok(&result));
@@ -526,6 +537,7 @@ pub fn exchange(
                     again,
                     deadline,
                     replayable.then_some(&mut kept),
+                    raw_fields,
                 )
                 .await;
             upstream.report(picked.endpoint(), upstream_ok(&result));

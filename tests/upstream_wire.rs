@@ -183,6 +183,18 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal")
                 .await
                 .is_ok(),
+            "/fields" => s
+                .write_all(b"HTTP/1.1 200 OK\r\nServer: legacy\r\nConnection: keep-alive, X-Hop\r\nx-hop: secret\r\nKeep-Alive: timeout=5\r\nX-Request-ID: from-upstream\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 2\r\nSet-Cookie: a=b\r\n\r\nok")
+                .await
+                .is_ok(),
+            "/fields-chunked" => s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nTrailer: x-sum\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n")
+                .await
+                .is_ok(),
+            "/fields-lf" => s
+                .write_all(b"HTTP/1.1 201 Created\nX-A: 1\r\nLocation: /x\ncontent-length: 2\n\nok")
+                .await
+                .is_ok(),
             "/huge-head" => {
                 let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n", "b".repeat(70 * 1024));
                 s.write_all(big.as_bytes()).await.is_ok()
@@ -216,6 +228,13 @@ fn wire_config(upstream: SocketAddr) -> String {
     format!(
         "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"http://{upstream}\"]\n    request_timeout: 10s\nroutes:\n  - upstream: app\nexport:\n  protocol: none\n"
     )
+}
+
+/// [`wire_config`] with the admin port on: every exchange is recorded (for the metrics),
+/// so the client's HTTP/1.1 connection writes the trace id and correlation id itself and
+/// the upstream's fields are kept as they came.
+fn recorded_config(upstream: SocketAddr) -> String {
+    wire_config(upstream).replace("address: \"off\"", "address: 127.0.0.1:0")
 }
 
 /// The scripted upstream, tracegate in front of it, and tracegate's base URL.
@@ -453,4 +472,107 @@ async fn a_request_the_upstream_dropped_unanswered_is_sent_again_whole() {
     assert!(first.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert!(second.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert_ne!(first, second, "each attempt has its own span id");
+}
+
+/// Sends `request` on a new connection to `addr` and reads the response until tracegate
+/// closes it (the request asks it to).
+async fn exchange_raw(addr: SocketAddr, request: &str) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, c.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+/// The response's status line, its fields with names in lower case, sorted, values of
+/// `x-trace-id` and of a `date` tracegate added blanked, and what follows the head.
+fn normalized(response: &str) -> (String, Vec<String>, String) {
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let mut fields: Vec<String> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            let n = n.to_ascii_lowercase();
+            let v = match n.as_str() {
+                "x-trace-id" => "<id>",
+                "date" if !v.contains("2026 00:00:00") => "<now>",
+                _ => v.trim(),
+            };
+            format!("{n}: {v}")
+        })
+        .collect();
+    fields.sort();
+    (status, fields, rest.to_string())
+}
+
+#[tokio::test]
+async fn the_upstreams_fields_reach_the_client_as_it_wrote_them_without_the_hop_by_hop_ones() {
+    // Two tracegates before one upstream: one that records every exchange (the client's
+    // connection writes the stamp; the fields are kept as they came), one that records
+    // none (the fields go through the map, and the stamp into it).
+    let up = scripted().await;
+    let recorded = tracegate(&recorded_config(up.addr)).await;
+    let mapped = tracegate(&wire_config(up.addr)).await;
+    let ask = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: app\r\nx-request-id: client-7\r\nconnection: close\r\n\r\n"
+        )
+    };
+
+    let raw = exchange_raw(recorded.proxy_addrs[0], &ask("/fields")).await;
+    // Names in the upstream's case; its date kept, not a second one added.
+    assert!(raw.contains("\r\nServer: legacy\r\n"), "{raw}");
+    assert!(raw.contains("\r\nSet-Cookie: a=b\r\n"), "{raw}");
+    assert!(raw.contains("\r\nContent-Length: 2\r\n"), "{raw}");
+    assert_eq!(
+        raw.to_ascii_lowercase().matches("\r\ndate:").count(),
+        1,
+        "{raw}"
+    );
+    assert!(
+        raw.contains("\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n"),
+        "{raw}"
+    );
+    let (status, fields, body) = normalized(&raw);
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
+    assert_eq!(
+        fields,
+        [
+            "connection: close",
+            "content-length: 2",
+            "date: Tue, 01 Dec 2026 00:00:00 GMT",
+            "server: legacy",
+            "set-cookie: a=b",
+            "x-request-id: client-7",
+            "x-trace-id: <id>",
+        ],
+        "the hop-by-hop fields and the one `Connection` names are gone, the correlation \
+         id is the client's: {raw}"
+    );
+
+    // Every head, the same as through the map but for the case of the names.
+    for path in ["/fields", "/fields-chunked", "/fields-lf"] {
+        let raw = exchange_raw(recorded.proxy_addrs[0], &ask(path)).await;
+        let map = exchange_raw(mapped.proxy_addrs[0], &ask(path)).await;
+        assert_eq!(normalized(&raw), normalized(&map), "{path}:\n{raw}\n{map}");
+    }
+    let chunked = exchange_raw(recorded.proxy_addrs[0], &ask("/fields-chunked")).await;
+    assert!(
+        chunked.contains("\r\nContent-Type: text/plain\r\n"),
+        "{chunked}"
+    );
+    assert!(
+        chunked.contains("\r\ntransfer-encoding: chunked\r\n")
+            && chunked.ends_with("5\r\nhello\r\n0\r\n\r\n"),
+        "re-chunked, the length and the trailer left out: {chunked}"
+    );
+    let lf = exchange_raw(recorded.proxy_addrs[0], &ask("/fields-lf")).await;
+    assert!(
+        lf.starts_with("HTTP/1.1 201 Created\r\nX-A: 1\r\nLocation: /x\r\ncontent-length: 2\r\n"),
+        "lines that ended in a bare LF end in CRLF: {lf}"
+    );
 }

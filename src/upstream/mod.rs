@@ -46,6 +46,9 @@ pub struct RequestBody {
     /// Header fields for the request's head beyond its map: written by our HTTP/1.1
     /// connections, merged into the map before the request goes anywhere else.
     pub(crate) added: crate::forward::Added,
+    /// An HTTP/1.1 response's fields may be kept as they come, not put in its map:
+    /// nothing reads them before our HTTP/1.1 client connection writes them.
+    raw_fields: bool,
 }
 
 impl RequestBody {
@@ -58,6 +61,7 @@ impl RequestBody {
             pause: None,
             timer: None,
             added: Default::default(),
+            raw_fields: false,
         }
     }
 }
@@ -78,6 +82,16 @@ pub type Keep<'a> = Option<&'a mut Option<http::request::Parts>>;
 pub enum UpstreamBody {
     Wire(wire::Body),
     Engine(Incoming),
+}
+
+impl UpstreamBody {
+    /// The head's fields, when kept as they came (its map is empty then).
+    pub fn raw_fields(&self) -> Option<&crate::http1::RawFields> {
+        match self {
+            UpstreamBody::Wire(b) => b.raw_fields(),
+            UpstreamBody::Engine(_) => None,
+        }
+    }
 }
 
 impl http_body::Body for UpstreamBody {
@@ -433,7 +447,7 @@ impl Upstream {
     /// once for a request without body). `pause`: the longest gap allowed in the client's
     /// body (zero: no limit). `deadline`: the end of the whole exchange (`total_timeout`),
     /// if bounded. `keep`: see [`Keep`]. `added`: fields for the head beyond its map
-    /// (`forward::prepare_request`).
+    /// (`forward::prepare_request`). `raw_fields`: see [`RequestBody`]'s.
     #[allow(
         clippy::too_many_arguments,
         reason = "each is its own input of the one call that sends a client's request"
@@ -447,6 +461,7 @@ impl Upstream {
         pause: std::time::Duration,
         deadline: Option<tokio::time::Instant>,
         keep: Keep<'a>,
+        raw_fields: bool,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
         let (parts, inner) = req.into_parts();
         let body = RequestBody {
@@ -456,6 +471,7 @@ impl Upstream {
             pause: (!pause.is_zero()).then_some(pause),
             timer: None,
             added,
+            raw_fields,
         };
         self.exchange(endpoint, Request::from_parts(parts, body), deadline, keep)
     }
@@ -467,8 +483,11 @@ impl Upstream {
         parts: http::request::Parts,
         deadline: Option<tokio::time::Instant>,
         keep: Keep<'a>,
+        raw_fields: bool,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
-        let req = Request::from_parts(parts, RequestBody::empty());
+        let mut body = RequestBody::empty();
+        body.raw_fields = raw_fields;
+        let req = Request::from_parts(parts, body);
         self.exchange(endpoint, req, deadline, keep)
     }
 

@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Uri, Version};
 
 use super::body::Framing;
 use crate::forward::Stamp;
-use crate::http1::{Chunk, Names, parse_decimal, put_field};
+use crate::http1::{Chunk, Names, RawFields, parse_decimal, put_field};
 
 /// Header fields a request's map has room for from the start, at least: the proxy adds up
 /// to six (`X-Forwarded-*`, trace context, correlation id) before sending it upstream.
@@ -156,14 +156,22 @@ pub(super) enum Out {
     Chunked,
 }
 
+/// A response's fields: in its map, or as the upstream wrote them.
+#[derive(Clone, Copy)]
+pub(super) enum Fields<'a> {
+    Map(&'a HeaderMap),
+    /// Without hop-by-hop fields (`Transfer-Encoding` among them).
+    Raw(&'a RawFields),
+}
+
 /// Writes the status line and fields of a response to a `method` request into `out`, with
 /// the framing its body takes (`exact`: the body's size when known): the response's own
 /// `Content-Length` or `Transfer-Encoding` when it has one, else a length when the size is
 /// known, else chunked. `close`: the connection ends after this response. `stamp`: fields
-/// written after the map's, in place of the map's of the same names.
+/// written after the response's, in place of the response's of the same names.
 pub(super) fn encode(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     stamp: Stamp<'_>,
     method: &Method,
     exact: Option<u64>,
@@ -182,23 +190,10 @@ pub(super) fn encode(
     }
     let bodiless = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
         || status.is_informational();
-    // The first `Content-Length` and the last `Transfer-Encoding`, in one pass over the few
-    // fields of a response: two lookups hash each name and probe the map.
-    let (mut first_length, mut last_te) = (None, None);
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH {
-            first_length.get_or_insert(value);
-        } else if name == header::TRANSFER_ENCODING {
-            last_te = Some(value);
-        }
-    }
-    let given_length = first_length.and_then(|v| parse_decimal(v.as_bytes()));
-    let chunked_given = last_te.is_some_and(|v| {
-        v.as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-    });
+    let (given_length, chunked_given) = match fields {
+        Fields::Map(headers) => given_framing(headers),
+        Fields::Raw(raw) => (raw.length, false),
+    };
     let framing = if bodiless || *method == Method::HEAD {
         Out::Nothing
     } else if chunked_given {
@@ -212,16 +207,34 @@ pub(super) fn encode(
     };
     let mut has_date = false;
     let mut has_close = false;
-    for (name, value) in headers {
-        if name == header::TRANSFER_ENCODING && framing != Out::Chunked {
-            continue;
+    match fields {
+        Fields::Map(headers) => {
+            for (name, value) in headers {
+                if name == header::TRANSFER_ENCODING && framing != Out::Chunked {
+                    continue;
+                }
+                if stamp.covers(name) {
+                    continue;
+                }
+                has_date |= name == header::DATE;
+                has_close |= name == header::CONNECTION;
+                put_field(out, name, value);
+            }
         }
-        if stamp.covers(name) {
-            continue;
+        // As they came, in one copy unless a field may give way to the stamp.
+        Fields::Raw(raw) if !stamp.may_cover(raw.names) => {
+            out.extend_from_slice(&raw.lines);
+            has_date = raw.date;
         }
-        has_date |= name == header::DATE;
-        has_close |= name == header::CONNECTION;
-        put_field(out, name, value);
+        Fields::Raw(raw) => {
+            for (name, line) in raw.fields() {
+                if stamp.covers_raw(name) {
+                    continue;
+                }
+                has_date |= name.eq_ignore_ascii_case(b"date");
+                out.extend_from_slice(line);
+            }
+        }
     }
     stamp.put(out);
     match framing {
@@ -245,6 +258,28 @@ pub(super) fn encode(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// A map's `Content-Length` (the first) and whether its last `Transfer-Encoding` ends in
+/// `chunked`, in one pass over the few fields of a response: two lookups hash each name
+/// and probe the map.
+fn given_framing(headers: &HeaderMap) -> (Option<u64>, bool) {
+    let (mut first_length, mut last_te) = (None, None);
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            first_length.get_or_insert(value);
+        } else if name == header::TRANSFER_ENCODING {
+            last_te = Some(value);
+        }
+    }
+    let given_length = first_length.and_then(|v| parse_decimal(v.as_bytes()));
+    let chunked_given = last_te.is_some_and(|v| {
+        v.as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    });
+    (given_length, chunked_given)
 }
 
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -390,7 +425,7 @@ mod tests {
         let mut out = Vec::new();
         let framing = encode(
             StatusCode::from_u16(status).unwrap(),
-            &h,
+            Fields::Map(&h),
             Stamp::default(),
             &method,
             exact,
@@ -405,7 +440,7 @@ mod tests {
         let mut out = Vec::new();
         encode(
             StatusCode::OK,
-            fields,
+            Fields::Map(fields),
             stamp,
             &Method::GET,
             Some(0),
@@ -481,6 +516,83 @@ mod tests {
         crate::forward::prepare_response(&mut h, None, None, Some((&corr, &made)));
         assert_eq!(h["x-request-id"], "0f8fad5b-d9cb-469f-a165-70867728950e");
         assert!(h["x-request-id"].is_sensitive());
+    }
+
+    /// What `encode` writes for a 200 to a GET with `lines` kept raw (`length`: their
+    /// `Content-Length`), the body's size `exact`.
+    fn raw_encoded(
+        lines: &str,
+        length: Option<u64>,
+        stamp: Stamp<'_>,
+        exact: Option<u64>,
+    ) -> String {
+        let raw = RawFields {
+            lines: bytes::Bytes::copy_from_slice(lines.as_bytes()),
+            length,
+            date: lines.to_ascii_lowercase().contains("date:"),
+            names: lines
+                .split_terminator("\r\n")
+                .map(|l| crate::http1::name_bit(l.split(':').next().unwrap().as_bytes()))
+                .fold(0, |a, b| a | b),
+        };
+        let mut out = Vec::new();
+        encode(
+            StatusCode::OK,
+            Fields::Raw(&raw),
+            stamp,
+            &Method::GET,
+            exact,
+            false,
+            &mut out,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_kept_raw_are_written_as_they_came() {
+        let trace = http::HeaderName::from_static("x-trace-id");
+        let corr = http::HeaderName::from_static("x-request-id");
+        let id = IdValue::Reused(HeaderValue::from_static("req-7"));
+        let stamp = Stamp {
+            trace: Some((&trace, &[0xab; 16])),
+            correlation: Some((&corr, &id)),
+        };
+        // The upstream's date and length stay, in its case; none is added.
+        let lines =
+            "Server: legacy\r\nDATE: Wed, 02 Dec 2026 12:00:00 GMT\r\nContent-Length: 5\r\n";
+        assert_eq!(
+            raw_encoded(lines, Some(5), Stamp::default(), Some(5)),
+            format!("HTTP/1.1 200 OK\r\n{lines}\r\n")
+        );
+        // The stamp's names give way in any case; the rest go as they came.
+        let lines = "X-Request-ID: upstream\r\nServer: legacy\r\nx-TRACE-id: 1\r\nX-Request-IDs: 2\r\n\
+                     X-Trace-Ix: 3\r\n";
+        let text = raw_encoded(lines, None, stamp, Some(0));
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\nServer: legacy\r\nX-Request-IDs: 2\r\nX-Trace-Ix: 3\r\n\
+                 x-trace-id: abababababababababababababababab\r\nx-request-id: req-7\r\n\
+                 content-length: 0\r\ndate: "
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("upstream").count() + text.matches(": 1\r\n").count(),
+            0
+        );
+        // No name with a bit of the stamp's names: the lines in one piece.
+        let lines = "Server: legacy\r\nContent-Length: 0\r\n";
+        let text = raw_encoded(lines, Some(0), stamp, Some(0));
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 200 OK\r\n{lines}x-trace-id: ")),
+            "{text}"
+        );
+        // No length among them and none known: chunked.
+        let text = raw_encoded("Server: legacy\r\n", None, Stamp::default(), None);
+        assert!(
+            text.contains("Server: legacy\r\ntransfer-encoding: chunked\r\ndate: "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -226,9 +226,13 @@ where
                 || matches!(parts.status, StatusCode::REQUEST_TIMEOUT)
                 || parts.status.is_informational();
             let exact = rbody.size_hint().exact();
+            let fields = match rbody.raw_fields() {
+                Some(raw) => head::Fields::Raw(raw),
+                None => head::Fields::Map(&parts.headers),
+            };
             let framing = head::encode(
                 parts.status,
-                &parts.headers,
+                fields,
                 rbody.stamp().unwrap_or_default(),
                 &method,
                 exact,

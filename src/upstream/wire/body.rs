@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::{Connection, Home, MAX_READ_BUF};
-use crate::http1::{BodyError, Chunk, Decoded, decode};
+use crate::http1::{BodyError, Chunk, Decoded, RawFields, decode};
 
 /// How much of a response body is still to come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,11 +31,18 @@ pub struct Body {
     /// The connection can carry another request once the body is read.
     pub(super) keep: bool,
     pub(super) home: Option<Home>,
+    /// The head's fields, when kept as they came (the head's map is empty then).
+    pub(super) fields: Option<RawFields>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body {
+    /// The response head's fields, when they were kept as they came.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
+    }
+
     /// The body is over: the connection goes home if it can carry another request.
     pub(super) fn finish(&mut self) {
         let conn = self.conn.take();

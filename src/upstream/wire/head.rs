@@ -10,7 +10,7 @@ use http::{Method, StatusCode, Version};
 
 use super::body::Incoming;
 use super::{MAX_FIELDS, RequestBody};
-use crate::http1::{Chunk, Names, parse_decimal, put_field};
+use crate::http1::{Chunk, Names, RawFields, parse_decimal, put_field};
 
 /// The request body's framing on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +139,10 @@ const MAP_ROOM: usize = 12;
 pub(super) struct Head {
     pub(super) status: StatusCode,
     pub(super) version: Version,
+    /// Empty when the fields were kept as they came (`raw`).
     pub(super) headers: HeaderMap,
+    /// The fields as they came, when asked for (`parse_head`'s `raw`).
+    pub(super) raw: Option<RawFields>,
     pub(super) keep_alive: bool,
     /// How the body is framed.
     pub(super) body: Incoming,
@@ -147,13 +150,172 @@ pub(super) struct Head {
     pub(super) ready: Option<Bytes>,
 }
 
+/// What the fields say about framing, persistence and passing them on.
+#[derive(Default)]
+struct Seen<'a> {
+    length: Option<u64>,
+    bad_length: Option<&'static str>,
+    /// The last `Transfer-Encoding`.
+    te: Option<&'a [u8]>,
+    close: bool,
+    keep_alive: bool,
+    /// A hop-by-hop field is among them (`forward::HOP_BY_HOP`).
+    hop: bool,
+    /// `Connection` names a field other than `close` and `keep-alive`.
+    names_more: bool,
+    date: bool,
+    /// `RawFields::names` of them all.
+    names: u64,
+}
+
+impl<'a> Seen<'a> {
+    fn of(fields: &[httparse::Header<'a>]) -> Self {
+        let mut s = Seen::default();
+        for f in fields {
+            let name = f.name.as_bytes();
+            s.names |= crate::http1::name_bit(name);
+            // By length first: most names are none of these, and fail at once.
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    for part in f.value.split(|b| *b == b',') {
+                        match parse_decimal(part.trim_ascii()) {
+                            None => s.bad_length = Some("invalid Content-Length in the response"),
+                            Some(n) if s.length.is_some_and(|l| l != n) => {
+                                s.bad_length =
+                                    Some("conflicting Content-Length values in the response");
+                            }
+                            Some(n) => s.length = Some(n),
+                        }
+                    }
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    s.te = Some(f.value);
+                    s.hop = true;
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    s.hop = true;
+                    for t in f.value.split(|b| *b == b',') {
+                        let t = t.trim_ascii();
+                        if t.eq_ignore_ascii_case(b"close") {
+                            s.close = true;
+                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                            s.keep_alive = true;
+                        } else if !t.is_empty() {
+                            s.names_more = true;
+                        }
+                    }
+                }
+                4 if name.eq_ignore_ascii_case(b"date") => s.date = true,
+                2 | 7 | 10 | 16 => {
+                    s.hop |= [
+                        &b"te"[..],
+                        b"trailer",
+                        b"upgrade",
+                        b"keep-alive",
+                        b"proxy-connection",
+                    ]
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h));
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// Whether a field named `name` goes on to the client with the fields kept raw: not
+/// hop-by-hop, not named by `Connection`, not a `Content-Length` beside a
+/// `Transfer-Encoding`.
+fn passes(name: &[u8], fields: &[httparse::Header<'_>], seen: &Seen<'_>) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    if HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || (seen.te.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+    {
+        return false;
+    }
+    !seen.names_more
+        || !fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| f.value.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+}
+
+thread_local! {
+    /// Where the fields kept raw are gathered when some are left out.
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fields kept raw, and the body bytes that came with the head, in one copy.
+/// `used`: the head's length; `with`: the body bytes after it to keep.
+fn raw_fields(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    seen: &Seen<'_>,
+    used: usize,
+    with: usize,
+) -> (RawFields, Option<Bytes>) {
+    let base = buf.as_ptr() as usize;
+    let at = |f: &httparse::Header<'_>| f.name.as_ptr() as usize - base;
+    let crlf = |i: usize| i >= 2 && &buf[i - 2..i] == b"\r\n";
+    let length = if seen.te.is_some() { None } else { seen.length };
+    // The lines as they came when all of them pass and each ends in CRLF (httparse takes a
+    // bare LF too): the head's copy starts at the first field.
+    let start = fields.first().map_or(used - 2, at);
+    if !seen.hop && crlf(used) && crlf(used - 2) && fields.iter().all(|f| crlf(at(f))) {
+        let all = crate::http1::shared_copy(&buf[start..used + with]);
+        let lines = all.slice(..used - 2 - start);
+        let ready = (with > 0).then(|| all.slice(used - start..));
+        let raw = RawFields {
+            lines,
+            length,
+            date: seen.date,
+            names: seen.names,
+        };
+        return (raw, ready);
+    }
+    GATHER.with_borrow_mut(|out| {
+        out.clear();
+        let mut date = false;
+        for f in fields {
+            let name = f.name.as_bytes();
+            if passes(name, fields, seen) {
+                date |= name.eq_ignore_ascii_case(b"date");
+                crate::http1::put_raw_field(out, name, f.value);
+            }
+        }
+        let n = out.len();
+        out.extend_from_slice(&buf[used..used + with]);
+        let all = crate::http1::shared_copy(out);
+        let raw = RawFields {
+            lines: all.slice(..n),
+            length,
+            date,
+            // Of the names left out too: a bit too many only costs a look.
+            names: seen.names,
+        };
+        (raw, (with > 0).then(|| all.slice(n..)))
+    })
+}
+
 /// Parses a response head from the front of `buf`: `None` while it is incomplete; with it,
 /// the bytes it took (body bytes in `ready` come after those).
-/// `bodiless`: the request was HEAD (its response has no body, whatever it says). Field names
-/// come from `names` where the connection's last response had them.
+/// `bodiless`: the request was HEAD (its response has no body, whatever it says). `raw`:
+/// keep the fields as they came, without the hop-by-hop ones, instead of in a map. Field
+/// names come from `names` where the connection's last response had them.
 pub(super) fn parse_head(
     buf: &[u8],
     bodiless: bool,
+    raw: bool,
     names: &mut Names,
 ) -> Result<Option<(Head, usize)>, String> {
     if buf.is_empty() {
@@ -182,37 +344,14 @@ pub(super) fn parse_head(
         Version::HTTP_11
     };
     // Framing and persistence, from the raw fields.
-    let mut length: Option<u64> = None;
-    let mut bad_length: Option<&str> = None;
-    let mut te: Option<&[u8]> = None;
-    let (mut close, mut keep_alive) = (false, false);
-    for f in res.headers.iter() {
-        if f.name.eq_ignore_ascii_case("content-length") {
-            for part in f.value.split(|b| *b == b',') {
-                match parse_decimal(part.trim_ascii()) {
-                    None => bad_length = Some("invalid Content-Length in the response"),
-                    Some(n) if length.is_some_and(|l| l != n) => {
-                        bad_length = Some("conflicting Content-Length values in the response");
-                    }
-                    Some(n) => length = Some(n),
-                }
-            }
-        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = Some(f.value);
-        } else if f.name.eq_ignore_ascii_case("connection") {
-            for t in f.value.split(|b| *b == b',') {
-                let t = t.trim_ascii();
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-    }
+    let seen = Seen::of(res.headers);
+    let te = seen.te;
     // Transfer-Encoding overrides Content-Length, which is not passed on (RFC 9112 6.3:
     // forwarded with it, the client would frame the body by the wrong length).
-    if let (None, Some(bad)) = (te, bad_length) {
+    if let (None, Some(bad)) = (te, seen.bad_length) {
         return Err(bad.into());
     }
-    let body = match (te, length) {
+    let body = match (te, seen.length) {
         // No body, whatever the fields say (RFC 9112 6.3, first rule).
         _ if bodiless
             || status.is_informational()
@@ -233,8 +372,8 @@ pub(super) fn parse_head(
         (None, None) => Incoming::Close,
     };
     let keep_alive = match version {
-        Version::HTTP_10 => keep_alive && !close,
-        _ => !close,
+        Version::HTTP_10 => seen.keep_alive && !seen.close,
+        _ => !seen.close,
     };
     // The head, and the body when it is all here, in one copy.
     let rest = buf.len() - used;
@@ -242,6 +381,19 @@ pub(super) fn parse_head(
         Incoming::Length(n) => rest.min(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => 0,
     };
+    if raw {
+        let (fields, ready) = raw_fields(buf, res.headers, &seen, used, with);
+        let head = Head {
+            status,
+            version,
+            headers: HeaderMap::new(),
+            raw: Some(fields),
+            keep_alive,
+            body,
+            ready,
+        };
+        return Ok(Some((head, used)));
+    }
     let all = crate::http1::shared_copy(&buf[..used + with]);
     let base = buf.as_ptr() as usize;
     let mut headers = crate::http1::header_map((res.headers.len() + 2).max(MAP_ROOM));
@@ -263,6 +415,7 @@ pub(super) fn parse_head(
             status,
             version,
             headers,
+            raw: None,
             keep_alive,
             body,
             ready,
@@ -277,7 +430,7 @@ mod tests {
     use http::Request;
 
     fn head(text: &str) -> (Head, usize) {
-        parse_head(text.as_bytes(), false, &mut Names::default())
+        parse_head(text.as_bytes(), false, false, &mut Names::default())
             .unwrap()
             .unwrap()
     }
@@ -319,6 +472,7 @@ mod tests {
             parse_head(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
                 false,
+                false,
                 &mut Names::default()
             )
             .is_err()
@@ -326,6 +480,7 @@ mod tests {
         assert!(
             parse_head(
                 b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+                false,
                 false,
                 &mut Names::default()
             )
@@ -335,12 +490,13 @@ mod tests {
             parse_head(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 3",
                 false,
+                false,
                 &mut Names::default()
             )
             .unwrap()
             .is_none()
         );
-        assert!(parse_head(b"NOT HTTP\r\n\r\n", false, &mut Names::default()).is_err());
+        assert!(parse_head(b"NOT HTTP\r\n\r\n", false, false, &mut Names::default()).is_err());
         let (h, _) = head("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nnext");
         assert_eq!(
             (h.body, h.ready),
@@ -350,6 +506,7 @@ mod tests {
         let (h, _) = parse_head(
             b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n",
             true,
+            false,
             &mut Names::default(),
         )
         .unwrap()
@@ -372,6 +529,7 @@ mod tests {
             parse_head(
                 format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(),
                 false,
+                false,
                 &mut Names::default()
             )
             .is_err()
@@ -385,6 +543,117 @@ mod tests {
         let a: Vec<_> = h.headers.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);
         assert_eq!(h.headers["server"], "up");
+    }
+
+    fn raw(text: &str) -> (Head, usize) {
+        parse_head(text.as_bytes(), false, true, &mut Names::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn lines(h: &Head) -> &str {
+        std::str::from_utf8(&h.raw.as_ref().unwrap().lines).unwrap()
+    }
+
+    #[test]
+    fn fields_kept_raw_are_the_lines_as_they_came() {
+        let text = "HTTP/1.1 200 OK\r\nX-Mixed-Case:  Value \r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: 5\r\n\r\nhello, and the next";
+        let (h, used) = raw(text);
+        assert_eq!(used, text.find("hello").unwrap());
+        assert!(h.headers.is_empty(), "no map");
+        assert_eq!(
+            lines(&h),
+            "X-Mixed-Case:  Value \r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: 5\r\n"
+        );
+        let r = h.raw.as_ref().unwrap();
+        assert_eq!((r.length, r.date), (Some(5), true));
+        assert_eq!(h.ready.as_deref(), Some(&b"hello"[..]));
+        assert_eq!((h.body, h.keep_alive), (Incoming::Length(5), true));
+        let names: Vec<_> = r.fields().map(|(n, _)| n.to_vec()).collect();
+        assert_eq!(names, [&b"X-Mixed-Case"[..], b"Date", b"content-length"]);
+
+        // No fields at all; a body that is not all here yet.
+        let (h, _) = raw("HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!((lines(&h), h.raw.as_ref().unwrap().date), ("", false));
+        let (h, _) = raw("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal");
+        assert_eq!(lines(&h), "Content-Length: 10\r\n");
+        assert_eq!(h.ready.as_deref(), Some(&b"hal"[..]));
+    }
+
+    #[test]
+    fn fields_kept_raw_leave_out_what_is_hop_by_hop() {
+        // `Connection`, the field it names (in another case), the other hop-by-hop names,
+        // and the length beside chunked; what is left is rewritten one CRLF line each.
+        let (h, _) = raw(
+            "HTTP/1.1 200 OK\r\nServer: legacy\r\nConnection: keep-alive, X-Hop\r\nx-hop: secret\r\n\
+             Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: x-sum\r\n\
+             Upgrade: h2c\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nx-hopper: kept\r\n\r\n5",
+        );
+        assert_eq!(lines(&h), "Server: legacy\r\nx-hopper: kept\r\n");
+        let r = h.raw.as_ref().unwrap();
+        assert_eq!(
+            (r.length, r.date),
+            (None, false),
+            "the length went with chunked"
+        );
+        assert_eq!(h.body, Incoming::Chunked(Chunk::Size));
+        assert_eq!(h.ready, None, "a chunked body is read by the body");
+
+        // A bare LF ends a line for httparse: the lines are written anew, with CRLF.
+        let (h, _) = raw("HTTP/1.1 200 OK\nX-A: 1\r\nDate: x\ncontent-length: 2\n\nok");
+        assert_eq!(lines(&h), "X-A: 1\r\nDate: x\r\ncontent-length: 2\r\n");
+        let r = h.raw.as_ref().unwrap();
+        assert_eq!((r.length, r.date), (Some(2), true));
+        assert_eq!(h.ready.as_deref(), Some(&b"ok"[..]));
+
+        // `Connection: close` is read (and left out) as in a map.
+        let (h, _) = raw("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!((lines(&h), h.keep_alive), ("content-length: 0\r\n", false));
+    }
+
+    #[test]
+    fn fields_kept_raw_are_the_maps_fields_but_for_case() {
+        // Whatever the head, the lines hold what the map would after the hop-by-hop filter
+        // (`forward::remove_hop_by_hop`), names in the upstream's case (the map puts a
+        // name's values together: compared sorted).
+        let heads = [
+            "HTTP/1.1 200 OK\r\nA: 1\r\nb: 2\r\nA: 3\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\nConnection: X-A, close\r\nX-a: 1\r\nX-B: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nVary: *\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1, 1\r\n\r\nx",
+            "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nKeep-Alive: 1\r\n\r\n",
+        ];
+        for text in heads {
+            let (mut map, _) = head(text);
+            crate::forward::remove_hop_by_hop(&mut map.headers);
+            let from_map: Vec<String> = map
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            let (r, _) = raw(text);
+            let from_raw: Vec<String> = r
+                .raw
+                .as_ref()
+                .unwrap()
+                .fields()
+                .map(|(_, line)| {
+                    let line = std::str::from_utf8(line).unwrap().trim_end();
+                    let (n, v) = line.split_once(':').unwrap();
+                    format!("{}: {}", n.to_ascii_lowercase(), v.trim())
+                })
+                .collect();
+            let mut sorted = from_map.clone();
+            sorted.sort();
+            let mut raw_sorted = from_raw.clone();
+            raw_sorted.sort();
+            assert_eq!(raw_sorted, sorted, "{text:?}");
+            assert_eq!(
+                (r.status, r.keep_alive, r.body, r.ready),
+                (map.status, map.keep_alive, map.body, map.ready),
+                "{text:?}"
+            );
+        }
     }
 
     fn request(

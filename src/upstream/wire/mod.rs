@@ -189,6 +189,7 @@ pub fn send<'a>(
             body_done: framing == Framing::Length(0) || http_body::Body::is_end_stream(&body),
             finished: false,
             head_request: parts.method == Method::HEAD,
+            raw_fields: body.raw_fields,
             write_error: None,
         };
         if upload.body_done {
@@ -242,6 +243,7 @@ pub fn send<'a>(
             ready: head.ready,
             keep: keep && framing != Incoming::Close,
             home: Some(home),
+            fields: head.raw,
         };
         // A body that came whole with the head (or none at all) frees the connection now,
         // read or not.
@@ -274,6 +276,8 @@ struct Upload {
     finished: bool,
     /// A HEAD request: its response has no body.
     head_request: bool,
+    /// The response's fields are kept as they come (`RequestBody::raw_fields`).
+    raw_fields: bool,
     /// Writing failed: nothing more is sent; the failure is the exchange's unless an
     /// answer is read.
     write_error: Option<io::Error>,
@@ -392,7 +396,12 @@ fn poll_exchange(
             }
         }
         loop {
-            match parse_head(conn.inbox.buffered(), up.head_request, &mut conn.names) {
+            match parse_head(
+                conn.inbox.buffered(),
+                up.head_request,
+                up.raw_fields,
+                &mut conn.names,
+            ) {
                 Ok(Some((head, used))) => {
                     let ready = head.ready.as_ref().map_or(0, Bytes::len);
                     conn.consume(used + ready);
@@ -476,6 +485,7 @@ mod tests {
             body_done: false,
             finished: false,
             head_request: false,
+            raw_fields: false,
             write_error: None,
         };
         let mut out = Vec::new();
@@ -500,6 +510,7 @@ mod tests {
             body_done: false,
             finished: false,
             head_request: false,
+            raw_fields: false,
             write_error: None,
         };
         let mut out = Vec::new();

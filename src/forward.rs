@@ -10,7 +10,7 @@ use crate::context::correlation::IdValue;
 use crate::context::{NameLengths, Outgoing, Propagation, w3c};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

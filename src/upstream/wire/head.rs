@@ -150,6 +150,17 @@ pub(super) struct Head {
     pub(super) ready: Option<Bytes>,
 }
 
+/// `forward::HOP_BY_HOP`'s names, as bytes to compare raw names with.
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
 /// What the fields say about framing, persistence and passing them on.
 #[derive(Default)]
 struct Seen<'a> {
@@ -159,7 +170,7 @@ struct Seen<'a> {
     te: Option<&'a [u8]>,
     close: bool,
     keep_alive: bool,
-    /// A hop-by-hop field is among them (`forward::HOP_BY_HOP`).
+    /// A hop-by-hop field is among them.
     hop: bool,
     /// `Connection` names a field other than `close` and `keep-alive`.
     names_more: bool,
@@ -207,15 +218,7 @@ impl<'a> Seen<'a> {
                 }
                 4 if name.eq_ignore_ascii_case(b"date") => s.date = true,
                 2 | 7 | 10 | 16 => {
-                    s.hop |= [
-                        &b"te"[..],
-                        b"trailer",
-                        b"upgrade",
-                        b"keep-alive",
-                        b"proxy-connection",
-                    ]
-                    .iter()
-                    .any(|h| name.eq_ignore_ascii_case(h));
+                    s.hop |= HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
                 }
                 _ => {}
             }
@@ -228,16 +231,7 @@ impl<'a> Seen<'a> {
 /// hop-by-hop, not named by `Connection`, not a `Content-Length` beside a
 /// `Transfer-Encoding`.
 fn passes(name: &[u8], fields: &[httparse::Header<'_>], seen: &Seen<'_>) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    if HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
         || (seen.te.is_some() && name.eq_ignore_ascii_case(b"content-length"))
     {
         return false;
@@ -609,6 +603,19 @@ mod tests {
         // `Connection: close` is read (and left out) as in a map.
         let (h, _) = raw("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
         assert_eq!((lines(&h), h.keep_alive), ("content-length: 0\r\n", false));
+    }
+
+    #[test]
+    fn the_raw_hop_by_hop_names_are_the_maps() {
+        let map: Vec<String> = crate::forward::HOP_BY_HOP
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let raw: Vec<String> = HOP_BY_HOP
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        assert_eq!(map, raw);
     }
 
     #[test]

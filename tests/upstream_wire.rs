@@ -1,10 +1,11 @@
-//! HTTP/1.1 to upstreams on tracegate's own connections (src/upstream/wire.rs), against a
+//! HTTP/1.1 to upstreams on tracegate's own connections (src/upstream/wire/), against a
 //! scripted upstream on a real socket that writes its answers byte for byte: chunked
 //! bodies split across writes with trailers, bodies until close, HEAD, interim (1xx)
 //! responses, an answer before the request body is sent, an oversized head, chunked with a
-//! Content-Length too, the framing of request bodies as the upstream receives them, and a
+//! Content-Length too, the framing of request bodies as the upstream receives them, a
 //! request the upstream dropped unanswered sent again from the head the connection handed
-//! back.
+//! back, and the response's fields passed through as bytes (hop-by-hop ones left out) the
+//! same as through a header map but for the case of their names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 

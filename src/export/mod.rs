@@ -476,6 +476,8 @@ impl Batcher {
             self.client.export(&payload, max_wait),
         )
         .await;
+        drop(payload);
+        self.pending.rewind();
         self.wake.unsent.fetch_sub(n, Relaxed);
         self.stats
             .export_micros

@@ -335,7 +335,24 @@ impl Spans {
         }
         self.buf.split_to(end).freeze()
     }
+
+    /// Moves what is pending (a span or two) back to the start of the buffer once the
+    /// batches taken from it are gone (sent and dropped): the next batch is written over
+    /// the last one, in lines the caches may still hold, instead of after it until the
+    /// buffer's end, where `BytesMut` had to move a part-written batch to the front or
+    /// grow. A no-op while a batch taken still holds the buffer.
+    pub fn rewind(&mut self) {
+        if self.buf.len() <= REWIND_MAX {
+            let spare = self.buf.capacity() - self.buf.len();
+            // Asking for one byte more than the room after the pending bytes is what makes
+            // `BytesMut` reclaim the space before them (it moves the pending bytes down).
+            let _ = self.buf.try_reclaim(spare + 1);
+        }
+    }
 }
+
+/// The most pending bytes [`Spans::rewind`] moves.
+const REWIND_MAX: usize = 4096;
 
 impl SpanSink for Spans {
     fn begin(&mut self, h: &SpanHead<'_>) {
@@ -875,6 +892,39 @@ mod tests {
         s.end(None);
         assert_eq!(ids(decode(&p, &s.take(10))), [3, 4, 5, 6]);
         assert!(s.take(1).is_empty());
+    }
+
+    #[test]
+    fn rewind_writes_the_next_batch_where_the_last_one_was() {
+        let p = Preamble::new(&[], "tracegate", "0");
+        let mut s = Spans::default();
+        s.buf.reserve(64 * 1024);
+        let span = |s: &mut Spans, i: u8| {
+            s.begin(&head(i, None, ("GET", None)));
+            s.end(None);
+        };
+        for i in 1..=40 {
+            span(&mut s, i);
+        }
+        let batch = s.take(39);
+        span(&mut s, 41);
+        let (start, room) = (batch.as_ptr(), s.buf.capacity());
+        // The batch taken still holds the buffer: nothing moves.
+        s.rewind();
+        assert_eq!(s.buf.capacity(), room);
+        assert_ne!(s.buf.as_ptr(), start);
+        // Sent and dropped: the two pending spans move to the start, the room after them.
+        drop(batch);
+        s.rewind();
+        assert_eq!(s.buf.as_ptr(), start);
+        assert!(s.buf.capacity() > room + 1000);
+        span(&mut s, 42);
+        let ids: Vec<u8> = decode(&p, &s.take(10)).resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id[0])
+            .collect();
+        assert_eq!(ids, [40, 41, 42]);
     }
 
     /// What `attr` writes for one string attribute.

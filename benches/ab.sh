@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of two tracegate builds, tracing on (SERVER + CLIENT span over OTLP/gRPC to the sink),
 # in alternating rounds on 127.0.0.1: req/s, p99, CPU µs per request (user and kernel),
-# spans exported per request, drops and peak RSS of a fresh process per run; then medians and
-# in how many rounds the new build served more and spent less user time.
+# spans exported per request, drops and peak RSS of a fresh process per run; then medians,
+# in how many rounds the new build served more and spent less user time, and new over old
+# paired by round (req/s, p99) as a geometric mean with its 95% confidence interval.
 #   bash benches/ab.sh OLD_BINARY NEW_BINARY [seconds=6] [rounds=3] [connections=32]
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then compare.
 # Needs wrk. Each tracegate runs one worker (WORKERS=n: n) pinned to core 0; upstream, sink
@@ -50,19 +51,35 @@ for r in $(seq "$rounds"); do
       "$v" "$r" "$rate" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
       "$(python3 -c "print($user + $kernel)")" "$user" "$kernel" \
       "$(python3 -c "print(round($exported / max($reqs, 1), 2))")" "$dropped" "$hwm"
-    echo "$v $r $rate $user $kernel" >> "$runs"
+    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) v/=1000; else if (v ~ /ms$/) v+=0; else v*=1000; print v}' <<<"$out")
+    echo "$v $r $rate $user $kernel $p99" >> "$runs"
   done
 done
 # Medians over the rounds, and in how many rounds the new build served more.
 python3 - "$runs" <<'PY'
-import statistics, sys
+import math, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-by = {v: {int(r): (float(a), float(u), float(k)) for w, r, a, u, k in rows if w == v} for v in ("old", "new")}
+by = {v: {int(r): (float(a), float(u), float(k), float(p)) for w, r, a, u, k, p in rows if w == v} for v in ("old", "new")}
+# Student's t, two-sided 95%, by degrees of freedom (1-30).
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+def interval(ratios):
+    """Geometric mean of paired ratios with a 95% t interval on their logarithms."""
+    if len(ratios) < 3:
+        return "- (needs 3 rounds)"
+    logs = [math.log(x) for x in ratios]
+    m, sd = statistics.mean(logs), statistics.stdev(logs)
+    df = len(logs) - 1
+    h = (T95[df - 1] if df <= len(T95) else 1.96) * sd / math.sqrt(len(logs))
+    return f"{math.exp(m):.3f} [{math.exp(m - h):.3f}, {math.exp(m + h):.3f}]"
 for v in ("old", "new"):
     x = by[v].values()
-    print(f"{v}: median {statistics.median(a for a, _, _ in x):,.0f} req/s, user {statistics.median(u for _, u, _ in x):.2f} us,"
-          f" kernel {statistics.median(k for _, _, k in x):.2f} us a request")
+    print(f"{v}: median {statistics.median(a for a, _, _, _ in x):,.0f} req/s, user {statistics.median(u for _, u, _, _ in x):.2f} us,"
+          f" kernel {statistics.median(k for _, _, k, _ in x):.2f} us a request, p99 {statistics.median(p for *_, p in x):.3f} ms")
 pairs = [r for r in by["old"] if r in by["new"]]
 print(f"new ahead in {sum(by['new'][r][0] > by['old'][r][0] for r in pairs)} of {len(pairs)} rounds (req/s),"
       f" {sum(by['new'][r][1] < by['old'][r][1] for r in pairs)} of {len(pairs)} (less user time)")
+print(f"new/old, paired by round, geometric mean [95% interval]: req/s {interval([by['new'][r][0] / by['old'][r][0] for r in pairs])},"
+      f" p99 {interval([by['new'][r][3] / by['old'][r][3] for r in pairs])}")
 PY

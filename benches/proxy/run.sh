@@ -14,7 +14,8 @@
 # and wrk share core 1. Prints one line per run, then medians with min-max over the rounds,
 # ratios against Envoy and against the direct path, and each proxy's rate against nginx's in
 # the same round (the median and min-max of those paired ratios: the VM's speed drifts
-# between rounds more than proxies differ, and a pair shares the drift). Even rounds run the
+# between rounds more than proxies differ, and a pair shares the drift; then their geometric
+# mean with a 95% confidence interval, which says how many rounds a claim needs). Even rounds run the
 # proxies in reverse order, so no proxy always runs first or last. Each run also prints how
 # busy each core was (from /proc/stat): wrk waits on the proxy in a closed loop, so a core
 # near 100% is what limits that run's rate, and core 1 (wrk, the upstream, the sink) can be
@@ -151,7 +152,7 @@ for round in $(seq "$rounds"); do
 done
 
 python3 - "$results" <<'PY'
-import csv, statistics, sys
+import csv, math, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 conns = sorted({int(r["conns"]) for r in rows})
 order = []
@@ -167,6 +168,22 @@ def med_of(rs, key, fmt="{:.0f}"):
 def paired(a, b, key):
     """Round by round, `key` of run a over run b, for the rounds both ran."""
     return [float(a[k][key]) / float(b[k][key]) for k in rounds if k in a and k in b]
+# Student's t, two-sided 95%, by degrees of freedom (1-30; past that, ~1.96-2.04).
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+def interval(ratios):
+    """The geometric mean of paired ratios and its 95% confidence interval (a t interval
+    on their logarithms): how far the rounds' noise leaves the true ratio from the one
+    measured. "-" with fewer than 3 rounds."""
+    if len(ratios) < 3:
+        return "-"
+    logs = [math.log(x) for x in ratios]
+    m, sd = statistics.mean(logs), statistics.stdev(logs)
+    df = len(logs) - 1
+    t = T95[df - 1] if df <= len(T95) else 1.96
+    h = t * sd / math.sqrt(len(logs))
+    return f"{math.exp(m):.3f} [{math.exp(m - h):.3f}, {math.exp(m + h):.3f}]"
 print()
 for c in conns:
     print(f"c={c}: medians over {len({r['round'] for r in rows})} rounds (min-max req/s)")
@@ -192,18 +209,21 @@ for c in conns:
     if "nginx" in summary and len(summary) > 2:
         # Paired: each round's rate and p99 against nginx's in the same round.
         ng = summary["nginx"]["by_round"]
-        print(f"  against nginx in the same round: req/s ratio median (min-max), rounds ahead; p99 ratio median, rounds at or below")
+        print(f"  against nginx in the same round: req/s ratio median (min-max), rounds ahead; p99 ratio median, rounds at or below;"
+              f" geometric means with 95% intervals")
         for p, s in summary.items():
             if p in ("nginx", "direct"):
                 continue
             rate = paired(s["by_round"], ng, "reqs_per_s")
             p99 = paired(s["by_round"], ng, "p99_ms")
             print(f"  {p:<14} {med(rate):>6.3f} ({min(rate):.3f}-{max(rate):.3f}) {sum(x >= 1 for x in rate)}/{len(rate)}"
-                  f"   p99 {med(p99):.3f} {sum(x <= 1 for x in p99)}/{len(p99)}")
+                  f"   p99 {med(p99):.3f} {sum(x <= 1 for x in p99)}/{len(p99)}"
+                  f"   req/s {interval(rate)}  p99 {interval(p99)}")
     # Paired too: what tracing costs, each build with tracing on against itself off.
     for on, off in (("tracegate", "tracegate-off"), ("tg-pgo", "tg-pgo-off")):
         if on in summary and off in summary:
             rate = paired(summary[on]["by_round"], summary[off]["by_round"], "reqs_per_s")
-            print(f"  {on} against {off} in the same round: req/s ratio median {med(rate):.3f} ({min(rate):.3f}-{max(rate):.3f})")
+            print(f"  {on} against {off} in the same round: req/s ratio median {med(rate):.3f} ({min(rate):.3f}-{max(rate):.3f}),"
+                  f" geometric mean {interval(rate)}")
     print()
 PY

@@ -76,12 +76,17 @@ fi
 if [ -n "$nginx" ]; then
   sed "s/^worker_processes 1;/worker_processes $workers;/" benches/proxy/nginx.conf > "$work/nginx.conf"
   start nginx 18086 "${pin0[@]}" "$nginx" -p "$work" -c "$work/nginx.conf" -g 'daemon off;'
+  # Only when named: nginx adding the headers tracegate adds (see that file).
+  if [[ " ${PROXIES:-} " == *" nginx-headers "* ]]; then
+    sed "s/^worker_processes 1;/worker_processes $workers;/" benches/proxy/nginx-headers.conf > "$work/nginx-headers.conf"
+    start nginx-headers 18090 "${pin0[@]}" "$nginx" -p "$work" -c "$work/nginx-headers.conf" -g 'daemon off;'
+  fi
 fi
 url[direct]="http://127.0.0.1:18000/api/bench"
 pid[direct]=$(pgrep -f -- "--listen 127.0.0.1:18000" | head -n1)
 sleep 2
 order=(direct)
-for p in tracegate tg-nocollector tracegate-off tg-pgo tg-pgo-off envoy caddy nginx; do
+for p in tracegate tg-nocollector tracegate-off tg-pgo tg-pgo-off envoy caddy nginx nginx-headers; do
   [ -n "${pid[$p]:-}" ] && order+=("$p")
 done
 for p in "${order[@]}"; do
@@ -140,7 +145,7 @@ for round in $(seq "$rounds"); do
       core1_us=$([ "$t1" = - ] && echo - || python3 -c "print(round($t1 * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 2))")
       drops=$(python3 -c "print(f'{($d1 - $d0) / max($reqs, 1):.3g}')")
       case $p in
-        direct|tracegate-off|tg-pgo-off|nginx) per=-;;
+        direct|tracegate-off|tg-pgo-off|nginx|nginx-headers) per=-;;
         tg-nocollector) per="dropped:$drops";;
         *) [ "$d1" = "$d0" ] || per="$per,dropped:$drops";;
       esac
@@ -206,13 +211,16 @@ for c in conns:
         ve = f"{s['rate'] / summary['envoy']['rate']:.2f}" if "envoy" in summary else "-"
         vd = f"{s['rate'] / summary['direct']['rate']:.2f}"
         print(f"  {p:<14} {s['rate']:>9.0f} {s['lo']:>8.0f}-{s['hi']:<8.0f} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['cpu']:>10.1f} {s['rss']:>12.1f} {s['spans']:>9} {ve:>8} {vd:>8} {s['busy']:>15} {s['core1']:>13}")
-    if "nginx" in summary and len(summary) > 2:
-        # Paired: each round's rate and p99 against nginx's in the same round.
-        ng = summary["nginx"]["by_round"]
-        print(f"  against nginx in the same round: req/s ratio median (min-max), rounds ahead; p99 ratio median, rounds at or below;"
+    # Paired: each round's rate and p99 against nginx's in the same round (and against
+    # nginx-headers', when it ran).
+    for ref in ("nginx", "nginx-headers"):
+        if ref not in summary or len(summary) <= 2:
+            continue
+        ng = summary[ref]["by_round"]
+        print(f"  against {ref} in the same round: req/s ratio median (min-max), rounds ahead; p99 ratio median, rounds at or below;"
               f" geometric means with 95% intervals")
         for p, s in summary.items():
-            if p in ("nginx", "direct"):
+            if p in (ref, "direct", "nginx"):
                 continue
             rate = paired(s["by_round"], ng, "reqs_per_s")
             p99 = paired(s["by_round"], ng, "p99_ms")

@@ -57,22 +57,11 @@ for r in $(seq "$rounds"); do
 done
 # Medians over the rounds, and in how many rounds the new build served more.
 python3 - "$runs" <<'PY'
-import math, statistics, sys
+import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 by = {v: {int(r): (float(a), float(u), float(k), float(p)) for w, r, a, u, k, p in rows if w == v} for v in ("old", "new")}
-# Student's t, two-sided 95%, by degrees of freedom (1-30).
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-def interval(ratios):
-    """Geometric mean of paired ratios with a 95% t interval on their logarithms."""
-    if len(ratios) < 3:
-        return "- (needs 3 rounds)"
-    logs = [math.log(x) for x in ratios]
-    m, sd = statistics.mean(logs), statistics.stdev(logs)
-    df = len(logs) - 1
-    h = (T95[df - 1] if df <= len(T95) else 1.96) * sd / math.sqrt(len(logs))
-    return f"{math.exp(m):.3f} [{math.exp(m - h):.3f}, {math.exp(m + h):.3f}]"
+sys.path.insert(0, "benches")
+from stats import ratio_interval as interval
 for v in ("old", "new"):
     x = by[v].values()
     print(f"{v}: median {statistics.median(a for a, _, _, _ in x):,.0f} req/s, user {statistics.median(u for _, u, _, _ in x):.2f} us,"

@@ -157,7 +157,7 @@ for round in $(seq "$rounds"); do
 done
 
 python3 - "$results" <<'PY'
-import csv, math, statistics, sys
+import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 conns = sorted({int(r["conns"]) for r in rows})
 order = []
@@ -173,22 +173,8 @@ def med_of(rs, key, fmt="{:.0f}"):
 def paired(a, b, key):
     """Round by round, `key` of run a over run b, for the rounds both ran."""
     return [float(a[k][key]) / float(b[k][key]) for k in rounds if k in a and k in b]
-# Student's t, two-sided 95%, by degrees of freedom (1-30; past that, ~1.96-2.04).
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-def interval(ratios):
-    """The geometric mean of paired ratios and its 95% confidence interval (a t interval
-    on their logarithms): how far the rounds' noise leaves the true ratio from the one
-    measured. "-" with fewer than 3 rounds."""
-    if len(ratios) < 3:
-        return "-"
-    logs = [math.log(x) for x in ratios]
-    m, sd = statistics.mean(logs), statistics.stdev(logs)
-    df = len(logs) - 1
-    t = T95[df - 1] if df <= len(T95) else 1.96
-    h = t * sd / math.sqrt(len(logs))
-    return f"{math.exp(m):.3f} [{math.exp(m - h):.3f}, {math.exp(m + h):.3f}]"
+sys.path.insert(0, "benches")
+from stats import ratio_interval as interval
 print()
 for c in conns:
     print(f"c={c}: medians over {len({r['round'] for r in rows})} rounds (min-max req/s)")

@@ -23,7 +23,9 @@
 # a run shows how many a request after its spans/req (",dropped:N", from its /metrics): a
 # count under 2 without it is spans still on their way when the run was counted.
 # PROXIES="tg-pgo nginx ..." runs only those (names as printed; `direct` always runs):
-# more rounds in the same time for a head-to-head.
+# more rounds in the same time for a head-to-head. One row runs only when PROXIES names it:
+# nginx-headers (benches/proxy/nginx-headers.conf), nginx adding the headers tracegate adds,
+# to tell the upstream's share of a gap from the proxy's; each proxy is paired against it too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}

@@ -51,7 +51,7 @@ for r in $(seq "$rounds"); do
       "$v" "$r" "$rate" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
       "$(python3 -c "print($user + $kernel)")" "$user" "$kernel" \
       "$(python3 -c "print(round($exported / max($reqs, 1), 2))")" "$dropped" "$hwm"
-    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) v/=1000; else if (v ~ /ms$/) v+=0; else v*=1000; print v}' <<<"$out")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     echo "$v $r $rate $user $kernel $p99" >> "$runs"
   done
 done

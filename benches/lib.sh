@@ -31,6 +31,11 @@ bench_processes() {
 echo_mode=(--fixed)
 if [ "${BENCH_ECHO:-fixed}" = json ]; then echo_mode=(); fi
 
+# A latency as wrk prints it (`696.00us`, `1.21ms`, `1.05s`) in milliseconds.
+to_ms() { python3 -c "
+v='$1'
+print(round(float(v[:-2])/1000,3) if v.endswith('us') else round(float(v[:-2]),3) if v.endswith('ms') else round(float(v[:-1])*1000,3))"; }
+
 # Spans the OTLP sink has counted so far, from its count file ($1). The sink rewrites the
 # file each second (truncate, write): a read in between finds it empty (one such read gave
 # round 4 of a6d3cdb's run -6.99 spans a request), so read again.

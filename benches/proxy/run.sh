@@ -120,9 +120,6 @@ echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $w
 echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
 [ -n "$pgo" ] && echo "PGO build: $pgo"
 echo "upstream: tracegate echo ${echo_mode[*]:-(JSON of what arrived: BENCH_ECHO=json)}"
-to_ms() { python3 -c "
-v='$1'
-print(round(float(v[:-2])/1000,3) if v.endswith('us') else round(float(v[:-2]),3) if v.endswith('ms') else round(float(v[:-1])*1000,3))"; }
 for round in $(seq "$rounds"); do
   # Odd rounds in order, even rounds reversed.
   this_round=("${order[@]}")

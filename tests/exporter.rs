@@ -100,3 +100,68 @@ fn spans_taken_as_soon_as_queued_are_counted_once() {
     rt.block_on(collector.spans.wait_for(spans as usize));
     assert_eq!(collector.spans.all().len() as u64, spans);
 }
+
+/// A worker that loses its core between taking an exchange's place in the queue and queueing
+/// it, while the other worker goes on submitting. Full batches must leave without waiting for
+/// the batch-delay tick (an hour here), both while that exchange is held and after. Spans
+/// used to be counted for the batcher's wake-ups at the place, before their exchange was
+/// queued: the batcher, woken by the other worker's count reaching a full batch, found a
+/// batch short by the held exchange, sent nothing and slept, and from then on every
+/// submitter saw a full batch counted and woke nobody until the tick (spans dropped, queue
+/// full, with two workers at 256 connections in `benches/proxy/run.sh`).
+#[test]
+fn a_submitter_stopped_before_queueing_holds_up_no_batch() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let collector = rt.block_on(grpc_collector());
+    // Batches of 4 spans: two exchanges (a server and a client span each) fill one.
+    let yaml = format!(
+        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n  batch_size: 4\n  batch_delay: 1h\n",
+        collector.addr
+    );
+    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    let exporters =
+        rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
+    let handle = rt.block_on(exporters.handle());
+    let stats = exporters.stats();
+    let target = common::target();
+    let template = common::exchange(&target);
+    let exported_reach = |n: u64| {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while stats.exported.load(Relaxed) < n && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            stats.exported.load(Relaxed)
+        })
+    };
+
+    // The stopped worker: its exchange has a place, not yet queued.
+    let held = handle.reserve(Arc::new(template.clone())).unwrap();
+    assert_eq!(stats.queue_len.load(Relaxed), 1);
+    // The other worker: three exchanges, six spans; one full batch of them leaves now.
+    for _ in 0..3 {
+        handle.submit(Arc::new(template.clone()));
+    }
+    assert_eq!(exported_reach(4), 4, "a full batch waited for the tick");
+    // The stopped worker queues its exchange: with the third, a second full batch.
+    held.send();
+    assert_eq!(exported_reach(8), 8, "a full batch waited for the tick");
+    rt.block_on(collector.spans.wait_for(8));
+    assert_eq!(collector.spans.all().len(), 8);
+    assert_eq!(stats.produced.load(Relaxed), 8);
+    assert_eq!(stats.queue_len.load(Relaxed), 0);
+
+    // A place given up is given back, and its exchange no longer counted as produced.
+    drop(handle.reserve(Arc::new(template.clone())).unwrap());
+    assert_eq!(stats.queue_len.load(Relaxed), 0);
+    assert_eq!(stats.queue_bytes.load(Relaxed), 0);
+    assert_eq!(stats.produced.load(Relaxed), 8);
+    assert_eq!(stats.dropped(), 0);
+    drop(handle);
+    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    assert_eq!(stats.exported.load(Relaxed), 8);
+}

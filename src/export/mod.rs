@@ -17,7 +17,7 @@ mod grpc;
 pub mod otlp;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -92,18 +92,29 @@ pub struct ExportHandle {
 /// noise keeps this from being more than suggestive (benches/README.md).
 pub const ENCODE_EVERY: usize = 64;
 
-/// When to wake the batcher: each time the spans submitted and not yet sent pass a
-/// multiple of `every`, up to a batch.
+/// When to wake the batcher: each time the spans queued and not yet sent pass a multiple of
+/// `every`, up to a batch (past a full batch it is busy sending, and sends again when done).
+///
+/// Each submitter counts its spans after its exchange is in the queue, so the wake-up that
+/// a count sends always finds that exchange there. They used to be counted before it was
+/// queued: with two workers, one could count its exchange and lose its core before queueing
+/// it, and the other's count reaching a full batch woke the batcher, which found a batch
+/// less that exchange, sent nothing and slept; from then on every submitter saw a full
+/// batch counted and woke nobody until the batch-delay tick. At 72k req/s with a 200 ms
+/// delay that dropped 13,948 spans (queue full) in one round of `run.sh ... 2 256`, and
+/// 665,096 with a 5 s delay (benches/README.md, 2026-12-06). Counting late, the batcher may
+/// send and subtract spans a submitter has not added yet: the count is signed and dips
+/// below zero for that moment.
 #[derive(Default)]
 struct Wake {
     notify: tokio::sync::Notify,
-    /// Spans submitted to this exporter and not yet sent or dropped.
-    unsent: AtomicUsize,
+    /// Spans queued to this exporter and not yet sent or dropped (as counted so far).
+    unsent: AtomicIsize,
     /// Exchanges in this exporter's queue (the batcher has not taken them yet).
     queued: AtomicUsize,
-    batch_size: usize,
+    batch_size: isize,
     /// [`ENCODE_EVERY`], or the batch size when smaller.
-    every: usize,
+    every: isize,
 }
 
 impl ExportHandle {
@@ -113,7 +124,18 @@ impl ExportHandle {
 
     /// Offers a finished, sampled exchange. Drops and counts when the queue is full.
     pub fn submit(&self, exchange: Arc<Exchange>) {
-        let Some(tx) = &self.tx else { return };
+        if let Some(place) = self.reserve(exchange) {
+            place.send();
+        }
+    }
+
+    /// The first half of [`submit`](Self::submit): counts the exchange as produced and
+    /// takes its place in the queue, or drops and counts it when the queue is full (by
+    /// count or by bytes). The place is the exchange's until [`Reserved::send`] queues it;
+    /// dropping the place gives it back uncounted. Two halves so that tests can stop a
+    /// submitter between them, where a worker can lose its core.
+    pub fn reserve(&self, exchange: Arc<Exchange>) -> Option<Reserved<'_>> {
+        let tx = self.tx.as_ref()?;
         let spans = exchange.span_count() as u64;
         let stats = &self.stats;
         stats.produced.fetch_add(spans, Relaxed);
@@ -121,36 +143,78 @@ impl ExportHandle {
         if stats.queue_bytes.fetch_add(size, Relaxed) + size > self.max_bytes {
             stats.queue_bytes.fetch_sub(size, Relaxed);
             stats.dropped_queue_bytes.fetch_add(spans, Relaxed);
-            return;
+            return None;
         }
         if self.wake.queued.fetch_add(1, Relaxed) >= self.max_len {
             self.wake.queued.fetch_sub(1, Relaxed);
             stats.queue_bytes.fetch_sub(size, Relaxed);
             stats.dropped_queue_full.fetch_add(spans, Relaxed);
-            return;
+            return None;
         }
-        // Counted before the send: once sent, the batcher may take and export the spans
-        // (and subtract them) before this thread runs again.
-        let n = spans as usize;
+        // Counted before the send: once sent, the batcher may take the exchange (and
+        // subtract it) before this thread runs again.
         stats.queue_len.fetch_add(1, Relaxed);
-        let before = self.wake.unsent.fetch_add(n, Relaxed);
-        match tx.send(Queued { exchange, size }) {
+        Some(Reserved {
+            handle: self,
+            tx,
+            queued: Some(Queued { exchange, size }),
+            spans,
+        })
+    }
+}
+
+/// An exchange's place in the export queue ([`ExportHandle::reserve`]).
+pub struct Reserved<'a> {
+    handle: &'a ExportHandle,
+    tx: &'a mpsc::UnboundedSender<Queued>,
+    /// `None` once sent.
+    queued: Option<Queued>,
+    spans: u64,
+}
+
+impl Reserved<'_> {
+    /// Queues the exchange, then wakes the batcher if its spans crossed a multiple of
+    /// [`ENCODE_EVERY`] (see [`Wake`]).
+    pub fn send(mut self) {
+        let Some(queued) = self.queued.take() else {
+            return;
+        };
+        let (wake, stats, spans) = (&self.handle.wake, &self.handle.stats, self.spans);
+        let size = queued.size;
+        match self.tx.send(queued) {
             Ok(()) => {
-                let (after, every, batch) =
-                    (before + n, self.wake.every.max(1), self.wake.batch_size);
-                if before < batch && (after >= batch || after / every > before / every) {
+                let n = spans as isize;
+                let before = wake.unsent.fetch_add(n, Relaxed);
+                let (after, every, batch) = (before + n, wake.every.max(1), wake.batch_size);
+                if before < batch
+                    && (after >= batch || after.div_euclid(every) > before.div_euclid(every))
+                {
                     // A permit is stored if the batcher is busy: no wake-up is lost.
-                    self.wake.notify.notify_one();
+                    wake.notify.notify_one();
                 }
             }
             // The batcher has ended (shutdown).
             Err(_) => {
-                self.wake.unsent.fetch_sub(n, Relaxed);
-                self.wake.queued.fetch_sub(1, Relaxed);
-                stats.queue_len.fetch_sub(1, Relaxed);
-                stats.queue_bytes.fetch_sub(size, Relaxed);
+                self.give_back(size);
                 stats.dropped_shutdown.fetch_add(spans, Relaxed);
             }
+        }
+    }
+
+    fn give_back(&self, size: usize) {
+        let stats = &self.handle.stats;
+        self.handle.wake.queued.fetch_sub(1, Relaxed);
+        stats.queue_len.fetch_sub(1, Relaxed);
+        stats.queue_bytes.fetch_sub(size, Relaxed);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    /// A place never sent: given back, and the exchange no longer counted as produced.
+    fn drop(&mut self) {
+        if let Some(q) = self.queued.take() {
+            self.give_back(q.size);
+            self.handle.stats.produced.fetch_sub(self.spans, Relaxed);
         }
     }
 }
@@ -273,8 +337,8 @@ impl Exporter {
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (settings, resource, batch_stats) = ((**o).clone(), resource(tracing), stats.clone());
         let wake = Arc::new(Wake {
-            batch_size: o.batch_size,
-            every: ENCODE_EVERY.min(o.batch_size),
+            batch_size: isize::try_from(o.batch_size).unwrap_or(isize::MAX),
+            every: ENCODE_EVERY.min(o.batch_size) as isize,
             ..Wake::default()
         });
         let batch_wake = wake.clone();
@@ -478,7 +542,7 @@ impl Batcher {
         .await;
         drop(payload);
         self.pending.rewind();
-        self.wake.unsent.fetch_sub(n, Relaxed);
+        self.wake.unsent.fetch_sub(n as isize, Relaxed);
         self.stats
             .export_micros
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);

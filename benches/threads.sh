@@ -5,7 +5,7 @@
 # /proc/PID/task/*/stat, user and kernel apart, with how often each was preempted
 # (involuntary context switches a request), and for the load side on core 1 (the echo
 # upstream, the OTLP sink decoding the spans), which can be what limits the request rate.
-#   bash benches/threads.sh [seconds] [rounds] [connections]
+#   bash benches/threads.sh [seconds] [rounds] [connections]   (WORKERS=n: n workers)
 # Needs wrk. Everything stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ bench_backends "$counts"
 echo_pid=${pids[0]}; sink_pid=${pids[1]}
 declare -A pid port
 for cfg in tracegate-on tracegate-off; do
-  "${pin0[@]}" "$bin" run --config "benches/proxy/$cfg.yaml" --workers 1 2>/dev/null &
+  "${pin0[@]}" "$bin" run --config "benches/proxy/$cfg.yaml" --workers "${WORKERS:-1}" 2>/dev/null &
   pid[$cfg]=$!; pids+=($!)
   port[$cfg]=$(grep -o '127.0.0.1:180[0-9]*' "benches/proxy/$cfg.yaml" | head -1)
 done

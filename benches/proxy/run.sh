@@ -21,7 +21,8 @@
 # near 100% is what limits that run's rate, and core 1 (wrk, the upstream, the sink) can be
 # it as well as the proxy's core 0. A tracegate with tracing on that dropped spans during
 # a run shows how many a request after its spans/req (",dropped:N", from its /metrics): a
-# count under 2 without it is spans still on their way when the run was counted.
+# count under 2 without it is spans still on their way when the run was counted. The last
+# line names the reasons (queue full, export failed...) of any drops over the whole run.
 # PROXIES="tg-pgo nginx ..." runs only those (names as printed; `direct` always runs):
 # more rounds in the same time for a head-to-head. One row runs only when PROXIES names it:
 # nginx-headers (benches/proxy/nginx-headers.conf), nginx adding the headers tracegate adds,
@@ -220,3 +221,11 @@ for c in conns:
                   f" geometric mean {interval(rate)}")
     print()
 PY
+
+# The reasons behind any drops above, over the whole run (each proxy's /metrics).
+for p in "${!admin[@]}"; do
+  [ -n "${pid[$p]:-}" ] || continue
+  reasons=$({ curl -s -m 5 "127.0.0.1:${admin[$p]}/metrics" || true; } \
+    | awk -F'[" ]' '/^tracegate_spans_dropped_total/ && $NF > 0 {printf " %s=%s", $2, $NF}')
+  [ -z "$reasons" ] || echo "spans $p dropped over the run, by reason:$reasons"
+done

@@ -13,8 +13,25 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use support::*;
-use tracegate::config::{Env, load};
+use tracegate::config::{Env, Settings, load};
 use tracegate::export::Exporters;
+
+/// A runtime with one worker, a real OTLP/gRPC receiver on it, and settings that export to
+/// it with `export_keys` (YAML lines under `export:`) added.
+fn exporter_setup(export_keys: &str) -> (tokio::runtime::Runtime, Collector, Settings) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let collector = rt.block_on(grpc_collector());
+    let yaml = format!(
+        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n{export_keys}",
+        collector.addr
+    );
+    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    (rt, collector, settings)
+}
 
 /// A retired exporter (replaced by a reload) takes each exchange as soon as it is queued
 /// and exports it at once. Submitting threads that lose their core between queueing and
@@ -24,17 +41,7 @@ use tracegate::export::Exporters;
 #[test]
 fn spans_taken_as_soon_as_queued_are_counted_once() {
     const PER_THREAD: u64 = 400;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let collector = rt.block_on(grpc_collector());
-    let yaml = format!(
-        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n  batch_delay: 5ms\n  queue_limit: 4096\n",
-        collector.addr
-    );
-    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    let (rt, collector, settings) = exporter_setup("  batch_delay: 5ms\n  queue_limit: 4096\n");
     let (exporters, old) = rt.block_on(async {
         let e = Exporters::start(&settings.export, &settings.tracing).unwrap();
         let first = e.handle().await;
@@ -111,18 +118,8 @@ fn spans_taken_as_soon_as_queued_are_counted_once() {
 /// full, with two workers at 256 connections in `benches/proxy/run.sh`).
 #[test]
 fn a_submitter_stopped_before_queueing_holds_up_no_batch() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let collector = rt.block_on(grpc_collector());
     // Batches of 4 spans: two exchanges (a server and a client span each) fill one.
-    let yaml = format!(
-        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{}\"\n  batch_size: 4\n  batch_delay: 1h\n",
-        collector.addr
-    );
-    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    let (rt, collector, settings) = exporter_setup("  batch_size: 4\n  batch_delay: 1h\n");
     let exporters =
         rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
     let handle = rt.block_on(exporters.handle());

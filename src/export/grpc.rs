@@ -20,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::client::{
     Failure, MAX_ANSWER, Parts, Payload, USER_AGENT, https_connector, rejected_spans,
 };
+use super::gather::Gather;
 use crate::config::OtlpSettings;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -61,7 +62,7 @@ const NAMES: [&str; 17] = [
 ];
 
 pub struct GrpcTransport {
-    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Parts>,
+    client: HyperClient<Gather<hyper_rustls::HttpsConnector<HttpConnector>>, Parts>,
     uri: http::Uri,
     /// The fixed headers and the configured metadata, sent with every call.
     headers: HeaderMap,
@@ -109,7 +110,7 @@ impl GrpcTransport {
         }
         let client = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
-            .build(https_connector(o.tls.as_ref(), true)?);
+            .build(Gather(https_connector(o.tls.as_ref(), true)?));
         Ok(GrpcTransport {
             client,
             uri,

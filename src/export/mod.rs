@@ -13,6 +13,7 @@
 //! period.
 
 mod client;
+mod gather;
 mod grpc;
 pub mod otlp;
 

@@ -8,11 +8,12 @@
 //! HTTP/2 writes into a buffer of its own and writes it out when the connection is next
 //! polled: one call for the whole burst, or one per [`LIMIT`] bytes.
 //!
-//! The flush HTTP/2 asks for is answered at once and the connection's task is woken, so
-//! that it is polled again straight away; `h2` reads from the connection first thing in
-//! every poll while it is open, and that read writes out what is gathered before it reads.
-//! A shutdown writes it out first as well. Nothing gathered waits for anything but the
-//! next turn of the export thread's runtime.
+//! The flush HTTP/2 asks for after new bytes is answered at once and the connection's task
+//! is woken, so that it is polled again straight away; `h2` reads from the connection
+//! first thing in every poll while it is open, and that read writes out what is gathered
+//! before it reads. A shutdown writes it out first as well. Nothing gathered waits for
+//! anything but the next turn of the export thread's runtime, or for room in the socket:
+//! a flush with nothing new waits for that like any other write.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

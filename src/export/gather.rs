@@ -349,46 +349,35 @@ mod tests {
         sent
     }
 
+    /// [`send`] to a server of its own, checking that both bodies arrived whole.
+    async fn send_whole(gathered: bool, len: usize, small_buffers: bool) -> Sent {
+        let sent = send(server(small_buffers).await, gathered, len, small_buffers).await;
+        assert_eq!(sent.answers, [summary(&body(100)), summary(&body(len))]);
+        sent
+    }
+
     #[tokio::test]
     async fn a_batch_leaves_in_a_few_writes_and_arrives_whole() {
-        let addr = server(false).await;
         let len = 220_000;
-        let want = vec![summary(&body(100)), summary(&body(len))];
         // Without gathering, HTTP/2 writes each 16 KiB frame on its own: this is what the
         // count below is compared with.
-        let plain = send(addr, false, len, false).await;
-        assert_eq!(plain.answers, want);
-        assert!(
-            plain.writes >= len / 16_384,
-            "{} writes without gathering",
-            plain.writes
-        );
-        let gathered = send(addr, true, len, false).await;
-        assert_eq!(gathered.answers, want);
+        let plain = send_whole(false, len, false).await.writes;
+        assert!(plain >= len / 16_384, "{plain} writes without gathering");
         // The request's head and its body (the head goes before the body is polled).
-        assert!(
-            (1..=3).contains(&gathered.writes),
-            "{} writes gathered",
-            gathered.writes
-        );
+        let gathered = send_whole(true, len, false).await.writes;
+        assert!((1..=3).contains(&gathered), "{gathered} writes gathered");
     }
 
     #[tokio::test]
     async fn more_than_the_limit_leaves_in_pieces_of_it() {
-        let addr = server(false).await;
-        let len = 3 * LIMIT + 1000;
-        let sent = send(addr, true, len, false).await;
-        assert_eq!(sent.answers, vec![summary(&body(100)), summary(&body(len))]);
+        let writes = send_whole(true, 3 * LIMIT + 1000, false).await.writes;
         // hyper's server opens a 1 MiB window: the body waits once for more.
-        assert!((4..=10).contains(&sent.writes), "{} writes", sent.writes);
+        assert!((4..=10).contains(&writes), "{writes} writes");
     }
 
     #[tokio::test]
     async fn writes_the_socket_cannot_take_at_once_arrive_whole_without_spinning() {
-        let addr = server(true).await;
-        let len = 2 * LIMIT + 12_345;
-        let sent = send(addr, true, len, true).await;
-        assert_eq!(sent.answers, vec![summary(&body(100)), summary(&body(len))]);
+        let sent = send_whole(true, 2 * LIMIT + 12_345, true).await;
         // The small buffers took it in many partial writes (the rest waited, gathered).
         assert!(
             sent.writes > 10,

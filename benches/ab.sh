@@ -9,8 +9,8 @@
 # round; shares move less with the VM's speed from round to round than times do.
 #   bash benches/ab.sh OLD_BINARY NEW_BINARY [seconds=6] [rounds=3] [connections=32]
 # E.g. keep a copy of target/release/tracegate before a change, rebuild, then compare.
-# Needs wrk. Each tracegate runs one worker (WORKERS=n: n) pinned to core 0; upstream, sink
-# and wrk core 1.
+# Needs wrk (LOAD=h2: h2load, HTTP/2 clients; benches/lib.sh). Each tracegate runs one worker
+# (WORKERS=n: n) pinned to core 0; upstream, sink and the load generator core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1; new=$2; secs=${3:-6}; rounds=${4:-3}; conns=${5:-32}
@@ -53,24 +53,21 @@ for r in $(seq "$rounds"); do
     sleep 0.5
     read -r u0 s0 < <(cpu $t)
     read -r all0 exp0 sink0 echo0 < <(ns $t)
-    out=$(timeout $((secs + 20)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency http://127.0.0.1:38083/)
+    m=$(load_run http://127.0.0.1:38083/ "$conns" "$secs"); read -r reqs rate _ p99 <<<"$m"
     read -r u1 s1 < <(cpu $t)
     read -r all1 exp1 sink1 echo1 < <(ns $t)
     sleep 0.5
     exported=$(metric tracegate_spans_exported_total); dropped=$(metric tracegate_spans_dropped_total)
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$t/status")
     kill $t; wait $t 2>/dev/null || true
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     user=$(us $((u1 - u0)) "$reqs"); kernel=$(us $((s1 - s0)) "$reqs")
     exp_ns=$(per "exp1 - exp0"); sink_ns=$(per "sink1 - sink0"); echo_ns=$(per "echo1 - echo0")
     exp_share=$(python3 -c "print(round(100 * ($exp1 - $exp0) / max($all1 - $all0, 1), 2))")
     printf '%s round %s  %9s req/s  p99 %8s  %5.1f us CPU/req (user %4s, kernel %4s)  spans/req %s  dropped %s  peak RSS %s KiB  export thread %s ns/req (%s%%)  sink %s, upstream %s ns/req\n' \
-      "$v" "$r" "$rate" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+      "$v" "$r" "$rate" "${p99}ms" \
       "$(python3 -c "print($user + $kernel)")" "$user" "$kernel" \
       "$(python3 -c "print(round($exported / max($reqs, 1), 2))")" "$dropped" "$hwm" \
       "$exp_ns" "$exp_share" "$sink_ns" "$echo_ns"
-    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     echo "$v $r $rate $user $kernel $p99 $exp_share $sink_ns $echo_ns" >> "$runs"
   done
 done

@@ -31,6 +31,43 @@ bench_processes() {
 echo_mode=(--fixed)
 if [ "${BENCH_ECHO:-fixed}" = json ]; then echo_mode=(); fi
 
+# The load generator, on core 1 (`pin1`): LOAD=h1 (the default) is wrk -t1 over HTTP/1.1;
+# LOAD=h2 is h2load -t1 (apt-get install nghttp2-client) over cleartext HTTP/2 with prior
+# knowledge (h2c), STREAMS (default 1) concurrent streams on each connection.
+load=${LOAD:-h1}
+streams=${STREAMS:-1}
+case $load in h1|h2) ;; *) echo "LOAD is h1 or h2, not $load" >&2; exit 2;; esac
+
+# One load run: load_run URL CONNECTIONS SECONDS prints "requests req/s p50_ms p99_ms".
+load_run() {
+  local out log
+  if [ "$load" = h1 ]; then
+    out=$(timeout $(($3 + 30)) "${pin1[@]}" wrk -t1 -c"$2" -d"$3s" --latency "$1")
+    echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+      "$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")") $(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
+    return
+  fi
+  # h2load prints no percentiles: they come from its log, one line a request (start time,
+  # status, duration in µs from the request's start to its response's end). A run with a
+  # request failed or answered other than 2xx fails.
+  log=$(mktemp)
+  out=$(timeout $(($3 + 30)) "${pin1[@]}" h2load -t1 -c"$2" -m"$streams" -D "$3" --log-file="$log" "$1")
+  if python3 - "$log" "$out" <<'PY'
+import sys
+lines = sys.argv[2].splitlines()
+req = next(l for l in lines if l.startswith("requests:")).split()
+done, ok = int(req[5]), int(req[7])
+codes = next(l for l in lines if l.startswith("status codes:")).split()
+if ok != done or int(codes[2]) != ok:
+    sys.exit(f"h2load: {' '.join(req)} / {' '.join(codes)}")
+rate = next(l for l in lines if l.startswith("finished in")).split()[3]
+us = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.strip())
+pct = lambda q: us[min(len(us) - 1, int(q * len(us)))] / 1000
+print(done, rate, round(pct(0.50), 3), round(pct(0.99), 3))
+PY
+  then rm -f "$log"; else rm -f "$log"; return 1; fi
+}
+
 # A latency as wrk prints it (`696.00us`, `1.21ms`, `1.05s`) in milliseconds.
 to_ms() { python3 -c "
 v='$1'

@@ -27,6 +27,13 @@
 # more rounds in the same time for a head-to-head. One row runs only when PROXIES names it:
 # nginx-headers (benches/proxy/nginx-headers.conf), nginx adding the headers tracegate adds,
 # to tell the upstream's share of a gap from the proxy's; each proxy is paired against it too.
+# LOAD=h2 measures HTTP/2 clients instead: h2load (apt-get install nghttp2-client) in place of
+# wrk, cleartext HTTP/2 with prior knowledge (h2c) to every proxy, STREAMS concurrent streams
+# on each connection (default 1: one request at a time, as wrk's; 10 multiplexes). nginx's
+# listeners get `http2` (1.22's cleartext HTTP/2 is h2c only on that port); Caddy already
+# serves h2c (Caddyfile); Envoy and tracegate tell HTTP/2 from HTTP/1.1 by the first bytes.
+# The upstream leg stays HTTP/1.1 for every proxy. p50 and p99 come from h2load's per-request
+# log (its start to end of each response), the rest as with wrk (benches/lib.sh, `load_run`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -77,11 +84,13 @@ if [ -n "$caddy" ]; then
     "${pin0[@]}" "$caddy" run --config benches/proxy/Caddyfile --adapter caddyfile
 fi
 if [ -n "$nginx" ]; then
-  sed "s/^worker_processes 1;/worker_processes $workers;/" benches/proxy/nginx.conf > "$work/nginx.conf"
+  # LOAD=h2: the listener speaks HTTP/2 (h2c) instead of HTTP/1.1.
+  nginx_h2=; [ "$load" = h2 ] && nginx_h2='s/^\( *listen [0-9.:]*\);/\1 http2;/'
+  sed "s/^worker_processes 1;/worker_processes $workers;/; $nginx_h2" benches/proxy/nginx.conf > "$work/nginx.conf"
   start nginx 18086 "${pin0[@]}" "$nginx" -p "$work" -c "$work/nginx.conf" -g 'daemon off;'
   # Only when named: nginx adding the headers tracegate adds (see that file).
   if [[ " ${PROXIES:-} " == *" nginx-headers "* ]]; then
-    sed "s/^worker_processes 1;/worker_processes $workers;/" benches/proxy/nginx-headers.conf > "$work/nginx-headers.conf"
+    sed "s/^worker_processes 1;/worker_processes $workers;/; $nginx_h2" benches/proxy/nginx-headers.conf > "$work/nginx-headers.conf"
     start nginx-headers 18090 "${pin0[@]}" "$nginx" -p "$work" -c "$work/nginx-headers.conf" -g 'daemon off;'
   fi
 fi
@@ -92,8 +101,9 @@ order=(direct)
 for p in tracegate tg-nocollector tracegate-off tg-pgo tg-pgo-off envoy caddy nginx nginx-headers; do
   [ -n "${pid[$p]:-}" ] && order+=("$p")
 done
+curl_h2=(); [ "$load" = h2 ] && curl_h2=(--http2-prior-knowledge)
 for p in "${order[@]}"; do
-  curl -s -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
+  curl -s "${curl_h2[@]}" -o /dev/null -m 5 "${url[$p]}" || { echo "$p does not answer; see $work/$p.log" >&2; cat "$work/$p.log" >&2; exit 1; }
 done
 
 # Every process of a proxy (nginx: master and workers).
@@ -117,7 +127,8 @@ dropped() {
 
 results=$work/results.tsv
 echo -e "round\tproxy\tconns\treqs_per_s\tp50_ms\tp99_ms\tcpu_us\trss_kib\tspans_per_req\tcore0_busy\tcore1_busy\tcore1_us" > "$results"
-echo "$(nproc) cores; $(uname -r); wrk -t1, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
+client="wrk -t1 (HTTP/1.1)"; [ "$load" = h2 ] && client="h2load -t1 -m$streams (h2c, $streams stream(s) a connection)"
+echo "$(nproc) cores; $(uname -r); $client, ${secs}s per run, $rounds rounds, $workers worker(s) per proxy"
 echo "envoy: ${envoy:-absent}  caddy: ${caddy:-absent}  nginx: ${nginx:-absent}"
 [ -n "$pgo" ] && echo "PGO build: $pgo"
 echo "upstream: tracegate echo ${echo_mode[*]:-(JSON of what arrived: BENCH_ECHO=json)}"
@@ -131,13 +142,9 @@ for round in $(seq "$rounds"); do
     for p in "${this_round[@]}"; do
       target=${pid[$p]}
       before=$(cpu "$target"); s0=$(spans); d0=$(dropped "$p"); t0=$(ticks)
-      out=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${url[$p]}")
+      m=$(load_run "${url[$p]}" "$c" "$secs"); read -r reqs rate p50 p99 <<<"$m"
       after=$(cpu "$target"); read -r b0 b1 t1 <<<"$(busy "$t0" "$(ticks)")"
       sleep 1.5; s1=$(spans); d1=$(dropped "$p")
-      reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-      rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-      p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
-      p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
       cpu_us=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")
       per=$(python3 -c "print(round(($s1 - $s0) / max($reqs, 1), 2))")
       # Core 1's busy time a request: wrk's, the upstream's and (for a proxy that exports)

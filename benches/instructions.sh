@@ -14,7 +14,8 @@
 # TRACING=off runs the builds with tracing off (OTEL_SDK_DISABLED=true) instead; WORKERS=n
 # runs each tracegate with n workers (callgrind runs their threads one at a time).
 # UPSTREAM_PROTOCOL=http2 sends upstream over HTTP/2 (h2c, one multiplexed connection)
-# instead of HTTP/1.1 (the client side stays HTTP/1.1: wrk).
+# instead of HTTP/1.1 (the client side stays HTTP/1.1: wrk). LOAD=h2 makes the client side
+# HTTP/2 (h2load, h2c; STREAMS a connection, default 1; benches/lib.sh).
 # PROFILE=DIR keeps each loaded run's callgrind file in DIR (callgrind.N.out, N the
 # binary's position) for `callgrind_annotate --inclusive=yes`.
 # CACHE=1 also simulates the caches (callgrind --cache-sim=yes: 32 KiB L1i and L1d, and a
@@ -40,7 +41,7 @@ elif [ "$head" != short ]; then
   echo "head: short or browser" >&2; exit 2
 fi
 [ ${#bins[@]} -gt 0 ] || { echo "usage: $0 BINARY... [-- seconds connections head]" >&2; exit 2; }
-for tool in valgrind wrk; do
+for tool in valgrind $([ "${LOAD:-h1}" = h2 ] && echo h2load || echo wrk); do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk)" >&2; exit 2; }
 done
 . benches/lib.sh
@@ -97,12 +98,9 @@ run() {
   local i
   for i in $(seq 100); do curl -s -o /dev/null -m 1 http://127.0.0.1:48083/ && break; sleep 0.2; done
   if [ "$2" = load ]; then
-    local report
-    report=$(timeout $((secs + 30)) "${pin1[@]}" wrk -t1 -c"$conns" -d"${secs}s" "${extra[@]}" http://127.0.0.1:48083/)
-    reqs=$(awk '/requests in/ {print $1}' <<<"$report")
-    if grep -q "Non-2xx" <<<"$report"; then
-      echo "$1: $(grep Non-2xx <<<"$report" | xargs): not a measure of proxied requests" >&2
-    fi
+    local m
+    m=$(load_headers=("${extra[@]}"); load_run http://127.0.0.1:48083/ "$conns" "$secs")
+    read -r reqs _ <<<"$m"
   else
     sleep "$secs"
   fi

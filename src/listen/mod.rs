@@ -177,13 +177,16 @@ async fn hyper_connection<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Boxed where it is made: hyper moves a request's future into its HTTP/2 stream task,
+    // and the task's spawn moves it again, each a copy of the whole future (the exchange's
+    // state, kilobytes); a box moves as a pointer.
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        proxy::handle(
+        Box::pin(proxy::handle(
             shared.clone(),
             conn.clone(),
             state.dispatch(),
             req.map(ClientBody::Hyper),
-        )
+        ))
     });
     let builder = builder(limits);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

@@ -48,7 +48,7 @@ impl Body {
         let conn = self.conn.take();
         if let (Some(mut conn), Some(home), true) = (conn, self.home.take(), self.keep) {
             conn.idle();
-            home.list.put_back(conn, home.max_idle);
+            home.list.put_back(conn);
         }
     }
 

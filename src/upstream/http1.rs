@@ -7,11 +7,11 @@
 //! meanwhile (a look at the socket's readiness, no system call), or connects; the response
 //! body carries the connection and puts it back when the response is over. Idle
 //! connections are closed after `idle_timeout`, and those beyond `max_idle_per_endpoint`
-//! once a whole pass of `reap` (the upstream's background task) found them unused. A request asking to
-//! switch protocols (WebSocket) goes on a new connection through hyper's client, whose
-//! upgrade machinery hands the tunnel both ends; that connection is not kept. Racing a new
-//! connection against one coming free is left out (a request that finds none free
-//! connects at once, as Envoy's HTTP/1 pool does).
+//! once a whole pass of `reap` (the upstream's background task) found them unused. A
+//! request asking to switch protocols (WebSocket) goes on a new connection through hyper's
+//! client, whose upgrade machinery hands the tunnel both ends; that connection is not
+//! kept. Racing a new connection against one coming free is left out (a request that finds
+//! none free connects at once, as Envoy's HTTP/1 pool does).
 
 #![allow(clippy::disallowed_types)] // The list's lock: see `Http1List::idle`.
 

@@ -311,9 +311,10 @@ struct Writing {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
-    /// The connection for hyper, the bytes read so far first. The rest goes now: taken
-    /// field by field in `serve`, the read buffer (4 KiB, more after a large head) stayed in
-    /// the connection's future while hyper served it, 1 MiB over 256 HTTP/2 clients.
+    /// The connection for hyper, the bytes read so far first; the rest is dropped here.
+    /// When `serve` moved the socket out of the state itself, the rest (the read buffer, 4
+    /// KiB or more, the write buffer, the names) stayed in the connection's future as long
+    /// as hyper served it: 1 MiB over 256 HTTP/2 clients.
     fn into_prefixed(self) -> Prefixed<Watched<I>> {
         Prefixed {
             prefix: Bytes::copy_from_slice(self.inbox.buffered()),

@@ -96,6 +96,15 @@ sink_spans() {
 # caller's own pids/pin1): the echo upstream on 127.0.0.1:18000 and the OTLP sink on
 # 127.0.0.1:14317, which writes what it decoded to the file named by $1.
 bench_backends() {
+  # A port taken already (a process left from another run) would leave ours unbound and
+  # every proxy measured against that one instead.
+  local port
+  for port in 18000 14317; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is in use already (a process left from another run?)" >&2
+      exit 1
+    fi
+  done
   "${pin1[@]}" "$bin" echo --listen 127.0.0.1:18000 --workers 1 ${echo_mode[@]+"${echo_mode[@]}"} 2>/dev/null & pids+=($!)
   "${pin1[@]}" "$sink" 127.0.0.1:14317 "$1" >/dev/null & pids+=($!)
 }

@@ -72,7 +72,7 @@ impl Http1List {
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
         let home = Home {
             list: self.clone(),
-            max_idle: settings.max_idle,
+            keeps: settings.max_idle > 0,
         };
         wire::send(conn, req, home, keep, due)
     }

@@ -153,8 +153,9 @@ impl Connection {
 /// Where a connection goes when its response is over.
 pub struct Home {
     pub list: Arc<Http1List>,
-    /// 0: connections are not kept.
-    pub max_idle: usize,
+    /// Connections are kept at all (`max_idle_per_endpoint` is not 0); how many stay idle
+    /// is the list's reaper's business.
+    pub keeps: bool,
 }
 
 /// Sends `req` on `conn` and reads the response head. The response body keeps the
@@ -234,7 +235,7 @@ pub fn send<'a>(
         }
         // An answer before the whole request went out: the rest is not sent, and the upstream
         // may still be waiting for it: the connection is not used again.
-        let keep = head.keep_alive && upload.finished && home.max_idle > 0;
+        let keep = head.keep_alive && upload.finished && home.keeps;
         drop(body);
         let framing = head.body;
         let mut body = Body {

@@ -20,6 +20,7 @@ use crate::metrics::{self, Metrics, Sources};
 use crate::proxy::{Runtime, Shared};
 use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
+use crate::upstream::ConnStats;
 use crate::viewer::Viewer;
 
 pub struct Gateway {
@@ -59,14 +60,17 @@ impl Gateway {
         let request_metrics = Arc::new(Metrics::default());
         let viewer = (settings.admin.is_some() && settings.viewer_capacity > 0)
             .then(|| Viewer::start(settings.viewer_capacity));
+        let upstream_conns = Arc::new(ConnStats::default());
+        let runtime = Runtime::build(&settings, exporters.handle().await, &upstream_conns)?;
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(Runtime::build(&settings, exporters.handle().await)?),
+            runtime: ArcSwap::from_pointee(runtime),
             access_log: access_log.clone(),
             sampling: sampling.clone(),
             metrics: settings.admin.is_some().then(|| request_metrics.clone()),
             viewer: viewer.clone(),
             draining: Arc::default(),
             downstream: downstream.clone(),
+            upstream_conns: upstream_conns.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
@@ -77,6 +81,7 @@ impl Gateway {
                 access_log: access_log.stats.clone(),
                 reloads: reloads.clone(),
                 downstream,
+                upstream_conns,
             })),
             config_json: config_json.clone(),
             viewer,

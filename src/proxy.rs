@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::route::{self, Router};
 use crate::sample::{Ratio, Reason, RoutePolicy, Sampler, SamplingStats, TailRule};
 use crate::span::{ClientCall, Exchange, Grpc, OptIn, RequestText};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{ConnStats, Upstream, UpstreamBody};
 use crate::viewer::Viewer;
 
 /// Everything one config version needs to serve requests.
@@ -64,8 +64,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Fails when an upstream's TLS files cannot be loaded.
-    pub fn build(s: &Settings, export: ExportHandle) -> Result<Self, String> {
+    /// Fails when an upstream's TLS files cannot be loaded. `conns`: where the upstreams
+    /// count their connections, by name.
+    pub fn build(s: &Settings, export: ExportHandle, conns: &ConnStats) -> Result<Self, String> {
         let sampling = &s.tracing.sampling;
         Ok(Runtime {
             router: Router::new(&s.routes, sampling.keep_errors, &s.tracing.attributes),
@@ -89,7 +90,7 @@ impl Runtime {
             upstreams: s
                 .upstreams
                 .iter()
-                .map(Upstream::new)
+                .map(|u| Upstream::new(u, conns.of(&u.name)))
                 .collect::<Result<_, _>>()?,
             sampler: Sampler::new(&s.tracing.sampling),
             trace_id_header: s.tracing.trace_id_header.clone(),
@@ -117,6 +118,8 @@ pub struct Shared {
     pub sampling: Arc<SamplingStats>,
     /// Open connections and rejected clients.
     pub downstream: Arc<DownstreamStats>,
+    /// The upstreams' connections, by upstream name (across config versions).
+    pub upstream_conns: Arc<ConnStats>,
 }
 
 /// The connection a request arrived on. Shared by its requests behind one `Arc`: a clone

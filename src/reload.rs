@@ -85,7 +85,11 @@ impl Reloader {
             None
         };
         // Built against the current exporter first, so a failure leaves nothing started.
-        let mut runtime = Runtime::build(&next, self.shared.runtime.load().export.clone())?;
+        let mut runtime = Runtime::build(
+            &next,
+            self.shared.runtime.load().export.clone(),
+            &self.shared.upstream_conns,
+        )?;
         if export_changed(&self.current, &next) {
             runtime.export = self.exporters.replace(&next.export, &next.tracing).await?;
         }

@@ -149,6 +149,39 @@ async fn reload_swaps_config_without_failing_a_request() {
         statuses.iter().all(|s| *s == 200),
         "a request failed during reloads"
     );
+
+    // The upstream's connections are counted across config versions: each version's
+    // upstream starts with no connection (to a, to b, to a again, and again for a change
+    // applied twice); a replaced version's close with it, the current one's stays open.
+    let series = "tracegate_upstream_connections_";
+    let opened = counter_at_least(
+        &admin,
+        &format!("{series}opened_total{{upstream=\"app\"}}"),
+        3,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let open = loop {
+        let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+        let open = String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series}open{{upstream=\"app\"}} ")))
+            .map(str::to_string);
+        if open.as_deref() == Some("1") || tokio::time::Instant::now() > deadline {
+            break open;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        open.as_deref(),
+        Some("1"),
+        "the current version's connection"
+    );
+    let accepted = a.accepted.load(Ordering::SeqCst) + b.accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        opened, accepted as u64,
+        "every connection the upstreams accepted"
+    );
     tg.signal("TERM");
     assert!(tg.exit().await.success());
 }

@@ -188,6 +188,79 @@ async fn idle_connections_beyond_max_idle_per_endpoint_are_closed() {
     assert_eq!(up.closed.load(SeqCst), 4);
 }
 
+/// The value of the `/metrics` line starting with `series` (labels included), 0 if none.
+async fn metric(admin: SocketAddr, series: &str) -> u64 {
+    let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn metrics_count_the_connections_the_upstream_sees() {
+    let up = counting(6).await;
+    let yaml = pool_config(
+        up.addr,
+        "    max_idle_per_endpoint: 2
+",
+    )
+    .replace("address: \"off\"", "address: 127.0.0.1:0");
+    let gw = tracegate(&yaml).await;
+    let admin = gw.admin_addr.unwrap();
+    let opened = "tracegate_upstream_connections_opened_total{upstream=\"app\"}";
+    let open = "tracegate_upstream_connections_open{upstream=\"app\"}";
+    assert_eq!(
+        metric(admin, opened).await,
+        0,
+        "none before the first request"
+    );
+    gets(&format!("http://{}/hold", gw.proxy_addrs[0]), 6).await;
+    assert_eq!(up.accepted.load(SeqCst), 6);
+    assert_eq!(metric(admin, opened).await, 6);
+    assert_eq!(metric(admin, open).await, 6, "all six kept, idle");
+    // The reaper closes the four beyond the limit: open follows, opened stays.
+    reaches(&up.closed, 4, "idle connections beyond the limit closed").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(admin, open).await != 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(admin, open).await, 2);
+    in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 3).await;
+    assert_eq!(
+        metric(admin, opened).await,
+        6,
+        "the kept ones served, none opened"
+    );
+    assert_eq!(up.accepted.load(SeqCst), 6);
+}
+
+#[tokio::test]
+async fn metrics_count_an_h2c_connection_open_until_it_closes() {
+    let up = counting(4).await;
+    let pool = "    protocol: http2\n    idle_timeout: 300ms\n";
+    let yaml = pool_config(up.addr, pool).replace("address: \"off\"", "address: 127.0.0.1:0");
+    let gw = tracegate(&yaml).await;
+    let admin = gw.admin_addr.unwrap();
+    let opened = "tracegate_upstream_connections_opened_total{upstream=\"app\"}";
+    let open = "tracegate_upstream_connections_open{upstream=\"app\"}";
+    gets(&format!("http://{}/hold", gw.proxy_addrs[0]), 4).await;
+    assert_eq!(
+        metric(admin, opened).await,
+        1,
+        "one connection for four streams"
+    );
+    assert_eq!(up.closed.load(SeqCst), 0);
+    assert_eq!(metric(admin, open).await, 1);
+    reaches(&up.closed, 1, "the idle connection closed").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(admin, open).await != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(admin, open).await, 0, "counted closed with it");
+    assert_eq!(metric(admin, opened).await, 1);
+}
+
 /// Answers one request per connection with a keep-alive response, then closes the
 /// connection without saying so (as an upstream whose keep-alive timeout is shorter
 /// than the proxy's does).

@@ -31,6 +31,7 @@ use crate::export::ExportStats;
 use crate::limits::{DownstreamStats, Rejection};
 use crate::reload::ReloadStats;
 use crate::sample::SamplingStats;
+use crate::upstream::ConnStats;
 
 /// A label value that shares its string (route and upstream names) instead of copying it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -154,6 +155,7 @@ pub struct Sources {
     pub access_log: Arc<AccessLogStats>,
     pub reloads: Arc<ReloadStats>,
     pub downstream: Arc<DownstreamStats>,
+    pub upstream_conns: Arc<ConnStats>,
 }
 
 /// Reads the atomics kept by other modules at scrape time.
@@ -255,6 +257,28 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?)?;
+        let conns = s.upstream_conns.snapshot();
+        let opened: Vec<([(&str, &str); 1], u64)> = conns
+            .iter()
+            .map(|(name, c)| ([("upstream", &**name)], c.opened.load(Relaxed)))
+            .collect();
+        let refs: Vec<(&[(&str, &str)], u64)> = opened.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "tracegate_upstream_connections_opened",
+            "Upstream connections opened (TCP, and TLS where configured), by upstream",
+            &refs,
+        )?;
+        let mut family = enc.encode_descriptor(
+            "tracegate_upstream_connections_open",
+            "Upstream connections open now, idle or in use, by upstream",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, c) in &conns {
+            let labels = [("upstream", &**name)];
+            ConstGauge::new(c.open() as i64).encode(family.encode_family(&labels)?)?;
+        }
         let rejected: Vec<([(&str, &str); 1], u64)> = Rejection::ALL
             .iter()
             .map(|r| ([("reason", r.as_str())], s.downstream.rejected(*r)))
@@ -376,6 +400,7 @@ mod tests {
             access_log: Arc::default(),
             reloads: Arc::default(),
             downstream: Arc::default(),
+            upstream_conns: Arc::default(),
         })
     }
 

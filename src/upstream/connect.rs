@@ -1,8 +1,14 @@
 //! Connecting to an endpoint: TCP, then TLS for `https://` endpoints, within
-//! `connect_timeout` for both; whether the server chose HTTP/2 by ALPN.
+//! `connect_timeout` for both; whether the server chose HTTP/2 by ALPN. Each upstream
+//! counts the connections it opened and those open now ([`ConnCounts`], read by
+//! `/metrics`): a pool that connects for most requests shows there at once.
+
+#![allow(clippy::disallowed_types)] // `ConnStats`' lock: see its comment.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use http::uri::Uri;
@@ -19,6 +25,75 @@ use crate::tls;
 pub struct Connector {
     inner: HttpsConnector<HttpConnector>,
     timeout: std::time::Duration,
+    counts: Arc<ConnCounts>,
+}
+
+/// One upstream's connections: opened since the start, and open now (TCP connected, and
+/// for TLS the handshake done; until the connection is dropped, whichever client spoke on
+/// it). Kept across reloads by [`ConnStats`].
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    pub opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl ConnCounts {
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        // `closed` first: read the other way, a connection opened and closed between the
+        // two loads could make closed exceed opened.
+        let closed = self.closed.load(Relaxed);
+        self.opened.load(Relaxed).saturating_sub(closed)
+    }
+}
+
+/// The upstreams' [`ConnCounts`] by name, for as long as the process runs: an upstream a
+/// reload rebuilds (or removes) keeps counting where it was, and its connections still open
+/// stay counted. A std mutex, held to find or add a name (when a config version is built)
+/// and to copy the list (a scrape); never on the request path, never across an `.await`.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    by_upstream: Mutex<Vec<(Arc<str>, Arc<ConnCounts>)>>,
+}
+
+impl ConnStats {
+    /// The counts of the upstream named `name`, added the first time.
+    pub fn of(&self, name: &str) -> Arc<ConnCounts> {
+        let mut all = self.lock();
+        if let Some((_, c)) = all.iter().find(|(n, _)| &**n == name) {
+            return c.clone();
+        }
+        let counts = Arc::<ConnCounts>::default();
+        all.push((Arc::from(name), counts.clone()));
+        counts
+    }
+
+    /// Every upstream's name with its counts, in the order they were first configured.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<ConnCounts>)> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<str>, Arc<ConnCounts>)>> {
+        self.by_upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts its connection closed when dropped.
+struct Counted(Arc<ConnCounts>);
+
+impl Counted {
+    fn new(counts: &Arc<ConnCounts>) -> Self {
+        counts.opened.fetch_add(1, Relaxed);
+        Counted(counts.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.closed.fetch_add(1, Relaxed);
+    }
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -33,9 +108,10 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        let counts = self.counts.clone();
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map(Conn),
+                Ok(result) => result.map(|io| Conn(io, Counted::new(&counts))),
                 Err(_) => Err(Box::new(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("connection (TCP and TLS) not established within {timeout:?}"),
@@ -46,7 +122,8 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 impl Connector {
-    pub fn new(s: &UpstreamSettings) -> Result<Connector, String> {
+    /// `counts`: the upstream's, to count the connections it makes.
+    pub fn new(s: &UpstreamSettings, counts: Arc<ConnCounts>) -> Result<Connector, String> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(s.connect_timeout));
@@ -78,12 +155,17 @@ impl Connector {
         Ok(Connector {
             inner,
             timeout: s.connect_timeout,
+            counts,
         })
     }
 }
 
-/// An upstream connection, TCP or TLS over TCP.
-pub struct Conn(MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>);
+/// An upstream connection, TCP or TLS over TCP, counted open until dropped.
+pub struct Conn(
+    MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
+    #[allow(dead_code)] // Held for its `Drop`: the connection counted closed.
+    Counted,
+);
 
 impl Conn {
     /// The server chose `h2` by ALPN (TLS only).

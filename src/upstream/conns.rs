@@ -343,8 +343,9 @@ mod tests {
             "upstreams:\n  - name: app\n    endpoints: [\"http://{addr}\"]\nroutes:\n  - upstream: app\n"
         );
         let s = crate::config::load(&yaml, "t.yaml", &crate::config::Env::default()).unwrap();
+        let counts = Arc::<crate::upstream::ConnCounts>::default();
         let settings = ConnSettings {
-            connector: Connector::new(&s.upstreams[0]).unwrap(),
+            connector: Connector::new(&s.upstreams[0], counts.clone()).unwrap(),
             max_idle: 8,
             idle_timeout: Duration::from_secs(90),
         };
@@ -393,5 +394,7 @@ mod tests {
             1,
             "one connection, the new one, is kept"
         );
+        assert_eq!(counts.opened.load(Relaxed), 2, "two connections opened");
+        assert_eq!(counts.open(), 1, "the closed one is no longer counted open");
     }
 }

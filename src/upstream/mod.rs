@@ -29,6 +29,7 @@ mod http1;
 mod http2;
 mod wire;
 use connect::Connector;
+pub use connect::{ConnCounts, ConnStats};
 use conns::ConnSettings;
 pub use conns::Conns;
 
@@ -351,9 +352,10 @@ async fn health_check(upstream: Weak<Upstream>, hc: HealthCheckSettings) {
 
 impl Upstream {
     /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
-    /// which end when it is dropped (a reload replaced it).
-    pub fn new(s: &UpstreamSettings) -> Result<Arc<Self>, String> {
-        let connector = Connector::new(s)?;
+    /// which end when it is dropped (a reload replaced it). `counts`: where its connections
+    /// are counted (the same for every config version).
+    pub fn new(s: &UpstreamSettings, counts: Arc<ConnCounts>) -> Result<Arc<Self>, String> {
+        let connector = Connector::new(s, counts)?;
         let conns = ConnSettings {
             connector,
             max_idle: s.max_idle_per_endpoint,

@@ -493,9 +493,22 @@ mod tests {
             Duration::from_millis(10),
             Some(&[0xcd; 16]),
         );
+        let app = s.upstream_conns.of("app");
+        app.opened.fetch_add(3, Relaxed);
+        s.upstream_conns.of("idle");
         let r = exposition(s);
         let om = openmetrics(&r);
         assert!(om.contains("tracegate_spans_exported_total 7"), "{om}");
+        for line in [
+            "# TYPE tracegate_upstream_connections_opened counter",
+            "tracegate_upstream_connections_opened_total{upstream=\"app\"} 3",
+            "tracegate_upstream_connections_opened_total{upstream=\"idle\"} 0",
+            "# TYPE tracegate_upstream_connections_open gauge",
+            "tracegate_upstream_connections_open{upstream=\"app\"} 3",
+            "tracegate_upstream_connections_open{upstream=\"idle\"} 0",
+        ] {
+            assert!(om.lines().any(|l| l == line), "{line} in {om}");
+        }
         assert!(om.contains("tracegate_upstream_errors_total{upstream=\"app\",error_type=\"connection_refused\"} 1"), "{om}");
         let text = prometheus_text(&r);
         assert!(

@@ -561,6 +561,7 @@ pub fn exchange(
                     e.status = parts.status.as_u16();
                     if let Some(c) = &mut e.client {
                         c.status = Some(upstream_status.as_u16());
+                        c.version = Some(parts.version);
                     }
                 }
                 // The fields for the client go in the map unless the writer adds them, and

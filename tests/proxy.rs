@@ -124,6 +124,11 @@ async fn continues_caller_trace_end_to_end() {
         client.attr("http.response.status_code").as_deref(),
         Some("200")
     );
+    assert_eq!(
+        client.attr("network.protocol.version").as_deref(),
+        Some("1.1"),
+        "the version the upstream answered in"
+    );
     assert!(server.span.end_time_unix_nano >= client.span.end_time_unix_nano);
     assert!(client.span.start_time_unix_nano >= server.span.start_time_unix_nano);
     assert_eq!(
@@ -238,10 +243,18 @@ async fn h2c_prior_knowledge_is_proxied_and_traced() {
         ":authority becomes Host"
     );
     let spans = col.spans.wait_for(2).await;
-    let (server, _) = pair(&spans, &trace);
+    let (server, client) = pair(&spans, &trace);
     assert_eq!(
         server.attr("network.protocol.version").as_deref(),
         Some("2")
+    );
+    // Each span says its own leg's version: the upstream answered over HTTP/1.1.
+    assert_eq!(
+        client
+            .expect("client span")
+            .attr("network.protocol.version")
+            .as_deref(),
+        Some("1.1")
     );
 }
 
@@ -353,6 +366,11 @@ async fn upstream_failure(
         client.attr("http.response.status_code"),
         None,
         "no response was received"
+    );
+    assert_eq!(
+        client.attr("network.protocol.version"),
+        None,
+        "no answer, so no version known"
     );
     // The failure's own words travel as an `exception` event on the CLIENT span.
     let event = client

@@ -193,6 +193,9 @@ pub struct ClientCall {
     pub end: Option<Duration>,
     pub target: Arc<Target>,
     pub status: Option<u16>,
+    /// The HTTP version the upstream answered in (`network.protocol.version`); `None`
+    /// without an answer.
+    pub version: Option<Version>,
     pub error_type: Option<&'static str>,
     /// The underlying error's text, for the `exception` event.
     pub error_detail: Option<String>,
@@ -258,6 +261,7 @@ impl ClientCall {
             end: None,
             target,
             status: None,
+            version: None,
             error_type: None,
             error_detail: None,
             resend_count,
@@ -582,6 +586,11 @@ impl Exchange {
         }
         if let Some(s) = c.status {
             int(out, fixed_key!("http.response.status_code"), i64::from(s));
+        }
+        // The version spoken with the upstream (HTTP/2 over `h2c` or by ALPN); unknown
+        // without an answer, and then left out.
+        if let Some(v) = c.version {
+            out.fixed(protocol_version(v));
         }
         // Client spans: 4xx and 5xx are errors, and so is a call with no response.
         let client_error: Option<Cow<'static, str>> =

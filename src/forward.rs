@@ -268,9 +268,10 @@ pub fn prepare_request<B>(req: &mut Request<B>, out: Outbound<'_>) -> Added {
     *req.uri_mut() = upstream_uri(out.upstream_tls, out.authority, path);
     *req.version_mut() = out.version;
     let h = req.headers_mut();
-    // Room for what is added below (X-Forwarded-*, the trace context, the correlation id):
-    // the map grows once, not once per insert.
-    h.reserve(6);
+    // No room reserved: what is added below goes to the map only under a name it holds
+    // already (a list appended to, a value replaced), or as `Host` and `TE`; the rest goes
+    // to `added`. A reserve for all of it grew every HTTP/2 request's map (h2 sizes it to
+    // the request's fields) for nothing.
     // A name the request cannot hold (no name of its length) is not looked up; one it may
     // hold is. Taken before the hop-by-hop headers go: a removed one is only looked up.
     let seen = out.seen;

@@ -128,13 +128,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     found
 }
 
-/// Header fields a response's map has room for from the start, at least. The proxy adds
-/// two (`X-Trace-Id`, the correlation id), and hyper's server keeps the map of each
-/// response it writes for the next request it reads on that connection, to which the proxy
-/// adds up to six (`X-Forwarded-*`, trace context, correlation id): without the room, both
-/// maps grew (a reallocation and a rehash each) on every request, ~1.8k instructions.
-const MAP_ROOM: usize = 12;
-
 /// A parsed response head.
 pub(super) struct Head {
     pub(super) status: StatusCode,
@@ -390,7 +383,12 @@ pub(super) fn parse_head(
     }
     let all = crate::http1::shared_copy(&buf[..used + with]);
     let base = buf.as_ptr() as usize;
-    let mut headers = crate::http1::header_map((res.headers.len() + 2).max(MAP_ROOM));
+    // Room for the fields and the two the proxy may add (`X-Trace-Id`, the correlation id),
+    // no more: such a map goes to hyper's HTTP/2 server (or to hyper's HTTP/1 server, for
+    // HTTP/1.0 clients and upgrades), which frees it, and the spare it is taken from is
+    // most often the map of a request that came over HTTP/2, sized by h2 for that request.
+    // Asking for more grew that map (a reallocation and a rehash) on every request.
+    let mut headers = crate::http1::header_map(res.headers.len() + 2);
     for (i, f) in res.headers.iter().enumerate() {
         if te.is_some() && f.name.eq_ignore_ascii_case("content-length") {
             continue;

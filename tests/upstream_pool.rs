@@ -416,7 +416,7 @@ async fn requests_waiting_on_a_failed_h2_connection_attempt_fail_with_it() {
         }
     });
     let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nupstreams:\n  - name: app\n    endpoints: [\"https://{addr}\"]\n    protocol: http2\n    connect_timeout: 1s\n    retries: 0\nroutes:\n  - upstream: app\nexport:\n  protocol: none\n"
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  - name: app\n    endpoints: [\"https://{addr}\"]\n    protocol: http2\n    connect_timeout: 1s\n    retries: 0\nroutes:\n  - upstream: app\nexport:\n  protocol: none\n"
     );
     let gw = tracegate(&yaml).await;
     let client = h1_client();
@@ -436,4 +436,7 @@ async fn requests_waiting_on_a_failed_h2_connection_attempt_fail_with_it() {
         1,
         "the requests that waited on the attempt shared its failure"
     );
+    // TCP was accepted, TLS never finished: no connection was opened.
+    let opened = "tracegate_upstream_connections_opened_total{upstream=\"app\"}";
+    assert_eq!(metric(gw.admin_addr.unwrap(), opened).await, 0);
 }

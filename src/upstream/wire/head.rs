@@ -384,10 +384,11 @@ pub(super) fn parse_head(
     let all = crate::http1::shared_copy(&buf[..used + with]);
     let base = buf.as_ptr() as usize;
     // Room for the fields and the two the proxy may add (`X-Trace-Id`, the correlation id),
-    // no more: such a map goes to hyper's HTTP/2 server (or to hyper's HTTP/1 server, for
-    // HTTP/1.0 clients and upgrades), which frees it, and the spare it is taken from is
-    // most often the map of a request that came over HTTP/2, sized by h2 for that request.
-    // Asking for more grew that map (a reallocation and a rehash) on every request.
+    // no more. Such a map goes mostly to hyper's HTTP/2 server, which frees it (else to
+    // hyper's HTTP/1 server for HTTP/1.0 clients and upgrades, or to `listen::h1` when
+    // response headers are captured), and the spare it is taken from is most often the
+    // map of a request that came over HTTP/2, sized by h2 for that request. Asking for
+    // more grew that map (a reallocation and a rehash) on every request.
     let mut headers = crate::http1::header_map(res.headers.len() + 2);
     for (i, f) in res.headers.iter().enumerate() {
         if te.is_some() && f.name.eq_ignore_ascii_case("content-length") {

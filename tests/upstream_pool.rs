@@ -197,6 +197,19 @@ async fn metric(admin: SocketAddr, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `series`' value once it is `n`, or its last value when it has not become `n` within the
+/// helpers' patience (connections close on the reaper's or the idle timer's time).
+async fn metric_settles(admin: SocketAddr, series: &str, n: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let v = metric(admin, series).await;
+        if v == n || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_the_connections_the_upstream_sees() {
     let up = counting(6).await;
@@ -221,11 +234,7 @@ async fn metrics_count_the_connections_the_upstream_sees() {
     assert_eq!(metric(admin, open).await, 6, "all six kept, idle");
     // The reaper closes the four beyond the limit: open follows, opened stays.
     reaches(&up.closed, 4, "idle connections beyond the limit closed").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(admin, open).await != 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(metric(admin, open).await, 2);
+    assert_eq!(metric_settles(admin, open, 2).await, 2);
     in_turn(&format!("http://{}/x", gw.proxy_addrs[0]), 3).await;
     assert_eq!(
         metric(admin, opened).await,
@@ -253,11 +262,11 @@ async fn metrics_count_an_h2c_connection_open_until_it_closes() {
     assert_eq!(up.closed.load(SeqCst), 0);
     assert_eq!(metric(admin, open).await, 1);
     reaches(&up.closed, 1, "the idle connection closed").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(admin, open).await != 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(metric(admin, open).await, 0, "counted closed with it");
+    assert_eq!(
+        metric_settles(admin, open, 0).await,
+        0,
+        "counted closed with it"
+    );
     assert_eq!(metric(admin, opened).await, 1);
 }
 

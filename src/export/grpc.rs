@@ -3,9 +3,10 @@
 //! The request is framed here (gRPC's five-byte prefix, then the message) and its parts go
 //! to HTTP/2 as they are: the encoded spans are not copied into a codec's buffer first
 //! (tonic's `Encoder` copied each ~220 KB batch once more, a fifth of the process's
-//! last-level cache write misses under load, benches/README.md). HTTP/2's frames are
-//! then copied once, into one write a batch (`super::gather`), which costs less than the
-//! sixteen system calls it saves. The answer's
+//! last-level cache write misses under load, benches/README.md). HTTP/2's frames then
+//! leave in one write a batch (`super::gather`) instead of sixteen, the spans written from
+//! where the encoder put them (lent for the call: only the frames' heads are copied). The
+//! answer's
 //! `grpc-status` is read from its headers (a trailers-only answer) or its trailers, with
 //! `grpc-message` and the `google.rpc.Status` details that may carry a `RetryInfo`.
 
@@ -22,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::client::{
     Failure, MAX_ANSWER, Parts, Payload, USER_AGENT, https_connector, rejected_spans,
 };
-use super::gather::Gather;
+use super::gather::{Gather, Lent};
 use crate::config::OtlpSettings;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -69,6 +70,8 @@ pub struct GrpcTransport {
     /// The fixed headers and the configured metadata, sent with every call.
     headers: HeaderMap,
     gzip: bool,
+    /// The batch being sent, lent to the connection (`super::gather`).
+    lent: Lent,
 }
 
 impl GrpcTransport {
@@ -110,14 +113,16 @@ impl GrpcTransport {
             headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
             headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
         }
+        let lent = Lent::default();
         let client = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
-            .build(Gather(https_connector(o.tls.as_ref(), true)?));
+            .build(Gather(https_connector(o.tls.as_ref(), true)?, lent.clone()));
         Ok(GrpcTransport {
             client,
             uri,
             headers,
             gzip: o.gzip,
+            lent,
         })
     }
 
@@ -136,6 +141,9 @@ impl GrpcTransport {
         request
             .headers_mut()
             .insert("grpc-timeout", grpc_timeout(left));
+        // Until the answer is read (or the call is dropped): the spans go out from where
+        // they are.
+        let _lending = self.lent.lend(&payload.spans);
         let answer = self
             .client
             .request(request)

@@ -5,6 +5,7 @@
 //! hands to hyper's server what it does not serve itself (HTTP/2 among it).
 
 mod h1;
+pub mod http2;
 
 pub use h1::ClientBody;
 

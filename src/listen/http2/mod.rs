@@ -1,0 +1,10 @@
+//! An HTTP/2 server of our own, in progress; hyper's (through `hyper_util`'s `auto`
+//! builder) serves HTTP/2 until it is done.
+//!
+//! Why: with one stream a connection at 256 connections, hyper's HTTP/2 server costs ~48k
+//! instructions a request against ~21k for our HTTP/1.1 path, nearly all of it inside
+//! `h2` and `http` (HPACK, stream bookkeeping, header maps; benches/README.md, 2026-12-07).
+//! The pieces land one at a time, each tested on its own: first HPACK.
+
+pub mod hpack;
+pub mod huffman;

@@ -3,7 +3,8 @@
 //! trace-context parse and format (W3C, B3 single and multi, Jaeger, baggage), route
 //! matching on a realistic 50-route table, endpoint picking (round robin, least request),
 //! span recording (an exchange's fields, its encoding into OTLP protobuf spans) and batch
-//! encoding (the OTLP request for 512 spans).
+//! encoding (the OTLP request for 512 spans); HPACK (`listen::http2`, not yet serving):
+//! a request's header block decoded, a response's encoded.
 //!
 //!     cargo bench --bench hot_path
 //!     cargo bench --bench hot_path -- route     (a subset, by name)
@@ -21,6 +22,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tracegate::config::{Env, load};
 use tracegate::context::{self, Propagation, b3, baggage, jaeger, w3c};
 use tracegate::export::otlp::{Preamble, Spans};
+use tracegate::listen::http2::hpack;
 use tracegate::route::Router;
 use tracegate::span::Exchange;
 
@@ -268,11 +270,66 @@ fn span_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Hex to bytes (the RFC 7541 examples).
+fn hex(s: &str) -> bytes::Bytes {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn hpack_benches(c: &mut Criterion) {
+    // RFC 7541 C.4.1: a connection's first request, `:authority` Huffman-coded and indexed.
+    let first = hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
+    // The same request again: four indexed fields, one from the dynamic table.
+    let again = hex("8286 84be");
+    bench(c, "hpack decode first request (Huffman)", || {
+        let mut d = hpack::Decoder::new(4096, 16 << 10);
+        let mut n = 0;
+        d.decode(&first, |f| n += f.value.len()).unwrap();
+        n
+    });
+    let mut d = hpack::Decoder::new(4096, 16 << 10);
+    d.decode(&first, |_| {}).unwrap();
+    bench(c, "hpack decode request (indexed)", || {
+        let mut n = 0;
+        d.decode(&again, |f| n += f.value.len()).unwrap();
+        n
+    });
+    // What tracegate answers through the benchmark's echo upstream.
+    let mut e = hpack::Encoder::new();
+    let mut out = Vec::with_capacity(256);
+    e.begin(&mut out);
+    bench(c, "hpack encode response (status + 5 fields)", || {
+        out.clear();
+        e.begin(&mut out);
+        e.status(200, &mut out);
+        e.field("content-type", b"application/json", false, &mut out);
+        e.field("content-length", b"436", false, &mut out);
+        e.field("date", b"Mon, 07 Dec 2026 01:41:44 GMT", false, &mut out);
+        e.field(
+            "x-trace-id",
+            b"cb62d4954f795527bc8f2c2bb9dfe912",
+            true,
+            &mut out,
+        );
+        e.field(
+            "x-request-id",
+            b"eeef4c2f-141c-4b19-b700-4e96de15e9af",
+            true,
+            &mut out,
+        );
+        out.len()
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = context_benches, route_benches, balance_benches, span_benches
+    targets = context_benches, route_benches, balance_benches, span_benches, hpack_benches
 }
 criterion_main!(benches);

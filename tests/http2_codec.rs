@@ -1,0 +1,300 @@
+//! `listen::http2`'s codec against a real HTTP/2 peer: the `h2` crate's client, over a real
+//! socket, sends requests whose frames our frame parser reads and whose header blocks our
+//! decoder reads (Huffman strings, its dynamic table filling and evicting), and reads the
+//! frames and header blocks we write for the answers (HEADERS split into CONTINUATIONs,
+//! DATA, PING's ACK, SETTINGS and their ACK). The server here is a test loop over those
+//! pieces, not the connection state machine (a later step).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request};
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracegate::listen::http2::frame::{self, Frame};
+use tracegate::listen::http2::hpack::{Decoder, Encoder, Field};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What one request brought: its fields and its body.
+struct Received {
+    fields: Vec<Field>,
+    body: Vec<u8>,
+}
+
+/// Serves one connection: decodes each request's block with our decoder, and answers
+/// once its body has ended: status 200, the fields `answer` gives for the request's path
+/// (in one header block, split to the client's frame size), and the body echoed back in
+/// one DATA frame. Returns every request, in the order they ended.
+async fn serve(
+    mut s: TcpStream,
+    answer: impl Fn(&str) -> Vec<(String, Vec<u8>, bool)>,
+) -> (Vec<Received>, usize) {
+    let mut preface = [0u8; 24];
+    s.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface, PREFACE);
+    let mut out = Vec::new();
+    frame::put_settings(&mut out, &[(frame::SETTINGS_MAX_CONCURRENT_STREAMS, 100)]);
+    s.write_all(&out).await.unwrap();
+    let mut decoder = Decoder::new(4096, 1 << 20);
+    let mut encoder = Encoder::new();
+    let mut done = Vec::new();
+    let mut open: HashMap<u32, Received> = HashMap::new();
+    let mut block = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    let mut pings = 0;
+    loop {
+        let (head, payload) = match frame::split(&mut buf, frame::MIN_MAX_FRAME_SIZE).unwrap() {
+            Some(f) => f,
+            None => {
+                if s.read_buf(&mut buf).await.unwrap() == 0 {
+                    return (done, pings);
+                }
+                continue;
+            }
+        };
+        let mut out = Vec::new();
+        let ended = match Frame::parse(head, payload).unwrap() {
+            Frame::Settings(_) => {
+                frame::put_settings_ack(&mut out);
+                None
+            }
+            Frame::Ping { ack: false, data } => {
+                pings += 1;
+                frame::put_ping_ack(&mut out, &data);
+                None
+            }
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+                ..
+            } => {
+                block.extend_from_slice(&fragment);
+                assert!(end_headers, "h2 splits only past 16 KiB");
+                let mut fields = Vec::new();
+                decoder
+                    .decode(&block.split().freeze(), |f| fields.push(f))
+                    .unwrap();
+                open.insert(
+                    stream,
+                    Received {
+                        fields,
+                        body: Vec::new(),
+                    },
+                );
+                end_stream.then_some(stream)
+            }
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_len,
+            } => {
+                open.get_mut(&stream).unwrap().body.extend_from_slice(&data);
+                if flow_len > 0 {
+                    frame::put_window_update(&mut out, 0, flow_len as u32);
+                }
+                end_stream.then_some(stream)
+            }
+            _ => None,
+        };
+        if let Some(stream) = ended {
+            let req = open.remove(&stream).unwrap();
+            let path = req
+                .fields
+                .iter()
+                .find(|f| &f.name[..] == b":path")
+                .map(|f| String::from_utf8(f.value.to_vec()).unwrap())
+                .unwrap();
+            let mut block = Vec::new();
+            encoder.begin(&mut block);
+            encoder.status(200, &mut block);
+            for (name, value, sensitive) in answer(&path) {
+                encoder.field(&name, &value, sensitive, &mut block);
+            }
+            let empty = req.body.is_empty();
+            frame::put_headers(&mut out, stream, &block, empty, frame::MIN_MAX_FRAME_SIZE);
+            if !empty {
+                frame::put_data_head(&mut out, stream, req.body.len(), true);
+                out.extend_from_slice(&req.body);
+            }
+            done.push(req);
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await.unwrap();
+        }
+    }
+}
+
+fn text(f: &Field) -> (String, String, bool) {
+    (
+        String::from_utf8(f.name.to_vec()).unwrap(),
+        String::from_utf8(f.value.to_vec()).unwrap(),
+        f.sensitive,
+    )
+}
+
+#[tokio::test]
+async fn the_h2_crate_and_our_codec_understand_each_other() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        serve(s, |path| {
+            // Every tenth answer carries a 40 KB field: HEADERS and two CONTINUATIONs.
+            let number = path.trim_start_matches("/r/").split('?').next().unwrap();
+            let long = if number.ends_with('0') { 40_000 } else { 5000 };
+            vec![
+                ("content-type".into(), b"application/json".to_vec(), false),
+                ("x-trace-id".into(), path.as_bytes().to_vec(), true),
+                ("x-long".into(), vec![b'z'; long], false),
+                ("set-cookie".into(), b"a=b; Path=/".to_vec(), true),
+            ]
+        })
+        .await
+    });
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping = conn.ping_pong().unwrap();
+    let conn = tokio::spawn(conn);
+    // 300 requests: the same fields again (indexed by h2's encoder after the first), and a
+    // field unique to each, so that the 4 KiB table fills and evicts all along; every
+    // third with a body.
+    let n = 300;
+    for i in 0..n {
+        let mut secret = HeaderValue::from_static("Bearer abc");
+        secret.set_sensitive(true);
+        let req = Request::builder()
+            .method(if i % 3 == 0 { "POST" } else { "GET" })
+            .uri(format!("http://example.test/r/{i}?q=%C3%BC%20x"))
+            .header("user-agent", "interop-test/1.0")
+            .header("x-unique", format!("{i:0>40}-{}", "v".repeat(i % 50)))
+            .header("authorization", secret)
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let body = format!("body of {i}").repeat(i % 7 + 1);
+        let (resp, mut stream) = client.send_request(req, i % 3 != 0).unwrap();
+        if i % 3 == 0 {
+            stream.send_data(Bytes::from(body.clone()), true).unwrap();
+        }
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "application/json");
+        let path = format!("/r/{i}?q=%C3%BC%20x");
+        assert_eq!(h["x-trace-id"], path.as_str());
+        assert_eq!(h["x-long"].len(), if i % 10 == 0 { 40_000 } else { 5000 });
+        assert_eq!(h["set-cookie"], "a=b; Path=/");
+        let mut got = Vec::new();
+        let mut recv = resp.into_body();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            recv.flow_control().release_capacity(chunk.len()).unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        let sent = if i % 3 == 0 { body.as_bytes() } else { b"" };
+        assert_eq!(got, sent);
+        if i % 100 == 0 {
+            ping.ping(h2::Ping::opaque()).await.unwrap();
+        }
+    }
+    drop((client, ping));
+    conn.await.unwrap().unwrap();
+
+    let (requests, pings) = server.await.unwrap();
+    assert_eq!((requests.len(), pings), (n, 3));
+    for (i, req) in requests.iter().enumerate() {
+        let fields: Vec<_> = req.fields.iter().map(text).collect();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|f| f.0 == name)
+                .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+        };
+        assert_eq!(get(":method").1, if i % 3 == 0 { "POST" } else { "GET" });
+        assert_eq!(get(":scheme").1, "http");
+        assert_eq!(get(":authority").1, "example.test");
+        assert_eq!(get(":path").1, format!("/r/{i}?q=%C3%BC%20x"));
+        assert_eq!(get("user-agent").1, "interop-test/1.0");
+        assert_eq!(
+            get("x-unique").1,
+            format!("{i:0>40}-{}", "v".repeat(i % 50))
+        );
+        assert_eq!(get("accept").1, "*/*");
+        let auth = get("authorization");
+        assert_eq!((auth.1.as_str(), auth.2), ("Bearer abc", true));
+        let body = if i % 3 == 0 {
+            format!("body of {i}").repeat(i % 7 + 1)
+        } else {
+            String::new()
+        };
+        assert_eq!(req.body, body.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the bytes, the decoder answers with fields or an error, never a panic.
+    #[test]
+    fn any_bytes_decode_or_fail_cleanly(blocks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..6)) {
+        let mut d = Decoder::new(256, 4096);
+        for b in blocks {
+            let _ = d.decode(&Bytes::from(b), |_| {});
+            prop_assert!(d.table_size() <= 256);
+        }
+    }
+
+    /// Any frame head and payload parse or fail with an error, never a panic.
+    #[test]
+    fn any_frame_parses_or_fails_cleanly(
+        kind in 0u8..12,
+        flags in any::<u8>(),
+        stream in any::<u32>(),
+        payload in prop::collection::vec(any::<u8>(), 0..48),
+    ) {
+        let mut out = Vec::new();
+        frame::put_head(&mut out, payload.len(), kind, flags, stream);
+        out.extend_from_slice(&payload);
+        let mut buf = BytesMut::from(&out[..]);
+        let (head, body) = frame::split(&mut buf, frame::MIN_MAX_FRAME_SIZE).unwrap().unwrap();
+        prop_assert_eq!(head.stream, stream & frame::MAX_WINDOW);
+        if let Ok(Frame::Data { data, flow_len, .. }) = Frame::parse(head, body) {
+            prop_assert!(data.len() < flow_len || flags & frame::FLAG_PADDED == 0);
+        }
+    }
+
+    /// What the encoder writes decodes to the same fields, flags included.
+    #[test]
+    fn encoded_fields_decode_back(
+        status in 100u16..600,
+        fields in prop::collection::vec(("[a-z][a-z0-9-]{0,20}", prop::collection::vec(any::<u8>(), 0..200), any::<bool>()), 0..12),
+    ) {
+        let mut e = Encoder::new();
+        let mut out = Vec::new();
+        e.begin(&mut out);
+        e.status(status, &mut out);
+        for (n, v, s) in &fields {
+            e.field(n, v, *s, &mut out);
+        }
+        let mut d = Decoder::new(4096, 1 << 20);
+        let mut got = Vec::new();
+        d.decode(&Bytes::from(out), |f| got.push(f)).unwrap();
+        prop_assert_eq!(got.len(), fields.len() + 1);
+        let code = status.to_string();
+        prop_assert_eq!(&got[0].value[..], code.as_bytes());
+        for (f, (n, v, s)) in got[1..].iter().zip(&fields) {
+            prop_assert_eq!(&f.name[..], n.as_bytes());
+            prop_assert_eq!(&f.value[..], &v[..]);
+            prop_assert_eq!(f.sensitive, *s);
+        }
+    }
+}

@@ -13,3 +13,4 @@
 pub mod frame;
 pub mod hpack;
 pub mod huffman;
+pub mod request;

@@ -1,0 +1,330 @@
+//! A request's decoded fields checked and turned into `http::request::Parts` (RFC 9113,
+//! 8.2 and 8.3). A request that breaks a rule is malformed: the stream is reset with
+//! PROTOCOL_ERROR, the connection goes on.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Uri, Version};
+
+use super::hpack::Field;
+
+/// Why a request is malformed (for logs and tests; the peer only sees PROTOCOL_ERROR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+/// What a request's head says beyond its parts.
+#[derive(Debug)]
+pub struct Head {
+    pub parts: Parts,
+    /// `content-length`, which the DATA frames must add up to.
+    pub content_length: Option<u64>,
+}
+
+/// Builds the request from its fields, in the order they came.
+pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
+    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut regular = false;
+    let mut cookies: Option<BytesMut> = None;
+    let mut content_length = None;
+    for Field { name, value, .. } in fields {
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            if regular {
+                return Err(Malformed("pseudo-header after a regular field"));
+            }
+            let slot = match pseudo {
+                b"method" => &mut method,
+                b"scheme" => &mut scheme,
+                b"authority" => &mut authority,
+                b"path" => &mut path,
+                _ => return Err(Malformed("unknown or response pseudo-header")),
+            };
+            if slot.replace(value).is_some() {
+                return Err(Malformed("pseudo-header repeated"));
+            }
+            continue;
+        }
+        regular = true;
+        if name.iter().any(u8::is_ascii_uppercase) {
+            return Err(Malformed("uppercase field name"));
+        }
+        let name = HeaderName::from_bytes(&name).map_err(|_| Malformed("bad field name"))?;
+        if is_connection_specific(&name) {
+            return Err(Malformed("connection-specific field"));
+        }
+        if name == header::TE && value.as_ref() != b"trailers" {
+            return Err(Malformed("te other than trailers"));
+        }
+        if value
+            .first()
+            .into_iter()
+            .chain(value.last())
+            .any(|b| *b == b' ' || *b == b'\t')
+        {
+            return Err(Malformed("field value with leading or trailing whitespace"));
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(&value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Malformed("bad content-length"))?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(Malformed("conflicting content-length"));
+            }
+            content_length = Some(n);
+        }
+        if name == header::COOKIE {
+            // Crumbs go upstream as one field (RFC 9113, 8.2.3).
+            match &mut cookies {
+                Some(all) => {
+                    all.extend_from_slice(b"; ");
+                    all.extend_from_slice(&value);
+                }
+                None => cookies = Some(BytesMut::from(&value[..])),
+            }
+            continue;
+        }
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("bad field value"))?;
+        headers.append(name, value);
+    }
+    if let Some(c) = cookies {
+        let value =
+            HeaderValue::from_maybe_shared(c.freeze()).map_err(|_| Malformed("bad field value"))?;
+        headers.append(header::COOKIE, value);
+    }
+
+    let method = method.ok_or(Malformed("no :method"))?;
+    let method = Method::from_bytes(&method).map_err(|_| Malformed("bad :method"))?;
+    let mut uri = Uri::builder();
+    if method == Method::CONNECT {
+        // Host and port only (RFC 9113, 8.5).
+        if scheme.is_some() || path.is_some() {
+            return Err(Malformed("CONNECT with :scheme or :path"));
+        }
+        let authority = authority.ok_or(Malformed("CONNECT without :authority"))?;
+        uri = uri.authority(authority_of(authority)?);
+    } else {
+        let scheme = scheme.ok_or(Malformed("no :scheme"))?;
+        let path = path.ok_or(Malformed("no :path"))?;
+        let scheme = Scheme::try_from(&scheme[..]).map_err(|_| Malformed("bad :scheme"))?;
+        let http = scheme == Scheme::HTTP || scheme == Scheme::HTTPS;
+        if path.is_empty()
+            || (http && path[0] != b'/' && !(&path[..] == b"*" && method == Method::OPTIONS))
+        {
+            return Err(Malformed("bad :path"));
+        }
+        // Without :authority (the host then comes in `host`, if at all) the target is
+        // the path alone: `http::Uri` has no form for a scheme without an authority.
+        if let Some(a) = authority {
+            uri = uri.scheme(scheme).authority(authority_of(a)?);
+        }
+        let path = PathAndQuery::from_maybe_shared(path).map_err(|_| Malformed("bad :path"))?;
+        uri = uri.path_and_query(path);
+    }
+    let uri = uri.build().map_err(|_| Malformed("bad request target"))?;
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_2;
+    parts.headers = headers;
+    Ok(Head {
+        parts,
+        content_length,
+    })
+}
+
+fn authority_of(a: Bytes) -> Result<Authority, Malformed> {
+    // No userinfo in HTTP/2's :authority (RFC 9113, 8.3.1).
+    if a.contains(&b'@') {
+        return Err(Malformed(":authority with userinfo"));
+    }
+    Authority::from_maybe_shared(a).map_err(|_| Malformed("bad :authority"))
+}
+
+/// The fields HTTP/2 forbids (RFC 9113, 8.2.2).
+fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &'static str, value: &'static str) -> Field {
+        Field {
+            name: Bytes::from_static(name.as_bytes()),
+            value: Bytes::from_static(value.as_bytes()),
+            sensitive: false,
+        }
+    }
+
+    fn get() -> Vec<Field> {
+        vec![
+            f(":method", "GET"),
+            f(":scheme", "https"),
+            f(":authority", "example.test:8443"),
+            f(":path", "/a/b?c=d"),
+        ]
+    }
+
+    fn with(mut fields: Vec<Field>, more: &[(&'static str, &'static str)]) -> Vec<Field> {
+        fields.extend(more.iter().map(|(n, v)| f(n, v)));
+        fields
+    }
+
+    #[test]
+    fn a_plain_request() {
+        let h = parts(with(get(), &[("accept", "*/*"), ("te", "trailers")])).unwrap();
+        assert_eq!(h.parts.method, Method::GET);
+        assert_eq!(h.parts.uri, "https://example.test:8443/a/b?c=d");
+        assert_eq!(h.parts.version, Version::HTTP_2);
+        assert_eq!(h.parts.headers["accept"], "*/*");
+        assert_eq!(h.parts.headers["te"], "trailers");
+        assert_eq!(h.content_length, None);
+    }
+
+    #[test]
+    fn cookies_are_joined_and_lengths_read() {
+        let h = parts(with(
+            get(),
+            &[
+                ("cookie", "a=1"),
+                ("content-length", "12"),
+                ("cookie", "b=2"),
+                ("content-length", "12"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(h.parts.headers.get_all("cookie").iter().count(), 1);
+        assert_eq!(h.parts.headers["cookie"], "a=1; b=2");
+        assert_eq!(h.content_length, Some(12));
+    }
+
+    #[test]
+    fn connect_and_options_star() {
+        let h = parts(vec![f(":method", "CONNECT"), f(":authority", "db:5432")]).unwrap();
+        assert_eq!(h.parts.uri.authority().unwrap(), "db:5432");
+        let h = parts(vec![
+            f(":method", "OPTIONS"),
+            f(":scheme", "http"),
+            f(":path", "*"),
+        ])
+        .unwrap();
+        assert_eq!(h.parts.uri, "*");
+        let h = parts(vec![
+            f(":method", "GET"),
+            f(":scheme", "http"),
+            f(":path", "/x"),
+            f("host", "h.test"),
+        ])
+        .unwrap();
+        assert_eq!(h.parts.uri, "/x");
+        assert_eq!(h.parts.headers["host"], "h.test");
+    }
+
+    #[test]
+    fn malformed_requests() {
+        let cases: Vec<(Vec<Field>, &str)> = vec![
+            (vec![f(":scheme", "http"), f(":path", "/")], "no :method"),
+            (vec![f(":method", "GET"), f(":path", "/")], "no :scheme"),
+            (vec![f(":method", "GET"), f(":scheme", "http")], "no :path"),
+            (
+                with(get(), &[(":path", "/again")]),
+                "pseudo-header repeated",
+            ),
+            (
+                with(get(), &[(":status", "200")]),
+                "unknown or response pseudo-header",
+            ),
+            (
+                vec![
+                    f(":method", "GET"),
+                    f("accept", "*/*"),
+                    f(":scheme", "http"),
+                    f(":path", "/"),
+                ],
+                "pseudo-header after a regular field",
+            ),
+            (with(get(), &[("Accept", "*/*")]), "uppercase field name"),
+            (
+                with(get(), &[("connection", "keep-alive")]),
+                "connection-specific field",
+            ),
+            (
+                with(get(), &[("keep-alive", "5")]),
+                "connection-specific field",
+            ),
+            (
+                with(get(), &[("proxy-connection", "x")]),
+                "connection-specific field",
+            ),
+            (
+                with(get(), &[("transfer-encoding", "chunked")]),
+                "connection-specific field",
+            ),
+            (
+                with(get(), &[("upgrade", "websocket")]),
+                "connection-specific field",
+            ),
+            (with(get(), &[("te", "gzip")]), "te other than trailers"),
+            (
+                with(get(), &[("x-a", " padded")]),
+                "field value with leading or trailing whitespace",
+            ),
+            (with(get(), &[("x-a", "b\r\nc")]), "bad field value"),
+            (
+                with(get(), &[("content-length", "1x")]),
+                "bad content-length",
+            ),
+            (
+                with(get(), &[("content-length", "1"), ("content-length", "2")]),
+                "conflicting content-length",
+            ),
+            (
+                vec![f(":method", "GET"), f(":scheme", "http"), f(":path", "")],
+                "bad :path",
+            ),
+            (
+                vec![f(":method", "GET"), f(":scheme", "http"), f(":path", "a")],
+                "bad :path",
+            ),
+            (
+                vec![f(":method", "GET"), f(":scheme", "http"), f(":path", "*")],
+                "bad :path",
+            ),
+            (
+                vec![
+                    f(":method", "CONNECT"),
+                    f(":authority", "a:1"),
+                    f(":path", "/"),
+                ],
+                "CONNECT with :scheme or :path",
+            ),
+            (vec![f(":method", "CONNECT")], "CONNECT without :authority"),
+            (
+                vec![
+                    f(":method", "GET"),
+                    f(":scheme", "http"),
+                    f(":authority", "u@h"),
+                    f(":path", "/"),
+                ],
+                ":authority with userinfo",
+            ),
+            (
+                vec![f(":method", "G T"), f(":scheme", "http"), f(":path", "/")],
+                "bad :method",
+            ),
+        ];
+        for (fields, why) in cases {
+            assert_eq!(parts(fields).map(|_| ()), Err(Malformed(why)), "{why}");
+        }
+    }
+}

@@ -2,8 +2,9 @@
 //! socket, sends requests whose frames our frame parser reads and whose header blocks our
 //! decoder reads (Huffman strings, its dynamic table filling and evicting), and reads the
 //! frames and header blocks we write for the answers (HEADERS split into CONTINUATIONs,
-//! DATA, PING's ACK, SETTINGS and their ACK). The server here is a test loop over those
-//! pieces, not the connection state machine (a later step).
+//! DATA, PING's ACK, SETTINGS and their ACK). The first test's server is a loop over those
+//! pieces alone; the second's is `conn::Conn`, the connection's state machine, with flow
+//! control both ways (bodies larger than the windows).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ use http::{HeaderValue, Request};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tracegate::listen::http2::conn::{Config, Conn, Event};
 use tracegate::listen::http2::frame::{self, Frame};
 use tracegate::listen::http2::hpack::{Decoder, Encoder, Field};
 
@@ -237,6 +239,228 @@ async fn the_h2_crate_and_our_codec_understand_each_other() {
             String::new()
         };
         assert_eq!(req.body, body.as_bytes());
+    }
+}
+
+/// A request as `serve_conn` saw it.
+struct Served {
+    path: String,
+    body: Vec<u8>,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Serves one connection with `Conn`: each request is answered once its body has ended,
+/// with status 200, `x-path`, and a body of the request's body followed by `extra(path)`
+/// bytes, sent as the client's windows allow; trailers are echoed as response trailers.
+async fn serve_conn(
+    mut s: TcpStream,
+    config: Config,
+    extra: impl Fn(&str) -> usize,
+) -> Vec<Served> {
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    while !Conn::preface(&mut buf).unwrap() {
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    let mut conn = Conn::new(config);
+    let mut events = Vec::new();
+    let mut open: HashMap<u32, Served> = HashMap::new();
+    // Answers still sending: their stream, the rest of the body, the trailers.
+    let mut sending: Vec<(u32, Bytes, Option<http::HeaderMap>)> = Vec::new();
+    let mut done = Vec::new();
+    loop {
+        conn.recv(&mut buf, &mut events).unwrap();
+        for e in events.drain(..) {
+            let (stream, ended) = match e {
+                Event::Request {
+                    stream,
+                    head,
+                    end_stream,
+                } => {
+                    let path = head.parts.uri.path().to_string();
+                    open.insert(
+                        stream,
+                        Served {
+                            path,
+                            body: Vec::new(),
+                            trailers: None,
+                        },
+                    );
+                    (stream, end_stream)
+                }
+                Event::Data {
+                    stream,
+                    data,
+                    end_stream,
+                } => {
+                    conn.release(stream, data.len());
+                    open.get_mut(&stream).unwrap().body.extend_from_slice(&data);
+                    (stream, end_stream)
+                }
+                Event::Trailers { stream, fields } => {
+                    open.get_mut(&stream).unwrap().trailers = Some(fields);
+                    (stream, true)
+                }
+                Event::Reset { stream, .. } => {
+                    open.remove(&stream);
+                    continue;
+                }
+                Event::GoAway { .. } => continue,
+            };
+            if !ended {
+                continue;
+            }
+            let req = open.remove(&stream).unwrap();
+            let mut h = http::HeaderMap::new();
+            h.insert("x-path", HeaderValue::from_str(&req.path).unwrap());
+            conn.send_headers(stream, 200, &h, false);
+            let mut body = req.body.clone();
+            body.extend(std::iter::repeat_n(b'e', extra(&req.path)));
+            sending.push((stream, Bytes::from(body), req.trailers.clone()));
+            done.push(req);
+        }
+        // As much of each answer as the windows allow.
+        sending.retain_mut(|(stream, rest, trailers)| {
+            loop {
+                let n = conn.send_capacity(*stream).min(rest.len());
+                if n == 0 && !rest.is_empty() {
+                    return true;
+                }
+                let chunk = rest.split_to(n);
+                let last = rest.is_empty();
+                conn.send_data(*stream, &chunk, last && trailers.is_none());
+                if last {
+                    if let Some(t) = trailers.take() {
+                        conn.send_trailers(*stream, &t);
+                    }
+                    return false;
+                }
+            }
+        });
+        if !conn.out.is_empty() {
+            s.write_all(&conn.out).await.unwrap();
+            conn.out.clear();
+        }
+        if s.read_buf(&mut buf).await.unwrap() == 0 {
+            assert!(sending.is_empty());
+            return done;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_h2_crate_talks_to_our_connection_state_machine() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Windows of 64 KiB each way: the bodies below need WINDOW_UPDATEs in both directions.
+    let config = Config {
+        stream_window: 65_535,
+        conn_window: 65_535,
+        ..Config::default()
+    };
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        serve_conn(
+            s,
+            config,
+            |path| if path.ends_with("/big") { 300_000 } else { 10 },
+        )
+        .await
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let run = async move {
+        // Eight streams at once, each with a 200 KB body, some with trailers, two with big
+        // answers; then twenty small ones one after the other.
+        let mut tasks = Vec::new();
+        for i in 0..28u32 {
+            let mut client = client.clone();
+            let task = async move {
+                let path = if i % 4 == 1 {
+                    format!("/{i}/big")
+                } else {
+                    format!("/{i}")
+                };
+                let body = if i < 8 {
+                    vec![i as u8; 200_000]
+                } else {
+                    Vec::new()
+                };
+                let req = Request::builder()
+                    .method("POST")
+                    .uri(format!("http://t.test{path}"))
+                    .body(())
+                    .unwrap();
+                client = client.ready().await.unwrap();
+                let (resp, mut stream) = client.send_request(req, body.is_empty()).unwrap();
+                if !body.is_empty() {
+                    let mut left = Bytes::from(body.clone());
+                    while !left.is_empty() {
+                        stream.reserve_capacity(left.len());
+                        let cap = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        let chunk = left.split_to(cap.min(left.len()));
+                        stream.send_data(chunk, false).unwrap();
+                    }
+                    if i % 2 == 0 {
+                        let mut t = http::HeaderMap::new();
+                        t.insert("x-sum", HeaderValue::from(i));
+                        stream.send_trailers(t).unwrap();
+                    } else {
+                        stream.send_data(Bytes::new(), true).unwrap();
+                    }
+                }
+                let resp = resp.await.unwrap();
+                assert_eq!(resp.status(), 200);
+                assert_eq!(resp.headers()["x-path"], path.as_str());
+                let mut recv = resp.into_body();
+                let mut got = Vec::new();
+                while let Some(chunk) = recv.data().await {
+                    let chunk = chunk.unwrap();
+                    recv.flow_control().release_capacity(chunk.len()).unwrap();
+                    got.extend_from_slice(&chunk);
+                }
+                let trailers = recv.trailers().await.unwrap();
+                let extra = if path.ends_with("/big") { 300_000 } else { 10 };
+                assert_eq!(got.len(), body.len() + extra, "{path}");
+                assert_eq!(&got[..body.len()], &body[..]);
+                if i < 8 && i % 2 == 0 {
+                    assert_eq!(trailers.unwrap()["x-sum"], i.to_string().as_str());
+                } else {
+                    assert!(trailers.is_none());
+                }
+            };
+            if i < 8 {
+                tasks.push(tokio::spawn(task));
+            } else {
+                for t in tasks.drain(..) {
+                    t.await.unwrap();
+                }
+                task.await;
+            }
+        }
+        drop(client);
+    };
+    // A guard against a stall (a window never reopened), not a timing assertion.
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .unwrap();
+    conn.await.unwrap().unwrap();
+    let served = server.await.unwrap();
+    assert_eq!(served.len(), 28);
+    for s in &served {
+        let i: u32 = s
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(s.body.len(), if i < 8 { 200_000 } else { 0 });
+        assert_eq!(s.trailers.is_some(), i < 8 && i % 2 == 0);
     }
 }
 

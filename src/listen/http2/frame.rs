@@ -227,15 +227,10 @@ impl Frame {
                     if payload.len() < 5 {
                         return conn(Reason::FRAME_SIZE_ERROR, "HEADERS too short for priority");
                     }
+                    // A stream depending on itself is a stream error, left to the
+                    // connection: the block must still be decoded to keep HPACK in step.
                     let p = priority(&payload[..5]);
                     payload.advance(5);
-                    if p.depends_on == stream {
-                        return Err(FrameError::Stream(
-                            stream,
-                            Reason::PROTOCOL_ERROR,
-                            "stream depends on itself",
-                        ));
-                    }
                     Some(p)
                 } else {
                     None
@@ -620,10 +615,14 @@ mod tests {
                 fragment: Bytes::from_static(b"blk"),
             })
         );
-        assert_eq!(
-            stream_err(frame(HEADERS, FLAG_PRIORITY, 9, b"\0\0\0\x09\x0f")),
-            (9, Reason::PROTOCOL_ERROR)
-        );
+        // Depending on itself: parsed, for the connection to refuse after decoding.
+        assert!(matches!(
+            frame(HEADERS, FLAG_PRIORITY, 9, b"\0\0\0\x09\x0f"),
+            Ok(Frame::Headers {
+                priority: Some(Priority { depends_on: 9, .. }),
+                ..
+            })
+        ));
         assert_eq!(
             conn_err(frame(HEADERS, FLAG_PRIORITY, 9, b"\0\0")),
             Reason::FRAME_SIZE_ERROR

@@ -5,11 +5,14 @@
 //! instructions a request against ~21k for our HTTP/1.1 path, nearly all of it inside
 //! `h2` and `http` (HPACK, stream bookkeeping, header maps; benches/README.md, 2026-12-07).
 //! The pieces land one at a time, each tested on its own and against the `h2` crate's
-//! client over a real socket (tests/http2_codec.rs): HPACK ([`hpack`], [`huffman`]) and
-//! frames ([`frame`]) so far; next the connection (streams, flow control, settings, the
-//! limits h2 enforces today: rapid resets, CONTINUATION floods, header list size), then
-//! serving `proxy::exchange` behind a listener setting until it can be the default.
+//! client over a real socket (tests/http2_codec.rs): HPACK ([`hpack`], [`huffman`]),
+//! frames ([`frame`]), a request's fields made into `http` parts ([`request`]) and the
+//! connection's state without I/O ([`conn`]: streams, flow control both ways, settings,
+//! and the limits h2 enforces today: rapid resets, CONTINUATION floods, header list size,
+//! unread answers). Next: the I/O loop that runs `proxy::exchange` per stream and streams
+//! its body out, behind a listener setting until it can be the default.
 
+pub mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod huffman;

@@ -298,6 +298,52 @@ fn hpack_benches(c: &mut Criterion) {
         d.decode(&again, |f| n += f.value.len()).unwrap();
         n
     });
+    // One request through the connection's state (`listen::http2::conn`, no I/O): its
+    // HEADERS frame in (the block indexed, as h2load's after its first), the request's
+    // `http` parts out, and the answer's HEADERS and a 436-byte DATA frame queued.
+    {
+        use tracegate::listen::http2::conn::{Config, Conn, Event};
+        use tracegate::listen::http2::frame;
+        let mut conn = Conn::new(Config::default());
+        conn.out.clear();
+        let mut stream = 1u32;
+        let mut wire = bytes::BytesMut::new();
+        let mut events = Vec::new();
+        let put = |stream: u32, block: &[u8], wire: &mut bytes::BytesMut| {
+            let mut f = Vec::new();
+            frame::put_headers(&mut f, stream, block, true, 1 << 14);
+            wire.extend_from_slice(&f);
+        };
+        put(stream, &first, &mut wire);
+        conn.recv(&mut wire, &mut events).unwrap();
+        conn.send_headers(stream, 204, &HeaderMap::new(), true);
+        events.clear();
+        let mut answer = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("content-length", "436"),
+            ("date", "Mon, 07 Dec 2026 01:41:44 GMT"),
+            ("x-trace-id", "cb62d4954f795527bc8f2c2bb9dfe912"),
+            ("x-request-id", "eeef4c2f-141c-4b19-b700-4e96de15e9af"),
+        ] {
+            answer.insert(k, HeaderValue::from_static(v));
+        }
+        let body = [b'x'; 436];
+        bench(c, "http2 conn: request in, answer queued", || {
+            stream += 2;
+            put(stream, &again, &mut wire);
+            conn.recv(&mut wire, &mut events).unwrap();
+            let n = events.len();
+            for e in events.drain(..) {
+                if let Event::Request { stream, .. } = e {
+                    conn.send_headers(stream, 200, &answer, false);
+                    conn.send_data(stream, &body, true);
+                }
+            }
+            conn.out.clear();
+            n
+        });
+    }
     // What tracegate answers through the benchmark's echo upstream.
     let mut e = hpack::Encoder::new();
     let mut out = Vec::with_capacity(256);

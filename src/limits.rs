@@ -83,6 +83,17 @@ impl DownstreamStats {
     /// Counts what a finished connection's error says hyper rejected: HTTP/1 parse errors,
     /// and HTTP/2 connections ended with a protocol error or for rapid resets.
     pub fn count_connection_error(&self, e: &(dyn std::error::Error + 'static)) {
+        use crate::listen::http2::frame::Reason;
+        if let Some(c) = e.downcast_ref::<crate::listen::http2::conn::ConnError>() {
+            match c.reason {
+                Reason::ENHANCE_YOUR_CALM => self.reject(Rejection::Http2Abuse),
+                Reason::PROTOCOL_ERROR | Reason::FRAME_SIZE_ERROR | Reason::COMPRESSION_ERROR => {
+                    self.reject(Rejection::Malformed)
+                }
+                _ => {}
+            }
+            return;
+        }
         let Some(h) = e.downcast_ref::<hyper::Error>() else {
             return;
         };

@@ -154,6 +154,7 @@ impl Settings {
                 "request_body_timeout_ms": self.limits.request_body_timeout.as_millis() as u64,
                 "idle_timeout_ms": self.limits.idle_timeout.as_millis() as u64,
                 "http2_max_concurrent_streams": self.limits.http2_max_concurrent_streams,
+                "http2_server": self.limits.http2_server.as_str(),
             },
             "shutdown": {
                 "drain_delay_ms": self.shutdown.drain_delay.as_millis() as u64,

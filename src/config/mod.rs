@@ -446,6 +446,26 @@ pub struct LimitSettings {
     pub request_body_timeout: Duration,
     pub idle_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    pub http2_server: Http2Server,
+}
+
+/// Which HTTP/2 server serves clients (`limits.http2_server`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Http2Server {
+    /// hyper's (through `hyper_util`'s `auto` builder).
+    #[default]
+    Hyper,
+    /// tracegate's own (`listen::http2`).
+    Native,
+}
+
+impl Http2Server {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Http2Server::Hyper => "hyper",
+            Http2Server::Native => "native",
+        }
+    }
 }
 
 impl Default for LimitSettings {
@@ -459,6 +479,7 @@ impl Default for LimitSettings {
             request_body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             http2_max_concurrent_streams: 256,
+            http2_server: Http2Server::Hyper,
         }
     }
 }

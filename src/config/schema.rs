@@ -80,6 +80,9 @@ pub struct LimitsConfig {
     pub idle_timeout: Option<Text>,
     /// Concurrent streams per HTTP/2 connection. Default 256.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// Which HTTP/2 server serves clients: `hyper` (hyper's) or `native` (tracegate's own,
+    /// `listen::http2`; no WebSocket over HTTP/2 yet). Default `hyper`.
+    pub http2_server: Option<Text>,
 }
 
 /// The access log.

@@ -212,7 +212,20 @@ impl<'a> Validator<'a> {
             }
             Some(b) => b.value,
         };
+        let http2_server = match l.http2_server.as_ref().map(|v| (v, v.value.as_str())) {
+            None | Some((_, "hyper")) => Http2Server::Hyper,
+            Some((_, "native")) => Http2Server::Native,
+            Some((v, other)) => {
+                self.error(
+                    &v.referenced,
+                    "limits.http2_server",
+                    format!("unsupported `{other}` (hyper, native)"),
+                );
+                Http2Server::Hyper
+            }
+        };
         LimitSettings {
+            http2_server,
             max_connections: l.max_connections.unwrap_or(d.max_connections),
             max_request_headers: l
                 .max_request_headers

@@ -19,10 +19,13 @@ use crate::http1::{BodyError, Chunk};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body as the proxy gets it: from hyper's server (HTTP/2, and HTTP/1.1
-/// requests handed over to it), or from a connection of our own.
+/// requests handed over to it), or from a connection of our own (HTTP/1.1, or HTTP/2 with
+/// `listen::http2`).
 pub enum ClientBody {
     Hyper(Incoming),
     Own(Body),
+    /// From our own HTTP/2 server (`listen::http2`).
+    Http2(crate::listen::http2::body::Body),
 }
 
 impl http_body::Body for ClientBody {
@@ -36,6 +39,7 @@ impl http_body::Body for ClientBody {
         match self.get_mut() {
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             ClientBody::Own(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Http2(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -43,6 +47,7 @@ impl http_body::Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
             ClientBody::Own(b) => b.is_end_stream(),
+            ClientBody::Http2(b) => b.is_end_stream(),
         }
     }
 
@@ -50,6 +55,7 @@ impl http_body::Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
             ClientBody::Own(b) => b.size_hint(),
+            ClientBody::Http2(b) => b.size_hint(),
         }
     }
 }

@@ -287,7 +287,7 @@ fn given_framing(headers: &HeaderMap) -> (Option<u64>, bool) {
     (given_length, chunked_given)
 }
 
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(in crate::listen) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -317,6 +317,11 @@ impl DateCache {
         }
         &self.text
     }
+}
+
+/// Calls `f` with the `Date` value for now (formatted once a second per thread).
+pub(in crate::listen) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    DATE.with_borrow_mut(|d| f(d.now()))
 }
 
 thread_local! {

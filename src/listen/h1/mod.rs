@@ -22,7 +22,7 @@
 //! request is dropped: its span records `client_aborted`) or leaves a request body unread.
 
 mod body;
-mod head;
+pub(super) mod head;
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -290,6 +290,17 @@ where
         return Ok(());
     }
     let io = c.into_prefixed();
+    if limits.http2_server == crate::config::Http2Server::Native
+        && io.prefix.len() >= 4
+        && (io.prefix.starts_with(super::http2::conn::PREFACE)
+            || super::http2::conn::PREFACE.starts_with(&io.prefix))
+    {
+        // Boxed for the same reason as hyper's, below.
+        return Box::pin(super::http2::serve(
+            io.inner, io.prefix, info, shared, state, limits, stop,
+        ))
+        .await;
+    }
     state.hand_over(&io.prefix);
     // Boxed, once a connection: unboxed, hyper's connection future (~2.4 KB) would be room
     // in every connection's future beside the request's.
@@ -652,8 +663,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
 /// A connection handed to hyper: the bytes read so far come first.
 pub(super) struct Prefixed<I> {
-    prefix: Bytes,
-    inner: I,
+    pub(super) prefix: Bytes,
+    pub(super) inner: I,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {

@@ -91,6 +91,19 @@ pub struct ConnError {
     pub why: &'static str,
 }
 
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HTTP/2 connection error {}: {}",
+            self.reason.name(),
+            self.why
+        )
+    }
+}
+
+impl std::error::Error for ConnError {}
+
 #[derive(Debug)]
 struct Stream {
     /// The client may still send on it (not half-closed remote).
@@ -666,9 +679,24 @@ impl Conn {
         fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
         end_stream: bool,
     ) {
+        self.send_headers_and(stream, status, fields, &[], end_stream);
+    }
+
+    /// [`Self::send_headers`] with more fields after the map's (`date`, a length).
+    pub fn send_headers_and<'a>(
+        &mut self,
+        stream: u32,
+        status: u16,
+        fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+        extra: &[(&str, &[u8])],
+        end_stream: bool,
+    ) {
         let mut block = Vec::with_capacity(128);
         self.encoder.begin(&mut block);
         self.encoder.status(status, &mut block);
+        for (name, value) in extra {
+            self.encoder.field(name, value, false, &mut block);
+        }
         for (name, value) in fields {
             if forbidden_in_response(name) {
                 continue;

@@ -12,8 +12,12 @@
 //! unread answers). Next: the I/O loop that runs `proxy::exchange` per stream and streams
 //! its body out, behind a listener setting until it can be the default.
 
+pub mod body;
 pub mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod huffman;
 pub mod request;
+mod serve;
+
+pub(super) use serve::serve;

@@ -1,0 +1,459 @@
+//! An HTTP/2 client connection served by our own code (`limits.http2_server: native`):
+//! one task per connection reads frames into [`Conn`], runs each stream's
+//! `proxy::exchange` in this same task (no task spawned per stream, no channel between a
+//! stream and the connection), and writes the answers' frames as the client's windows
+//! allow.
+//!
+//! Not served here yet: extended CONNECT (WebSocket over HTTP/2, RFC 8441), which hyper's
+//! server offers; with `native`, such a request is malformed (no `:protocol`).
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, header};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::body::{self, Feed};
+use super::conn::{Config, Conn, ConnError, Event};
+use super::frame::Reason;
+use crate::body::ProxyBody;
+use crate::config::LimitSettings;
+use crate::limits::ConnState;
+use crate::listen::ClientBody;
+use crate::proxy::{self, ConnInfo, Shared};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Exchange = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+/// Read this much at a time (into a zeroed buffer per connection).
+const READ_CHUNK: usize = 8 * 1024;
+/// The read buffer's first size; it grows for large frames.
+const BUF_START: usize = 4 * 1024;
+/// Past this much unwritten, answers wait for the socket.
+const WRITE_HIGH: usize = 64 * 1024;
+
+/// A stream's request being served.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a stream spends most of its life sending its body; boxing it would cost an \
+              allocation per response to save the exchange's short wait"
+)]
+enum Task {
+    Exchange(Exchange),
+    /// The answer's head is sent; its body streams out.
+    Body {
+        body: ProxyBody,
+        /// Data polled from the body that the windows have not let out yet.
+        pending: Bytes,
+    },
+}
+
+struct Stream {
+    task: Task,
+    /// A HEAD request: its answer's length is not the body's.
+    head: bool,
+    /// The request body's queue, while the client may still send on it.
+    feed: Option<Feed>,
+}
+
+struct Driver<I> {
+    io: I,
+    conn: Option<Conn>,
+    buf: BytesMut,
+    /// Reads land here first.
+    scratch: Vec<u8>,
+    streams: HashMap<u32, Stream>,
+    events: Vec<Event>,
+    /// Written of `conn.out` so far.
+    written: usize,
+    read_closed: bool,
+    /// GOAWAY sent: the connection ends when its streams are done.
+    closing: bool,
+    /// A connection error: end once `out` (its GOAWAY) is written.
+    failed: Option<ConnError>,
+    config: Config,
+    info: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    state: Arc<ConnState>,
+}
+
+/// Serves `io`, whose first bytes are `prefix` (the preface, read by the HTTP/1.1 server
+/// that recognised it), until the client or the server is done with it. `stop` turns
+/// true when the listener drains: GOAWAY, and the streams in flight finish.
+pub(in crate::listen) async fn serve<I>(
+    io: I,
+    prefix: Bytes,
+    info: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    state: Arc<ConnState>,
+    limits: &LimitSettings,
+    stop: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(BUF_START.max(prefix.len()));
+    buf.extend_from_slice(&prefix);
+    let mut d = Driver {
+        io,
+        conn: None,
+        buf,
+        scratch: vec![0; READ_CHUNK],
+        streams: HashMap::new(),
+        events: Vec::new(),
+        written: 0,
+        read_closed: false,
+        closing: false,
+        failed: None,
+        config: Config {
+            max_concurrent_streams: limits.http2_max_concurrent_streams,
+            max_header_list: u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
+            ..Config::default()
+        },
+        info,
+        shared,
+        state,
+    };
+    // The preface, and whatever followed it, came with the hand-over.
+    d.take_input();
+    let mut stop = stop;
+    let mut stopping = pin!(async move { crate::gateway::stopped(&mut stop).await });
+    poll_fn(|cx| {
+        if !d.closing && stopping.as_mut().poll(cx).is_ready() {
+            d.go_away();
+        }
+        d.poll(cx)
+    })
+    .await
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
+    fn go_away(&mut self) {
+        if let Some(c) = &mut self.conn {
+            c.go_away(Reason::NO_ERROR);
+        }
+        self.closing = true;
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            let mut progress = false;
+            if !self.read_closed && self.failed.is_none() {
+                match self.poll_read(cx) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => {}
+                }
+            }
+            if self.conn.is_some() && self.failed.is_none() {
+                self.handle_events(cx);
+                progress |= self.poll_streams(cx);
+            }
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(wrote)) => progress |= wrote,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
+            }
+            let out_empty = self.conn.as_ref().is_none_or(|c| c.out.is_empty());
+            if out_empty
+                && (self.failed.is_some()
+                    || (self.read_closed && self.streams.is_empty())
+                    || (self.closing && self.streams.is_empty()))
+            {
+                return match Pin::new(&mut self.io).poll_shutdown(cx) {
+                    Poll::Pending => Poll::Pending,
+                    // A connection error is returned for `count_connection_error`.
+                    Poll::Ready(_) => Poll::Ready(match self.failed.take() {
+                        Some(e) => Err(Box::new(e)),
+                        None => Ok(()),
+                    }),
+                };
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Reads what the socket has and hands it to the connection.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing more is read while answers wait for a client that does not read them.
+        if self.conn.as_ref().is_some_and(|c| c.out.len() > WRITE_HIGH) {
+            return Poll::Pending;
+        }
+        let mut rb = tokio::io::ReadBuf::new(&mut self.scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n == 0 {
+            self.read_closed = true;
+            return Poll::Ready(Ok(()));
+        }
+        // Copied out of the zeroed scratch buffer: no `unsafe` to read straight into the
+        // `BytesMut`'s spare room.
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        self.take_input();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands what is buffered to the connection (made once the preface is complete).
+    fn take_input(&mut self) {
+        if self.conn.is_none() {
+            match Conn::preface(&mut self.buf) {
+                Ok(true) => self.conn = Some(Conn::new(self.config)),
+                Ok(false) => return,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = &mut self.conn
+            && let Err(e) = conn.recv(&mut self.buf, &mut self.events)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn handle_events(&mut self, cx: &mut Context<'_>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        for e in self.events.drain(..) {
+            match e {
+                Event::Request {
+                    stream,
+                    head,
+                    end_stream,
+                } => {
+                    let head = *head;
+                    let is_head = head.parts.method == http::Method::HEAD;
+                    let (body, feed) = if end_stream {
+                        (ClientBody::Http2(body::empty()), None)
+                    } else {
+                        let (b, f) = body::channel(head.content_length, cx.waker().clone());
+                        (ClientBody::Http2(b), Some(f))
+                    };
+                    let req = Request::from_parts(head.parts, body);
+                    let in_flight = self.state.dispatch();
+                    let ambiguous = in_flight.ambiguous();
+                    let exchange = proxy::exchange(
+                        self.shared.clone(),
+                        self.info.clone(),
+                        req,
+                        ambiguous,
+                        false,
+                    );
+                    let task: Exchange = Box::pin(async move {
+                        let mut resp = exchange.await;
+                        resp.body_mut().hold(in_flight);
+                        resp
+                    });
+                    self.streams.insert(
+                        stream,
+                        Stream {
+                            task: Task::Exchange(task),
+                            head: is_head,
+                            feed,
+                        },
+                    );
+                }
+                Event::Data {
+                    stream,
+                    data,
+                    end_stream,
+                } => {
+                    let n = data.len();
+                    let kept = self
+                        .streams
+                        .get(&stream)
+                        .and_then(|s| s.feed.as_ref())
+                        .is_some_and(|f| f.push(data, end_stream));
+                    if !kept {
+                        conn.release(stream, n);
+                    }
+                    if end_stream && let Some(s) = self.streams.get_mut(&stream) {
+                        s.feed = None;
+                    }
+                }
+                Event::Trailers { stream, fields } => {
+                    if let Some(s) = self.streams.get_mut(&stream)
+                        && let Some(f) = s.feed.take()
+                    {
+                        f.trailers(fields);
+                    }
+                }
+                Event::Reset { stream, .. } => {
+                    if let Some(s) = self.streams.remove(&stream)
+                        && let Some(f) = &s.feed
+                    {
+                        f.reset();
+                    }
+                }
+                Event::GoAway { .. } => {
+                    conn.go_away(Reason::NO_ERROR);
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    /// Polls each stream: its exchange, then its answer's body as the windows allow.
+    /// Returns whether anything moved.
+    fn poll_streams(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let mut progress = false;
+        let mut done = Vec::new();
+        for (&id, s) in self.streams.iter_mut() {
+            // Request body bytes the exchange took: the client may send them again.
+            if let Some(f) = &s.feed {
+                let n = f.collect();
+                if n > 0 {
+                    conn.release(id, n);
+                }
+            }
+            if conn.out.len() > WRITE_HIGH {
+                continue;
+            }
+            if let Task::Exchange(fut) = &mut s.task {
+                let Poll::Ready(resp) = fut.as_mut().poll(cx) else {
+                    continue;
+                };
+                progress = true;
+                let (parts, body) = resp.into_parts();
+                let end = body.is_end_stream();
+                let length = body.size_hint().exact().filter(|_| !s.head);
+                let mut len_buf = [0u8; 20];
+                with_head_extras(&parts.headers, length, &mut len_buf, |extra| {
+                    conn.send_headers_and(id, parts.status.as_u16(), &parts.headers, extra, end);
+                });
+                if end {
+                    done.push(id);
+                    continue;
+                }
+                s.task = Task::Body {
+                    body,
+                    pending: Bytes::new(),
+                };
+            }
+            let Task::Body { body, pending } = &mut s.task else {
+                continue;
+            };
+            loop {
+                if !pending.is_empty() {
+                    let n = conn.send_capacity(id).min(pending.len());
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = pending.split_to(n);
+                    conn.send_data(id, &chunk, false);
+                    progress = true;
+                    if conn.out.len() > WRITE_HIGH {
+                        break;
+                    }
+                    continue;
+                }
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => {
+                        conn.send_data(id, &[], true);
+                        done.push(id);
+                        progress = true;
+                        break;
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        progress = true;
+                        match frame.into_data() {
+                            Ok(data) => *pending = data,
+                            Err(frame) => {
+                                if let Ok(t) = frame.into_trailers() {
+                                    conn.send_trailers(id, &t);
+                                    done.push(id);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // The upstream's body failed midway: the client sees the stream
+                        // reset, as with hyper's server.
+                        let mut ignored = Vec::new();
+                        conn.reset(id, Reason::INTERNAL_ERROR, &mut ignored);
+                        done.push(id);
+                        progress = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for id in done {
+            // Answered before the request's body ended: the client is told to stop
+            // sending it (RFC 9113, 8.1).
+            if self.streams.remove(&id).is_some_and(|s| s.feed.is_some()) {
+                conn.reset(id, Reason::NO_ERROR, &mut Vec::new());
+            }
+        }
+        progress
+    }
+
+    /// Writes what the connection queued. `Ok(true)`: something was written.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        let mut wrote = false;
+        while self.written < conn.out.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &conn.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    return if wrote {
+                        Poll::Ready(Ok(true))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+        conn.out.clear();
+        self.written = 0;
+        // A buffer grown for a large answer is not kept for the connection's life.
+        if conn.out.capacity() > 4 * WRITE_HIGH {
+            conn.out = Vec::new();
+        }
+        Poll::Ready(Ok(wrote))
+    }
+}
+
+/// The fields an answer gets besides its map's: `date` when it has none, and
+/// `content-length` when the body's length is known and the map has none (as hyper's
+/// server adds them).
+fn with_head_extras(
+    headers: &http::HeaderMap,
+    length: Option<u64>,
+    len_buf: &mut [u8; 20],
+    f: impl FnOnce(&[(&str, &[u8])]),
+) {
+    let length = length
+        .filter(|_| !headers.contains_key(header::CONTENT_LENGTH))
+        .map(|n| crate::listen::h1::head::itoa(n, len_buf));
+    let date = !headers.contains_key(header::DATE);
+    crate::listen::h1::head::with_date(|now| match (date, length) {
+        (true, Some(l)) => f(&[("date", now), ("content-length", l)]),
+        (true, None) => f(&[("date", now)]),
+        (false, Some(l)) => f(&[("content-length", l)]),
+        (false, None) => f(&[]),
+    });
+}

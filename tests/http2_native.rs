@@ -1,0 +1,252 @@
+//! tracegate's own HTTP/2 server (`limits.http2_server: native`) end to end, through real
+//! sockets: hyper's and the h2 crate's clients, the test upstream, a gRPC collector.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use http_body_util::StreamBody;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracegate::listen::http2::frame::{self, Frame, Reason};
+use tracegate::listen::http2::hpack::Encoder;
+
+fn native(upstream: std::net::SocketAddr, export: &str) -> String {
+    format!(
+        "{}limits:\n  http2_server: native\n",
+        config(upstream, export)
+    )
+}
+
+#[tokio::test]
+async fn requests_are_proxied_and_traced() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&native(up.addr, &grpc_export(col.addr))).await;
+    let client = h2c_client();
+    let r = get(
+        &client,
+        &format!("http://{}/api/h2?x=1", gw.proxy_addrs[0]),
+        &[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "ok");
+    assert!(r.headers.contains_key("date"));
+    assert_eq!(r.headers["x-trace-id"], "0af7651916cd43dd8448eb211c80319c");
+    assert!(r.headers.contains_key("x-request-id"));
+    let seen = up.seen.wait_for(1).await.remove(0);
+    assert_eq!(
+        seen.headers["host"],
+        gw.proxy_addrs[0].to_string(),
+        ":authority becomes Host"
+    );
+    let tp = seen.headers["traceparent"].to_str().unwrap().to_string();
+    assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    let spans = col.spans.wait_for(2).await;
+    let (server, client_span) = pair(&spans, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        server.attr("network.protocol.version").as_deref(),
+        Some("2")
+    );
+    assert_eq!(server.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(server.attr("url.path").as_deref(), Some("/api/h2"));
+    assert_eq!(server.attr("url.query").as_deref(), Some("x=1"));
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(server.parent_id(), "b7ad6b7169203331");
+    let client_span = client_span.expect("client span");
+    assert_eq!(tp.split('-').nth(2).unwrap(), client_span.span_id());
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_through_the_windows() {
+    let up = upstream().await;
+    let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
+    let client = h2c_client();
+    let base = format!("http://{}", gw.proxy_addrs[0]);
+    // 3 MB up, in pieces, past every window (ours are 1 MiB).
+    let pieces: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = (0..48)
+        .map(|i| Ok(http_body::Frame::data(Bytes::from(vec![i as u8; 65_536]))))
+        .collect();
+    let body = StreamBody::new(futures_util::stream::iter(pieces));
+    let req = Request::post(format!("{base}/upload"))
+        .body(body_of(body))
+        .unwrap();
+    let r = send(&client, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, (48 * 65_536).to_string());
+    // 5 MB down, past the client's windows.
+    let r = get(&client, &format!("{base}/bytes/5000000"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 5_000_000);
+    // Fifty at once on the one connection.
+    let mut all = Vec::new();
+    for i in 0..50 {
+        let client = client.clone();
+        let url = format!("{base}/bytes/{}", 1000 + i);
+        all.push(tokio::spawn(async move {
+            get(&client, &url, &[]).await.body.len()
+        }));
+    }
+    for (i, t) in all.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), 1000 + i);
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_with_an_error_span() {
+    let col = grpc_collector().await;
+    let gw = tracegate(&native(refused_addr().await, &grpc_export(col.addr))).await;
+    let r = get(
+        &h2c_client(),
+        &format!("http://{}/api/x", gw.proxy_addrs[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let server = server_span(&col, &trace).await;
+    assert_eq!(server.status_code(), 2, "error status");
+    assert!(server.attr("error.type").is_some());
+}
+
+/// Raw frames to the proxy: a request block from our encoder (`extra` fields after the
+/// pseudo-headers), END_STREAM set.
+fn request(stream: u32, path: &str, extra: &[(&str, &str)], encoder: &mut Encoder) -> Vec<u8> {
+    let mut block = Vec::new();
+    encoder.begin(&mut block);
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "t.test"),
+        (":path", path),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        encoder.field(n, v.as_bytes(), false, &mut block);
+    }
+    let mut out = Vec::new();
+    frame::put_headers(&mut out, stream, &block, true, 1 << 14);
+    out
+}
+
+/// Reads frames until `want` says stop (or 10 s pass, which fails the test).
+async fn read_until(s: &mut TcpStream, buf: &mut BytesMut, mut want: impl FnMut(&Frame) -> bool) {
+    let read = async {
+        loop {
+            while let Some((h, p)) = frame::split(buf, frame::MAX_MAX_FRAME_SIZE).unwrap() {
+                // PUSH_PROMISE is the one type a server-side parse refuses; none come.
+                let f = Frame::parse(h, p).unwrap();
+                if want(&f) {
+                    return;
+                }
+            }
+            assert!(s.read_buf(buf).await.unwrap() > 0, "connection closed");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the frame in time");
+}
+
+#[tokio::test]
+async fn a_malformed_request_resets_its_stream_and_the_connection_goes_on() {
+    let up = upstream().await;
+    let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[]);
+    let mut enc = Encoder::new();
+    // A connection-specific field is malformed in HTTP/2.
+    out.extend(request(1, "/ok", &[("connection", "close")], &mut enc));
+    out.extend(request(3, "/ok", &[], &mut enc));
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (mut reset, mut answered) = (None, false);
+    read_until(&mut s, &mut buf, |f| {
+        match f {
+            Frame::RstStream { stream: 1, reason } => reset = Some(*reason),
+            Frame::Headers { stream: 3, .. } => answered = true,
+            _ => {}
+        }
+        reset.is_some() && answered
+    })
+    .await;
+    assert_eq!(reset, Some(Reason::PROTOCOL_ERROR));
+    assert_eq!(
+        up.seen.wait_for(1).await.len(),
+        1,
+        "only stream 3 reached the upstream"
+    );
+
+    // A frame the rules refuse for the connection: GOAWAY with its reason.
+    let mut out = Vec::new();
+    frame::put_head(&mut out, 8, frame::PING, 0, 1);
+    out.extend_from_slice(b"12345678");
+    s.write_all(&out).await.unwrap();
+    let mut goaway = None;
+    read_until(&mut s, &mut buf, |f| {
+        if let Frame::GoAway { reason, .. } = f {
+            goaway = Some(*reason);
+        }
+        goaway.is_some()
+    })
+    .await;
+    assert_eq!(goaway, Some(Reason::PROTOCOL_ERROR));
+}
+
+#[tokio::test]
+async fn a_client_reset_cancels_the_exchange() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&native(up.addr, &grpc_export(col.addr))).await;
+    let tcp = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/slow/5000", gw.proxy_addrs[0]))
+        .header(
+            "traceparent",
+            "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .body(())
+        .unwrap();
+    let (resp, mut stream) = client.send_request(req, true).unwrap();
+    up.seen.wait_for(1).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    assert!(resp.await.is_err());
+    // The SERVER span ends as the client went away, long before the upstream's 5 s.
+    let server = server_span(&col, "1af7651916cd43dd8448eb211c80319c").await;
+    assert!(
+        server.attr("error.type").is_some(),
+        "{:?}",
+        server.attr("error.type")
+    );
+    // The connection still serves.
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(
+            Request::get(format!("http://{}/ok", gw.proxy_addrs[0]))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, b"ok");
+}

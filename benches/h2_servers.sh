@@ -10,7 +10,7 @@
 # one: target/pgo/tracegate). Everything stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-5}; rounds=${2:-4}; conns=${3:-32}; streams=${4:-1}
+secs=${1:-5}; rounds=${2:-4}; conns=${3:-32}; multiplex=${4:-1}
 . benches/lib.sh
 bench_processes
 work=$(mktemp -d)
@@ -28,14 +28,14 @@ done
 sleep 1
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-echo "$(nproc) cores; $(uname -r); h2load -t1 -c$conns -m$streams, ${secs}s a run, $rounds rounds, one worker each; $bin"
+echo "$(nproc) cores; $(uname -r); h2load -t1 -c$conns -m$multiplex, ${secs}s a run, $rounds rounds, one worker each; $bin"
 for r in $(seq "$rounds"); do
   for server in hyper native; do
     url="http://127.0.0.1:${port[$server]}/api/bench"
     # A warm-up by count: connections set up, pools filled.
-    timeout 60 "${pin1[@]}" h2load -t1 -c"$conns" -m"$streams" -n $((conns * streams * 40)) "$url" >/dev/null 2>&1 || true
+    timeout 60 "${pin1[@]}" h2load -t1 -c"$conns" -m"$multiplex" -n $((conns * multiplex * 40)) "$url" >/dev/null 2>&1 || true
     c0=$(cpu "${pid[$server]}")
-    out=$(timeout $((secs + 60)) "${pin1[@]}" h2load -t1 -c"$conns" -m"$streams" -D "$secs" \
+    out=$(timeout $((secs + 60)) "${pin1[@]}" h2load -t1 -c"$conns" -m"$multiplex" -D "$secs" \
       --log-file="$work/latency" "$url")
     c1=$(cpu "${pid[$server]}")
     reqs=$(awk '/^requests:/ {print $8}' <<<"$out")

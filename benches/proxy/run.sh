@@ -34,6 +34,8 @@
 # serves h2c (Caddyfile); Envoy and tracegate tell HTTP/2 from HTTP/1.1 by the first bytes.
 # The upstream leg stays HTTP/1.1 for every proxy. p50 and p99 come from h2load's per-request
 # log (its start to end of each response), the rest as with wrk (benches/lib.sh, `load_run`).
+# H2_SERVER=native runs every tracegate with `limits.http2_server: native` (its own HTTP/2
+# server, src/listen/http2) instead of hyper's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -64,13 +66,18 @@ start() { # name port command...
   pids+=($!); pid[$name]=$!
   url[$name]="http://127.0.0.1:$port/api/bench"
 }
-start tracegate 18082 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-on.yaml --workers "$workers"
-start tracegate-off 18083 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-off.yaml --workers "$workers"
-start tg-nocollector 18087 "${pin0[@]}" "$bin" run --config benches/proxy/tracegate-nocollector.yaml --workers "$workers"
+# The configurations, with the HTTP/2 server H2_SERVER asks for.
+for c in on off nocollector; do
+  { cat "benches/proxy/tracegate-$c.yaml"; printf 'limits:\n  http2_server: %s\n' "${H2_SERVER:-hyper}"; } \
+    > "$work/tracegate-$c.yaml"
+done
+start tracegate 18082 "${pin0[@]}" "$bin" run --config "$work/tracegate-on.yaml" --workers "$workers"
+start tracegate-off 18083 "${pin0[@]}" "$bin" run --config "$work/tracegate-off.yaml" --workers "$workers"
+start tg-nocollector 18087 "${pin0[@]}" "$bin" run --config "$work/tracegate-nocollector.yaml" --workers "$workers"
 if [ -n "$pgo" ]; then
   # The same configurations on other ports.
-  sed 's/:18082/:18088/; s/:19082/:19088/' benches/proxy/tracegate-on.yaml > "$work/pgo-on.yaml"
-  sed 's/:18083/:18089/; s/:19083/:19089/' benches/proxy/tracegate-off.yaml > "$work/pgo-off.yaml"
+  sed 's/:18082/:18088/; s/:19082/:19088/' "$work/tracegate-on.yaml" > "$work/pgo-on.yaml"
+  sed 's/:18083/:18089/; s/:19083/:19089/' "$work/tracegate-off.yaml" > "$work/pgo-off.yaml"
   start tg-pgo 18088 "${pin0[@]}" "$pgo" run --config "$work/pgo-on.yaml" --workers "$workers"
   start tg-pgo-off 18089 "${pin0[@]}" "$pgo" run --config "$work/pgo-off.yaml" --workers "$workers"
 fi

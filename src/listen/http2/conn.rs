@@ -805,14 +805,9 @@ fn trailer_map(fields: Vec<Field>) -> Option<HeaderMap> {
     Some(map)
 }
 
-/// Connection-specific fields, which HTTP/2 does not carry (RFC 9113, 8.2.2).
+/// Connection-specific fields, which HTTP/2 does not carry either way (RFC 9113, 8.2.2).
 fn forbidden_in_response(name: &HeaderName) -> bool {
-    use http::header;
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    request::is_connection_specific(name)
 }
 
 #[cfg(test)]

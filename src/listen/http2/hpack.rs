@@ -441,15 +441,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Bytes {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
+    use crate::listen::http2::hex;
 
     fn decode(d: &mut Decoder, block: &str) -> Result<Vec<(String, String)>, Error> {
         let mut out = Vec::new();

@@ -12,6 +12,17 @@
 //! unread answers). Next: the I/O loop that runs `proxy::exchange` per stream and streams
 //! its body out, behind a listener setting until it can be the default.
 
+/// Hex (spaces and line breaks allowed) to bytes: the RFC 7541 examples in the tests.
+#[cfg(test)]
+fn hex(s: &str) -> bytes::Bytes {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 pub mod body;
 pub mod conn;
 pub mod frame;

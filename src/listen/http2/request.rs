@@ -146,7 +146,7 @@ fn authority_of(a: Bytes) -> Result<Authority, Malformed> {
 }
 
 /// The fields HTTP/2 forbids (RFC 9113, 8.2.2).
-fn is_connection_specific(name: &HeaderName) -> bool {
+pub(super) fn is_connection_specific(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE

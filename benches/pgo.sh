@@ -90,6 +90,9 @@ access_log: { format: json, path: $work/access.log }
 EOF
 sed -e 's/21080/21090/; s/21443/21444/; s/21180/21181/' -e '/^tracing:/,$d' "$work/on.yaml" > "$work/off.yaml"
 printf 'export: { protocol: none }\n' >> "$work/off.yaml"
+# Tracing on again, HTTP/2 served by tracegate's own server (`limits.http2_server`).
+sed -e 's/21080/21100/; s/21443/21445/; s/21180/21182/' "$work/on.yaml" > "$work/native.yaml"
+printf 'limits: { http2_server: native }\n' >> "$work/native.yaml"
 cat > "$work/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("{\"item\":42,\"qty\":1}", 40)
@@ -106,9 +109,12 @@ load() { # base url
   wrk -t1 -c16 -d2s -s "$work/post.lua" "$u/rpc/orders.Create" >/dev/null
   wrk -t1 -c8 -d1s "$u/ping" >/dev/null
 }
-for mode in on off; do
-  port=$([ $mode = on ] && echo 21080 || echo 21090)
-  tport=$([ $mode = on ] && echo 21443 || echo 21444)
+for mode in on off native; do
+  case $mode in
+    on) port=21080 tport=21443;;
+    off) port=21090 tport=21444;;
+    native) port=21100 tport=21445;;
+  esac
   "$gen" run --config "$work/$mode.yaml" --workers 1 2>"$work/$mode.log" &
   tg=$!
   up=

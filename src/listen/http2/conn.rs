@@ -227,10 +227,10 @@ impl Conn {
             let (head, payload) = match frame::split(buf, frame::MIN_MAX_FRAME_SIZE) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
-                Err(FrameError::Connection(reason, why)) => return Err(self.fail(reason, why)),
-                Err(FrameError::Stream(stream, reason, _)) => {
-                    self.reset(stream, reason, events);
-                    continue;
+                // `split` refuses only whole frames too large for the connection (it
+                // consumes nothing then): the connection ends.
+                Err(FrameError::Connection(reason, why) | FrameError::Stream(_, reason, why)) => {
+                    return Err(self.fail(reason, why));
                 }
             };
             match Frame::parse(head, payload) {
@@ -698,7 +698,7 @@ impl Conn {
             self.encoder.field(name, value, false, &mut block);
         }
         for (name, value) in fields {
-            if forbidden_in_response(name) {
+            if request::is_connection_specific(name) {
                 continue;
             }
             self.encoder.field(
@@ -729,7 +729,7 @@ impl Conn {
         let mut block = Vec::with_capacity(64);
         self.encoder.begin(&mut block);
         for (name, value) in fields {
-            if !forbidden_in_response(name) {
+            if !request::is_connection_specific(name) {
                 self.encoder.field(
                     name.as_str(),
                     value.as_bytes(),
@@ -797,17 +797,12 @@ fn trailer_map(fields: Vec<Field>) -> Option<HeaderMap> {
             return None;
         }
         let name = HeaderName::from_bytes(&f.name).ok()?;
-        if forbidden_in_response(&name) {
+        if request::is_connection_specific(&name) {
             return None;
         }
         map.append(name, HeaderValue::from_maybe_shared(f.value).ok()?);
     }
     Some(map)
-}
-
-/// Connection-specific fields, which HTTP/2 does not carry either way (RFC 9113, 8.2.2).
-fn forbidden_in_response(name: &HeaderName) -> bool {
-    request::is_connection_specific(name)
 }
 
 #[cfg(test)]

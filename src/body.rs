@@ -184,6 +184,8 @@ impl Drop for SpanGuard {
 enum Inner {
     Upstream(UpstreamBody),
     Local(Option<Bytes>),
+    /// An upgraded upstream's bytes, for a tunnel on our HTTP/2 server's stream.
+    Tunnel(crate::tunnel::Downstream),
 }
 
 pub struct ProxyBody {
@@ -225,6 +227,16 @@ impl ProxyBody {
         }
     }
 
+    /// The upstream's bytes after an upgrade, for a stream of our HTTP/2 server: the
+    /// handshake is over, so the exchange's spans end now (as they do when hyper's server
+    /// hands the connection over).
+    pub fn tunnel(from: crate::tunnel::Downstream, guard: Option<SpanGuard>) -> Self {
+        let mut body = ProxyBody::local(Bytes::new(), guard);
+        body.finish(None);
+        body.inner = Inner::Tunnel(from);
+        body
+    }
+
     /// Cuts the response short at `at` (`total_timeout`).
     pub fn deadline(&mut self, at: tokio::time::Instant) {
         self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
@@ -252,7 +264,7 @@ impl ProxyBody {
     pub fn raw_fields(&self) -> Option<&crate::http1::RawFields> {
         match &self.inner {
             Inner::Upstream(b) => b.raw_fields(),
-            Inner::Local(_) => None,
+            Inner::Local(_) | Inner::Tunnel(_) => None,
         }
     }
 
@@ -358,6 +370,12 @@ impl Body for ProxyBody {
                     Poll::Ready(None)
                 }
             },
+            Inner::Tunnel(from) => match from.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -365,6 +383,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Local(b) => b.is_none(),
+            Inner::Tunnel(_) => false,
         }
     }
 
@@ -372,6 +391,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Tunnel(_) => SizeHint::default(),
         }
     }
 }

@@ -426,17 +426,6 @@ pub fn keep_upgrade(h: &mut HeaderMap, protocol: Option<&str>) {
     }
 }
 
-/// Copies bytes both ways between the upgraded client and upstream connections until
-/// either side closes.
-pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
-        return;
-    };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
 /// Response headers for the client: hop-by-hop removed, trace id (`None` for an excluded
 /// route) and correlation id added.
 pub fn prepare_response(

@@ -34,6 +34,7 @@ pub mod sample;
 pub mod span;
 pub mod timer;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub mod access_log;

@@ -378,7 +378,9 @@ pub fn exchange(
         // HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on to
         // the upstream, and the client's side of the tunnel is taken before the request is.
         let upgrade = forward::upgrade_request(&req, seen);
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let client_upgrade = upgrade
+            .as_ref()
+            .map(|_| crate::tunnel::ClientSide::take(&mut req));
         let client_span = if rt.client_spans {
             ids::span_id()
         } else {
@@ -587,11 +589,17 @@ pub fn exchange(
                         g.read_status(&parts.headers);
                     }
                 }
+                let mut downstream = None;
                 if let Some((upstream_side, client_side)) = tunnel {
                     if let Some(u) = upgrade.as_ref().filter(|u| !u.extended_connect) {
                         forward::keep_upgrade(&mut parts.headers, Some(&u.protocol));
                     }
-                    tokio::spawn(forward::tunnel(client_side, upstream_side));
+                    downstream = crate::tunnel::start(client_side, upstream_side);
+                }
+                // A tunnel on our HTTP/2 server's stream: the upstream's bytes are the
+                // response's body; the handshake, and its spans, are over.
+                if let Some(from) = downstream {
+                    return Response::from_parts(parts, ProxyBody::tunnel(from, guard));
                 }
                 // 6. the spans end with the body; the endpoint's request is outstanding until then
                 let mut body = ProxyBody::upstream(body, guard);

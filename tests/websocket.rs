@@ -59,6 +59,8 @@ async fn echo_server() -> (std::net::SocketAddr, Arc<Log<String>>) {
                         _ => {}
                     }
                 }
+                // The connection is over (after a close, or without one).
+                seen.push("ended".into());
             });
         }
     });
@@ -149,28 +151,32 @@ async fn the_upstream_closing_ends_the_tunnel() {
     assert!(end.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+type H2WebSocket =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A WebSocket over HTTP/2 (RFC 8441) through the gateway at `addr`, opened with hyper's
+/// client; the response's status and `x-trace-id`.
+async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u16, String) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    let (ws_addr, server_log) = echo_server().await;
-    let collector = grpc_collector().await;
-    let gw = tracegate(&config(ws_addr, &grpc_export(collector.addr))).await;
-    let tcp = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(tcp))
         .await
         .unwrap();
     tokio::spawn(conn);
     // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive right after the handshake.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let resp = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no extended CONNECT"
+        );
         let mut req = http::Request::builder()
             .method(http::Method::CONNECT)
-            .uri(format!("http://{}/api/chat", gw.proxy_addrs[0]))
+            .uri(format!("http://{addr}{path}"))
             .version(http::Version::HTTP_2)
             .header("sec-websocket-version", "13")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -188,16 +194,43 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
             }
         }
     };
-    assert_eq!(resp.status(), 200);
+    let status = resp.status().as_u16();
     let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
     let upgraded = hyper::upgrade::on(resp).await.unwrap();
-    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    (ws, status, trace_id)
+}
+
+/// Our own HTTP/2 server instead of hyper's.
+const NATIVE: &str = "limits:\n  http2_server: native\n";
+
+/// Extended CONNECT on either HTTP/2 server (`server`: extra config) reaches an HTTP/1.1
+/// upstream as an `Upgrade`: frames flow both ways (a 256 KiB one past the stream's
+/// windows, and 50 small ones), and the handshake is traced.
+async fn extended_connect_reaches_an_http1_upstream(server: &str) {
+    let (ws_addr, server_log) = echo_server().await;
+    let collector = grpc_collector().await;
+    let export = format!("{}{server}", grpc_export(collector.addr));
+    let gw = tracegate(&config(ws_addr, &export)).await;
+    let (mut ws, status, trace_id) = h2_websocket(gw.proxy_addrs[0], "/api/chat").await;
+    assert_eq!(status, 200);
     ws.send(Message::text("over h2")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    for i in 0..50 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
     ws.close(None).await.unwrap();
-    server_log.wait_for(2).await;
+    server_log.wait_for(3).await;
     let log = server_log.all();
     assert!(log[0].contains(&trace_id), "{log:?}");
+    assert_eq!(log[1..], ["closed by client", "ended"], "{log:?}");
 
     let spans = collector.spans.wait_for(2).await;
     let (server, client) = pair(&spans, &trace_id);
@@ -217,6 +250,81 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
         client.unwrap().attr("http.response.status_code").as_deref(),
         Some("101")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    extended_connect_reaches_an_http1_upstream("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_our_own_http2_server_reaches_an_http1_upstream() {
+    extended_connect_reaches_an_http1_upstream(NATIVE).await;
+}
+
+/// On our HTTP/2 server: an upstream that closes the WebSocket ends the client's stream,
+/// and a client that drops its stream (a reset), or its whole connection, ends the
+/// upstream's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_http2_server_ends_a_tunnel_from_either_side() {
+    // An upstream that accepts a WebSocket and closes it at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    let gw = tracegate(&config(
+        closing,
+        &format!("export:\n  protocol: none\n{NATIVE}"),
+    ))
+    .await;
+    let (mut ws, status, _) = h2_websocket(gw.proxy_addrs[0], "/ok").await;
+    assert_eq!(status, 200);
+    let next = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+    assert!(
+        matches!(next, Some(Ok(Message::Close(_))) | None),
+        "{next:?}"
+    );
+    let end = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ends after the upstream's close");
+
+    // The client goes away without a close: the upstream's connection ends.
+    let (ws_addr, server_log) = echo_server().await;
+    let gw = tracegate(&config(
+        ws_addr,
+        &format!("export:\n  protocol: none\n{NATIVE}"),
+    ))
+    .await;
+    let (mut ws, _, _) = h2_websocket(gw.proxy_addrs[0], "/ok").await;
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("ping"));
+    drop(ws);
+    let log = server_log.wait_for(2).await;
+    assert_eq!(log[1], "ended", "{log:?}");
+    // The whole connection goes away (through a relay, cut): the upstream's connection
+    // ends too.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let to = gw.proxy_addrs[0];
+    let relaying = tokio::spawn(async move {
+        let (mut client, _) = relay.accept().await.unwrap();
+        let mut gateway = tokio::net::TcpStream::connect(to).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut gateway).await;
+    });
+    let (mut ws, status, _) = h2_websocket(relay_addr, "/ok").await;
+    assert_eq!(status, 200);
+    ws.send(Message::text("again")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
+    relaying.abort();
+    let log = server_log.wait_for(4).await;
+    assert_eq!(log[3], "ended", "{log:?}");
+    drop(ws);
 }
 
 /// `Upgrade` counts only when `Connection` names it: without `Connection` the request is a

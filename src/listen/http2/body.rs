@@ -151,6 +151,15 @@ impl Drop for Body {
     }
 }
 
+/// The connection dropped its end (the stream is gone, or the connection ended) before
+/// the body ended: the reader, maybe hyper's HTTP/2 client or a tunnel in a task of its
+/// own, sees the body fail rather than wait for bytes that will not come.
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
 impl Feed {
     fn wake_reader(mut q: MutexGuard<'_, Queue>) {
         let reader = q.reader.take();
@@ -254,6 +263,17 @@ mod tests {
         feed.reset();
         assert!(body.frame().await.unwrap().is_ok());
         assert!(body.frame().await.unwrap().is_err());
+
+        // The connection's end dropped before the body ended: the reader sees it fail.
+        let (mut body, feed) = channel(None, noop.clone());
+        drop(feed);
+        assert!(body.frame().await.unwrap().is_err());
+        // ... but not after the body ended.
+        let (mut body, feed) = channel(None, noop.clone());
+        assert!(feed.push(Bytes::from_static(b"abc"), true));
+        drop(feed);
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
 
         let (body, feed) = channel(None, noop);
         assert!(feed.push(Bytes::from_static(b"abcd"), false));

@@ -174,6 +174,8 @@ impl Conn {
                 (frame::SETTINGS_INITIAL_WINDOW_SIZE, config.stream_window),
                 (frame::SETTINGS_MAX_HEADER_LIST_SIZE, config.max_header_list),
                 (frame::SETTINGS_ENABLE_PUSH, 0),
+                // Extended CONNECT (RFC 8441): WebSocket over HTTP/2.
+                (frame::SETTINGS_ENABLE_CONNECT_PROTOCOL, 1),
             ],
         );
         if config.conn_window > DEFAULT_WINDOW {

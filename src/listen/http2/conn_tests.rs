@@ -117,6 +117,7 @@ fn preface_settings_and_ping() {
             (frame::SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20),
             (frame::SETTINGS_MAX_HEADER_LIST_SIZE, 64 << 10),
             (frame::SETTINGS_ENABLE_PUSH, 0),
+            (frame::SETTINGS_ENABLE_CONNECT_PROTOCOL, 1),
         ])
     );
     assert_eq!(

@@ -25,6 +25,7 @@ pub struct Head {
 /// Builds the request from its fields, in the order they came.
 pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    let mut protocol = None;
     let mut headers = HeaderMap::with_capacity(fields.len());
     let mut regular = false;
     let mut cookies: Option<BytesMut> = None;
@@ -39,6 +40,8 @@ pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
                 b"scheme" => &mut scheme,
                 b"authority" => &mut authority,
                 b"path" => &mut path,
+                // Extended CONNECT (RFC 8441, 4), announced in our SETTINGS.
+                b"protocol" => &mut protocol,
                 _ => return Err(Malformed("unknown or response pseudo-header")),
             };
             if slot.replace(value).is_some() {
@@ -100,7 +103,22 @@ pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
     let method = method.ok_or(Malformed("no :method"))?;
     let method = Method::from_bytes(&method).map_err(|_| Malformed("bad :method"))?;
     let mut uri = Uri::builder();
-    if method == Method::CONNECT {
+    let protocol = match protocol {
+        None => None,
+        Some(_) if method != Method::CONNECT => {
+            return Err(Malformed(":protocol without CONNECT"));
+        }
+        Some(p) => {
+            let p = std::str::from_utf8(&p)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(is_token_byte))
+                .ok_or(Malformed("bad :protocol"))?;
+            Some(hyper::ext::Protocol::from(p))
+        }
+    };
+    // An extended CONNECT names a resource like any request: :scheme, :path and
+    // :authority (RFC 8441, 4), checked below as for the other methods.
+    if method == Method::CONNECT && protocol.is_none() {
         // Host and port only (RFC 9113, 8.5).
         if scheme.is_some() || path.is_some() {
             return Err(Malformed("CONNECT with :scheme or :path"));
@@ -108,6 +126,9 @@ pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
         let authority = authority.ok_or(Malformed("CONNECT without :authority"))?;
         uri = uri.authority(authority_of(authority)?);
     } else {
+        if method == Method::CONNECT && authority.is_none() {
+            return Err(Malformed("CONNECT without :authority"));
+        }
         let scheme = scheme.ok_or(Malformed("no :scheme"))?;
         let path = path.ok_or(Malformed("no :path"))?;
         let scheme = Scheme::try_from(&scheme[..]).map_err(|_| Malformed("bad :scheme"))?;
@@ -131,6 +152,9 @@ pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
     parts.uri = uri;
     parts.version = Version::HTTP_2;
     parts.headers = headers;
+    if let Some(p) = protocol {
+        parts.extensions.insert(p);
+    }
     Ok(Head {
         parts,
         content_length,
@@ -143,6 +167,12 @@ fn authority_of(a: Bytes) -> Result<Authority, Malformed> {
         return Err(Malformed(":authority with userinfo"));
     }
     Authority::from_maybe_shared(a).map_err(|_| Malformed("bad :authority"))
+}
+
+/// A byte of an HTTP token (RFC 9110, 5.6.2): what a `:protocol` value is made of, as
+/// `Upgrade` protocol names are.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The fields HTTP/2 forbids (RFC 9113, 8.2.2).
@@ -206,6 +236,35 @@ mod tests {
         assert_eq!(h.parts.headers.get_all("cookie").iter().count(), 1);
         assert_eq!(h.parts.headers["cookie"], "a=1; b=2");
         assert_eq!(h.content_length, Some(12));
+    }
+
+    /// An extended CONNECT's pseudo-headers but `:protocol`, and `more` after them.
+    fn extended(more: &[(&'static str, &'static str)]) -> Vec<Field> {
+        let mut fields = vec![
+            f(":method", "CONNECT"),
+            f(":scheme", "https"),
+            f(":authority", "chat.test"),
+            f(":path", "/ws?room=1"),
+        ];
+        fields.extend(more.iter().map(|(n, v)| f(n, v)));
+        fields
+    }
+
+    #[test]
+    fn an_extended_connect_names_its_protocol_and_resource() {
+        let h = parts(extended(&[
+            (":protocol", "websocket"),
+            ("sec-websocket-version", "13"),
+        ]))
+        .unwrap();
+        assert_eq!(h.parts.method, Method::CONNECT);
+        assert_eq!(h.parts.uri, "https://chat.test/ws?room=1");
+        let p = h.parts.extensions.get::<hyper::ext::Protocol>().unwrap();
+        assert_eq!(p.as_str(), "websocket");
+        assert_eq!(h.parts.headers["sec-websocket-version"], "13");
+        // A plain CONNECT carries no protocol.
+        let h = parts(vec![f(":method", "CONNECT"), f(":authority", "db:5432")]).unwrap();
+        assert!(h.parts.extensions.get::<hyper::ext::Protocol>().is_none());
     }
 
     #[test]
@@ -321,6 +380,43 @@ mod tests {
             (
                 vec![f(":method", "G T"), f(":scheme", "http"), f(":path", "/")],
                 "bad :method",
+            ),
+            (
+                with(get(), &[(":protocol", "websocket")]),
+                ":protocol without CONNECT",
+            ),
+            (extended(&[(":protocol", "web socket")]), "bad :protocol"),
+            (extended(&[(":protocol", "")]), "bad :protocol"),
+            (
+                vec![
+                    f(":method", "CONNECT"),
+                    f(":protocol", "websocket"),
+                    f(":scheme", "https"),
+                    f(":authority", "chat.test"),
+                ],
+                "no :path",
+            ),
+            (
+                vec![
+                    f(":method", "CONNECT"),
+                    f(":protocol", "websocket"),
+                    f(":authority", "chat.test"),
+                    f(":path", "/ws"),
+                ],
+                "no :scheme",
+            ),
+            (
+                vec![
+                    f(":method", "CONNECT"),
+                    f(":protocol", "websocket"),
+                    f(":scheme", "https"),
+                    f(":path", "/ws"),
+                ],
+                "CONNECT without :authority",
+            ),
+            (
+                extended(&[(":protocol", "websocket"), (":protocol", "websocket")]),
+                "pseudo-header repeated",
             ),
         ];
         for (fields, why) in cases {

@@ -4,8 +4,9 @@
 //! stream and the connection), and writes the answers' frames as the client's windows
 //! allow.
 //!
-//! Not served here yet: extended CONNECT (WebSocket over HTTP/2, RFC 8441), which hyper's
-//! server offers; with `native`, such a request is malformed (no `:protocol`).
+//! An extended CONNECT (WebSocket over HTTP/2, RFC 8441) is served as any stream: once
+//! the upstream switched protocols, its request body is the client's side of the tunnel
+//! and its response body the upstream's (`crate::tunnel`).
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -193,6 +194,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         let n = rb.filled().len();
         if n == 0 {
             self.read_closed = true;
+            // No more DATA can come: bodies still open fail (a tunnel's ends), and the
+            // answers already on their way are still written.
+            for s in self.streams.values_mut() {
+                s.feed = None;
+            }
             return Poll::Ready(Ok(()));
         }
         // Copied out of the zeroed scratch buffer: no `unsafe` to read straight into the

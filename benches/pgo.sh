@@ -90,9 +90,10 @@ access_log: { format: json, path: $work/access.log }
 EOF
 sed -e 's/21080/21090/; s/21443/21444/; s/21180/21181/' -e '/^tracing:/,$d' "$work/on.yaml" > "$work/off.yaml"
 printf 'export: { protocol: none }\n' >> "$work/off.yaml"
-# Tracing on again, HTTP/2 served by tracegate's own server (`limits.http2_server`).
-sed -e 's/21080/21100/; s/21443/21445/; s/21180/21182/' "$work/on.yaml" > "$work/native.yaml"
-printf 'limits: { http2_server: native }\n' >> "$work/native.yaml"
+# Tracing on again, HTTP/2 served by hyper's server (`limits.http2_server: hyper`; the
+# other runs use tracegate's own, the default).
+sed -e 's/21080/21100/; s/21443/21445/; s/21180/21182/' "$work/on.yaml" > "$work/hyper.yaml"
+printf 'limits: { http2_server: hyper }\n' >> "$work/hyper.yaml"
 cat > "$work/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("{\"item\":42,\"qty\":1}", 40)
@@ -109,11 +110,11 @@ load() { # base url
   wrk -t1 -c16 -d2s -s "$work/post.lua" "$u/rpc/orders.Create" >/dev/null
   wrk -t1 -c8 -d1s "$u/ping" >/dev/null
 }
-for mode in on off native; do
+for mode in on off hyper; do
   case $mode in
     on) port=21080 tport=21443;;
     off) port=21090 tport=21444;;
-    native) port=21100 tport=21445;;
+    hyper) port=21100 tport=21445;;
   esac
   "$gen" run --config "$work/$mode.yaml" --workers 1 2>"$work/$mode.log" &
   tg=$!

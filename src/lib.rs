@@ -5,7 +5,8 @@
 //!             (TCP, TLS, │ 2 route    (host, path, method, headers → route)
 //!              h1/h2,    │ 3 context  (traceparent/tracestate, correlation id)
 //!              limits)   │ 4 sample   (parent-based, trace-id ratio)
-//!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent, upgrades)
+//!                        │ 5 forward  (hop-by-hop, X-Forwarded-*, one traceparent, upgrades;
+//!                        │            tunnel: an upgrade's bytes both ways)
 //!                        │   upstream (balance: endpoint pick, health; pool, TLS, timeouts)
 //!                        │ 6 span     (SERVER + CLIENT, ended with the response body)
 //!                        └─► 7 export (bounded queue → export thread → OTLP protobuf

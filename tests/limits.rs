@@ -389,10 +389,20 @@ async fn total_timeout_bounds_the_whole_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_are_bounded_and_rapid_resets_end_the_connection() {
+    streams_bounded_and_rapid_resets("native").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypers_http2_server_bounds_streams_and_ends_rapid_resets() {
+    streams_bounded_and_rapid_resets("hyper").await;
+}
+
+/// On either HTTP/2 server (`server`: `limits.http2_server`).
+async fn streams_bounded_and_rapid_resets(server: &str) {
     let app = upstream().await;
     let gw = tracegate(&with_limits(
         app.addr,
-        "  http2_max_concurrent_streams: 2\n",
+        &format!("  http2_max_concurrent_streams: 2\n  http2_server: {server}\n"),
     ))
     .await;
     let addr = gw.proxy_addrs[0];
@@ -497,8 +507,22 @@ async fn broken_chunked_bodies_never_reach_the_upstream_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_protocol_errors_end_the_connection_and_are_counted() {
+    protocol_errors("native").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypers_http2_server_counts_protocol_errors_too() {
+    protocol_errors("hyper").await;
+}
+
+/// A DATA frame on stream 0, on either HTTP/2 server (`server`: `limits.http2_server`).
+async fn protocol_errors(server: &str) {
     let app = upstream().await;
-    let gw = tracegate(&config(app.addr, "export:\n  protocol: none\n")).await;
+    let gw = tracegate(&config(
+        app.addr,
+        &format!("export:\n  protocol: none\nlimits:\n  http2_server: {server}\n"),
+    ))
+    .await;
     let addr = gw.proxy_addrs[0].to_string();
     let admin = gw.admin_addr.unwrap().to_string();
     let mut s = TcpStream::connect(&addr).await.unwrap();

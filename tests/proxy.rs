@@ -223,9 +223,20 @@ async fn every_malformed_traceparent_restarts_and_drops_tracestate() {
 
 #[tokio::test]
 async fn h2c_prior_knowledge_is_proxied_and_traced() {
+    // Our HTTP/2 server (the default), and hyper's.
+    for server in ["native", "hyper"] {
+        h2c_prior_knowledge(server).await;
+    }
+}
+
+async fn h2c_prior_knowledge(server: &str) {
     let up = upstream().await;
     let col = grpc_collector().await;
-    let gw = tracegate(&config(up.addr, &grpc_export(col.addr))).await;
+    let export = format!(
+        "{}limits:\n  http2_server: {server}\n",
+        grpc_export(col.addr)
+    );
+    let gw = tracegate(&config(up.addr, &export)).await;
     let client = h2c_client();
     let r = get(
         &client,

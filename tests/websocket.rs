@@ -201,8 +201,10 @@ async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u
     (ws, status, trace_id)
 }
 
-/// Our own HTTP/2 server instead of hyper's.
+/// Our own HTTP/2 server (the default), said outright.
 const NATIVE: &str = "limits:\n  http2_server: native\n";
+/// hyper's HTTP/2 server instead of ours.
+const HYPER: &str = "limits:\n  http2_server: hyper\n";
 
 /// Extended CONNECT on either HTTP/2 server (`server`: extra config) reaches an HTTP/1.1
 /// upstream as an `Upgrade`: frames flow both ways (a 256 KiB one past the stream's
@@ -253,8 +255,8 @@ async fn extended_connect_reaches_an_http1_upstream(server: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
-    extended_connect_reaches_an_http1_upstream("").await;
+async fn websocket_over_hypers_http2_server_reaches_an_http1_upstream() {
+    extended_connect_reaches_an_http1_upstream(HYPER).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

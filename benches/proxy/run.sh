@@ -34,8 +34,8 @@
 # serves h2c (Caddyfile); Envoy and tracegate tell HTTP/2 from HTTP/1.1 by the first bytes.
 # The upstream leg stays HTTP/1.1 for every proxy. p50 and p99 come from h2load's per-request
 # log (its start to end of each response), the rest as with wrk (benches/lib.sh, `load_run`).
-# H2_SERVER=native runs every tracegate with `limits.http2_server: native` (its own HTTP/2
-# server, src/listen/http2) instead of hyper's.
+# H2_SERVER=hyper runs every tracegate with `limits.http2_server: hyper` (hyper's HTTP/2
+# server) instead of its own (src/listen/http2), the default since 2026-12-07.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -68,7 +68,7 @@ start() { # name port command...
 }
 # The configurations, with the HTTP/2 server H2_SERVER asks for.
 for c in on off nocollector; do
-  { cat "benches/proxy/tracegate-$c.yaml"; printf 'limits:\n  http2_server: %s\n' "${H2_SERVER:-hyper}"; } \
+  { cat "benches/proxy/tracegate-$c.yaml"; printf 'limits:\n  http2_server: %s\n' "${H2_SERVER:-native}"; } \
     > "$work/tracegate-$c.yaml"
 done
 start tracegate 18082 "${pin0[@]}" "$bin" run --config "$work/tracegate-on.yaml" --workers "$workers"

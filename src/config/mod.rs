@@ -453,9 +453,9 @@ pub struct LimitSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Http2Server {
     /// hyper's (through `hyper_util`'s `auto` builder).
-    #[default]
     Hyper,
-    /// tracegate's own (`listen::http2`).
+    /// tracegate's own (`listen::http2`), the default.
+    #[default]
     Native,
 }
 
@@ -479,7 +479,7 @@ impl Default for LimitSettings {
             request_body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             http2_max_concurrent_streams: 256,
-            http2_server: Http2Server::Hyper,
+            http2_server: Http2Server::Native,
         }
     }
 }

@@ -593,14 +593,14 @@ fn the_http2_server_is_one_of_two() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].key, "limits.http2_server");
     assert_eq!(e[0].line, 7, "{}", e[0]);
-    assert!(e[0].message.contains("`fast` (hyper, native)"), "{}", e[0]);
+    assert!(e[0].message.contains("`fast` (native, hyper)"), "{}", e[0]);
     let s = load(
-        &format!("{BASE}limits:\n  http2_server: native\n"),
+        &format!("{BASE}limits:\n  http2_server: hyper\n"),
         "t.yaml",
         &Env::default(),
     )
     .unwrap();
-    assert_eq!(s.limits.http2_server, Http2Server::Native);
-    let s = load(BASE, "t.yaml", &Env::default()).unwrap();
     assert_eq!(s.limits.http2_server, Http2Server::Hyper);
+    let s = load(BASE, "t.yaml", &Env::default()).unwrap();
+    assert_eq!(s.limits.http2_server, Http2Server::Native);
 }

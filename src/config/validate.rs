@@ -213,15 +213,15 @@ impl<'a> Validator<'a> {
             Some(b) => b.value,
         };
         let http2_server = match l.http2_server.as_ref().map(|v| (v, v.value.as_str())) {
-            None | Some((_, "hyper")) => Http2Server::Hyper,
-            Some((_, "native")) => Http2Server::Native,
+            None | Some((_, "native")) => Http2Server::Native,
+            Some((_, "hyper")) => Http2Server::Hyper,
             Some((v, other)) => {
                 self.error(
                     &v.referenced,
                     "limits.http2_server",
-                    format!("unsupported `{other}` (hyper, native)"),
+                    format!("unsupported `{other}` (native, hyper)"),
                 );
-                Http2Server::Hyper
+                Http2Server::Native
             }
         };
         LimitSettings {

@@ -74,9 +74,10 @@ async fn connections(client: OnUpgrade, upstream: OnUpgrade) {
 }
 
 /// An HTTP/2 stream's tunnel: the request body's bytes to the upstream (its end shuts
-/// the upstream's writing side, as END_STREAM is a half-close, RFC 8441 section 4), and
-/// the upstream's bytes to `tx` (its end, or an error, ends the response). A client that
-/// resets the stream, or goes away, ends both directions.
+/// the upstream's writing side, as END_STREAM is a half-close, RFC 9113 section 8.5), and
+/// the upstream's bytes to `tx` (their end ends the response; an error resets it). Each
+/// direction goes on after the other half-closed; a client that resets the stream, or
+/// goes away, ends both.
 async fn stream(body: h2body::Body, upstream: OnUpgrade, tx: mpsc::Sender<std::io::Result<Bytes>>) {
     let upstream = match upstream.await {
         Ok(u) => u,
@@ -100,35 +101,44 @@ async fn stream(body: h2body::Body, upstream: OnUpgrade, tx: mpsc::Sender<std::i
         let _ = to_up.shutdown().await;
         true
     };
-    let down = async {
+    // Owns `tx`: the response ends as soon as this is done. True: the upstream closed its
+    // side (the client's may go on, as with a TCP half-close).
+    let down = async move {
         let mut buf = BytesMut::new();
         loop {
             buf.reserve(READ_CHUNK);
             match from_up.read_buf(&mut buf).await {
-                Ok(0) => return,
+                Ok(0) => return true,
                 Ok(_) => {
                     if tx.send(Ok(buf.split().freeze())).await.is_err() {
-                        return;
+                        // The client's stream is gone.
+                        return false;
                     }
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
-                    return;
+                    return false;
                 }
             }
         }
     };
+    let mut up = std::pin::pin!(up);
     let mut down = std::pin::pin!(down);
     tokio::select! {
         // The client half-closed: the upstream's answer may still be coming. Otherwise
         // the client reset the stream, or the upstream would not take the bytes.
-        half_closed = up => {
+        half_closed = &mut up => {
             if half_closed {
                 down.await;
             }
         }
-        // The upstream finished, or the client's stream is gone: the client is told (the
-        // response ends), and nothing more goes up.
-        () = &mut down => {}
+        // The upstream half-closed: the client's bytes still go to it until the client
+        // ends them or the upstream refuses them. Otherwise the client's stream is gone,
+        // or the upstream's connection failed (the client sees a reset).
+        half_closed = &mut down => {
+            if half_closed {
+                up.await;
+            }
+        }
     }
 }

@@ -157,9 +157,23 @@ type H2WebSocket =
 /// A WebSocket over HTTP/2 (RFC 8441) through the gateway at `addr`, opened with hyper's
 /// client; the response's status and `x-trace-id`.
 async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u16, String) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioIo;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let (upgraded, status, trace_id) = h2_connect(addr, path, "websocket").await;
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    (ws, status, trace_id)
+}
+
+/// An extended CONNECT for `protocol` through the gateway at `addr`: the stream, once
+/// answered; the status and `x-trace-id`.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+    path: &str,
+    protocol: &'static str,
+) -> (hyper::upgrade::Upgraded, u16, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -182,7 +196,7 @@ async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
+            .insert(hyper::ext::Protocol::from_static(protocol));
         match send.send_request(req).await {
             Ok(r) => break r,
             Err(e) => {
@@ -197,8 +211,7 @@ async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u
     let status = resp.status().as_u16();
     let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
     let upgraded = hyper::upgrade::on(resp).await.unwrap();
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
-    (ws, status, trace_id)
+    (upgraded, status, trace_id)
 }
 
 /// Our own HTTP/2 server (the default), said outright.
@@ -327,6 +340,63 @@ async fn our_http2_server_ends_a_tunnel_from_either_side() {
     let log = server_log.wait_for(4).await;
     assert_eq!(log[3], "ended", "{log:?}");
     drop(ws);
+}
+
+/// A tunnel is a pair of half-closes (RFC 9113, 8.5): on our HTTP/2 server, an upstream
+/// that shuts its sending side ends the client's stream (END_STREAM) while the client's
+/// bytes still reach it, and the client's END_STREAM shuts the upstream's reading side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_http2_server_keeps_a_tunnel_half_open() {
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // An upstream that switches protocols by hand, says "hello", shuts its sending side,
+    // then reads to the end.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(tcp.read(&mut b).await.unwrap(), 1);
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.contains("upgrade: half-open"), "{head}");
+        tcp.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: half-open\r\nConnection: upgrade\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest).await.unwrap();
+        let _ = got_tx.send(rest);
+    });
+    let gw = tracegate(&config(
+        addr,
+        &format!("export:\n  protocol: none\n{NATIVE}"),
+    ))
+    .await;
+    let (upgraded, status, _) = h2_connect(gw.proxy_addrs[0], "/ok", "half-open").await;
+    assert_eq!(status, 200);
+    let mut io = TokioIo::new(upgraded);
+    let mut from_upstream = Vec::new();
+    tokio::time::timeout(PATIENCE, io.read_to_end(&mut from_upstream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_upstream, b"hello", "the upstream's side ended");
+    // Our side is still open: these bytes, then our end, reach the upstream.
+    io.write_all(b"after the upstream's end").await.unwrap();
+    io.shutdown().await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, got_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"after the upstream's end");
 }
 
 /// `Upgrade` counts only when `Connection` names it: without `Connection` the request is a

@@ -54,6 +54,10 @@ enum Task {
         /// Data polled from the body that the windows have not let out yet.
         pending: Bytes,
     },
+    /// A tunnel's answer is over (the upstream closed its side) while the client's side
+    /// is open: its DATA still go to the tunnel until the client ends them (RFC 9113,
+    /// 8.5: END_STREAM is a half-close).
+    Receiving,
 }
 
 struct Stream {
@@ -62,6 +66,8 @@ struct Stream {
     head: bool,
     /// The request body's queue, while the client may still send on it.
     feed: Option<Feed>,
+    /// An extended CONNECT: its request body is a tunnel's bytes, not to be cut short.
+    tunnel: bool,
 }
 
 struct Driver<I> {
@@ -240,6 +246,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 } => {
                     let head = *head;
                     let is_head = head.parts.method == http::Method::HEAD;
+                    let tunnel = head.parts.method == http::Method::CONNECT
+                        && head
+                            .parts
+                            .extensions
+                            .get::<hyper::ext::Protocol>()
+                            .is_some();
                     let (body, feed) = if end_stream {
                         (ClientBody::Http2(body::empty()), None)
                     } else {
@@ -267,6 +279,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                             task: Task::Exchange(task),
                             head: is_head,
                             feed,
+                            tunnel,
                         },
                     );
                 }
@@ -325,6 +338,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 if n > 0 {
                     conn.release(id, n);
                 }
+            }
+            if let Task::Receiving = s.task {
+                if s.feed.is_none() {
+                    done.push(id);
+                }
+                continue;
             }
             if conn.out.len() > WRITE_HIGH {
                 continue;
@@ -393,6 +412,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                         // reset, as with hyper's server.
                         let mut ignored = Vec::new();
                         conn.reset(id, Reason::INTERNAL_ERROR, &mut ignored);
+                        // The stream is over both ways (a tunnel's too).
+                        s.feed = None;
                         done.push(id);
                         progress = true;
                         break;
@@ -401,9 +422,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             }
         }
         for id in done {
-            // Answered before the request's body ended: the client is told to stop
-            // sending it (RFC 9113, 8.1).
-            if self.streams.remove(&id).is_some_and(|s| s.feed.is_some()) {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if s.feed.is_none() {
+                self.streams.remove(&id);
+            } else if s.tunnel && !matches!(s.task, Task::Receiving) {
+                s.task = Task::Receiving;
+            } else {
+                // Answered before the request's body ended: the client is told to stop
+                // sending it (RFC 9113, 8.1).
+                self.streams.remove(&id);
                 conn.reset(id, Reason::NO_ERROR, &mut Vec::new());
             }
         }

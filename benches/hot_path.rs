@@ -335,9 +335,12 @@ fn hpack_benches(c: &mut Criterion) {
             conn.recv(&mut wire, &mut events).unwrap();
             let n = events.len();
             for e in events.drain(..) {
-                if let Event::Request { stream, .. } = e {
+                if let Event::Request { stream, head, .. } = e {
                     conn.send_headers(stream, 200, &answer, false);
                     conn.send_data(stream, &body, true);
+                    // Its map goes back to the thread's spares once the request went
+                    // upstream (`upstream::wire`), as here.
+                    tracegate::http1::recycle(head.parts.headers);
                 }
             }
             conn.out.clear();

@@ -20,7 +20,7 @@ use crate::http1::{Chunk, Names, RawFields, parse_decimal, put_field};
 /// entries now (the rest goes to `forward::Added`), but two beyond the request's own
 /// measured no better: 31,212 against 31,306 instructions a request with a browser's head
 /// at c=32 (`benches/instructions.sh`, 2026-12-06).
-const MAP_ROOM: usize = 12;
+pub(crate) const MAP_ROOM: usize = 12;
 /// Header fields parsed on the stack; a head with more goes to hyper (which applies
 /// `limits.max_request_headers` above this).
 pub(super) const STACK_FIELDS: usize = 100;

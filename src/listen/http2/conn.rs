@@ -10,8 +10,6 @@
 //! unanswered streams paid for by answered ones (rapid reset), and at most
 //! [`MAX_PENDING_OUT`] bytes of frames queued while the client does not read.
 
-use std::collections::HashMap;
-
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -139,7 +137,7 @@ pub struct Conn {
     config: Config,
     decoder: Decoder,
     encoder: Encoder,
-    streams: HashMap<u32, Stream>,
+    streams: super::StreamMap<Stream>,
     /// The highest stream id the client has opened.
     last_stream: u32,
     partial: Option<Partial>,
@@ -156,6 +154,10 @@ pub struct Conn {
     /// The streams we reset last: frames the client sent before it saw the reset are
     /// ignored on these, an error on other closed streams.
     reset_lately: std::collections::VecDeque<u32>,
+    /// A header block's decoded fields, kept between blocks (no allocation a request).
+    fields: Vec<Field>,
+    /// An answer's header block being encoded, kept between answers.
+    block: Vec<u8>,
     pub out: Vec<u8>,
 }
 
@@ -184,7 +186,7 @@ impl Conn {
         Conn {
             decoder: Decoder::new(4096, config.max_header_list as usize),
             encoder: Encoder::new(),
-            streams: HashMap::new(),
+            streams: super::IdHash::map(),
             last_stream: 0,
             partial: None,
             recv_window: i64::from(config.conn_window.max(DEFAULT_WINDOW)),
@@ -195,6 +197,8 @@ impl Conn {
             reset_budget: config.reset_budget,
             going_away: false,
             reset_lately: std::collections::VecDeque::new(),
+            fields: Vec::new(),
+            block: Vec::new(),
             config,
             out,
         }
@@ -426,7 +430,8 @@ impl Conn {
         block: Bytes,
         events: &mut Vec<Event>,
     ) -> Result<(), ConnError> {
-        let mut fields = Vec::new();
+        let fields = &mut self.fields;
+        fields.clear();
         let too_large = match self.decoder.decode(&block, |f| fields.push(f)) {
             Ok(()) => false,
             // Over the list size: the table is intact, only this stream is refused.
@@ -439,7 +444,7 @@ impl Conn {
             }
         };
         if stream <= self.last_stream {
-            return self.trailers(stream, end_stream, too_large, fields, events);
+            return self.trailers(stream, end_stream, too_large, events);
         }
         if stream % 2 == 0 {
             return Err(ConnError {
@@ -459,7 +464,7 @@ impl Conn {
         };
         let head = match refused {
             Some(reason) => Err(reason),
-            None => match request::parts(fields) {
+            None => match request::parts(self.fields.drain(..)) {
                 Ok(h) if end_stream && h.content_length.is_some_and(|n| n != 0) => {
                     Err(Reason::PROTOCOL_ERROR)
                 }
@@ -502,7 +507,6 @@ impl Conn {
         stream: u32,
         end_stream: bool,
         too_large: bool,
-        fields: Vec<Field>,
         events: &mut Vec<Event>,
     ) -> Result<(), ConnError> {
         let Some(s) = self.streams.get_mut(&stream) else {
@@ -515,7 +519,7 @@ impl Conn {
         }
         s.recv_open = false;
         let length_ok = s.content_length.is_none_or(|n| n == s.received);
-        match trailer_map(fields) {
+        match trailer_map(self.fields.drain(..)) {
             Some(fields) if end_stream && length_ok && !too_large => {
                 events.push(Event::Trailers { stream, fields });
                 self.close_if_done(stream);
@@ -693,7 +697,8 @@ impl Conn {
         extra: &[(&str, &[u8])],
         end_stream: bool,
     ) {
-        let mut block = Vec::with_capacity(128);
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
         self.encoder.begin(&mut block);
         self.encoder.status(status, &mut block);
         for (name, value) in extra {
@@ -717,6 +722,10 @@ impl Conn {
             end_stream,
             self.peer_max_frame,
         );
+        // Kept for the next answer unless a rare huge one grew it.
+        if block.capacity() <= 4096 {
+            self.block = block;
+        }
         if end_stream {
             self.end_sent(stream);
         }
@@ -792,7 +801,7 @@ impl Conn {
 }
 
 /// Trailers: no pseudo-headers, lowercase names, no connection-specific fields.
-fn trailer_map(fields: Vec<Field>) -> Option<HeaderMap> {
+fn trailer_map(fields: std::vec::Drain<'_, Field>) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for f in fields {
         if f.name.first() == Some(&b':') || f.name.iter().any(u8::is_ascii_uppercase) {

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{Method, Request, Uri, Version};
 
 use super::hpack::Field;
 
@@ -22,11 +22,18 @@ pub struct Head {
     pub content_length: Option<u64>,
 }
 
-/// Builds the request from its fields, in the order they came.
-pub fn parts(fields: Vec<Field>) -> Result<Head, Malformed> {
+/// Builds the request from its fields, in the order they came. Its map is one of the
+/// thread's spares (`http1::header_map`, as for HTTP/1.1 heads), given back once the
+/// request has gone upstream.
+pub fn parts<I>(fields: I) -> Result<Head, Malformed>
+where
+    I: IntoIterator<Item = Field>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let fields = fields.into_iter();
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
     let mut protocol = None;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = crate::http1::header_map(fields.len().max(crate::listen::h1::head::MAP_ROOM));
     let mut regular = false;
     let mut cookies: Option<BytesMut> = None;
     let mut content_length = None;

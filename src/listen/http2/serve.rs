@@ -8,7 +8,6 @@
 //! the upstream switched protocols, its request body is the client's side of the tunnel
 //! and its response body the upstream's (`crate::tunnel`).
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
@@ -76,7 +75,7 @@ struct Driver<I> {
     buf: BytesMut,
     /// Reads land here first.
     scratch: Vec<u8>,
-    streams: HashMap<u32, Stream>,
+    streams: super::StreamMap<Stream>,
     events: Vec<Event>,
     /// Written of `conn.out` so far.
     written: usize,
@@ -113,7 +112,7 @@ where
         conn: None,
         buf,
         scratch: vec![0; READ_CHUNK],
-        streams: HashMap::new(),
+        streams: super::IdHash::map(),
         events: Vec::new(),
         written: 0,
         read_closed: false,
@@ -360,6 +359,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 with_head_extras(&parts.headers, length, &mut len_buf, |extra| {
                     conn.send_headers_and(id, parts.status.as_u16(), &parts.headers, extra, end);
                 });
+                // Encoded: the map goes back to the thread's spares (`http1::header_map`).
+                crate::http1::recycle(parts.headers);
                 if end {
                     done.push(id);
                     continue;

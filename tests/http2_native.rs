@@ -250,3 +250,89 @@ async fn a_client_reset_cancels_the_exchange() {
     }
     assert_eq!(got, b"ok");
 }
+
+/// `expect: 100-continue`: the client holds its body back until the 100, which comes when
+/// the request goes upstream (its body is read); a request answered without its body
+/// (no route: 404) gets no 100, only its answer.
+#[tokio::test]
+async fn a_client_expecting_continue_gets_100_once_its_body_is_wanted() {
+    use tracegate::listen::http2::hpack::Decoder;
+
+    let up = upstream().await;
+    let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[]);
+    let mut enc = Encoder::new();
+    let head = |stream: u32, path: &str, enc: &mut Encoder| {
+        let mut block = Vec::new();
+        enc.begin(&mut block);
+        for (n, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "t.test"),
+            (":path", path),
+            ("expect", "100-continue"),
+            ("content-length", "3"),
+        ] {
+            enc.field(n, v.as_bytes(), false, &mut block);
+        }
+        let mut out = Vec::new();
+        // No END_STREAM: the body is to come.
+        frame::put_headers(&mut out, stream, &block, false, 1 << 14);
+        out
+    };
+    out.extend(head(1, "/upload", &mut enc));
+    s.write_all(&out).await.unwrap();
+
+    // Each answer head's :status, in order, per stream.
+    let mut dec = Decoder::new(4096, 1 << 16);
+    let mut statuses: Vec<(u32, String)> = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut status_of = |f: &Frame, statuses: &mut Vec<(u32, String)>| {
+        if let Frame::Headers {
+            stream, fragment, ..
+        } = f
+        {
+            let mut status = String::new();
+            dec.decode(fragment, |field| {
+                if &field.name[..] == b":status" {
+                    status = String::from_utf8(field.value.to_vec()).unwrap();
+                }
+            })
+            .unwrap();
+            statuses.push((*stream, status));
+        }
+    };
+    read_until(&mut s, &mut buf, |f| {
+        status_of(f, &mut statuses);
+        !statuses.is_empty()
+    })
+    .await;
+    assert_eq!(statuses, [(1, "100".to_string())]);
+
+    // The body, then the answer: the upstream got all of it.
+    let mut data = Vec::new();
+    frame::put_data_head(&mut data, 1, 3, true);
+    data.extend_from_slice(b"abc");
+    // A second request, to a path no route takes, expecting too.
+    data.extend(head(3, "/nowhere", &mut enc));
+    s.write_all(&data).await.unwrap();
+    read_until(&mut s, &mut buf, |f| {
+        status_of(f, &mut statuses);
+        statuses.len() == 3
+    })
+    .await;
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            (1, "100".to_string()),
+            (1, "200".to_string()),
+            (3, "404".to_string())
+        ]
+    );
+    // Only the routed request reached the upstream, with its whole body.
+    assert_eq!(up.seen.all().len(), 1);
+    assert_eq!(up.bodies.wait_for(1).await, [("/upload".to_string(), 3)]);
+}

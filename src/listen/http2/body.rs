@@ -33,6 +33,12 @@ struct Queue {
     reader: Option<Waker>,
     /// The connection's task, woken when bytes are taken.
     conn: Option<Waker>,
+    /// The client waits for `100 Continue` before it sends the body (`expect:
+    /// 100-continue`): asked for when the body is first read, as hyper's HTTP/1.1 server
+    /// does, so a request answered without its body never has it sent.
+    expects_continue: bool,
+    /// The body was read while the client waited: the connection sends the 100.
+    continue_due: bool,
 }
 
 fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -96,6 +102,13 @@ impl http_body::Body for Body {
             return Poll::Ready(None);
         };
         let mut q = lock(queue);
+        if q.expects_continue {
+            q.expects_continue = false;
+            q.continue_due = true;
+            if let Some(w) = &q.conn {
+                w.wake_by_ref();
+            }
+        }
         if let Some(chunk) = q.chunks.pop_front() {
             q.taken += chunk.len();
             let conn = q.conn.clone();
@@ -161,6 +174,16 @@ impl Drop for Feed {
 }
 
 impl Feed {
+    /// The client asked for `100 Continue` before sending the body.
+    pub fn expect_continue(&self) {
+        lock(&self.0).expects_continue = true;
+    }
+
+    /// Whether the 100 is due now (once): the body was read while the client waited.
+    pub fn continue_due(&self) -> bool {
+        std::mem::take(&mut lock(&self.0).continue_due)
+    }
+
     fn wake_reader(mut q: MutexGuard<'_, Queue>) {
         let reader = q.reader.take();
         drop(q);
@@ -178,6 +201,8 @@ impl Feed {
         }
         if !data.is_empty() {
             q.chunks.push_back(data);
+            // The client sent the body without waiting: no 100 (RFC 9110, 10.1.1).
+            q.expects_continue = false;
         }
         q.ended |= end;
         Self::wake_reader(q);
@@ -281,6 +306,30 @@ mod tests {
         assert!(feed.dropped());
         assert_eq!(feed.collect(), 4);
         assert!(!feed.push(Bytes::from_static(b"ef"), false));
+    }
+
+    #[tokio::test]
+    async fn continue_is_due_once_when_a_held_back_body_is_read() {
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let (mut body, feed) = channel(Some(1), Waker::from(woken.clone()));
+        feed.expect_continue();
+        assert!(!feed.continue_due(), "not before the body is read");
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert_eq!(
+            woken.0.load(Relaxed),
+            1,
+            "the connection is woken to send it"
+        );
+        assert!(feed.continue_due());
+        assert!(!feed.continue_due(), "once");
+        // A client that sent its body without waiting gets no 100.
+        let (mut body, feed) = channel(Some(1), Waker::noop().clone());
+        feed.expect_continue();
+        assert!(feed.push(Bytes::from_static(b"x"), true));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!feed.continue_due());
     }
 
     #[tokio::test]

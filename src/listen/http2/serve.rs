@@ -255,6 +255,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                         (ClientBody::Http2(body::empty()), None)
                     } else {
                         let (b, f) = body::channel(head.content_length, cx.waker().clone());
+                        if expects_continue(&head.parts.headers) {
+                            f.expect_continue();
+                        }
                         (ClientBody::Http2(b), Some(f))
                     };
                     let req = Request::from_parts(head.parts, body);
@@ -336,6 +339,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 let n = f.collect();
                 if n > 0 {
                     conn.release(id, n);
+                }
+                // The exchange reads a body the client holds back: 100 Continue.
+                if f.continue_due() && matches!(s.task, Task::Exchange(_)) {
+                    conn.send_headers(id, 100, std::iter::empty(), false);
+                    progress = true;
                 }
             }
             if let Task::Receiving = s.task {
@@ -471,6 +479,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         }
         Poll::Ready(Ok(wrote))
     }
+}
+
+/// `expect: 100-continue` (RFC 9110, 10.1.1; case-insensitive).
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The fields an answer gets besides its map's: `date` when it has none, and

@@ -154,6 +154,13 @@ where
         uri = uri.path_and_query(path);
     }
     let uri = uri.build().map_err(|_| Malformed("bad request target"))?;
+    // Two names for the target: routing by one while the upstream reads the other is a
+    // confusion a client could use (RFC 9113, 8.3.1: SHOULD be malformed).
+    if let (Some(a), Some(h)) = (uri.authority(), headers.get(header::HOST))
+        && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+    {
+        return Err(Malformed("host differs from :authority"));
+    }
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -215,6 +222,12 @@ mod tests {
     fn with(mut fields: Vec<Field>, more: &[(&'static str, &'static str)]) -> Vec<Field> {
         fields.extend(more.iter().map(|(n, v)| f(n, v)));
         fields
+    }
+
+    #[test]
+    fn a_host_that_names_the_authority_is_kept() {
+        let h = parts(with(get(), &[("host", "Example.test:8443")])).unwrap();
+        assert_eq!(h.parts.headers["host"], "Example.test:8443");
     }
 
     #[test]
@@ -424,6 +437,10 @@ mod tests {
             (
                 extended(&[(":protocol", "websocket"), (":protocol", "websocket")]),
                 "pseudo-header repeated",
+            ),
+            (
+                with(get(), &[("host", "other.test")]),
+                "host differs from :authority",
             ),
         ];
         for (fields, why) in cases {

@@ -548,6 +548,16 @@ pub fn exchange(
             upstream.report(picked.endpoint(), upstream_ok(&result));
         }
 
+        // An extended CONNECT answered 2xx without a switch: to the HTTP/2 client a 2xx
+        // means the tunnel is open, and it is not (the upstream ignored the `Upgrade`).
+        if upgrade.as_ref().is_some_and(|u| u.extended_connect)
+            && result.as_ref().is_ok_and(|r| r.status().is_success())
+        {
+            result = Err(crate::error::Failure {
+                kind: ProxyError::Protocol,
+                detail: "the upstream answered the upgrade without switching protocols".into(),
+            });
+        }
         match result {
             Ok(mut resp) => {
                 // 101: the upstream switched protocols; the bytes flow both ways from now on.

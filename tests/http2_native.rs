@@ -336,3 +336,44 @@ async fn a_client_expecting_continue_gets_100_once_its_body_is_wanted() {
     assert_eq!(up.seen.all().len(), 1);
     assert_eq!(up.bodies.wait_for(1).await, [("/upload".to_string(), 3)]);
 }
+
+/// An extended CONNECT the upstream refuses (403) is no tunnel: after the answer the
+/// stream is reset with NO_ERROR (the client need not send more), as for any answer that
+/// comes before the request's body ends.
+#[tokio::test]
+async fn a_refused_extended_connect_ends_its_stream() {
+    let up = upstream().await;
+    let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[]);
+    let mut enc = Encoder::new();
+    let mut block = Vec::new();
+    enc.begin(&mut block);
+    for (n, v) in [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":authority", "t.test"),
+        (":path", "/status/403"),
+        ("sec-websocket-version", "13"),
+    ] {
+        enc.field(n, v.as_bytes(), false, &mut block);
+    }
+    // No END_STREAM: a tunnel's stream stays open.
+    frame::put_headers(&mut out, 1, &block, false, 1 << 14);
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (mut answered, mut reset) = (false, None);
+    read_until(&mut s, &mut buf, |f| {
+        match f {
+            Frame::Headers { stream: 1, .. } => answered = true,
+            Frame::RstStream { stream: 1, reason } => reset = Some(*reason),
+            _ => {}
+        }
+        reset.is_some()
+    })
+    .await;
+    assert!(answered);
+    assert_eq!(reset, Some(Reason::NO_ERROR));
+}

@@ -342,6 +342,70 @@ async fn our_http2_server_ends_a_tunnel_from_either_side() {
     drop(ws);
 }
 
+/// An upgrade the upstream refuses (403) or ignores (200, no switch) opens no tunnel, on
+/// either server: the client gets the 403, or a 502 where a 2xx would tell it the tunnel
+/// is open, and the connection goes on serving. (Our server's reset of a refused
+/// tunnel's stream: `tests/http2_native.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_ignored_extended_connect_opens_no_tunnel() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    for server in [NATIVE, HYPER] {
+        let up = upstream().await;
+        let export =
+            format!("export:\n  protocol: none\n{server}  http2_max_concurrent_streams: 1\n");
+        let gw = tracegate(&config(up.addr, &export)).await;
+        let addr = gw.proxy_addrs[0];
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut statuses = Vec::new();
+        for path in ["/status/403", "/ok"] {
+            let resp = tokio::time::timeout(PATIENCE, async {
+                loop {
+                    send.ready().await.unwrap();
+                    let mut req = http::Request::builder()
+                        .method(http::Method::CONNECT)
+                        .uri(format!("http://{addr}{path}"))
+                        .version(http::Version::HTTP_2)
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    req.extensions_mut()
+                        .insert(hyper::ext::Protocol::from_static("websocket"));
+                    match send.send_request(req).await {
+                        Ok(r) => break r,
+                        // Before the server's SETTINGS, or while the last stream closes.
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{server}: no answer for {path}"));
+            statuses.push(resp.status().as_u16());
+        }
+        assert_eq!(statuses, [403, 502], "{server}");
+        let resp = tokio::time::timeout(PATIENCE, async {
+            loop {
+                send.ready().await.unwrap();
+                let get = http::Request::get(format!("http://{addr}/ok"))
+                    .version(http::Version::HTTP_2)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                match send.send_request(get).await {
+                    Ok(r) => break r,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{server}: no answer after the refusals"));
+        assert_eq!(resp.status(), 200, "{server}");
+    }
+}
+
 /// A tunnel is a pair of half-closes (RFC 9113, 8.5): on our HTTP/2 server, an upstream
 /// that shuts its sending side ends the client's stream (END_STREAM) while the client's
 /// bytes still reach it, and the client's END_STREAM shuts the upstream's reading side.

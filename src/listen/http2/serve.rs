@@ -65,7 +65,8 @@ struct Stream {
     head: bool,
     /// The request body's queue, while the client may still send on it.
     feed: Option<Feed>,
-    /// An extended CONNECT: its request body is a tunnel's bytes, not to be cut short.
+    /// An extended CONNECT (answered 2xx, once answered): its request body is a tunnel's
+    /// bytes, not to be cut short.
     tunnel: bool,
 }
 
@@ -361,6 +362,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 };
                 progress = true;
                 let (parts, body) = resp.into_parts();
+                // Refused (not 2xx): no tunnel, the request body is over as for any
+                // answer that came before it ended.
+                s.tunnel &= parts.status.is_success();
                 let end = body.is_end_stream();
                 let length = body.size_hint().exact().filter(|_| !s.head);
                 let mut len_buf = [0u8; 20];

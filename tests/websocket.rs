@@ -352,8 +352,7 @@ async fn a_refused_or_ignored_extended_connect_opens_no_tunnel() {
 
     for server in [NATIVE, HYPER] {
         let up = upstream().await;
-        let export =
-            format!("export:\n  protocol: none\n{server}  http2_max_concurrent_streams: 1\n");
+        let export = format!("export:\n  protocol: none\n{server}");
         let gw = tracegate(&config(up.addr, &export)).await;
         let addr = gw.proxy_addrs[0];
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -140,6 +140,15 @@ fn request(stream: u32, path: &str, extra: &[(&str, &str)], encoder: &mut Encode
     out
 }
 
+/// A raw connection to the gateway at `addr`, and the bytes that open it (the preface,
+/// an empty SETTINGS) to write with the first frames.
+async fn raw_connection(addr: std::net::SocketAddr) -> (TcpStream, Vec<u8>) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[]);
+    (s, out)
+}
+
 /// Reads frames until `want` says stop (or 10 s pass, which fails the test).
 async fn read_until(s: &mut TcpStream, buf: &mut BytesMut, mut want: impl FnMut(&Frame) -> bool) {
     let read = async {
@@ -163,9 +172,7 @@ async fn read_until(s: &mut TcpStream, buf: &mut BytesMut, mut want: impl FnMut(
 async fn a_malformed_request_resets_its_stream_and_the_connection_goes_on() {
     let up = upstream().await;
     let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
-    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
-    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
-    frame::put_settings(&mut out, &[]);
+    let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
     // A connection-specific field is malformed in HTTP/2.
     out.extend(request(1, "/ok", &[("connection", "close")], &mut enc));
@@ -260,9 +267,7 @@ async fn a_client_expecting_continue_gets_100_once_its_body_is_wanted() {
 
     let up = upstream().await;
     let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
-    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
-    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
-    frame::put_settings(&mut out, &[]);
+    let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
     let head = |stream: u32, path: &str, enc: &mut Encoder| {
         let mut block = Vec::new();
@@ -344,9 +349,7 @@ async fn a_client_expecting_continue_gets_100_once_its_body_is_wanted() {
 async fn a_refused_extended_connect_ends_its_stream() {
     let up = upstream().await;
     let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
-    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
-    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
-    frame::put_settings(&mut out, &[]);
+    let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
     let mut block = Vec::new();
     enc.begin(&mut block);

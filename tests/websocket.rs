@@ -67,6 +67,59 @@ async fn echo_server() -> (std::net::SocketAddr, Arc<Log<String>>) {
     (addr, log)
 }
 
+/// Frames through the echo: `first`, a 256 KiB binary one (past HTTP/2's stream windows
+/// and TCP's buffers), then 50 small ones, each echoed back whole and in order.
+async fn echoed_both_ways<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, first: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(first)).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(first));
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    for i in 0..50 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
+}
+
+/// The upstream's close reaches the client, and the client's side ends after it.
+async fn closed_by_the_upstream<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let next = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+    assert!(
+        matches!(next, Some(Ok(Message::Close(_))) | None),
+        "{next:?}"
+    );
+    let end = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "the client's side ends after the upstream's close"
+    );
+}
+
+/// An upstream that accepts one WebSocket and closes it at once.
+async fn closing_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_frames_flow_both_ways_and_the_handshake_is_traced() {
     let (ws_addr, server_log) = echo_server().await;
@@ -80,18 +133,7 @@ async fn websocket_frames_flow_both_ways_and_the_handshake_is_traced() {
     assert_eq!(resp.status(), 101);
     let trace_id = resp.headers()["x-trace-id"].to_str().unwrap().to_string();
 
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-    let big = vec![7u8; 256 * 1024];
-    ws.send(Message::binary(big.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
-    for i in 0..50 {
-        ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        assert_eq!(
-            ws.next().await.unwrap().unwrap(),
-            Message::text(format!("m{i}"))
-        );
-    }
+    echoed_both_ways(&mut ws, "hello").await;
     ws.close(None).await.unwrap();
     server_log.wait_for(2).await;
     let log = server_log.all();
@@ -123,32 +165,14 @@ async fn websocket_frames_flow_both_ways_and_the_handshake_is_traced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_closing_ends_the_tunnel() {
-    // An upstream that accepts the WebSocket and closes it at once.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
-    });
+    let addr = closing_upstream().await;
     let gw = tracegate(&config(addr, "export:\n  protocol: none\n")).await;
     let tcp = tokio::net::TcpStream::connect(gw.proxy_addrs[0])
         .await
         .unwrap();
     let url = format!("ws://{}/ok", gw.proxy_addrs[0]);
     let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
-    let next = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
-    assert!(
-        matches!(next, Some(Ok(Message::Close(_))) | None),
-        "{next:?}"
-    );
-    // The client's connection ends too.
-    let end = tokio::time::timeout(PATIENCE, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-    assert!(end.is_ok());
+    closed_by_the_upstream(&mut ws).await;
 }
 
 type H2WebSocket =
@@ -166,6 +190,39 @@ async fn h2_websocket(addr: std::net::SocketAddr, path: &str) -> (H2WebSocket, u
     (ws, status, trace_id)
 }
 
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// hyper's HTTP/2 client on a new connection to `addr`.
+async fn h2_sender(addr: std::net::SocketAddr) -> H2Sender {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// An extended CONNECT for `protocol` to `path` at `addr`.
+fn connect_request(
+    addr: std::net::SocketAddr,
+    path: &str,
+    protocol: &'static str,
+) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static(protocol));
+    req
+}
+
 /// An extended CONNECT for `protocol` through the gateway at `addr`: the stream, once
 /// answered; the status and `x-trace-id`.
 async fn h2_connect(
@@ -173,14 +230,7 @@ async fn h2_connect(
     path: &str,
     protocol: &'static str,
 ) -> (hyper::upgrade::Upgraded, u16, String) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_sender(addr).await;
     // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive right after the handshake.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let resp = loop {
@@ -188,16 +238,10 @@ async fn h2_connect(
             tokio::time::Instant::now() < deadline,
             "no extended CONNECT"
         );
-        let mut req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{addr}{path}"))
-            .version(http::Version::HTTP_2)
-            .header("sec-websocket-version", "13")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static(protocol));
-        match send.send_request(req).await {
+        match send
+            .send_request(connect_request(addr, path, protocol))
+            .await
+        {
             Ok(r) => break r,
             Err(e) => {
                 assert!(
@@ -229,18 +273,7 @@ async fn extended_connect_reaches_an_http1_upstream(server: &str) {
     let gw = tracegate(&config(ws_addr, &export)).await;
     let (mut ws, status, trace_id) = h2_websocket(gw.proxy_addrs[0], "/api/chat").await;
     assert_eq!(status, 200);
-    ws.send(Message::text("over h2")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
-    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    ws.send(Message::binary(big.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
-    for i in 0..50 {
-        ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        assert_eq!(
-            ws.next().await.unwrap().unwrap(),
-            Message::text(format!("m{i}"))
-        );
-    }
+    echoed_both_ways(&mut ws, "over h2").await;
     ws.close(None).await.unwrap();
     server_log.wait_for(3).await;
     let log = server_log.all();
@@ -282,15 +315,7 @@ async fn websocket_over_our_own_http2_server_reaches_an_http1_upstream() {
 /// upstream's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_http2_server_ends_a_tunnel_from_either_side() {
-    // An upstream that accepts a WebSocket and closes it at once.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closing = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        ws.close(None).await.unwrap();
-        while ws.next().await.is_some() {}
-    });
+    let closing = closing_upstream().await;
     let gw = tracegate(&config(
         closing,
         &format!("export:\n  protocol: none\n{NATIVE}"),
@@ -298,16 +323,7 @@ async fn our_http2_server_ends_a_tunnel_from_either_side() {
     .await;
     let (mut ws, status, _) = h2_websocket(gw.proxy_addrs[0], "/ok").await;
     assert_eq!(status, 200);
-    let next = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
-    assert!(
-        matches!(next, Some(Ok(Message::Close(_))) | None),
-        "{next:?}"
-    );
-    let end = tokio::time::timeout(PATIENCE, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-    assert!(end.is_ok(), "the stream ends after the upstream's close");
+    closed_by_the_upstream(&mut ws).await;
 
     // The client goes away without a close: the upstream's connection ends.
     let (ws_addr, server_log) = echo_server().await;
@@ -348,32 +364,18 @@ async fn our_http2_server_ends_a_tunnel_from_either_side() {
 /// tunnel's stream: `tests/http2_native.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_or_ignored_extended_connect_opens_no_tunnel() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
     for server in [NATIVE, HYPER] {
         let up = upstream().await;
         let export = format!("export:\n  protocol: none\n{server}");
         let gw = tracegate(&config(up.addr, &export)).await;
         let addr = gw.proxy_addrs[0];
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2_sender(addr).await;
         let mut statuses = Vec::new();
         for path in ["/status/403", "/ok"] {
             let resp = tokio::time::timeout(PATIENCE, async {
                 loop {
                     send.ready().await.unwrap();
-                    let mut req = http::Request::builder()
-                        .method(http::Method::CONNECT)
-                        .uri(format!("http://{addr}{path}"))
-                        .version(http::Version::HTTP_2)
-                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                        .unwrap();
-                    req.extensions_mut()
-                        .insert(hyper::ext::Protocol::from_static("websocket"));
+                    let req = connect_request(addr, path, "websocket");
                     match send.send_request(req).await {
                         Ok(r) => break r,
                         // Before the server's SETTINGS, or while the last stream closes.

@@ -244,7 +244,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     head,
                     end_stream,
                 } => {
-                    let head = *head;
                     let is_head = head.parts.method == http::Method::HEAD;
                     let tunnel = head.parts.method == http::Method::CONNECT
                         && head

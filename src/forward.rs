@@ -338,6 +338,12 @@ pub struct Upgrade {
     pub extended_connect: bool,
 }
 
+/// An HTTP/2 extended CONNECT (RFC 8441): a CONNECT that names a `:protocol`, as opposed
+/// to a tunnel to `host:port`.
+pub fn is_extended_connect(method: &http::Method, extensions: &http::Extensions) -> bool {
+    method == http::Method::CONNECT && extensions.get::<hyper::ext::Protocol>().is_some()
+}
+
 /// The protocol a request asks to switch to, if any. `seen`: the names the request may
 /// hold; an HTTP/1.1 request without a `Connection` header asks for nothing.
 pub fn upgrade_request<B>(req: &Request<B>, seen: NameLengths) -> Option<Upgrade> {

@@ -358,7 +358,7 @@ pub fn exchange(
         // A tunnel (`CONNECT host:port`) is not a request to forward; an HTTP/2 extended
         // CONNECT (`:protocol`, WebSocket over HTTP/2) is, as an upgrade below.
         if req.method() == http::Method::CONNECT
-            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+            && !forward::is_extended_connect(req.method(), req.extensions())
         {
             return local_error(ProxyError::Tunnel, guard, &rt, trace_id, corr);
         }

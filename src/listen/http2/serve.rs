@@ -245,12 +245,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     end_stream,
                 } => {
                     let is_head = head.parts.method == http::Method::HEAD;
-                    let tunnel = head.parts.method == http::Method::CONNECT
-                        && head
-                            .parts
-                            .extensions
-                            .get::<hyper::ext::Protocol>()
-                            .is_some();
+                    let tunnel = crate::forward::is_extended_connect(
+                        &head.parts.method,
+                        &head.parts.extensions,
+                    );
                     let (body, feed) = if end_stream {
                         (ClientBody::Http2(body::empty()), None)
                     } else {

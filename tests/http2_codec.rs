@@ -19,6 +19,10 @@ use tracegate::listen::http2::conn::{Config, Conn, Event};
 use tracegate::listen::http2::frame::{self, Frame};
 use tracegate::listen::http2::hpack::{Decoder, Encoder, Field};
 
+#[path = "support/hostile_h2.rs"]
+mod hostile_h2;
+use hostile_h2::{Client, Step, step};
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What one request brought: its fields and its body.
@@ -521,4 +525,182 @@ proptest! {
             prop_assert_eq!(f.sensitive, *s);
         }
     }
+}
+
+/// A request the server's side holds: answered yet, its answer's end sent, body bytes
+/// received and not consumed.
+#[derive(Default)]
+struct Held {
+    answered: bool,
+    ended: bool,
+    unconsumed: usize,
+}
+
+/// How far runs got: requests, request body chunks, answer bodies, connection errors.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reached {
+    requests: usize,
+    chunks: usize,
+    answers: usize,
+    errors: usize,
+}
+
+/// One run of `steps` against a `Conn`, the client's bytes cut into pieces as `cuts` say,
+/// the server's side answering and consuming between reads; see
+/// `any_frames_leave_the_connection_sound` for what is checked.
+fn drive(
+    hostile: bool,
+    steps: &[Step],
+    cuts: &[usize],
+    reached: &mut Reached,
+) -> Result<(), TestCaseError> {
+    let config = Config {
+        max_concurrent_streams: 4,
+        stream_window: 65_535,
+        conn_window: 100_000,
+        ..Config::default()
+    };
+    let stream_window = i64::from(config.stream_window);
+    let conn_window = i64::from(config.conn_window);
+    let mut conn = Conn::new(config);
+    let mut client = Client::new(hostile, stream_window);
+    client.read_ours(&conn.out);
+    conn.out.clear();
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    let mut held: Vec<(u32, Held)> = Vec::new();
+    let mut last_request = 0;
+    for step in steps {
+        match *step {
+            Step::Answer { pick, body, end } => {
+                if held.is_empty() {
+                    continue;
+                }
+                let i = pick % held.len();
+                let (id, h) = &mut held[i];
+                if h.ended {
+                    continue;
+                }
+                if !h.answered {
+                    h.answered = true;
+                    h.ended = end && body == 0;
+                    conn.send_headers(*id, 200, std::iter::empty(), h.ended);
+                }
+                let n = conn.send_capacity(*id).min(body);
+                if !h.ended && (n > 0 || end) {
+                    reached.answers += 1;
+                    conn.send_data(*id, &vec![b'a'; n], end);
+                    h.ended = end;
+                }
+            }
+            Step::Release { pick } => {
+                if !held.is_empty() {
+                    let i = pick % held.len();
+                    let (id, h) = &mut held[i];
+                    conn.release(*id, h.unconsumed);
+                    h.unconsumed = 0;
+                }
+            }
+            _ => {
+                let bytes = client.bytes(step);
+                // Delivered in pieces cut where `cuts` says.
+                let mut rest = &bytes[..];
+                let mut c = 0;
+                while !rest.is_empty() {
+                    let n = cuts[c % cuts.len()].min(rest.len());
+                    c += 1;
+                    buf.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    if let Err(e) = conn.recv(&mut buf, &mut events) {
+                        reached.errors += 1;
+                        prop_assert!(hostile, "a client keeping to the rules got {e}");
+                        let last = client.read_ours(&conn.out);
+                        prop_assert!(
+                            matches!(last, Some(Frame::GoAway { reason, .. }) if reason == e.reason),
+                            "{e}: last frame {last:?}"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        for e in events.drain(..) {
+            match e {
+                Event::Request { stream, .. } => {
+                    reached.requests += 1;
+                    prop_assert!(
+                        stream % 2 == 1 && stream > last_request,
+                        "request on {stream} after {last_request}"
+                    );
+                    last_request = stream;
+                    held.push((stream, Held::default()));
+                }
+                Event::Data { stream, data, .. } => {
+                    reached.chunks += 1;
+                    let h = held.iter_mut().find(|(id, _)| *id == stream);
+                    prop_assert!(h.is_some(), "DATA on {stream}, not a request held");
+                    if let Some((_, h)) = h {
+                        h.unconsumed += data.len();
+                    }
+                }
+                Event::Reset { stream, .. } => held.retain(|(id, _)| *id != stream),
+                Event::Trailers { .. } | Event::GoAway { .. } => {}
+            }
+        }
+        prop_assert!(conn.active() <= 4, "{} streams open", conn.active());
+        client.read_ours(&conn.out);
+        conn.out.clear();
+        // Credit only for bytes the client sent: never more room than we announced.
+        prop_assert!(
+            client.conn_window <= conn_window,
+            "the client may send {} on the connection",
+            client.conn_window
+        );
+        for (id, w) in &client.windows {
+            prop_assert!(
+                *w <= stream_window,
+                "the client may send {w} on stream {id}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A client sending a mix of frames to the connection state machine, with the server's
+/// side answering and consuming between reads, over 1024 runs: 60% of the clients keep
+/// to the rules, the others send anything (frames of any type, on any id, bad settings and
+/// windows, short padding). No panic; every byte we write parses as a frame; requests
+/// come with new odd ids, never more open at once than allowed; our WINDOW_UPDATEs never
+/// give the client more room than the windows we announced (credit only for bytes it
+/// sent); a client keeping to the rules never gets a connection error, and a connection
+/// error leaves a GOAWAY with its reason as the last frame. The runs must get past the
+/// first frames: requests, bodies, answers and errors, each many times.
+#[test]
+fn any_frames_leave_the_connection_sound() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 1024,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let total = std::cell::Cell::new(Reached::default());
+    let runs = (
+        prop::bool::weighted(0.4),
+        prop::collection::vec(step(), 1..80),
+        prop::collection::vec(1usize..2000, 1..8),
+    );
+    let result = runner.run(&runs, |(hostile, steps, cuts)| {
+        let mut r = total.get();
+        let out = drive(hostile, &steps, &cuts, &mut r);
+        total.set(r);
+        out
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let t = total.get();
+    eprintln!("{t:?}");
+    assert!(
+        t.requests > 1000 && t.chunks > 1000 && t.answers > 600 && t.errors > 200,
+        "{t:?}"
+    );
 }

@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 use tracegate::listen::http2::frame::{self, Frame, Reason};
 use tracegate::listen::http2::hpack::Encoder;
 
+#[path = "support/hostile_h2.rs"]
+mod hostile_h2;
+
 fn native(upstream: std::net::SocketAddr, export: &str) -> String {
     format!(
         "{}limits:\n  http2_server: native\n",
@@ -379,4 +382,106 @@ async fn a_refused_extended_connect_ends_its_stream() {
     .await;
     assert!(answered);
     assert_eq!(reset, Some(Reason::NO_ERROR));
+}
+
+/// Panics raised in tracegate's own code (`src/`), counted by the hook that
+/// `hostile_clients_leave_the_server_serving` installs.
+static PANICS_IN_SRC: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A value of the admin port's metrics: the line that starts with `series ` (name and
+/// labels), 0 when there is none.
+async fn metric(admin: std::net::SocketAddr, series: &str) -> i64 {
+    let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+    std::str::from_utf8(&r.body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// 64 clients over real sockets, each sending a run of frames (tests/support/hostile_h2.rs:
+/// 60% keep to the rules, the others send anything), then closing their side; the server
+/// proxies what it can to the test upstream. Nothing in tracegate panics, the server ends
+/// every connection, none stays counted as open, it answered many of the requests, and it
+/// serves HTTP/2 and HTTP/1.1 clients as before.
+#[tokio::test]
+async fn hostile_clients_leave_the_server_serving() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().starts_with("src/"))
+        {
+            PANICS_IN_SRC.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let gw = tracegate(&native(up.addr, &grpc_export(col.addr))).await;
+    let addr = gw.proxy_addrs[0];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let runs = (
+        prop::bool::weighted(0.4),
+        prop::collection::vec(hostile_h2::step(), 1..80),
+    );
+    let mut answered = 0;
+    for i in 0..64 {
+        let (hostile, steps) = runs.new_tree(&mut runner).unwrap().current();
+        let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            // A reset after a GOAWAY ends it as well as a close.
+            let _ = rd.read_to_end(&mut got).await;
+            got
+        });
+        // The client assumes RFC 9113's default windows: it never learns ours.
+        let mut client = hostile_h2::Client::new(hostile, 65_535);
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for step in &steps {
+            bytes.extend(client.bytes(step));
+        }
+        // Written in pieces of any size (a closed connection stops the writing).
+        for piece in bytes.chunks(1 + i * 97 % 3000) {
+            if wr.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("run {i} (hostile: {hostile}): the connection stays open: {steps:?}")
+            })
+            .unwrap();
+        let mut buf = BytesMut::from(&got[..]);
+        while let Ok(Some((head, payload))) = frame::split(&mut buf, frame::MAX_MAX_FRAME_SIZE) {
+            let f = Frame::parse(head, payload);
+            assert!(
+                f.is_ok(),
+                "run {i}: the server wrote a frame that does not parse: {f:?}"
+            );
+            if matches!(f, Ok(Frame::Headers { .. })) {
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(PANICS_IN_SRC.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(answered >= 32, "only {answered} answers over 64 runs");
+    let admin = gw.admin_addr.unwrap();
+    let mut open = metric(admin, "tracegate_active_connections").await;
+    for _ in 0..100 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        open = metric(admin, "tracegate_active_connections").await;
+    }
+    assert_eq!(open, 0, "connections still counted as open");
+    let r = get(&h2c_client(), &format!("http://{addr}/api/after"), &[]).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+    let r = get(&h1_client(), &format!("http://{addr}/api/after"), &[]).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
 }

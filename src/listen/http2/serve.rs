@@ -349,6 +349,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         };
         let mut progress = false;
         let mut done = Vec::new();
+        // No WINDOW_UPDATE can come any more.
+        let read_closed = self.read_closed;
         for (&id, s) in self.streams.iter_mut() {
             // Request body bytes the exchange took: the client may send them again.
             if let Some(f) = &s.feed {
@@ -404,6 +406,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 if !pending.is_empty() {
                     let n = conn.send_capacity(id).min(pending.len());
                     if n == 0 {
+                        if read_closed {
+                            // Its windows shut, and the client can no longer open them:
+                            // the answer can never be sent.
+                            conn.reset(id, Reason::CANCEL, &mut Vec::new());
+                            s.feed = None;
+                            done.push(id);
+                            progress = true;
+                        }
                         break;
                     }
                     let chunk = pending.split_to(n);

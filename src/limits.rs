@@ -35,10 +35,13 @@ pub enum Rejection {
     TlsHandshake,
     /// An HTTP/2 client reset streams faster than it is served (rapid reset): GOAWAY.
     Http2Abuse,
+    /// An HTTP/2 client (our server's) left its answers waiting for `idle_timeout`: it
+    /// neither read them nor opened its windows. The connection is closed.
+    SendTimeout,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::MaxConnections,
         Rejection::HeadersTooLarge,
         Rejection::UriTooLong,
@@ -47,6 +50,7 @@ impl Rejection {
         Rejection::Malformed,
         Rejection::TlsHandshake,
         Rejection::Http2Abuse,
+        Rejection::SendTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Rejection {
             Rejection::Malformed => "malformed_request",
             Rejection::TlsHandshake => "tls_handshake",
             Rejection::Http2Abuse => "http2_rapid_reset",
+            Rejection::SendTimeout => "send_timeout",
         }
     }
 }
@@ -68,7 +73,7 @@ impl Rejection {
 pub struct DownstreamStats {
     /// Open client connections (all listeners).
     pub open: AtomicUsize,
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl DownstreamStats {
@@ -297,8 +302,9 @@ enum Armed {
 }
 
 /// The client's side of a connection, timing HTTP/1 request heads and idle periods.
-/// HTTP/2 connections (seen by their preface) pass through untouched: their streams are
-/// bounded by hyper's HTTP/2 settings.
+/// HTTP/2 connections (seen by their preface) pass through untouched: our HTTP/2 server
+/// times its quiet connections itself (`listen::http2::serve`), hyper's bounds its streams
+/// with its HTTP/2 settings.
 pub struct Watched<I> {
     inner: I,
     state: Arc<ConnState>,

@@ -485,3 +485,114 @@ async fn hostile_clients_leave_the_server_serving() {
     let r = get(&h1_client(), &format!("http://{addr}/api/after"), &[]).await;
     assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
 }
+
+/// Our server with `limits.idle_timeout: 200ms`.
+fn native_idle_200ms(upstream: std::net::SocketAddr) -> String {
+    format!(
+        "{}  idle_timeout: 200ms\n",
+        native(upstream, "export:\n  protocol: none\n")
+    )
+}
+
+/// Reads until the server closes the connection (10 s at most); returns the frames.
+async fn frames_until_closed(s: &mut TcpStream, buf: &mut BytesMut) -> Vec<Frame> {
+    let read = async {
+        let mut frames = Vec::new();
+        loop {
+            while let Some((h, p)) = frame::split(buf, frame::MAX_MAX_FRAME_SIZE).unwrap() {
+                frames.push(Frame::parse(h, p).unwrap());
+            }
+            if s.read_buf(buf).await.unwrap_or(0) == 0 {
+                return frames;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the server closes the connection")
+}
+
+/// With `limits.idle_timeout`, a connection with no stream open for that long gets GOAWAY
+/// (NO_ERROR, naming the last stream served) and is closed, as nginx does with its
+/// `keepalive_timeout`. A stream waiting on its upstream for longer keeps the connection:
+/// that is not idle.
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_and_is_closed() {
+    let up = upstream().await;
+    let gw = tracegate(&native_idle_200ms(up.addr)).await;
+    let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
+    let mut enc = Encoder::new();
+    // The upstream answers after 600 ms: three idle timeouts.
+    out.extend(request(1, "/slow/600", &[], &mut enc));
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let frames = frames_until_closed(&mut s, &mut buf).await;
+    let body: Vec<u8> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Data {
+                stream: 1, data, ..
+            } => Some(&data[..]),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(body, b"slow ok", "{frames:?}");
+    let answered = frames.iter().position(|f| {
+        matches!(
+            f,
+            Frame::Data {
+                stream: 1,
+                end_stream: true,
+                ..
+            }
+        )
+    });
+    let goaway = frames.iter().position(|f| {
+        matches!(f, Frame::GoAway { last_stream: 1, reason, .. } if *reason == Reason::NO_ERROR)
+    });
+    assert!(
+        answered.is_some() && goaway > answered,
+        "the answer, then GOAWAY: {frames:?}"
+    );
+}
+
+/// A client that keeps its windows shut (SETTINGS_INITIAL_WINDOW_SIZE 0, no WINDOW_UPDATE)
+/// while an answer's body waits for them: once nothing has been read or written for
+/// `limits.idle_timeout`, the connection is closed (nginx's `send_timeout`), and counted
+/// as `send_timeout`. The client's side stays open all along.
+#[tokio::test]
+async fn a_client_that_keeps_its_windows_shut_is_closed() {
+    let up = upstream().await;
+    let gw = tracegate(&native_idle_200ms(up.addr)).await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
+    let mut enc = Encoder::new();
+    out.extend(request(1, "/bytes/1000", &[], &mut enc));
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let frames = frames_until_closed(&mut s, &mut buf).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Headers { stream: 1, .. })),
+        "the answer's head went out: {frames:?}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Data { data, .. } if !data.is_empty())),
+        "no data past a shut window: {frames:?}"
+    );
+    let admin = gw.admin_addr.unwrap();
+    assert_eq!(
+        metric(
+            admin,
+            "tracegate_downstream_rejected_total{reason=\"send_timeout\"}"
+        )
+        .await,
+        1
+    );
+}

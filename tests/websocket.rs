@@ -310,6 +310,20 @@ async fn websocket_over_our_own_http2_server_reaches_an_http1_upstream() {
     extended_connect_reaches_an_http1_upstream(NATIVE).await;
 }
 
+/// A WebSocket over our HTTP/2 server with nothing to say for five of
+/// `limits.idle_timeout` is not an idle connection (its stream waits on the upstream): it
+/// is kept, and frames still flow both ways after the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tunnel_outlives_the_idle_timeout() {
+    let (ws_addr, _log) = echo_server().await;
+    let export = format!("export:\n  protocol: none\n{NATIVE}  idle_timeout: 100ms\n");
+    let gw = tracegate(&config(ws_addr, &export)).await;
+    let (mut ws, status, _) = h2_websocket(gw.proxy_addrs[0], "/api/chat").await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    echoed_both_ways(&mut ws, "after a pause").await;
+}
+
 /// On our HTTP/2 server: an upstream that closes the WebSocket ends the client's stream,
 /// and a client that drops its stream (a reset), or its whole connection, ends the
 /// upstream's connection.

@@ -14,21 +14,24 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, header};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::body::{self, Feed};
 use super::conn::{Config, Conn, ConnError, Event};
 use super::frame::Reason;
 use crate::body::ProxyBody;
 use crate::config::LimitSettings;
-use crate::limits::ConnState;
+use crate::limits::{ConnState, Rejection};
 use crate::listen::ClientBody;
 use crate::proxy::{self, ConnInfo, Shared};
+use crate::timer::LazyTimer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,6 +99,25 @@ struct Driver<I> {
     info: Arc<ConnInfo>,
     shared: Arc<Shared>,
     state: Arc<ConnState>,
+    /// `limits.idle_timeout` (`None`: off): how long the connection may be quiet.
+    idle_timeout: Option<Duration>,
+    /// Counts reads, writes and streams moving or waiting on their upstream: what keeps
+    /// the connection from being quiet.
+    activity: u64,
+    /// Some stream waits on its upstream (its exchange, or its answer's body) on this pass.
+    upstream_busy: bool,
+    quiet: Option<Quiet>,
+}
+
+/// Times a quiet connection: nothing read or written, and no stream waiting on its
+/// upstream, since `deadline` less the idle timeout. With no stream open it is idle (GOAWAY
+/// and close, as nginx's `keepalive_timeout`); with streams, their answers wait on a client
+/// that neither reads them nor opens its windows (closed, as nginx's `send_timeout`).
+struct Quiet {
+    timer: LazyTimer,
+    deadline: Instant,
+    /// `activity` when the deadline was set.
+    seen: u64,
 }
 
 /// Serves `io`, whose first bytes are `prefix` (the preface, read by the HTTP/1.1 server
@@ -133,6 +155,10 @@ where
         info,
         shared,
         state,
+        idle_timeout: (!limits.idle_timeout.is_zero()).then_some(limits.idle_timeout),
+        activity: 0,
+        upstream_busy: false,
+        quiet: None,
     };
     // The preface, and whatever followed it, came with the hand-over.
     d.take_input();
@@ -190,9 +216,47 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 };
             }
             if !progress {
-                return Poll::Pending;
+                if !self.quiet_expired(cx) {
+                    return Poll::Pending;
+                }
+                if self.streams.is_empty() && !self.closing {
+                    // Idle: GOAWAY, written on the next pass, then the connection ends.
+                    self.go_away();
+                    continue;
+                }
+                self.shared.downstream.reject(Rejection::SendTimeout);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "HTTP/2 client neither read its answers nor opened its windows",
+                )
+                .into()));
             }
         }
+    }
+
+    /// Whether the connection has been quiet for the idle timeout; else the task is woken
+    /// by then. The deadline moves (one clock read) only when something happened since.
+    fn quiet_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(after) = self.idle_timeout else {
+            return false;
+        };
+        if self.upstream_busy {
+            self.activity += 1;
+        }
+        let q = self.quiet.get_or_insert_with(|| {
+            let deadline = Instant::now() + after;
+            Quiet {
+                timer: LazyTimer::new(deadline),
+                deadline,
+                seen: self.activity,
+            }
+        });
+        if q.seen != self.activity {
+            q.seen = self.activity;
+            q.deadline = Instant::now() + after;
+            q.timer.arm(q.deadline);
+        }
+        q.timer.expired(q.deadline, after, cx)
     }
 
     /// Reads what the socket has and hands it to the connection.
@@ -219,6 +283,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             self.buf.extend_from_slice(rb.filled());
             Poll::Ready(Ok::<_, io::Error>(rb.filled().len()))
         }))?;
+        self.activity += 1;
         if n == 0 {
             self.read_closed = true;
             // No more DATA can come: bodies still open fail (a tunnel's ends), and the
@@ -349,6 +414,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         };
         let mut progress = false;
         let mut done = Vec::new();
+        let mut upstream_busy = false;
         // No WINDOW_UPDATE can come any more.
         let read_closed = self.read_closed;
         for (&id, s) in self.streams.iter_mut() {
@@ -375,6 +441,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             }
             if let Task::Exchange(fut) = &mut s.task {
                 let Poll::Ready(resp) = fut.as_mut().poll(cx) else {
+                    upstream_busy = true;
                     continue;
                 };
                 progress = true;
@@ -425,7 +492,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     continue;
                 }
                 match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        upstream_busy = true;
+                        break;
+                    }
                     Poll::Ready(None) => {
                         conn.send_data(id, &[], true);
                         done.push(id);
@@ -459,6 +529,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 }
             }
         }
+        self.upstream_busy = upstream_busy;
         for id in done {
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
@@ -488,6 +559,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.written += n;
+                    self.activity += 1;
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

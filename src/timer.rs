@@ -25,6 +25,17 @@ impl LazyTimer {
         }
     }
 
+    /// Whether the timer has fired (one atomic load: no clock read, no registration). Once
+    /// polled, a timer that has not fired wakes the task when it does.
+    pub fn fired(&self) -> bool {
+        self.0.is_elapsed()
+    }
+
+    /// Makes the timer fire at `at`, earlier or later than it was set.
+    pub fn set(&mut self, at: Instant) {
+        self.0.as_mut().reset(at);
+    }
+
     /// Whether `at` has passed; else the task is woken by then. A timer that fires before
     /// `at` (set for an earlier deadline) moves to `at`, or to `step` from now when that
     /// comes first (so that an earlier deadline armed later rarely has to move it).

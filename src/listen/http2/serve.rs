@@ -110,14 +110,17 @@ struct Driver<I> {
 }
 
 /// Times a quiet connection: nothing read or written, and no stream waiting on its
-/// upstream, since `deadline` less the idle timeout. With no stream open it is idle (GOAWAY
-/// and close, as nginx's `keepalive_timeout`); with streams, their answers wait on a client
-/// that neither reads them nor opens its windows (closed, as nginx's `send_timeout`).
+/// upstream. With no stream open it is idle (GOAWAY and close, as nginx's
+/// `keepalive_timeout`); with streams, their answers wait on a client that neither reads
+/// them nor opens its windows (closed, as nginx's `send_timeout`). A pass looks at whether
+/// the timer fired (an atomic load); it is moved (a clock read) only when it fires on a
+/// connection active since it was set: a connection is ended after one to two idle
+/// timeouts of quiet.
 struct Quiet {
     timer: LazyTimer,
     deadline: Instant,
-    /// `activity` when the deadline was set.
-    seen: u64,
+    /// `activity` when the timer was set.
+    set_at: u64,
 }
 
 /// Serves `io`, whose first bytes are `prefix` (the preface, read by the HTTP/1.1 server
@@ -234,8 +237,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         }
     }
 
-    /// Whether the connection has been quiet for the idle timeout; else the task is woken
-    /// by then. The deadline moves (one clock read) only when something happened since.
+    /// Whether the connection has been quiet for the idle timeout (one to two of them, see
+    /// [`Quiet`]); else the task is woken by the timer.
     fn quiet_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(after) = self.idle_timeout else {
             return false;
@@ -243,20 +246,30 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         if self.upstream_busy {
             self.activity += 1;
         }
-        let q = self.quiet.get_or_insert_with(|| {
+        let Some(q) = &mut self.quiet else {
             let deadline = Instant::now() + after;
-            Quiet {
-                timer: LazyTimer::new(deadline),
+            let mut timer = LazyTimer::new(deadline);
+            // Polled once to be registered: it wakes the task when it fires.
+            let fired = timer.expired(deadline, after, cx);
+            self.quiet = Some(Quiet {
+                timer,
                 deadline,
-                seen: self.activity,
-            }
-        });
-        if q.seen != self.activity {
-            q.seen = self.activity;
-            q.deadline = Instant::now() + after;
-            q.timer.arm(q.deadline);
+                set_at: self.activity,
+            });
+            return fired;
+        };
+        // Registered with this task's waker: it wakes the task when it fires.
+        if !q.timer.fired() {
+            return false;
         }
-        q.timer.expired(q.deadline, after, cx)
+        if q.set_at != self.activity {
+            // Active since it was set: quiet from the last pass at the latest.
+            q.set_at = self.activity;
+            q.deadline = Instant::now() + after;
+            q.timer.set(q.deadline);
+            return q.timer.expired(q.deadline, after, cx);
+        }
+        true
     }
 
     /// Reads what the socket has and hands it to the connection.

@@ -1,7 +1,11 @@
 //! Durations in config files: an integer or decimal number and a unit, e.g. `250ms`, `5s`,
-//! `1.5s`, `2m`, `1h`. A bare `0` is zero.
+//! `1.5s`, `2m`, `1h`. A bare `0` is zero. At most [`MAX`]: a deadline this far ahead is
+//! still a time the clock can hold (`Instant + Duration` panics past that).
 
 use std::time::Duration;
+
+/// The longest duration a config may give: a year.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses `value`, or says what was expected.
 pub fn parse(value: &str) -> Result<Duration, String> {
@@ -21,7 +25,13 @@ pub fn parse(value: &str) -> Result<Duration, String> {
         _ => return Err(expected(value)),
     };
     let n: f64 = number.parse().map_err(|_| expected(value))?;
-    Duration::try_from_secs_f64(n * scale).map_err(|_| expected(value))
+    let d = Duration::try_from_secs_f64(n * scale).map_err(|_| expected(value))?;
+    if d > MAX {
+        return Err(format!(
+            "duration `{value}` is too long: at most 8760h (a year); `0s` turns a timeout off"
+        ));
+    }
+    Ok(d)
 }
 
 fn expected(value: &str) -> String {
@@ -40,6 +50,14 @@ mod tests {
         assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("8760h"), Ok(MAX));
+    }
+
+    #[test]
+    fn rejects_durations_past_a_year() {
+        for long in ["8761h", "4000000000000000h", "99999999999999999999h"] {
+            assert!(parse(long).is_err(), "{long}");
+        }
     }
 
     #[test]

@@ -39,12 +39,9 @@ async fn still_serves(addr: &impl std::fmt::Display) {
 }
 
 async fn rejected(admin: &str, reason: &str) -> u64 {
-    let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
-    let needle = format!("tracegate_downstream_rejected_total{{reason=\"{reason}\"}} ");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or_else(|| panic!("no {needle} in /metrics"))
+    let series = format!("tracegate_downstream_rejected_total{{reason=\"{reason}\"}}");
+    let n = metric(admin, &series).await;
+    n.unwrap_or_else(|| panic!("no {series} in /metrics")) as u64
 }
 
 /// Waits until `/metrics` counts `n` rejections for `reason`: a connection that hyper

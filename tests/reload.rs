@@ -43,14 +43,7 @@ async fn log_with(log: &std::sync::Mutex<Vec<String>>, needle: &str) -> String {
 async fn counter_at_least(admin: &str, name: &str, n: u64) -> u64 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
-        let value = String::from_utf8_lossy(&r.body)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0);
+        let value = metric(admin, name).await.unwrap_or(0) as u64;
         if value >= n {
             return value;
         }

@@ -632,6 +632,19 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// A value on the admin port's `/metrics`: the line that starts with `series` (a name, with
+/// its labels if it has any) and a space; `None` when there is none.
+pub async fn metric(admin: impl std::fmt::Display, series: &str) -> Option<i64> {
+    let r = get(&h1_client(), &format!("http://{admin}/metrics"), &[]).await;
+    String::from_utf8_lossy(&r.body).lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Sends a request with the given headers and an empty body.
 pub async fn get(
     client: &Client<HttpConnector, BoxBody>,

@@ -192,10 +192,9 @@ impl Client {
             c.opened.push(id);
             Some(id)
         };
-        let pick = |ids: &[u32], k: usize| {
-            ids.get(ids.len().wrapping_sub(1 + k % ids.len().max(1)))
-                .copied()
-        };
+        // The k-th newest of `ids`, if any.
+        let pick =
+            |ids: &[u32], k: usize| (!ids.is_empty()).then(|| ids[ids.len() - 1 - k % ids.len()]);
         if self.hostile {
             return match on {
                 On::New => new(self),

@@ -179,11 +179,6 @@ impl Feed {
         lock(&self.0).expects_continue = true;
     }
 
-    /// Whether the 100 is due now (once): the body was read while the client waited.
-    pub fn continue_due(&self) -> bool {
-        std::mem::take(&mut lock(&self.0).continue_due)
-    }
-
     fn wake_reader(mut q: MutexGuard<'_, Queue>) {
         let reader = q.reader.take();
         drop(q);
@@ -227,14 +222,15 @@ impl Feed {
     }
 
     /// Bytes handed out since the last call, and what a dropped body left queued: both
-    /// are the client's to send again.
-    pub fn collect(&self) -> usize {
+    /// are the client's to send again. And whether the 100 is due now (once): the body
+    /// was read while the client waited for it. One lock for both, on every pass.
+    pub fn collect(&self) -> (usize, bool) {
         let mut q = lock(&self.0);
         let mut n = std::mem::take(&mut q.taken);
         if q.dropped {
             n += q.chunks.drain(..).map(|c| c.len()).sum::<usize>();
         }
-        n
+        (n, std::mem::take(&mut q.continue_due))
     }
 
     /// Whether the body was dropped.
@@ -269,7 +265,7 @@ mod tests {
         feed.trailers(t);
         let f = body.frame().await.unwrap().unwrap();
         assert_eq!(f.into_data().unwrap(), "abc");
-        assert_eq!(feed.collect(), 3);
+        assert_eq!(feed.collect().0, 3);
         // Taking bytes wakes the connection, to give the window back.
         assert_eq!(woken.0.load(Relaxed), 1);
         let f = body.frame().await.unwrap().unwrap();
@@ -277,7 +273,7 @@ mod tests {
         let f = body.frame().await.unwrap().unwrap();
         assert_eq!(f.into_trailers().unwrap()["x-sum"], "1");
         assert!(body.frame().await.is_none());
-        assert_eq!(feed.collect(), 2);
+        assert_eq!(feed.collect().0, 2);
     }
 
     #[tokio::test]
@@ -304,7 +300,7 @@ mod tests {
         assert!(feed.push(Bytes::from_static(b"abcd"), false));
         drop(body);
         assert!(feed.dropped());
-        assert_eq!(feed.collect(), 4);
+        assert_eq!(feed.collect().0, 4);
         assert!(!feed.push(Bytes::from_static(b"ef"), false));
     }
 
@@ -313,7 +309,7 @@ mod tests {
         let woken = Arc::new(Count(AtomicUsize::new(0)));
         let (mut body, feed) = channel(Some(1), Waker::from(woken.clone()));
         feed.expect_continue();
-        assert!(!feed.continue_due(), "not before the body is read");
+        assert!(!feed.collect().1, "not before the body is read");
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
@@ -322,14 +318,14 @@ mod tests {
             1,
             "the connection is woken to send it"
         );
-        assert!(feed.continue_due());
-        assert!(!feed.continue_due(), "once");
+        assert!(feed.collect().1);
+        assert!(!feed.collect().1, "once");
         // A client that sent its body without waiting gets no 100.
         let (mut body, feed) = channel(Some(1), Waker::noop().clone());
         feed.expect_continue();
         assert!(feed.push(Bytes::from_static(b"x"), true));
         assert!(body.frame().await.unwrap().is_ok());
-        assert!(!feed.continue_due());
+        assert!(!feed.collect().1);
     }
 
     #[tokio::test]

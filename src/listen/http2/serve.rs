@@ -433,12 +433,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         for (&id, s) in self.streams.iter_mut() {
             // Request body bytes the exchange took: the client may send them again.
             if let Some(f) = &s.feed {
-                let n = f.collect();
+                let (n, continue_due) = f.collect();
                 if n > 0 {
                     conn.release(id, n);
                 }
                 // The exchange reads a body the client holds back: 100 Continue.
-                if f.continue_due() && matches!(s.task, Task::Exchange(_)) {
+                if continue_due && matches!(s.task, Task::Exchange(_)) {
                     conn.send_headers(id, 100, std::iter::empty(), false);
                     progress = true;
                 }

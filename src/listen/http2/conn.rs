@@ -255,7 +255,11 @@ impl Conn {
                     if self.partial.is_some() {
                         return Err(self.fail(Reason::PROTOCOL_ERROR, why));
                     }
-                    if stream > self.last_stream && head.kind != frame::PRIORITY {
+                    // A stream the client has not opened is idle, and RST_STREAM must not
+                    // be sent on an idle stream (RFC 9113, 5.1): a PRIORITY in error there
+                    // (its length, or the stream depending on itself) ends the connection,
+                    // as nghttp2 does, like any other frame's error on such a stream.
+                    if stream > self.last_stream {
                         return Err(self.fail(reason, why));
                     }
                     self.reset(stream, reason, events);

@@ -444,6 +444,51 @@ fn stream_ids_limits_and_malformed_requests() {
         feed(&mut c, &mut client).0.unwrap_err().reason,
         Reason::PROTOCOL_ERROR
     );
+}
+
+#[test]
+fn priority_frames_on_idle_and_closed_streams() {
+    let mut client = Client::default();
+    // PRIORITY is allowed on an idle stream, and changes nothing: the stream opens later.
+    let mut c = started(Config::default());
+    client.raw(frame::PRIORITY, 0, 3, &[0, 0, 0, 1, 16]);
+    let (r, events, out) = feed(&mut c, &mut client);
+    assert!(r.is_ok());
+    assert!(events.is_empty() && out.is_empty(), "{out:?}");
+    client.headers(3, "/", &[], true);
+    let (r, events, _) = feed(&mut c, &mut client);
+    assert!(r.is_ok());
+    assert!(matches!(&events[..], [Event::Request { stream: 3, .. }]));
+
+    // In error on a stream the client has closed: a stream error, RST_STREAM on it, and the
+    // connection goes on.
+    c.send_headers(3, 204, &HeaderMap::new(), true);
+    let _ = sent(&mut c);
+    client.raw(frame::PRIORITY, 0, 3, &[0, 0, 0, 3, 16]);
+    let (r, _, out) = feed(&mut c, &mut client);
+    assert!(r.is_ok());
+    assert_eq!(rst(&out, 3), Some(Reason::PROTOCOL_ERROR));
+    assert_eq!(goaway(&out), None);
+    client.raw(frame::PRIORITY, 0, 3, &[0, 0, 0, 1]);
+    let (r, _, out) = feed(&mut c, &mut client);
+    assert!(r.is_ok());
+    assert_eq!(rst(&out, 3), Some(Reason::FRAME_SIZE_ERROR));
+
+    // In error on an idle stream: RST_STREAM must not be sent there (RFC 9113, 5.1), so the
+    // connection ends, and no RST_STREAM names the idle stream.
+    for (payload, reason) in [
+        (&[0, 0, 0, 5, 16][..], Reason::PROTOCOL_ERROR),
+        (&[0, 0, 0, 1][..], Reason::FRAME_SIZE_ERROR),
+    ] {
+        let mut c = started(Config::default());
+        client.headers(1, "/", &[], true);
+        client.raw(frame::PRIORITY, 0, 5, payload);
+        let (r, events, out) = feed(&mut c, &mut client);
+        assert_eq!(r.unwrap_err().reason, reason);
+        assert_eq!(events.len(), 1);
+        assert_eq!(rst(&out, 5), None);
+        assert_eq!(goaway(&out), Some(reason));
+    }
     // A header block that does not decode.
     let mut c = started(Config::default());
     client.raw(frame::HEADERS, frame::FLAG_END_HEADERS, 1, &[0x80]);

@@ -178,6 +178,11 @@ impl ConnState {
         self.scan_heads.store(true, Relaxed);
     }
 
+    /// Requests whose response has not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
     /// The connection waits for the rest of a head whose first bytes it holds already.
     pub fn head_started(&self) {
         self.head_started.store(true, Relaxed);
@@ -303,8 +308,8 @@ enum Armed {
 
 /// The client's side of a connection, timing HTTP/1 request heads and idle periods.
 /// HTTP/2 connections (seen by their preface) pass through untouched: our HTTP/2 server
-/// times its quiet connections itself (`listen::http2::serve`), hyper's bounds its streams
-/// with its HTTP/2 settings.
+/// times its quiet connections itself (`listen::http2::serve`), and hyper's are timed around
+/// it (`listen::quiet`).
 pub struct Watched<I> {
     inner: I,
     state: Arc<ConnState>,

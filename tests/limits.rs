@@ -540,3 +540,100 @@ async fn protocol_errors(server: &str) {
     }
     assert!(app.seen.all().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_end_on_our_server() {
+    idle_http2_connections_end("native").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_end_on_hypers_server_too() {
+    idle_http2_connections_end("hyper").await;
+}
+
+/// `limits.idle_timeout` on either HTTP/2 server, with a real HTTP/2 client (one that
+/// answers PINGs, as hyper's graceful GOAWAY asks): a request in flight for three timeouts
+/// keeps the connection and gets its answer; once nothing is in flight or moving, the
+/// server ends the connection gracefully (GOAWAY, NO_ERROR, then the close).
+async fn idle_http2_connections_end(server: &str) {
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        &format!("  idle_timeout: 200ms\n  http2_server: {server}\n"),
+    ))
+    .await;
+    let addr = gw.proxy_addrs[0];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(
+            http::Request::get(format!("http://{addr}/slow/600"))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"slow ok");
+    // Nothing more is asked: the server ends the connection, without an error.
+    let ended = tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the idle connection is ended");
+    assert!(ended.unwrap().is_ok(), "a graceful end ({server})");
+    // A request now would need a new connection.
+    assert!(client.ready().await.is_err());
+    let admin = gw.admin_addr.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(admin, "tracegate_active_connections").await != Some(0) {
+        assert!(tokio::time::Instant::now() < deadline, "still counted open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// hyper's graceful GOAWAY waits for the client to answer its PING. A client that answers
+/// nothing (here: not even our SETTINGS) is closed all the same, one timeout later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_client_that_answers_nothing_is_closed_on_hypers_server() {
+    use tracegate::listen::http2::frame::{self, Frame, Reason};
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  idle_timeout: 200ms\n  http2_server: hyper\n",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    frame::put_settings(&mut out, &[]);
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let read = async {
+        let mut frames = Vec::new();
+        loop {
+            while let Some((h, p)) = frame::split(&mut buf, frame::MAX_MAX_FRAME_SIZE).unwrap() {
+                frames.push(Frame::parse(h, p).unwrap());
+            }
+            if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return frames;
+            }
+        }
+    };
+    let frames = tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the server closes the connection");
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::GoAway { reason, .. } if *reason == Reason::NO_ERROR)),
+        "{frames:?}"
+    );
+}

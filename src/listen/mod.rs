@@ -6,6 +6,7 @@
 
 mod h1;
 pub mod http2;
+mod quiet;
 
 pub use h1::ClientBody;
 
@@ -167,17 +168,23 @@ async fn connection<I>(
 
 /// The rest of a connection served by hyper (HTTP/1.1 or HTTP/2, detected from the first
 /// bytes), until it ends or `stop` turns true (then gracefully: in-flight requests finish).
+/// `http2`: the client sent HTTP/2's preface; `limits.idle_timeout` then ends the connection
+/// here (`quiet`), as `Watched` does HTTP/1's.
 async fn hyper_connection<I>(
     io: I,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     limits: &LimitSettings,
+    http2: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let idle_timeout = (http2 && !limits.idle_timeout.is_zero()).then_some(limits.idle_timeout);
+    let (io, moves) = quiet::Counted::new(io);
+    let watched = state.clone();
     // Boxed where it is made: hyper moves a request's future into its HTTP/2 stream task,
     // and the task's spawn moves it again, each a copy of the whole future (the exchange's
     // state, kilobytes); a box moves as a pointer.
@@ -192,12 +199,18 @@ where
     let builder = builder(limits);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
-    tokio::select! {
+    let idle = tokio::select! {
         result = served.as_mut() => return result,
-        () = stopped(&mut stop) => {}
-    }
+        () = stopped(&mut stop) => None,
+        () = quiet::idle(&watched, &moves, idle_timeout) => idle_timeout,
+    };
     served.as_mut().graceful_shutdown();
-    served.await
+    match idle {
+        // hyper's graceful GOAWAY waits for the client to answer a PING; a client that went
+        // away never does, and the connection is dropped (closed) after one more timeout.
+        Some(t) => tokio::time::timeout(t, served).await.unwrap_or(Ok(())),
+        None => served.await,
+    }
 }
 
 /// Over `max_connections`: a cleartext client gets a 503 before the close.

@@ -290,11 +290,10 @@ where
         return Ok(());
     }
     let io = c.into_prefixed();
-    if limits.http2_server == crate::config::Http2Server::Native
-        && io.prefix.len() >= 4
+    let http2 = io.prefix.len() >= 4
         && (io.prefix.starts_with(super::http2::conn::PREFACE)
-            || super::http2::conn::PREFACE.starts_with(&io.prefix))
-    {
+            || super::http2::conn::PREFACE.starts_with(&io.prefix));
+    if http2 && limits.http2_server == crate::config::Http2Server::Native {
         // Boxed for the same reason as hyper's, below.
         return Box::pin(super::http2::serve(
             io.inner, io.prefix, info, shared, state, limits, stop,
@@ -305,7 +304,7 @@ where
     // Boxed, once a connection: unboxed, hyper's connection future (~2.4 KB) would be room
     // in every connection's future beside the request's.
     Box::pin(super::hyper_connection(
-        io, info, shared, state, limits, stop,
+        io, info, shared, state, limits, http2, stop,
     ))
     .await
 }

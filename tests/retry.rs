@@ -88,6 +88,56 @@ async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
     assert!(format!("{retry:?}").contains("connection_refused"));
 }
 
+/// Over HTTP/2 to the upstream the request's head is copied before the first attempt
+/// (hyper's client takes it), and the retry sends the copy: once, with what the proxy
+/// added, the retry's own parent id, and both attempts as CLIENT spans.
+#[tokio::test]
+async fn a_refused_endpoint_is_retried_over_http2_from_the_copy() {
+    let up = upstream().await;
+    let col = grpc_collector().await;
+    let yaml = two_endpoints(refused_addr().await, up.addr, col.addr)
+        .replace("\nroutes:", "\n    protocol: http2\nroutes:");
+    assert!(yaml.contains("protocol: http2"));
+    let gw = tracegate(&yaml).await;
+    let r = get(
+        &h1_client(),
+        &format!("http://{}/over-h2?q=1", gw.proxy_addrs[0]),
+        &[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 200, "the retry reached the live endpoint");
+    let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let spans = col.spans.wait_for(3).await;
+    let mut clients: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.kind() == 3 && s.trace_id() == trace)
+        .collect();
+    clients.sort_by_key(|s| s.span.start_time_unix_nano);
+    assert_eq!(clients.len(), 2, "one CLIENT span per attempt");
+    assert_eq!(
+        clients[1].attr("http.request.resend_count").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        clients[1].attr("network.protocol.version").as_deref(),
+        Some("2")
+    );
+    let seen = up.seen.wait_for(1).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/over-h2");
+    assert_eq!(
+        &seen[0].headers["traceparent"].to_str().unwrap()[36..52],
+        clients[1].span_id(),
+        "the upstream's parent is the retry"
+    );
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-request-id"] {
+        assert_eq!(seen[0].headers.get_all(name).iter().count(), 1, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn requests_that_cannot_be_sent_again_are_not_retried() {
     let up = upstream().await;

@@ -282,7 +282,7 @@ async fn send_fresh(
 fn unsent(failure: Failure, mut req: Request<RequestBody>, keep: Keep<'_>) -> Failure {
     if let Some(keep) = keep {
         super::merge_added(&mut req);
-        *keep = Some(req.into_parts().0);
+        *keep = Some(Box::new(req.into_parts().0));
     }
     failure
 }

@@ -150,7 +150,7 @@ async fn send_upgrade(
     let req = Request::from_parts(parts, body);
     let failed = |failure: Failure| {
         if let (Some(keep), Some(head)) = (keep, head) {
-            *keep = Some(head);
+            *keep = Some(Box::new(head));
         }
         failure
     };

@@ -76,7 +76,8 @@ pub fn merge_added(req: &mut Request<RequestBody>) {
 
 /// Where a request without a body that failed leaves its head (method, URI, headers) for a
 /// retry, instead of a copy made before every request: `None` when no retry is wanted.
-pub type Keep<'a> = Option<&'a mut Option<http::request::Parts>>;
+/// Boxed: the slot is room in every request's future, the head only there on a failure.
+pub type Keep<'a> = Option<&'a mut Option<Box<http::request::Parts>>>;
 
 /// A response body from upstream: read by our own HTTP/1.1 connection, or by hyper's
 /// (HTTP/2, upgrades).

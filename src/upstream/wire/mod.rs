@@ -225,7 +225,7 @@ pub fn send<'a>(
                 // Only borrowed to write the head: the caller gets it back for a retry.
                 if let Some(keep) = keep {
                     added.merge_into(&mut parts.headers);
-                    *keep = Some(parts);
+                    *keep = Some(Box::new(parts));
                 }
                 return Err(failure);
             }

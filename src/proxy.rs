@@ -478,9 +478,10 @@ pub fn exchange(
             )
             .await;
         upstream.report(picked.endpoint(), upstream_ok(&first));
-        // Most requests never retry: the retries' state (a head, a send, its result) is boxed
-        // apart rather than room in every request's future (256 bytes of it, and the result
-        // kept beside the first send's future: 2,448 -> 1,936 bytes).
+        // Most requests never retry: the retries' state (a second send's future and its
+        // result) is boxed apart rather than room in every request's future. With the
+        // heads kept for them boxed too, the future went from 2,448 to 1,760 bytes
+        // (benches/README.md, 2026-12-07's fifth session).
         let mut result = if first.is_err() && (copy.is_some() || kept.is_some()) {
             let retry = Retry {
                 upstream,
@@ -503,7 +504,7 @@ pub fn exchange(
         if upgrade.as_ref().is_some_and(|u| u.extended_connect)
             && result.as_ref().is_ok_and(|r| r.status().is_success())
         {
-            result = Err(crate::error::Failure {
+            result = Err(Failure {
                 kind: ProxyError::Protocol,
                 detail: "the upstream answered the upgrade without switching protocols".into(),
             });
@@ -695,7 +696,7 @@ impl Retry<'_> {
 
 /// Passive health's view of an attempt: connection failures, timeouts and 502/503/504
 /// count against the endpoint; a client that paused its body does not.
-fn upstream_ok(result: &Result<Response<UpstreamBody>, crate::error::Failure>) -> bool {
+fn upstream_ok(result: &Result<Response<UpstreamBody>, Failure>) -> bool {
     match result {
         Ok(r) => !matches!(r.status().as_u16(), 502..=504),
         Err(f) => f.kind == ProxyError::RequestBodyTimeout,

@@ -243,22 +243,8 @@ async fn a_client_reset_cancels_the_exchange() {
     );
     // The connection still serves.
     let mut client = client.ready().await.unwrap();
-    let (resp, _) = client
-        .send_request(
-            Request::get(format!("http://{}/ok", gw.proxy_addrs[0]))
-                .body(())
-                .unwrap(),
-            true,
-        )
-        .unwrap();
-    let resp = resp.await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut got = Vec::new();
-    while let Some(chunk) = body.data().await {
-        got.extend_from_slice(&chunk.unwrap());
-    }
-    assert_eq!(got, b"ok");
+    let got = h2_get(&mut client, &format!("http://{}/ok", gw.proxy_addrs[0])).await;
+    assert_eq!(got, (200, b"ok".to_vec()));
 }
 
 /// `expect: 100-continue`: the client holds its body back until the 100, which comes when

@@ -567,24 +567,8 @@ async fn idle_http2_connections_end(server: &str) {
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     let conn = tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let (resp, _) = client
-        .send_request(
-            http::Request::get(format!("http://{addr}/slow/600"))
-                .body(())
-                .unwrap(),
-            true,
-        )
-        .unwrap();
-    let resp = resp.await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut got = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        got.extend_from_slice(&chunk);
-    }
-    assert_eq!(got, b"slow ok");
+    let got = h2_get(&mut client, &format!("http://{addr}/slow/600")).await;
+    assert_eq!(got, (200, b"slow ok".to_vec()));
     // Nothing more is asked: the server ends the connection, without an error.
     let ended = tokio::time::timeout(PATIENCE, conn)
         .await

@@ -21,6 +21,16 @@ fn two_endpoints(
     )
 }
 
+/// The CLIENT spans of `trace`, in the order they started.
+fn client_spans<'a>(spans: &'a [Received], trace: &str) -> Vec<&'a Received> {
+    let mut clients: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.kind() == 3 && s.trace_id() == trace)
+        .collect();
+    clients.sort_by_key(|s| s.span.start_time_unix_nano);
+    clients
+}
+
 #[tokio::test]
 async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
     let up = upstream().await;
@@ -41,11 +51,7 @@ async fn refused_endpoint_is_retried_on_the_next_one_as_its_own_client_span() {
     assert_eq!(r.status, 200, "the retry reached the live endpoint");
     let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
     let spans = col.spans.wait_for(3).await;
-    let mut clients: Vec<&Received> = spans
-        .iter()
-        .filter(|s| s.kind() == 3 && s.trace_id() == trace)
-        .collect();
-    clients.sort_by_key(|s| s.span.start_time_unix_nano);
+    let clients = client_spans(&spans, &trace);
     assert_eq!(clients.len(), 2, "one CLIENT span per attempt");
     assert_eq!(
         clients[0].attr("error.type").as_deref(),
@@ -111,11 +117,7 @@ async fn a_refused_endpoint_is_retried_over_http2_from_the_copy() {
     assert_eq!(r.status, 200, "the retry reached the live endpoint");
     let trace = r.headers["x-trace-id"].to_str().unwrap().to_string();
     let spans = col.spans.wait_for(3).await;
-    let mut clients: Vec<&Received> = spans
-        .iter()
-        .filter(|s| s.kind() == 3 && s.trace_id() == trace)
-        .collect();
-    clients.sort_by_key(|s| s.span.start_time_unix_nano);
+    let clients = client_spans(&spans, &trace);
     assert_eq!(clients.len(), 2, "one CLIENT span per attempt");
     assert_eq!(
         clients[1].attr("http.request.resend_count").as_deref(),

@@ -862,3 +862,21 @@ pub async fn read_response(s: &mut tokio::net::TcpStream) -> String {
     s.read_exact(&mut body).await.unwrap();
     head + &String::from_utf8_lossy(&body)
 }
+
+/// A GET over an `h2` crate client connection: its status and whole body (the body's
+/// window given back as it is read).
+pub async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, url: &str) -> (u16, Vec<u8>) {
+    let (resp, _) = client
+        .send_request(Request::get(url).body(()).unwrap(), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    (status, got)
+}

@@ -4,6 +4,10 @@
 //! request in flight, and the connection is then shut down gracefully (GOAWAY, NO_ERROR),
 //! as tracegate's own HTTP/2 server and nginx's `keepalive_timeout` do.
 //!
+//! A wrapper of its own rather than a count in `limits::Watched` (which wraps every client
+//! connection): our HTTP/1.1 connections write through `Watched` on every answer and need no
+//! count.
+//!
 //! Unlike our own server's, this one cannot tell a stream whose answer waits for a client
 //! that reads nothing from one whose upstream is slow: while a request is in flight the
 //! connection is kept (no `send_timeout` here).

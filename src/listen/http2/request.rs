@@ -109,7 +109,9 @@ where
 
     let method = method.ok_or(Malformed("no :method"))?;
     let method = Method::from_bytes(&method).map_err(|_| Malformed("bad :method"))?;
-    let mut uri = Uri::builder();
+    // The target's parts, checked together by `Uri::from_parts` (what `Uri::builder` does,
+    // without moving the parts through a `Result` at each step).
+    let mut target = http::uri::Parts::default();
     let protocol = match protocol {
         None => None,
         Some(_) if method != Method::CONNECT => {
@@ -131,7 +133,7 @@ where
             return Err(Malformed("CONNECT with :scheme or :path"));
         }
         let authority = authority.ok_or(Malformed("CONNECT without :authority"))?;
-        uri = uri.authority(authority_of(authority)?);
+        target.authority = Some(authority_of(authority)?);
     } else {
         if method == Method::CONNECT && authority.is_none() {
             return Err(Malformed("CONNECT without :authority"));
@@ -148,12 +150,13 @@ where
         // Without :authority (the host then comes in `host`, if at all) the target is
         // the path alone: `http::Uri` has no form for a scheme without an authority.
         if let Some(a) = authority {
-            uri = uri.scheme(scheme).authority(authority_of(a)?);
+            target.scheme = Some(scheme);
+            target.authority = Some(authority_of(a)?);
         }
         let path = PathAndQuery::from_maybe_shared(path).map_err(|_| Malformed("bad :path"))?;
-        uri = uri.path_and_query(path);
+        target.path_and_query = Some(path);
     }
-    let uri = uri.build().map_err(|_| Malformed("bad request target"))?;
+    let uri = Uri::from_parts(target).map_err(|_| Malformed("bad request target"))?;
     // Two names for the target: routing by one while the upstream reads the other is a
     // confusion a client could use (RFC 9113, 8.3.1: SHOULD be malformed).
     if let (Some(a), Some(h)) = (uri.authority(), headers.get(header::HOST))

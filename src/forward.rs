@@ -450,8 +450,8 @@ pub fn prepare_response(
 
 /// The fields tracegate adds to a response for the client: the trace id (under
 /// `tracing.trace_id_header`) and the correlation id. Each replaces the
-/// upstream's field of that name. Our HTTP/1.1 connections write them after the map's
-/// fields, leaving out the map's of the same names (`covers`); inserting them in the map
+/// upstream's field of that name. Our HTTP/1.1 and HTTP/2 connections write them after the
+/// response's fields, leaving out those of the same names (`covers`); inserting them in the map
 /// hashed both names, and made the trace id a value of its own (an allocation): ~600
 /// instructions a request.
 #[derive(Clone, Copy, Default)]
@@ -481,22 +481,26 @@ impl Stamp<'_> {
         self.trace.is_some_and(|(n, _)| same(n)) || self.correlation.is_some_and(|(n, _)| same(n))
     }
 
-    /// Writes the fields, HTTP/1.1 style.
-    pub fn put(&self, out: &mut Vec<u8>) {
+    /// Each field, name and value.
+    pub fn each(&self, mut f: impl FnMut(&HeaderName, &[u8])) {
         // Both under one name (a configuration that asks for it): the correlation id, as
         // `merge_into`'s second insert leaves it.
         let shadowed = |name| self.correlation.is_some_and(|(n, _)| n == name);
         if let Some((name, trace_id)) = self.trace.filter(|(n, _)| !shadowed(*n)) {
-            let hex = w3c::trace_id_hex(trace_id);
-            crate::http1::put_raw_field(out, name.as_str().as_bytes(), &hex);
+            f(name, &w3c::trace_id_hex(trace_id));
         }
         if let Some((name, value)) = self.correlation {
-            crate::http1::put_raw_field(out, name.as_str().as_bytes(), value.as_bytes());
+            f(name, value.as_bytes());
         }
     }
 
-    /// Puts the fields in `headers`, in place of any of the same names (for HTTP/2, and
-    /// where something reads the map before it is written).
+    /// Writes the fields, HTTP/1.1 style.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        self.each(|name, value| crate::http1::put_raw_field(out, name.as_str().as_bytes(), value));
+    }
+
+    /// Puts the fields in `headers`, in place of any of the same names (for hyper's
+    /// connections, and where something reads the map before it is written).
     pub fn merge_into(&self, headers: &mut HeaderMap) {
         headers.reserve(2);
         if let Some((name, trace_id)) = self.trace {

@@ -392,6 +392,25 @@ impl RawFields {
             }
         })
     }
+
+    /// Each field's name (in the upstream's case) and value, without the whitespace
+    /// around it (for HTTP/2, where a value may not start or end with any).
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields().map(|(name, line)| {
+            (
+                name,
+                line[name.len()..].get(1..).unwrap_or(&[]).trim_ascii(),
+            )
+        })
+    }
+}
+
+/// A response's fields: in its map, or as the upstream wrote them.
+#[derive(Clone, Copy)]
+pub enum Fields<'a> {
+    Map(&'a HeaderMap),
+    /// Without hop-by-hop fields (`Transfer-Encoding` among them).
+    Raw(&'a RawFields),
 }
 
 /// One field line.

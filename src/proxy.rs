@@ -187,7 +187,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// One request through the steps of the path. The HTTP/1.1 connection loop calls it
+/// One request through the steps of the path. Our HTTP/1.1 and HTTP/2 connections call it
 /// directly; [`handle`] wraps it for hyper's connections. `writes_stamp`: the caller
 /// writes the fields for the client the body holds (`ProxyBody::stamp`) itself, where
 /// they are not in the response's map.
@@ -453,9 +453,9 @@ pub fn exchange(
         }
         let mut kept = None;
         // The response's fields stay as the upstream wrote them (no map built only to be
-        // written out again) when nothing reads them on the way: our HTTP/1.1 connection
-        // writes the stamp (`stamp_later` below), no response capture, no upgrade, and not
-        // gRPC (its status is read from them).
+        // written out again) when nothing reads them on the way: our own connection (HTTP/1.1
+        // or HTTP/2) writes the stamp (`stamp_later` below), no response capture, no
+        // upgrade, and not gRPC (its status is read from them).
         let raw_fields = writes_stamp
             && upgrade.is_none()
             && !rt.capture.of_responses()

@@ -5,7 +5,8 @@
 //! Content-Length too, the framing of request bodies as the upstream receives them, a
 //! request the upstream dropped unanswered sent again from the head the connection handed
 //! back, and the response's fields passed through as bytes (hop-by-hop ones left out) the
-//! same as through a header map but for the case of their names.
+//! same as through a header map but for the case of their names, and to HTTP/2 clients
+//! encoded from those bytes, in lowercase.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
@@ -190,6 +191,10 @@ async fn serve(mut s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
                 .is_ok(),
             "/fields-chunked" => s
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nTrailer: x-sum\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n")
+                .await
+                .is_ok(),
+            "/fields-ws" => s
+                .write_all(b"HTTP/1.1 200 OK\r\nX-Pad:   padded \t \r\nX-Empty:\r\nVary: a\r\nvary: b\r\nX-Trace-Id: upstreams\r\nAn-Unusually-Long-Field-Name-Here: long\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
                 .await
                 .is_ok(),
             "/fields-lf" => s
@@ -556,7 +561,7 @@ async fn the_upstreams_fields_reach_the_client_as_it_wrote_them_without_the_hop_
     );
 
     // Every head, the same as through the map but for the case of the names.
-    for path in ["/fields", "/fields-chunked", "/fields-lf"] {
+    for path in ["/fields", "/fields-chunked", "/fields-lf", "/fields-ws"] {
         let raw = exchange_raw(recorded.proxy_addrs[0], &ask(path)).await;
         let map = exchange_raw(mapped.proxy_addrs[0], &ask(path)).await;
         assert_eq!(normalized(&raw), normalized(&map), "{path}:\n{raw}\n{map}");
@@ -575,5 +580,101 @@ async fn the_upstreams_fields_reach_the_client_as_it_wrote_them_without_the_hop_
     assert!(
         lf.starts_with("HTTP/1.1 201 Created\r\nX-A: 1\r\nLocation: /x\r\ncontent-length: 2\r\n"),
         "lines that ended in a bare LF end in CRLF: {lf}"
+    );
+}
+
+#[tokio::test]
+async fn over_http2_the_upstreams_fields_go_out_in_lowercase_the_same_as_through_a_map() {
+    // As above, with an HTTP/2 client: our HTTP/2 server encodes the fields as the
+    // upstream wrote them (names in lowercase, values without the whitespace around them)
+    // and the stamp after them, for the recorded exchanges; through the map otherwise.
+    let up = scripted().await;
+    let recorded = tracegate(&recorded_config(up.addr)).await;
+    let mapped = tracegate(&wire_config(up.addr)).await;
+    let client = h2c_client();
+    let ask = |gw: &tracegate::gateway::Gateway, path: &str| {
+        let url = format!("http://{}{path}", gw.proxy_addrs[0]);
+        let client = client.clone();
+        async move { get(&client, &url, &[("x-request-id", "client-7")]).await }
+    };
+    // Name and value of each field in order; the trace id and a date tracegate added
+    // blanked.
+    let listed = |r: &Reply| -> Vec<String> {
+        r.headers
+            .iter()
+            .map(|(n, v)| {
+                let v = v.to_str().unwrap();
+                let v = match n.as_str() {
+                    "x-trace-id" if v != "upstreams" => "<id>",
+                    "date" if !v.contains("2026 00:00:00") => "<now>",
+                    _ => v,
+                };
+                format!("{n}: {v}")
+            })
+            .collect()
+    };
+    let sorted = |mut l: Vec<String>| {
+        l.sort();
+        l
+    };
+
+    for path in ["/fields", "/fields-chunked", "/fields-lf", "/fields-ws"] {
+        let raw = ask(&recorded, path).await;
+        let map = ask(&mapped, path).await;
+        assert_eq!(
+            (raw.status, sorted(listed(&raw)), &raw.body),
+            (map.status, sorted(listed(&map)), &map.body),
+            "{path}"
+        );
+        // The stamp comes last, after the upstream's fields: it was not merged into a map.
+        let names = listed(&raw);
+        assert_eq!(
+            names[names.len() - 2..],
+            ["x-trace-id: <id>", "x-request-id: client-7"],
+            "{path}: {names:?}"
+        );
+    }
+    let fields = listed(&ask(&recorded, "/fields").await);
+    assert_eq!(
+        fields,
+        [
+            "server: legacy",
+            "date: Tue, 01 Dec 2026 00:00:00 GMT",
+            "content-length: 2",
+            "set-cookie: a=b",
+            "x-trace-id: <id>",
+            "x-request-id: client-7",
+        ],
+        "hop-by-hop fields and the one `Connection` names left out, the upstream's date \
+         kept and no second one, the upstream's correlation id replaced"
+    );
+    let ws = listed(&ask(&recorded, "/fields-ws").await);
+    assert_eq!(
+        ws[1..],
+        [
+            "x-pad: padded",
+            "x-empty: ",
+            "vary: a",
+            "vary: b",
+            "an-unusually-long-field-name-here: long",
+            "content-type: text/plain",
+            "content-length: 2",
+            "x-trace-id: <id>",
+            "x-request-id: client-7",
+        ],
+        "a date first (the upstream sent none), the upstream's trace id replaced: {ws:?}"
+    );
+    assert!(ws[0].starts_with("date: "), "{ws:?}");
+    let chunked = ask(&recorded, "/fields-chunked").await;
+    assert_eq!(chunked.body, "hello");
+    assert_eq!(
+        sorted(listed(&chunked)),
+        [
+            "content-type: text/plain",
+            "date: <now>",
+            "x-request-id: client-7",
+            "x-trace-id: <id>",
+        ],
+        "no length, no trailer field, nothing hop-by-hop"
     );
 }

@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Uri, Version};
 
 use super::body::Framing;
 use crate::forward::Stamp;
-use crate::http1::{Chunk, Names, RawFields, parse_decimal, put_field};
+use crate::http1::{Chunk, Fields, Names, parse_decimal, put_field};
 
 /// Header fields a request's map has room for from the start, at least (and six beyond the
 /// request's own). The maps come from and go back to the thread's spares
@@ -159,14 +159,6 @@ pub(super) enum Out {
     /// This many bytes.
     Length(u64),
     Chunked,
-}
-
-/// A response's fields: in its map, or as the upstream wrote them.
-#[derive(Clone, Copy)]
-pub(super) enum Fields<'a> {
-    Map(&'a HeaderMap),
-    /// Without hop-by-hop fields (`Transfer-Encoding` among them).
-    Raw(&'a RawFields),
 }
 
 /// Writes the status line and fields of a response to a `method` request into `out`, with
@@ -334,6 +326,7 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::context::correlation::IdValue;
+    use crate::http1::RawFields;
 
     fn head(text: &str) -> (Head, usize) {
         match parse(text.as_bytes(), 100, &mut Names::default()) {

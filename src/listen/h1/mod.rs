@@ -227,8 +227,8 @@ where
                 || parts.status.is_informational();
             let exact = rbody.size_hint().exact();
             let fields = match rbody.raw_fields() {
-                Some(raw) => head::Fields::Raw(raw),
-                None => head::Fields::Map(&parts.headers),
+                Some(raw) => crate::http1::Fields::Raw(raw),
+                None => crate::http1::Fields::Map(&parts.headers),
             };
             let framing = head::encode(
                 parts.status,

@@ -16,6 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::frame::{self, Frame, FrameError, Reason};
 use super::hpack::{self, Decoder, Encoder, Field};
 use super::request::{self, Head};
+use crate::forward::Stamp;
+use crate::http1::Fields;
 
 /// The client's first bytes (RFC 9113, 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -694,36 +696,68 @@ impl Conn {
         fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
         end_stream: bool,
     ) {
-        self.send_headers_and(stream, status, fields, &[], end_stream);
+        let mut block = self.begin_block(status);
+        self.put_map(fields, Stamp::default(), &mut block);
+        self.end_block(stream, block, end_stream);
     }
 
-    /// [`Self::send_headers`] with more fields after the map's (`date`, a length).
-    pub fn send_headers_and<'a>(
+    /// An answer's head: `:status`, `extra` (`date`, a length), the answer's fields (in
+    /// its map, or as an HTTP/1.1 upstream wrote them, hop-by-hop ones left out), and the
+    /// `stamp`'s in place of any of the same names.
+    pub fn send_answer(
         &mut self,
         stream: u32,
         status: u16,
-        fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+        fields: Fields<'_>,
+        stamp: Stamp<'_>,
         extra: &[(&str, &[u8])],
         end_stream: bool,
     ) {
+        let mut block = self.begin_block(status);
+        for (name, value) in extra {
+            self.encoder.field(name, value, false, &mut block);
+        }
+        match fields {
+            Fields::Map(map) => self.put_map(map, stamp, &mut block),
+            Fields::Raw(raw) => {
+                let covers = stamp.may_cover(raw.names);
+                for (name, value) in raw.pairs() {
+                    let covered = covers && stamp.covers_raw(name);
+                    if !name.is_empty() && !covered {
+                        self.encoder.field_any_case(name, value, &mut block);
+                    }
+                }
+            }
+        }
+        stamp.each(|name, value| self.encoder.field(name.as_str(), value, false, &mut block));
+        self.end_block(stream, block, end_stream);
+    }
+
+    fn begin_block(&mut self, status: u16) -> Vec<u8> {
         let mut block = std::mem::take(&mut self.block);
         block.clear();
         self.encoder.begin(&mut block);
         self.encoder.status(status, &mut block);
-        for (name, value) in extra {
-            self.encoder.field(name, value, false, &mut block);
-        }
+        block
+    }
+
+    /// A map's fields but the connection-specific ones and those `stamp` covers.
+    fn put_map<'a>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+        stamp: Stamp<'_>,
+        block: &mut Vec<u8>,
+    ) {
         for (name, value) in fields {
-            if request::is_connection_specific(name) {
+            if request::is_connection_specific(name) || stamp.covers(name) {
                 continue;
             }
-            self.encoder.field(
-                name.as_str(),
-                value.as_bytes(),
-                value.is_sensitive(),
-                &mut block,
-            );
+            self.encoder
+                .field(name.as_str(), value.as_bytes(), value.is_sensitive(), block);
         }
+    }
+
+    fn end_block(&mut self, stream: u32, block: Vec<u8>, end_stream: bool) {
         frame::put_headers(
             &mut self.out,
             stream,

@@ -436,6 +436,27 @@ impl Encoder {
         put_integer(out, 0x00, 7, value.len());
         out.extend_from_slice(value);
     }
+
+    /// [`Self::field`] for a valid name in any case (as an HTTP/1.1 upstream wrote it): it
+    /// goes out in lowercase, as HTTP/2 requires.
+    pub fn field_any_case(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+        // Room for the longest name of `static_name`'s.
+        let mut lower = [0u8; 28];
+        if let Some(room) = lower.get_mut(..name.len()) {
+            for (l, b) in room.iter_mut().zip(name) {
+                *l = b.to_ascii_lowercase();
+            }
+            if let Ok(name) = std::str::from_utf8(room) {
+                self.field(name, value, false, out);
+                return;
+            }
+        }
+        out.push(0x00);
+        put_integer(out, 0x00, 7, name.len());
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        put_integer(out, 0x00, 7, value.len());
+        out.extend_from_slice(value);
+    }
 }
 
 #[cfg(test)]
@@ -666,6 +687,39 @@ mod tests {
         decode(&mut d, "4001 6108 3132 3334 3536 3738").unwrap();
         assert_eq!(d.table_size(), 0);
         assert_eq!(decode(&mut d, "be"), Err(Error::BadIndex));
+    }
+
+    #[test]
+    fn names_in_any_case_go_out_in_lowercase() {
+        let mut e = Encoder::new();
+        let (mut any, mut lower) = (Vec::new(), Vec::new());
+        // A name of the static table's (its index), one as long as its longest
+        // (`strict-transport-security`'s 25 bytes and more), one longer than the room.
+        for (name, value) in [
+            ("Content-Type", "text/plain"),
+            ("WWW-Authenticate", "Basic"),
+            ("X-Twenty-Eight-Bytes-Long-Nm", "28"),
+            ("An-Unusually-Long-Field-Name-Here", "long"),
+        ] {
+            e.field_any_case(name.as_bytes(), value.as_bytes(), &mut any);
+            let name = name.to_ascii_lowercase();
+            e.field(&name, value.as_bytes(), false, &mut lower);
+        }
+        assert_eq!(any, lower);
+        assert_eq!(any[0], 0x0f, "content-type by its index (31)");
+        let mut d = Decoder::new(4096, 1 << 20);
+        let mut got = Vec::new();
+        d.decode(&Bytes::from(any), |f| got.push(f)).unwrap();
+        let names: Vec<_> = got.iter().map(|f| &f.name[..]).collect();
+        assert_eq!(
+            names,
+            [
+                &b"content-type"[..],
+                b"www-authenticate",
+                b"x-twenty-eight-bytes-long-nm",
+                b"an-unusually-long-field-name-here"
+            ]
+        );
     }
 
     #[test]

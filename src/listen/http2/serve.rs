@@ -28,6 +28,7 @@ use super::conn::{Config, Conn, ConnError, Event};
 use super::frame::Reason;
 use crate::body::ProxyBody;
 use crate::config::LimitSettings;
+use crate::http1::Fields;
 use crate::limits::{ConnState, InFlight, Rejection};
 use crate::listen::ClientBody;
 use crate::proxy::{self, ConnInfo, Shared};
@@ -364,7 +365,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                         self.info.clone(),
                         req,
                         ambiguous,
-                        false,
+                        true,
                     );
                     // Boxed as it is: an `async` block that awaited it to hold `in_flight`
                     // in the answer's body kept the future twice (captured, and moved into
@@ -467,8 +468,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 let end = body.is_end_stream();
                 let length = body.size_hint().exact().filter(|_| !s.head);
                 let mut len_buf = [0u8; 20];
-                with_head_extras(&parts.headers, length, &mut len_buf, |extra| {
-                    conn.send_headers_and(id, parts.status.as_u16(), &parts.headers, extra, end);
+                // The upstream's fields as it wrote them when they were kept so, and the
+                // trace and correlation ids from the body: no map built for them.
+                let fields = match body.raw_fields() {
+                    Some(raw) => Fields::Raw(raw),
+                    None => Fields::Map(&parts.headers),
+                };
+                let stamp = body.stamp().unwrap_or_default();
+                with_head_extras(fields, length, &mut len_buf, |extra| {
+                    conn.send_answer(id, parts.status.as_u16(), fields, stamp, extra, end);
                 });
                 // Encoded: the map goes back to the thread's spares (`http1::header_map`).
                 crate::http1::recycle(parts.headers);
@@ -604,19 +612,25 @@ fn expects_continue(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// The fields an answer gets besides its map's: `date` when it has none, and
-/// `content-length` when the body's length is known and the map has none (as hyper's
-/// server adds them).
+/// The fields an answer gets besides its own: `date` when it has none, and
+/// `content-length` when the body's length is known and it has none (as hyper's server
+/// adds them).
 fn with_head_extras(
-    headers: &http::HeaderMap,
+    fields: Fields<'_>,
     length: Option<u64>,
     len_buf: &mut [u8; 20],
     f: impl FnOnce(&[(&str, &[u8])]),
 ) {
+    let (has_length, date) = match fields {
+        Fields::Map(headers) => (
+            headers.contains_key(header::CONTENT_LENGTH),
+            !headers.contains_key(header::DATE),
+        ),
+        Fields::Raw(raw) => (raw.length.is_some(), !raw.date),
+    };
     let length = length
-        .filter(|_| !headers.contains_key(header::CONTENT_LENGTH))
+        .filter(|_| !has_length)
         .map(|n| crate::listen::h1::head::itoa(n, len_buf));
-    let date = !headers.contains_key(header::DATE);
     crate::listen::h1::head::with_date(|now| match (date, length) {
         (true, Some(l)) => f(&[("date", now), ("content-length", l)]),
         (true, None) => f(&[("date", now)]),

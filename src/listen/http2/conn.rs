@@ -729,7 +729,9 @@ impl Conn {
                 }
             }
         }
-        stamp.each(|name, value| self.encoder.field(name.as_str(), value, false, &mut block));
+        // Never indexed, as the map's values of them were (`context::unique_value`): a
+        // value that never repeats has no place in any peer's table on the way.
+        stamp.each(|name, value| self.encoder.field(name.as_str(), value, true, &mut block));
         self.end_block(stream, block, end_stream);
     }
 

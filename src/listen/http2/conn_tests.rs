@@ -208,6 +208,68 @@ fn a_request_and_its_answer() {
 }
 
 #[test]
+fn an_answer_from_raw_fields_and_a_stamp() {
+    let mut c = started(Config::default());
+    let mut client = Client::default();
+    client.headers(1, "/", &[], true);
+    let _ = feed(&mut c, &mut client);
+    let raw = crate::http1::RawFields {
+        lines: Bytes::from_static(
+            b"Content-Type: text/plain\r\nX-Request-ID: upstream's\r\nX-Pad:  a b \t\r\n",
+        ),
+        length: None,
+        date: false,
+        names: [&b"content-type"[..], b"x-request-id", b"x-pad"]
+            .iter()
+            .fold(0, |n, name| n | crate::http1::name_bit(name)),
+    };
+    let (trace, rid) = (
+        HeaderName::from_static("x-trace-id"),
+        HeaderName::from_static("x-request-id"),
+    );
+    let id = crate::context::correlation::IdValue::Reused(HeaderValue::from_static("client-7"));
+    let stamp = Stamp {
+        trace: Some((&trace, &[0xab; 16])),
+        correlation: Some((&rid, &id)),
+    };
+    c.send_answer(
+        1,
+        200,
+        Fields::Raw(&raw),
+        stamp,
+        &[("date", b"today")],
+        true,
+    );
+    let out = sent(&mut c);
+    let Frame::Headers { fragment, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let mut fields = Vec::new();
+    Decoder::new(4096, 1 << 16)
+        .decode(fragment, |f| {
+            fields.push(format!(
+                "{}: {}{}",
+                String::from_utf8_lossy(&f.name),
+                String::from_utf8_lossy(&f.value),
+                if f.sensitive { " (never indexed)" } else { "" }
+            ));
+        })
+        .unwrap();
+    assert_eq!(
+        fields,
+        [
+            ":status: 200",
+            "date: today",
+            "content-type: text/plain",
+            "x-pad: a b",
+            "x-trace-id: abababababababababababababababab (never indexed)",
+            "x-request-id: client-7 (never indexed)",
+        ],
+        "names in lowercase, values trimmed, the upstream's id given way to the stamp's"
+    );
+}
+
+#[test]
 fn request_bodies_flow_control_and_trailers() {
     let mut c = started(Config {
         stream_window: 100,

@@ -440,7 +440,7 @@ impl Encoder {
     /// [`Self::field`] for a valid name in any case (as an HTTP/1.1 upstream wrote it): it
     /// goes out in lowercase, as HTTP/2 requires.
     pub fn field_any_case(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        // Room for the longest name of `static_name`'s.
+        // Room for the longest name of `static_name`'s (`access-control-allow-origin`, 27).
         let mut lower = [0u8; 28];
         if let Some(room) = lower.get_mut(..name.len()) {
             for (l, b) in room.iter_mut().zip(name) {
@@ -693,8 +693,8 @@ mod tests {
     fn names_in_any_case_go_out_in_lowercase() {
         let mut e = Encoder::new();
         let (mut any, mut lower) = (Vec::new(), Vec::new());
-        // A name of the static table's (its index), one as long as its longest
-        // (`strict-transport-security`'s 25 bytes and more), one longer than the room.
+        // Two names of the static table's (sent as their index), one of exactly the room's
+        // 28 bytes, and one longer than the room (a literal, lowercased on its way out).
         for (name, value) in [
             ("Content-Type", "text/plain"),
             ("WWW-Authenticate", "Basic"),

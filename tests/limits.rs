@@ -621,3 +621,71 @@ async fn an_idle_http2_client_that_answers_nothing_is_closed_on_hypers_server() 
         "{frames:?}"
     );
 }
+
+/// A client that reads nothing while its answer's body is written: hyper's writes wait on a
+/// full socket. Once one has waited a whole `limits.idle_timeout` with nothing written, the
+/// connection is closed and counted as `send_timeout` (nginx's), and the upstream's body
+/// is let go of. The windows are wide open: only the socket holds the answer back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_reads_nothing_is_closed_on_hypers_server() {
+    use tracegate::listen::http2::frame;
+    use tracegate::listen::http2::hpack::Encoder;
+    let app = upstream().await;
+    let gw = tracegate(&with_limits(
+        app.addr,
+        "  idle_timeout: 200ms\n  http2_server: hyper\n",
+    ))
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.proxy_addrs[0]).await.unwrap();
+    let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
+    let wide = (1u32 << 31) - 1;
+    frame::put_settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, wide)]);
+    frame::put_window_update(&mut out, 0, wide - 65_535);
+    let mut block = Vec::new();
+    let mut enc = Encoder::new();
+    enc.begin(&mut block);
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "t.test"),
+        (":path", "/bytes/1000000000"),
+    ] {
+        enc.field(n, v.as_bytes(), false, &mut block);
+    }
+    frame::put_headers(&mut out, 1, &block, true, 1 << 14);
+    s.write_all(&out).await.unwrap();
+
+    // Nothing read until the server has given up on the client.
+    let admin = gw.admin_addr.unwrap();
+    let series = "tracegate_downstream_rejected_total{reason=\"send_timeout\"}";
+    let counted = async {
+        while metric(admin, series).await != Some(1) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, counted)
+        .await
+        .expect("counted as send_timeout");
+    // What the socket held is all there is: then the end.
+    let mut sink = Vec::new();
+    let end = tokio::time::timeout(PATIENCE, s.read_to_end(&mut sink)).await;
+    assert!(
+        matches!(end, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection ends (closed or reset)"
+    );
+    assert!(
+        (sink.len() as u64) < 1_000_000_000,
+        "not the whole body: {}",
+        sink.len()
+    );
+    let cut = async {
+        while app.cut_responses.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, cut)
+        .await
+        .expect("the upstream's body is let go of before its end");
+}

@@ -184,7 +184,7 @@ where
 {
     let idle_timeout = (http2 && !limits.idle_timeout.is_zero()).then_some(limits.idle_timeout);
     let (io, moves) = quiet::Counted::new(io);
-    let watched = state.clone();
+    let (watched, stats) = (state.clone(), shared.downstream.clone());
     // Boxed where it is made: hyper moves a request's future into its HTTP/2 stream task,
     // and the task's spawn moves it again, each a copy of the whole future (the exchange's
     // state, kilobytes); a box moves as a pointer.
@@ -202,7 +202,15 @@ where
     let idle = tokio::select! {
         result = served.as_mut() => return result,
         () = stopped(&mut stop) => None,
-        () = quiet::idle(&watched, &moves, idle_timeout) => idle_timeout,
+        q = quiet::quiet(&watched, &moves, idle_timeout) => match q {
+            quiet::Quiet::Idle => idle_timeout,
+            // A client that reads nothing: nothing more can reach it (not even a GOAWAY);
+            // the connection is dropped, and its exchanges with it.
+            quiet::Quiet::Stalled => {
+                stats.reject(Rejection::SendTimeout);
+                return Ok(());
+            }
+        },
     };
     served.as_mut().graceful_shutdown();
     match idle {

@@ -1,21 +1,23 @@
 //! `limits.idle_timeout` for HTTP/2 connections served by hyper (`http2_server: hyper`),
 //! whose server has no idle timeout of its own. The bytes moving either way are counted
-//! ([`Counted`]); [`idle`] resolves once a whole timeout passed with none moving and no
-//! request in flight, and the connection is then shut down gracefully (GOAWAY, NO_ERROR),
-//! as tracegate's own HTTP/2 server and nginx's `keepalive_timeout` do.
+//! ([`Counted`]); [`quiet`] resolves once a whole timeout passed with none moving and no
+//! request in flight ([`Quiet::Idle`]: the connection is then shut down gracefully, GOAWAY
+//! with NO_ERROR, as tracegate's own HTTP/2 server and nginx's `keepalive_timeout` do), or
+//! with a write waiting on the socket all along and nothing written ([`Quiet::Stalled`]: a
+//! client that reads nothing; the connection is closed, nginx's `send_timeout`).
 //!
 //! A wrapper of its own rather than a count in `limits::Watched` (which wraps every client
 //! connection): our HTTP/1.1 connections write through `Watched` on every answer and need no
 //! count.
 //!
-//! Unlike our own server's, this one cannot tell a stream whose answer waits for a client
-//! that reads nothing from one whose upstream is slow: while a request is in flight the
-//! connection is kept (no `send_timeout` here).
+//! Unlike our own server's, this one cannot see a client that keeps its HTTP/2 windows shut
+//! while it goes on reading: hyper then writes nothing and waits, which looks the same as a
+//! slow upstream; such a connection is kept while its requests are in flight.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,15 +25,48 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::limits::ConnState;
 
-/// A connection's IO, counting the reads and writes that moved bytes.
+/// What a connection's IO did: reads and writes that moved bytes, writes that did, and
+/// whether the last write is waiting for room in the socket.
+#[derive(Default)]
+pub struct Moves {
+    moved: AtomicU64,
+    written: AtomicU64,
+    waiting: AtomicBool,
+}
+
+impl Moves {
+    // One task touches them at a time; the counts only have to change.
+    fn bump(n: &AtomicU64) {
+        n.store(n.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    fn read(&self) {
+        Self::bump(&self.moved);
+    }
+
+    /// A write's outcome: bytes taken, or `Pending` (`None`: the socket is full).
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                Self::bump(&self.moved);
+                Self::bump(&self.written);
+                self.waiting.store(false, Relaxed);
+            }
+            Poll::Pending => self.waiting.store(true, Relaxed),
+            Poll::Ready(_) => self.waiting.store(false, Relaxed),
+        }
+    }
+}
+
+/// A connection's IO, counting what moved ([`Moves`]).
 pub struct Counted<I> {
     inner: I,
-    moves: Arc<AtomicU64>,
+    moves: Arc<Moves>,
 }
 
 impl<I> Counted<I> {
-    pub fn new(inner: I) -> (Self, Arc<AtomicU64>) {
-        let moves = Arc::new(AtomicU64::new(0));
+    pub fn new(inner: I) -> (Self, Arc<Moves>) {
+        let moves = Arc::new(Moves::default());
         (
             Counted {
                 inner,
@@ -39,12 +74,6 @@ impl<I> Counted<I> {
             },
             moves,
         )
-    }
-
-    fn moved(&self) {
-        // One task touches it at a time; the count only has to change.
-        self.moves
-            .store(self.moves.load(Relaxed).wrapping_add(1), Relaxed);
     }
 }
 
@@ -57,7 +86,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.moved();
+            self.moves.read();
         }
         r
     }
@@ -70,9 +99,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
+        self.moves.wrote(&r);
         r
     }
 
@@ -82,9 +109,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
+        self.moves.wrote(&r);
         r
     }
 
@@ -101,19 +126,40 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     }
 }
 
+/// Why [`quiet`] resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// Nothing moved either way for a whole timeout, and nothing is in flight.
+    Idle,
+    /// A write waited for room in the socket for a whole timeout, and nothing was written:
+    /// the client reads nothing.
+    Stalled,
+}
+
 /// Resolves once `timeout` has passed with nothing moved on the connection and nothing in
-/// flight at its end; looked at once a timeout, so within twice `timeout` of going quiet.
-/// Never resolves for `None`.
-pub async fn idle(state: &ConnState, moves: &AtomicU64, timeout: Option<Duration>) {
+/// flight at its end, or with a write waiting at its start and its end and nothing written
+/// in between; looked at once a timeout, so within twice `timeout`. Never resolves for
+/// `None`.
+pub async fn quiet(state: &ConnState, moves: &Moves, timeout: Option<Duration>) -> Quiet {
     let Some(timeout) = timeout else {
         return std::future::pending().await;
     };
-    let mut seen = moves.load(Relaxed);
+    let look = || {
+        (
+            moves.moved.load(Relaxed),
+            moves.written.load(Relaxed),
+            moves.waiting.load(Relaxed),
+        )
+    };
+    let mut seen = look();
     loop {
         tokio::time::sleep(timeout).await;
-        let now = moves.load(Relaxed);
-        if now == seen && state.in_flight() == 0 {
-            return;
+        let now = look();
+        if now.0 == seen.0 && state.in_flight() == 0 {
+            return Quiet::Idle;
+        }
+        if seen.2 && now.2 && now.1 == seen.1 {
+            return Quiet::Stalled;
         }
         seen = now;
     }

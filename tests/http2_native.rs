@@ -122,27 +122,6 @@ async fn an_unreachable_upstream_is_a_502_with_an_error_span() {
     assert!(server.attr("error.type").is_some());
 }
 
-/// Raw frames to the proxy: a request block from our encoder (`extra` fields after the
-/// pseudo-headers), END_STREAM set.
-fn request(stream: u32, path: &str, extra: &[(&str, &str)], encoder: &mut Encoder) -> Vec<u8> {
-    let mut block = Vec::new();
-    encoder.begin(&mut block);
-    for (n, v) in [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "t.test"),
-        (":path", path),
-    ]
-    .iter()
-    .chain(extra)
-    {
-        encoder.field(n, v.as_bytes(), false, &mut block);
-    }
-    let mut out = Vec::new();
-    frame::put_headers(&mut out, stream, &block, true, 1 << 14);
-    out
-}
-
 /// A raw connection to the gateway at `addr`, and the bytes that open it (the preface,
 /// an empty SETTINGS) to write with the first frames.
 async fn raw_connection(addr: std::net::SocketAddr) -> (TcpStream, Vec<u8>) {
@@ -178,8 +157,13 @@ async fn a_malformed_request_resets_its_stream_and_the_connection_goes_on() {
     let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
     // A connection-specific field is malformed in HTTP/2.
-    out.extend(request(1, "/ok", &[("connection", "close")], &mut enc));
-    out.extend(request(3, "/ok", &[], &mut enc));
+    out.extend(h2_request_frame(
+        1,
+        "/ok",
+        &[("connection", "close")],
+        &mut enc,
+    ));
+    out.extend(h2_request_frame(3, "/ok", &[], &mut enc));
     s.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let (mut reset, mut answered) = (None, false);
@@ -502,7 +486,7 @@ async fn an_idle_connection_gets_goaway_and_is_closed() {
     let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
     // The upstream answers after 600 ms: three idle timeouts.
-    out.extend(request(1, "/slow/600", &[], &mut enc));
+    out.extend(h2_request_frame(1, "/slow/600", &[], &mut enc));
     s.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let frames = frames_until_closed(&mut s, &mut buf).await;
@@ -549,7 +533,7 @@ async fn a_client_that_keeps_its_windows_shut_is_closed() {
     let mut out = tracegate::listen::http2::conn::PREFACE.to_vec();
     frame::put_settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
     let mut enc = Encoder::new();
-    out.extend(request(1, "/bytes/1000", &[], &mut enc));
+    out.extend(h2_request_frame(1, "/bytes/1000", &[], &mut enc));
     s.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let frames = frames_until_closed(&mut s, &mut buf).await;

@@ -643,18 +643,12 @@ async fn an_http2_client_that_reads_nothing_is_closed_on_hypers_server() {
     let wide = (1u32 << 31) - 1;
     frame::put_settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, wide)]);
     frame::put_window_update(&mut out, 0, wide - 65_535);
-    let mut block = Vec::new();
-    let mut enc = Encoder::new();
-    enc.begin(&mut block);
-    for (n, v) in [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "t.test"),
-        (":path", "/bytes/1000000000"),
-    ] {
-        enc.field(n, v.as_bytes(), false, &mut block);
-    }
-    frame::put_headers(&mut out, 1, &block, true, 1 << 14);
+    out.extend(h2_request_frame(
+        1,
+        "/bytes/1000000000",
+        &[],
+        &mut Encoder::new(),
+    ));
     s.write_all(&out).await.unwrap();
 
     // Nothing read until the server has given up on the client.

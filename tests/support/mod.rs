@@ -863,6 +863,32 @@ pub async fn read_response(s: &mut tokio::net::TcpStream) -> String {
     head + &String::from_utf8_lossy(&body)
 }
 
+/// A GET's HEADERS frame (END_STREAM set) for raw HTTP/2 connections to the proxy: the
+/// pseudo-headers for `path` on `t.test`, then `extra`, from tracegate's own encoder.
+pub fn h2_request_frame(
+    stream: u32,
+    path: &str,
+    extra: &[(&str, &str)],
+    encoder: &mut tracegate::listen::http2::hpack::Encoder,
+) -> Vec<u8> {
+    let mut block = Vec::new();
+    encoder.begin(&mut block);
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "t.test"),
+        (":path", path),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        encoder.field(n, v.as_bytes(), false, &mut block);
+    }
+    let mut out = Vec::new();
+    tracegate::listen::http2::frame::put_headers(&mut out, stream, &block, true, 1 << 14);
+    out
+}
+
 /// A GET over an `h2` crate client connection: its status and whole body (the body's
 /// window given back as it is read).
 pub async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, url: &str) -> (u16, Vec<u8>) {

@@ -25,12 +25,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::limits::ConnState;
 
-/// What a connection's IO did: reads and writes that moved bytes, writes that did, and
-/// whether the last write is waiting for room in the socket.
+/// What a connection's IO did.
 #[derive(Default)]
 pub struct Moves {
+    /// Reads and writes that moved bytes.
     moved: AtomicU64,
+    /// The writes among them.
     written: AtomicU64,
+    /// The last write is waiting for room in the socket.
     waiting: AtomicBool,
 }
 
@@ -44,7 +46,7 @@ impl Moves {
         Self::bump(&self.moved);
     }
 
-    /// A write's outcome: bytes taken, or `Pending` (`None`: the socket is full).
+    /// A write's outcome: bytes taken, `Pending` (the socket is full), or an error.
     fn wrote(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Ready(Ok(n)) if *n > 0 => {

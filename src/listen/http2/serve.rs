@@ -622,8 +622,9 @@ fn with_head_extras(
     f: impl FnOnce(&[(&str, &[u8])]),
 ) {
     let (has_length, date) = match fields {
+        // The map is asked about a length only when there is one to add.
         Fields::Map(headers) => (
-            headers.contains_key(header::CONTENT_LENGTH),
+            length.is_some() && headers.contains_key(header::CONTENT_LENGTH),
             !headers.contains_key(header::DATE),
         ),
         Fields::Raw(raw) => (raw.length.is_some(), !raw.date),

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::config::{Env, Settings};
-use crate::export::{ExportStats, Exporters};
+use crate::export::{ExportStats, Exporters, Pace};
 use crate::listen::{self, Listeners};
 use crate::log;
 use crate::metrics::{self, Metrics, Sources};
@@ -48,13 +48,18 @@ impl Gateway {
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-        let exporters = Arc::new(Exporters::start(&settings.export, &settings.tracing)?);
+        let downstream = Arc::new(crate::limits::DownstreamStats::default());
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let exporters = Arc::new(Exporters::start(
+            &settings.export,
+            &settings.tracing,
+            Pace::new(downstream.clone(), workers),
+        )?);
         let sampling = Arc::new(SamplingStats::default());
         let config_json = Arc::new(ArcSwap::from_pointee(
             serde_json::to_string_pretty(&settings.describe()).unwrap_or_default(),
         ));
         let reloads = Arc::new(ReloadStats::default());
-        let downstream = Arc::new(crate::limits::DownstreamStats::default());
         let access_log = AccessLog::start(&settings.access_log)?;
         // Request metrics are recorded only where they can be read: with an admin port.
         let request_metrics = Arc::new(Metrics::default());

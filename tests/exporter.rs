@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use support::*;
 use tracegate::config::{Env, Settings, load};
-use tracegate::export::Exporters;
+use tracegate::export::{Exporters, Pace};
 
 /// A runtime with one worker, a real OTLP/gRPC receiver on it, and settings that export to
 /// it with `export_keys` (YAML lines under `export:`) added.
@@ -43,7 +43,7 @@ fn spans_taken_as_soon_as_queued_are_counted_once() {
     const PER_THREAD: u64 = 400;
     let (rt, collector, settings) = exporter_setup("  batch_delay: 5ms\n  queue_limit: 4096\n");
     let (exporters, old) = rt.block_on(async {
-        let e = Exporters::start(&settings.export, &settings.tracing).unwrap();
+        let e = Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap();
         let first = e.handle().await;
         e.replace(&settings.export, &settings.tracing)
             .await
@@ -120,8 +120,9 @@ fn spans_taken_as_soon_as_queued_are_counted_once() {
 fn a_submitter_stopped_before_queueing_holds_up_no_batch() {
     // Batches of 4 spans: two exchanges (a server and a client span each) fill one.
     let (rt, collector, settings) = exporter_setup("  batch_size: 4\n  batch_delay: 1h\n");
-    let exporters =
-        rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
+    let exporters = rt.block_on(async {
+        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
+    });
     let handle = rt.block_on(exporters.handle());
     let stats = exporters.stats();
     let target = common::target();
@@ -161,4 +162,66 @@ fn a_submitter_stopped_before_queueing_holds_up_no_batch() {
     drop(handle);
     assert!(rt.block_on(exporters.flush(PATIENCE)));
     assert_eq!(stats.exported.load(Relaxed), 8);
+}
+
+/// The batcher is woken every 64 spans while few connections are open, and every as many
+/// spans as a worker has connections open when that is more (`export::Pace`): the longer
+/// run of encoding is hidden in the longer wait of more requests in flight, and each
+/// wake-up saved is a preemption of the worker saved.
+#[test]
+fn the_batcher_is_woken_less_often_with_more_connections_open() {
+    let (rt, collector, settings) = exporter_setup("  batch_size: 512\n  batch_delay: 1h\n");
+    let downstream = Arc::new(tracegate::limits::DownstreamStats::default());
+    // Two workers: the connections are counted per worker.
+    let exporters = rt.block_on(async {
+        Exporters::start(
+            &settings.export,
+            &settings.tracing,
+            Pace::new(downstream.clone(), 2),
+        )
+        .unwrap()
+    });
+    let handle = rt.block_on(exporters.handle());
+    let stats = exporters.stats();
+    let target = common::target();
+    let template = common::exchange(&target);
+    let submit = |exchanges: usize| {
+        for _ in 0..exchanges {
+            handle.submit(Arc::new(template.clone()));
+        }
+    };
+    // The batcher takes what is queued once woken.
+    let queue_empties = || {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while stats.queue_len.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            stats.queue_len.load(Relaxed)
+        })
+    };
+
+    // 10 connections a worker: woken at 64 spans (32 exchanges of two spans).
+    downstream.open.store(20, Relaxed);
+    submit(32);
+    assert_eq!(queue_empties(), 0, "not woken at 64 spans");
+    // 256 connections a worker: 64 more spans (128 pending) wake nobody...
+    downstream.open.store(512, Relaxed);
+    submit(32);
+    // (A wake-up takes the batcher a few milliseconds at most: it runs on its own thread.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        stats.queue_len.load(Relaxed),
+        32,
+        "woken at 128 spans with 256 connections a worker"
+    );
+    // ...and the 128 after them (256 pending) do.
+    submit(64);
+    assert_eq!(queue_empties(), 0, "not woken at 256 spans");
+    assert_eq!(stats.exported.load(Relaxed), 0, "a batch is 512 spans");
+    drop(handle);
+    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    assert_eq!(stats.exported.load(Relaxed), 256);
+    rt.block_on(collector.spans.wait_for(256));
+    assert_eq!(stats.dropped(), 0);
 }

@@ -2,7 +2,7 @@
 //! thread and runtime, its OTLP encoder and client) started from an `export:` section.
 
 use tracegate::config::{Env, load};
-use tracegate::export::{ExportHandle, Exporters};
+use tracegate::export::{ExportHandle, Exporters, Pace};
 
 pub struct Started {
     /// The runtime `flush` and `handle` run on; the exporter has its own thread.
@@ -22,8 +22,9 @@ pub fn start(export: &str) -> Started {
         .enable_all()
         .build()
         .unwrap();
-    let exporters =
-        rt.block_on(async { Exporters::start(&settings.export, &settings.tracing).unwrap() });
+    let exporters = rt.block_on(async {
+        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
+    });
     let handle = rt.block_on(exporters.handle());
     Started {
         rt,

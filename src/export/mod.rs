@@ -3,10 +3,11 @@
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
 //! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
 //! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
-//! It is woken every [`ENCODE_EVERY`] spans to encode what came in (short runs of work,
-//! soon after the exchanges were written, instead of one long run per batch), sends when a
-//! batch is full, and sends what is left on its batch-delay tick; never woken once per
-//! request: that cost a context switch each. Export attempts are bounded by the exporter timeout (the client retries
+//! It is woken every [`ENCODE_EVERY`] spans, or every span per open connection a worker has
+//! when that is more ([`Pace`]), to encode what came in (short runs of work, soon after the
+//! exchanges were written, instead of one long run per batch), sends when a batch is full,
+//! and sends what is left on its batch-delay tick; never woken once per request: that cost
+//! a context switch each. Export attempts are bounded by the exporter timeout (the client retries
 //! retryable errors with exponential backoff and jitter inside it, no wait longer than half
 //! the batch delay, so a collector that comes back is used within one); a failed batch is
 //! counted as dropped. On shutdown the queue is drained and flushed within the grace
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{ExportSettings, TracingSettings};
+use crate::limits::DownstreamStats;
 use crate::span::Exchange;
 use client::{Client, Payload};
 use otlp::{Preamble, Spans};
@@ -91,10 +93,47 @@ pub struct ExportHandle {
 /// A/B against waking once per batch (`benches/ab.sh`, one worker, c=32, the usable pairs
 /// of 2026-12-02): less CPU per request in five of six, a lower p99 in all six; the VM's
 /// noise keeps this from being more than suggestive (benches/README.md).
+/// The least: with more connections open a wake-up comes less often ([`Pace`]).
 pub const ENCODE_EVERY: usize = 64;
 
+/// Paces the batcher's wake-ups by load: a wake-up every [`ENCODE_EVERY`] spans, or every
+/// as many spans as a worker has client connections open when that is more, up to a batch.
+///
+/// Each wake-up is two context switches and a preemption of the worker, whatever it
+/// encodes; a run of encoding delays the requests in flight behind it. Waking every 256
+/// spans instead of 64 (`benches/ab.sh`, one worker, benches/README.md 2026-12-07): at 32
+/// connections (~1 ms p99) p99 1.094 [0.963, 1.244] and the same rate; at 256 (~5 ms p99)
+/// req/s 1.027 [1.007, 1.047] over HTTP/1.1 and 1.027 [1.012, 1.042] over HTTP/2, p99 0.97
+/// and 0.94. A run as long as a worker has connections keeps its share of their wait
+/// about the same at any load.
+#[derive(Clone, Default)]
+pub struct Pace {
+    /// Client connections open, all listeners.
+    downstream: Arc<DownstreamStats>,
+    workers: usize,
+}
+
+impl Pace {
+    pub fn new(downstream: Arc<DownstreamStats>, workers: usize) -> Pace {
+        Pace {
+            downstream,
+            workers: workers.max(1),
+        }
+    }
+
+    /// Spans between two wake-ups now: at least `least`, at most `batch`.
+    fn every(&self, least: isize, batch: isize) -> isize {
+        let open = self.downstream.open.load(Relaxed) / self.workers.max(1);
+        isize::try_from(open)
+            .unwrap_or(isize::MAX)
+            .clamp(least, batch.max(least))
+    }
+}
+
 /// When to wake the batcher: each time the spans queued and not yet sent pass a multiple of
-/// `every`, up to a batch (past a full batch it is busy sending, and sends again when done).
+/// `every` ([`Pace`]), up to a batch (past a full batch it is busy sending, and sends again
+/// when done). A full batch always wakes it, whatever `every` was when the counts before
+/// were made.
 ///
 /// Each submitter counts its spans after its exchange is in the queue, so the wake-up that
 /// a count sends always finds that exchange there. They used to be counted before it was
@@ -114,8 +153,9 @@ struct Wake {
     /// Exchanges in this exporter's queue (the batcher has not taken them yet).
     queued: AtomicUsize,
     batch_size: isize,
-    /// [`ENCODE_EVERY`], or the batch size when smaller.
+    /// [`ENCODE_EVERY`], or the batch size when smaller: the least `every` ([`Pace`]).
     every: isize,
+    pace: Pace,
 }
 
 impl ExportHandle {
@@ -186,7 +226,8 @@ impl Reserved<'_> {
             Ok(()) => {
                 let n = spans as isize;
                 let before = wake.unsent.fetch_add(n, Relaxed);
-                let (after, every, batch) = (before + n, wake.every.max(1), wake.batch_size);
+                let batch = wake.batch_size;
+                let (after, every) = (before + n, wake.pace.every(wake.every.max(1), batch));
                 if before < batch
                     && (after >= batch || after.div_euclid(every) > before.div_euclid(every))
                 {
@@ -224,6 +265,7 @@ impl Drop for Reserved<'_> {
 /// to them. Counters are shared, so `/metrics` counts across reloads.
 pub struct Exporters {
     stats: Arc<ExportStats>,
+    pace: Pace,
     inner: tokio::sync::Mutex<ExportersInner>,
 }
 
@@ -235,12 +277,18 @@ struct ExportersInner {
 }
 
 impl Exporters {
-    /// Starts the exporter `export` describes (must run inside the tokio runtime).
-    pub fn start(export: &ExportSettings, tracing: &TracingSettings) -> Result<Exporters, String> {
+    /// Starts the exporter `export` describes (must run inside the tokio runtime), its
+    /// wake-ups paced by `pace`.
+    pub fn start(
+        export: &ExportSettings,
+        tracing: &TracingSettings,
+        pace: Pace,
+    ) -> Result<Exporters, String> {
         let stats = Arc::new(ExportStats::default());
-        let current = Exporter::start(export, tracing, stats.clone())?;
+        let current = Exporter::start(export, tracing, stats.clone(), &pace)?;
         Ok(Exporters {
             stats,
+            pace,
             inner: tokio::sync::Mutex::new(ExportersInner {
                 current,
                 retired: Vec::new(),
@@ -264,7 +312,7 @@ impl Exporters {
         export: &ExportSettings,
         tracing: &TracingSettings,
     ) -> Result<ExportHandle, String> {
-        let next = Exporter::start(export, tracing, self.stats.clone())?;
+        let next = Exporter::start(export, tracing, self.stats.clone(), &self.pace)?;
         let handle = next.handle.clone();
         let mut inner = self.inner.lock().await;
         let old = std::mem::replace(&mut inner.current, next);
@@ -318,6 +366,7 @@ impl Exporter {
         export: &ExportSettings,
         tracing: &TracingSettings,
         stats: Arc<ExportStats>,
+        pace: &Pace,
     ) -> Result<Exporter, String> {
         let ExportSettings::Otlp(o) = export else {
             return Ok(Exporter {
@@ -340,6 +389,7 @@ impl Exporter {
         let wake = Arc::new(Wake {
             batch_size: isize::try_from(o.batch_size).unwrap_or(isize::MAX),
             every: ENCODE_EVERY.min(o.batch_size) as isize,
+            pace: pace.clone(),
             ..Wake::default()
         });
         let batch_wake = wake.clone();

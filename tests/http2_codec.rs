@@ -21,7 +21,7 @@ use tracegate::listen::http2::hpack::{Decoder, Encoder, Field};
 
 #[path = "support/hostile_h2.rs"]
 mod hostile_h2;
-use hostile_h2::{Client, Step, step};
+use hostile_h2::{Client, On, Step, step};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -703,4 +703,40 @@ fn any_frames_leave_the_connection_sound() {
         t.requests > 1000 && t.chunks > 1000 && t.answers > 600 && t.errors > 200,
         "{t:?}"
     );
+}
+
+/// A run `any_frames_leave_the_connection_sound` found (CI, 2026-12-07): a hostile client's
+/// raw DATA frame on a stream we had reset, then a reset stream's 70,000 bytes. We give
+/// back the connection's credit for both, as RFC 9113 §6.9 says a receiver must; the
+/// client's side of the run had not counted the raw frame's byte against its window and
+/// so saw one byte more room than we had announced.
+#[test]
+fn a_raw_data_frame_counts_against_the_windows() {
+    let steps = [
+        Step::Headers {
+            on: On::New,
+            end_stream: false,
+            fields: vec![],
+            continued: false,
+        },
+        Step::Raw {
+            kind: frame::DATA,
+            flags: 0x10,
+            on: On::Opened(0),
+            payload: vec![0],
+        },
+        Step::Headers {
+            on: On::New,
+            end_stream: false,
+            fields: vec![],
+            continued: false,
+        },
+        Step::Data {
+            on: On::Opened(1),
+            end_stream: false,
+            len: 70_000,
+            pad: None,
+        },
+    ];
+    drive(true, &steps, &[1], &mut Reached::default()).unwrap();
 }

@@ -235,6 +235,13 @@ impl Client {
             } => {
                 if self.hostile {
                     let id = self.id(on, true).unwrap_or(1);
+                    if kind == frame::DATA {
+                        // Flow control counts a DATA frame's whole payload, on any stream,
+                        // open or not (RFC 9113 §6.9), and we give it back.
+                        self.conn_window -= payload.len() as i64;
+                        *self.windows.entry(id).or_insert(self.stream_window) -=
+                            payload.len() as i64;
+                    }
                     put_frame(&mut out, kind, flags, id, payload);
                 }
             }

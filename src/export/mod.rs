@@ -3,11 +3,11 @@
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
 //! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
 //! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
-//! It is woken every [`ENCODE_EVERY`] spans, or every span per open connection a worker has
-//! when that is more ([`Pace`]), to encode what came in (short runs of work, soon after the
-//! exchanges were written, instead of one long run per batch), sends when a batch is full,
-//! and sends what is left on its batch-delay tick; never woken once per request: that cost
-//! a context switch each. Export attempts are bounded by the exporter timeout (the client retries
+//! It is woken every [`ENCODE_EVERY`] spans, or with more connections open every as many
+//! spans as a worker has connections ([`Pace`]), to encode what came in (short runs of
+//! work, soon after the exchanges were written, instead of one long run per batch), sends
+//! when a batch is full, and sends what is left on its batch-delay tick; never woken once
+//! per request: that cost a context switch each. Export attempts are bounded by the exporter timeout (the client retries
 //! retryable errors with exponential backoff and jitter inside it, no wait longer than half
 //! the batch delay, so a collector that comes back is used within one); a failed batch is
 //! counted as dropped. On shutdown the queue is drained and flushed within the grace
@@ -117,11 +117,12 @@ impl Pace {
     pub fn new(downstream: Arc<DownstreamStats>, workers: usize) -> Pace {
         Pace {
             downstream,
-            workers: workers.max(1),
+            workers,
         }
     }
 
-    /// Spans between two wake-ups now: at least `least`, at most `batch`.
+    /// Spans between two wake-ups now: at least `least`, at most `batch` (a default `Pace`
+    /// counts no connections and one worker).
     fn every(&self, least: isize, batch: isize) -> isize {
         let open = self.downstream.open.load(Relaxed) / self.workers.max(1);
         isize::try_from(open)

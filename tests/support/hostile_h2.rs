@@ -215,6 +215,13 @@ impl Client {
         }
     }
 
+    /// A DATA frame's payload, `n` bytes on `id`: flow control counts all of it, padding
+    /// too, against the stream's window and the connection's.
+    fn spend(&mut self, id: u32, n: usize) {
+        self.conn_window -= n as i64;
+        *self.windows.entry(id).or_insert(self.stream_window) -= n as i64;
+    }
+
     fn window(&self, id: u32) -> i64 {
         self.windows
             .get(&id)
@@ -236,11 +243,8 @@ impl Client {
                 if self.hostile {
                     let id = self.id(on, true).unwrap_or(1);
                     if kind == frame::DATA {
-                        // Flow control counts a DATA frame's whole payload, on any stream,
-                        // open or not (RFC 9113 §6.9), and we give it back.
-                        self.conn_window -= payload.len() as i64;
-                        *self.windows.entry(id).or_insert(self.stream_window) -=
-                            payload.len() as i64;
+                        // On any stream, open or not (RFC 9113 §6.9), and we give it back.
+                        self.spend(id, payload.len());
                     }
                     put_frame(&mut out, kind, flags, id, payload);
                 }
@@ -321,8 +325,7 @@ impl Client {
                     payload.resize(payload.len() + n, b'd');
                     // The padding as announced; a hostile client's is short now and then.
                     payload.resize(payload.len() + usize::from(pad.unwrap_or(0)) % 64, 0);
-                    self.conn_window -= payload.len() as i64;
-                    *self.windows.entry(id).or_insert(self.stream_window) -= payload.len() as i64;
+                    self.spend(id, payload.len());
                     put_frame(&mut out, frame::DATA, flags, id, &payload);
                     // Padding goes with the first frame only.
                     pad = None;

@@ -242,23 +242,10 @@ async fn a_client_expecting_continue_gets_100_once_its_body_is_wanted() {
     let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
     let (mut s, mut out) = raw_connection(gw.proxy_addrs[0]).await;
     let mut enc = Encoder::new();
+    // No END_STREAM: the body is to come.
     let head = |stream: u32, path: &str, enc: &mut Encoder| {
-        let mut block = Vec::new();
-        enc.begin(&mut block);
-        for (n, v) in [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":authority", "t.test"),
-            (":path", path),
-            ("expect", "100-continue"),
-            ("content-length", "3"),
-        ] {
-            enc.field(n, v.as_bytes(), false, &mut block);
-        }
-        let mut out = Vec::new();
-        // No END_STREAM: the body is to come.
-        frame::put_headers(&mut out, stream, &block, false, 1 << 14);
-        out
+        let extra = [("expect", "100-continue"), ("content-length", "3")];
+        h2_head_frame(stream, "POST", path, &extra, false, enc)
     };
     out.extend(head(1, "/upload", &mut enc));
     s.write_all(&out).await.unwrap();

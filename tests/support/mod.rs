@@ -871,10 +871,23 @@ pub fn h2_request_frame(
     extra: &[(&str, &str)],
     encoder: &mut tracegate::listen::http2::hpack::Encoder,
 ) -> Vec<u8> {
+    h2_head_frame(stream, "GET", path, extra, true, encoder)
+}
+
+/// A request's HEADERS frame for raw HTTP/2 connections to the proxy: the pseudo-headers
+/// for `method` and `path` on `t.test`, then `extra`; END_STREAM when `end_stream`.
+pub fn h2_head_frame(
+    stream: u32,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    end_stream: bool,
+    encoder: &mut tracegate::listen::http2::hpack::Encoder,
+) -> Vec<u8> {
     let mut block = Vec::new();
     encoder.begin(&mut block);
     for (n, v) in [
-        (":method", "GET"),
+        (":method", method),
         (":scheme", "http"),
         (":authority", "t.test"),
         (":path", path),
@@ -885,7 +898,7 @@ pub fn h2_request_frame(
         encoder.field(n, v.as_bytes(), false, &mut block);
     }
     let mut out = Vec::new();
-    tracegate::listen::http2::frame::put_headers(&mut out, stream, &block, true, 1 << 14);
+    tracegate::listen::http2::frame::put_headers(&mut out, stream, &block, end_stream, 1 << 14);
     out
 }
 

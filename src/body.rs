@@ -26,7 +26,8 @@ pub struct SpanGuard {
     /// On the heap from the start, in the `Arc` the viewer and the export queue share at the
     /// end: the guard travels in the request's future and in the response body, and an
     /// exchange inline (~740 bytes) was copied with every move of either. Nothing else holds
-    /// it before `record`, so it is always unique (`Arc::get_mut`) until then.
+    /// it before `record`, so it is always unique (`Arc::get_mut`) until then. The `Arc` is
+    /// an exported exchange's when one has come back ([`spare`](crate::span::spare)).
     exchange: Option<Arc<Exchange>>,
     /// Where a finished exchange goes: the access log, the metrics, the viewer and the
     /// sampling counters (`Shared`), the exporter and the route's histograms of the config
@@ -51,7 +52,7 @@ impl SpanGuard {
         export: bool,
     ) -> Self {
         SpanGuard {
-            exchange: Some(Arc::new(exchange)),
+            exchange: Some(crate::span::spare::place(exchange)),
             shared,
             rt,
             route,

@@ -11,7 +11,8 @@
 //! retryable errors with exponential backoff and jitter inside it, no wait longer than half
 //! the batch delay, so a collector that comes back is used within one); a failed batch is
 //! counted as dropped. On shutdown the queue is drained and flushed within the grace
-//! period.
+//! period. Encoded exchanges go back to the request path to be reused
+//! ([`spare`](crate::span::spare)).
 
 mod client;
 mod gather;
@@ -430,6 +431,7 @@ impl Exporter {
                         batch_delay: settings.batch_delay,
                         timeout: settings.timeout,
                         pending: Spans::default(),
+                        done: Vec::new(),
                     }
                     .run()
                     .await;
@@ -492,6 +494,9 @@ struct Batcher {
     timeout: Duration,
     /// Spans taken from the queue, encoded, not yet sent.
     pending: Spans,
+    /// Exchanges encoded since the last `fill`, given back to the request path
+    /// ([`spare`](crate::span::spare)).
+    done: Vec<Arc<Exchange>>,
 }
 
 impl Batcher {
@@ -547,9 +552,10 @@ impl Batcher {
         while self.pending.len() < self.batch_size {
             match self.rx.try_recv() {
                 Ok(q) => self.take(q),
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        crate::span::spare::give_back(&mut self.done);
     }
 
     fn take(&mut self, q: Queued) {
@@ -557,6 +563,7 @@ impl Batcher {
         self.stats.queue_len.fetch_sub(1, Relaxed);
         self.stats.queue_bytes.fetch_sub(q.size, Relaxed);
         q.exchange.write_spans(&mut self.pending);
+        self.done.push(q.exchange);
     }
 
     /// Sends batches while a full one is waiting; a partial one waits for the tick.

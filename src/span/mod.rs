@@ -6,6 +6,7 @@
 //! conventions, to a [`SpanSink`]: the OTLP encoder or the trace viewer.
 
 mod sink;
+pub mod spare;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

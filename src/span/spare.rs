@@ -59,17 +59,14 @@ pub fn place(e: Exchange) -> Arc<Exchange> {
         }
         cache.pop()
     });
-    match spare {
-        Some(mut spare) => match Arc::get_mut(&mut spare) {
-            // The previous request's exchange is dropped here.
-            Some(slot) => {
-                *slot = e;
-                spare
-            }
-            None => Arc::new(e),
-        },
-        None => Arc::new(e),
+    if let Some(mut spare) = spare
+        && let Some(slot) = Arc::get_mut(&mut spare)
+    {
+        // The previous request's exchange is dropped here.
+        *slot = e;
+        return spare;
     }
+    Arc::new(e)
 }
 
 /// Gives back the exchanges of `done` that nothing else holds (up to [`MOST`] waiting) and

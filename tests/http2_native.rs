@@ -70,6 +70,58 @@ async fn requests_are_proxied_and_traced() {
     assert_eq!(tp.split('-').nth(2).unwrap(), client_span.span_id());
 }
 
+/// A stream's exchange runs in the box of one that has answered (`serve::Driver`'s spares):
+/// streams one after another, then many at once finishing out of order, all on one
+/// connection, each get their own answer, and the upstream sees each request once with
+/// the `host` made from its `:authority`.
+#[tokio::test]
+async fn streams_in_reused_exchanges_get_their_own_answers() {
+    let up = upstream().await;
+    let gw = tracegate(&native(up.addr, "export:\n  protocol: none\n")).await;
+    let client = h2c_client();
+    let authority = gw.proxy_addrs[0].to_string();
+    let trace = |i: usize| format!("{:032x}", 0xa000 + i);
+    let ask = |i: usize, path: String| {
+        let (client, url) = (client.clone(), format!("http://{authority}{path}"));
+        let tp = format!("00-{}-b7ad6b7169203331-01", trace(i));
+        async move { (i, get(&client, &url, &[("traceparent", &tp)]).await) }
+    };
+    for i in 0..8 {
+        let (_, r) = ask(i, format!("/bytes/{}", i + 1)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), i + 1, "request {i}'s own body");
+        assert_eq!(r.headers["x-trace-id"], trace(i).as_str());
+    }
+    // Started together, the first ones wait longest: they answer last.
+    let mut all = tokio::task::JoinSet::new();
+    for i in 8..24 {
+        all.spawn(ask(i, format!("/slow/{}", (24 - i) * 5)));
+    }
+    let mut answered = 0;
+    while let Some(done) = all.join_next().await {
+        let (i, r) = done.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, "slow ok");
+        assert_eq!(
+            r.headers["x-trace-id"],
+            trace(i).as_str(),
+            "request {i}'s own answer"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 16);
+    let seen = up.seen.wait_for(24).await;
+    let mut paths: Vec<_> = seen.iter().map(|s| s.path.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 24, "each request reached the upstream once");
+    for s in &seen {
+        assert_eq!(s.headers.get_all("host").iter().count(), 1);
+        assert_eq!(s.headers["host"], authority.as_str());
+        assert_eq!(s.headers["x-forwarded-host"], authority.as_str());
+    }
+}
+
 #[tokio::test]
 async fn bodies_stream_both_ways_through_the_windows() {
     let up = upstream().await;

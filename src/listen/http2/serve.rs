@@ -43,7 +43,13 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-type Exchange = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+/// What makes a stream's exchange: `proxy::exchange`, passed in so that its future's type
+/// (which has no name) is the driver's `F`, and finished exchanges' boxes can be kept.
+type MakeExchange<F> = fn(Arc<Shared>, Arc<ConnInfo>, Request<ClientBody>, bool, bool) -> F;
+
+/// The most boxes of finished exchanges a connection keeps for its next streams
+/// ([`Driver::spare`]).
+const SPARE_EXCHANGES: usize = 4;
 
 /// Read this much at a time (into the thread's zeroed [`SCRATCH`]).
 const READ_CHUNK: usize = 8 * 1024;
@@ -58,8 +64,8 @@ const WRITE_HIGH: usize = 64 * 1024;
     reason = "a stream spends most of its life sending its body; boxing it would cost an \
               allocation per response to save the exchange's short wait"
 )]
-enum Task {
-    Exchange(Exchange),
+enum Task<F> {
+    Exchange(Pin<Box<F>>),
     /// The answer's head is sent; its body streams out.
     Body {
         body: ProxyBody,
@@ -72,8 +78,8 @@ enum Task {
     Receiving,
 }
 
-struct Stream {
-    task: Task,
+struct Stream<F> {
+    task: Task<F>,
     /// A HEAD request: its answer's length is not the body's.
     head: bool,
     /// The request body's queue, while the client may still send on it.
@@ -85,11 +91,17 @@ struct Stream {
     _in_flight: InFlight,
 }
 
-struct Driver<I> {
+struct Driver<I, F> {
     io: I,
     conn: Option<Conn>,
     buf: BytesMut,
-    streams: super::StreamMap<Stream>,
+    streams: super::StreamMap<Stream<F>>,
+    make: MakeExchange<F>,
+    /// Boxes of exchanges that have answered, each reused for a next stream's exchange
+    /// (`Pin::set`) instead of a new one: the future is ~2.4 KB, past glibc's thread cache,
+    /// and its allocation and free cost ~550 instructions a request at 256 connections
+    /// (callgrind, benches/README.md 2026-12-07). At most [`SPARE_EXCHANGES`].
+    spare: Vec<Pin<Box<F>>>,
     events: Vec<Event>,
     /// Written of `conn.out` so far.
     written: usize,
@@ -148,6 +160,8 @@ where
         conn: None,
         buf,
         streams: super::IdHash::map(),
+        make: proxy::exchange,
+        spare: Vec::new(),
         events: Vec::new(),
         written: 0,
         read_closed: false,
@@ -179,7 +193,11 @@ where
     .await
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
+impl<I, F> Driver<I, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Response<ProxyBody>>,
+{
     fn go_away(&mut self) {
         if let Some(c) = &mut self.conn {
             c.go_away(Reason::NO_ERROR);
@@ -360,21 +378,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     let req = Request::from_parts(head.parts, body);
                     let in_flight = self.state.dispatch();
                     let ambiguous = in_flight.ambiguous();
-                    let exchange = proxy::exchange(
-                        self.shared.clone(),
-                        self.info.clone(),
-                        req,
-                        ambiguous,
-                        true,
-                    );
+                    let exchange =
+                        (self.make)(self.shared.clone(), self.info.clone(), req, ambiguous, true);
                     // Boxed as it is: an `async` block that awaited it to hold `in_flight`
                     // in the answer's body kept the future twice (captured, and moved into
                     // the await's own slot), 4,912 bytes to allocate and copy instead of
                     // 2,448. The stream holds `in_flight` instead.
+                    let boxed = match self.spare.pop() {
+                        Some(mut b) => {
+                            b.set(exchange);
+                            b
+                        }
+                        None => Box::pin(exchange),
+                    };
                     self.streams.insert(
                         stream,
                         Stream {
-                            task: Task::Exchange(Box::pin(exchange)),
+                            task: Task::Exchange(boxed),
                             head: is_head,
                             feed,
                             tunnel,
@@ -480,14 +500,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 });
                 // Encoded: the map goes back to the thread's spares (`http1::header_map`).
                 crate::http1::recycle(parts.headers);
+                let answered = std::mem::replace(
+                    &mut s.task,
+                    Task::Body {
+                        body,
+                        pending: Bytes::new(),
+                    },
+                );
+                if let Task::Exchange(b) = answered
+                    && self.spare.len() < SPARE_EXCHANGES
+                {
+                    self.spare.push(b);
+                }
                 if end {
                     done.push(id);
                     continue;
                 }
-                s.task = Task::Body {
-                    body,
-                    pending: Bytes::new(),
-                };
             }
             let Task::Body { body, pending } = &mut s.task else {
                 continue;

@@ -159,9 +159,13 @@ impl ConnInfo {
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
 /// Owned so it outlives the request's rewrite; for HTTP/1 the clone only bumps a refcount.
 fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let field = req.headers().get(header::HOST);
     match req.uri().authority() {
+        // An HTTP/2 request's `host` is made from its authority (`listen::http2`): shared,
+        // not copied.
+        Some(a) if field.is_some_and(|h| h.as_bytes() == a.as_str().as_bytes()) => field.cloned(),
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
+        None => field.cloned(),
     }
 }
 

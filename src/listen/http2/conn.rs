@@ -163,6 +163,8 @@ pub struct Conn {
     reset_lately: std::collections::VecDeque<u32>,
     /// A header block's decoded fields, kept between blocks (no allocation a request).
     fields: Vec<Field>,
+    /// The `:authority` this connection's last request named, parsed.
+    authority: request::LastAuthority,
     /// An answer's header block being encoded, kept between answers.
     block: Vec<u8>,
     pub out: Vec<u8>,
@@ -205,6 +207,7 @@ impl Conn {
             going_away: false,
             reset_lately: std::collections::VecDeque::new(),
             fields: Vec::new(),
+            authority: request::LastAuthority::default(),
             block: Vec::new(),
             config,
             out,
@@ -475,7 +478,7 @@ impl Conn {
         };
         let head = match refused {
             Some(reason) => Err(reason),
-            None => match request::parts(self.fields.drain(..)) {
+            None => match request::parts_after(self.fields.drain(..), &mut self.authority) {
                 Ok(h) if end_stream && h.content_length.is_some_and(|n| n != 0) => {
                     Err(Reason::PROTOCOL_ERROR)
                 }

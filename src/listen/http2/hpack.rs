@@ -334,74 +334,127 @@ fn put_integer(out: &mut Vec<u8>, flags: u8, prefix: u8, value: usize) {
 /// [`Encoder::field`] for a lowercase name given as bytes.
 fn field_bytes(name: &[u8], value: &[u8], sensitive: bool, out: &mut Vec<u8>) {
     let flags = if sensitive { 0x10 } else { 0x00 };
+    put_field(out, flags, static_name(name), name, false, value);
+}
+
+/// A field as a literal without indexing (`flags` 0x00) or never indexed (0x10): by the
+/// static table's `index` of its name when there is one, else with the name, lowercased
+/// on the way when `any_case`.
+fn put_field(
+    out: &mut Vec<u8>,
+    flags: u8,
+    index: Option<usize>,
+    name: &[u8],
+    any_case: bool,
+    value: &[u8],
+) {
     // The usual field: every integer fits its first byte (or, for a static name's index, a
     // second: they are all 15 or more), so the framing is known up front and goes in with
     // one check for room, not as a call and a `push` per integer (~25 instructions each,
     // ten an answer).
-    if value.len() < 0x7f && name.len() < 0x7f {
-        match static_name(name) {
-            Some(i) => {
-                debug_assert!((15..15 + 0x7f).contains(&i));
-                out.reserve(3 + value.len());
-                out.extend_from_slice(&[flags | 0x0f, (i - 15) as u8, value.len() as u8]);
-            }
-            None => {
-                out.reserve(3 + name.len() + value.len());
-                out.extend_from_slice(&[flags, name.len() as u8]);
-                out.extend_from_slice(name);
-                out.push(value.len() as u8);
-            }
+    let short = value.len() < 0x7f && name.len() < 0x7f;
+    match index {
+        Some(i) if short => {
+            debug_assert!((15..15 + 0x7f).contains(&i));
+            out.reserve(3 + value.len());
+            out.extend_from_slice(&[flags | 0x0f, (i - 15) as u8]);
         }
-        out.extend_from_slice(value);
-        return;
-    }
-    match static_name(name) {
         Some(i) => put_integer(out, flags, 4, i),
         None => {
-            out.push(flags);
-            put_integer(out, 0x00, 7, name.len());
-            out.extend_from_slice(name);
+            out.reserve(3 + name.len() + value.len());
+            if short {
+                out.extend_from_slice(&[flags, name.len() as u8]);
+            } else {
+                out.push(flags);
+                put_integer(out, 0x00, 7, name.len());
+            }
+            if any_case {
+                out.extend(name.iter().map(u8::to_ascii_lowercase));
+            } else {
+                out.extend_from_slice(name);
+            }
         }
     }
-    put_integer(out, 0x00, 7, value.len());
+    if short {
+        out.push(value.len() as u8);
+    } else {
+        put_integer(out, 0x00, 7, value.len());
+    }
     out.extend_from_slice(value);
 }
 
-/// The static table's index of a name, for the names a response carries.
-fn static_name(name: &[u8]) -> Option<usize> {
-    // Only the names with an empty value in the table can be looked up by name alone;
-    // `:status` is handled by `Encoder::status`.
-    let i = match name {
-        b"accept-ranges" => 18,
-        b"access-control-allow-origin" => 20,
-        b"age" => 21,
-        b"allow" => 22,
-        b"cache-control" => 24,
-        b"content-disposition" => 25,
-        b"content-encoding" => 26,
-        b"content-language" => 27,
-        b"content-length" => 28,
-        b"content-location" => 29,
-        b"content-range" => 30,
-        b"content-type" => 31,
-        b"date" => 33,
-        b"etag" => 34,
-        b"expires" => 36,
-        b"last-modified" => 44,
-        b"link" => 45,
-        b"location" => 46,
-        b"proxy-authenticate" => 48,
-        b"refresh" => 52,
-        b"retry-after" => 53,
-        b"server" => 54,
-        b"set-cookie" => 55,
-        b"strict-transport-security" => 56,
-        b"vary" => 59,
-        b"via" => 60,
-        b"www-authenticate" => 61,
-        _ => return None,
+/// The static table's names a response carries, with their indices. Only the names with
+/// an empty value in the table can be looked up by name alone; `:status` is handled by
+/// [`Encoder::status`].
+const STATIC_NAMES: [(&[u8], u8); 27] = [
+    (b"accept-ranges", 18),
+    (b"access-control-allow-origin", 20),
+    (b"age", 21),
+    (b"allow", 22),
+    (b"cache-control", 24),
+    (b"content-disposition", 25),
+    (b"content-encoding", 26),
+    (b"content-language", 27),
+    (b"content-length", 28),
+    (b"content-location", 29),
+    (b"content-range", 30),
+    (b"content-type", 31),
+    (b"date", 33),
+    (b"etag", 34),
+    (b"expires", 36),
+    (b"last-modified", 44),
+    (b"link", 45),
+    (b"location", 46),
+    (b"proxy-authenticate", 48),
+    (b"refresh", 52),
+    (b"retry-after", 53),
+    (b"server", 54),
+    (b"set-cookie", 55),
+    (b"strict-transport-security", 56),
+    (b"vary", 59),
+    (b"via", 60),
+    (b"www-authenticate", 61),
+];
+
+/// Where a name may sit in [`NAME_SLOTS`]: from its length and its first and last
+/// letters, the same in any case. No two of [`STATIC_NAMES`] share a slot (checked when
+/// the table is built, at compile time), so a lookup is one comparison: a `match` on the
+/// names compared a name with each of its length in turn, ~60 instructions a field.
+const fn name_slot(len: usize, first: u8, last: u8) -> usize {
+    (5 * len + 12 * (first | 0x20) as usize + 6 * (last | 0x20) as usize) % 64
+}
+
+const NAME_SLOTS: [(&[u8], u8); 64] = {
+    let mut slots: [(&[u8], u8); 64] = [(b"", 0); 64];
+    let mut i = 0;
+    while i < STATIC_NAMES.len() {
+        let (name, index) = STATIC_NAMES[i];
+        let slot = name_slot(name.len(), name[0], name[name.len() - 1]);
+        assert!(slots[slot].0.is_empty(), "two static names share a slot");
+        slots[slot] = (name, index);
+        i += 1;
+    }
+    slots
+};
+
+/// The static name in `name`'s slot and its index, if the slot holds one.
+fn slot_of(name: &[u8]) -> Option<(&'static [u8], u8)> {
+    let [first, .., last] = name else {
+        return None;
     };
-    Some(i)
+    let (kept, index) = NAME_SLOTS[name_slot(name.len(), *first, *last)];
+    (!kept.is_empty()).then_some((kept, index))
+}
+
+/// The static table's index of a lowercase name.
+fn static_name(name: &[u8]) -> Option<usize> {
+    slot_of(name).and_then(|(kept, index)| (kept == name).then_some(usize::from(index)))
+}
+
+/// The static table's index of a name in any case.
+fn static_name_any_case(name: &[u8]) -> Option<usize> {
+    slot_of(name)
+        .and_then(|(kept, index)| crate::http1::same_name(kept, name).then_some(usize::from(index)))
 }
 
 /// The response side's HPACK state, one per connection: whether the peer's table has been
@@ -466,22 +519,9 @@ impl Encoder {
     /// [`Self::field`] for a valid name in any case (as an HTTP/1.1 upstream wrote it): it
     /// goes out in lowercase, as HTTP/2 requires.
     pub fn field_any_case(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        // Room for the longest name of `static_name`'s (`access-control-allow-origin`, 27).
-        let mut lower = [0u8; 28];
-        if let Some(room) = lower.get_mut(..name.len()) {
-            for (l, b) in room.iter_mut().zip(name) {
-                *l = b.to_ascii_lowercase();
-            }
-            // Looked up as bytes: a `str` of them was a UTF-8 check a field, ~90
-            // instructions, three times an answer (callgrind, benches/README.md 2026-12-07).
-            field_bytes(room, value, false, out);
-            return;
-        }
-        out.push(0x00);
-        put_integer(out, 0x00, 7, name.len());
-        out.extend(name.iter().map(u8::to_ascii_lowercase));
-        put_integer(out, 0x00, 7, value.len());
-        out.extend_from_slice(value);
+        // Looked up in any case: no lowercased copy of the name first (~90 instructions a
+        // field), which only a name outside the static table needs, on its way out.
+        put_field(out, 0x00, static_name_any_case(name), name, true, value);
     }
 }
 
@@ -806,6 +846,45 @@ mod tests {
         let mut out = Vec::new();
         e.begin(&mut out);
         assert_eq!(out, [0x20]);
+    }
+
+    /// Every name the encoder looks up is found at its index in RFC 7541's static table
+    /// (Appendix A, as the decoder has it), in any case where asked; every other name of
+    /// that table, and names sharing a slot's length and end letters, are not.
+    #[test]
+    fn static_names_are_found_at_their_rfc_7541_index_in_any_case() {
+        for (name, index) in STATIC_NAMES {
+            let index = usize::from(index);
+            assert_eq!(STATIC[index - 1], (std::str::from_utf8(name).unwrap(), ""));
+            assert_eq!(static_name(name), Some(index));
+            assert_eq!(static_name_any_case(name), Some(index));
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(static_name(&upper), None, "only lowercase");
+            assert_eq!(static_name_any_case(&upper), Some(index));
+            // The same length, first and last letter: the same slot, another name.
+            let mut other = name.to_vec();
+            if other.len() > 2 {
+                let mid = other.len() / 2;
+                other[mid] ^= 0x01;
+                assert_eq!(static_name(&other), None);
+                assert_eq!(static_name_any_case(&other), None);
+            }
+        }
+        let kept: Vec<&[u8]> = STATIC_NAMES.iter().map(|(n, _)| *n).collect();
+        for (name, _) in STATIC.iter().filter(|(n, _)| !kept.contains(&n.as_bytes())) {
+            assert_eq!(static_name(name.as_bytes()), None, "{name}");
+        }
+        for name in [
+            &b""[..],
+            b"a",
+            b"x-request-id",
+            b"x-trace-id",
+            b"dat",
+            b"dates",
+        ] {
+            assert_eq!(static_name(name), None);
+            assert_eq!(static_name_any_case(name), None);
+        }
     }
 
     /// The short form writes what RFC 7541's integer rules (5.1, 6.2.2, 6.2.3) give, on

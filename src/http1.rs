@@ -515,6 +515,11 @@ mod tests {
                 (b"b", b"b:2"),
             ]
         );
+        let joined: Vec<u8> = fields
+            .iter()
+            .flat_map(|(_, line)| line.iter().copied())
+            .collect();
+        assert_eq!(joined, b"a: 1\nno colon\r\nb:2");
         assert_eq!(raw(b"").fields().count(), 0);
         assert_eq!(raw(b"\n\n").fields().count(), 2);
     }

@@ -44,15 +44,16 @@ pub struct SpanGuard {
 }
 
 impl SpanGuard {
+    /// `exchange`: recorded by [`spare::fill`](crate::span::spare::fill), unique.
     pub fn new(
-        exchange: Exchange,
+        exchange: Arc<Exchange>,
         shared: Arc<Shared>,
         rt: Arc<Runtime>,
         route: Option<usize>,
         export: bool,
     ) -> Self {
         SpanGuard {
-            exchange: Some(crate::span::spare::place(exchange)),
+            exchange: Some(exchange),
             shared,
             rt,
             route,

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -278,63 +278,104 @@ pub fn exchange(
                 .parse()
                 .ok()
                 .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
-            let exchange = Exchange {
-                ids,
-                tracestate: inbound.tracestate.as_ref().map(|t| t.as_str().to_string()),
-                start,
-                started,
-                duration: Default::default(),
-                method: req.method().clone(),
-                text: RequestText::new(
-                    req.uri().path(),
-                    req.uri().query().map(|q| rt.capture.query(q)).as_deref(),
-                    server_address,
-                    seen.get(req.headers(), &header::USER_AGENT)
-                        .and_then(|v| v.to_str().ok()),
-                ),
-                route: route.map(|r| r.name.clone()),
-                status: 0,
-                server_port,
-                local: conn.local,
-                peer: conn.peer,
-                conn: conn.span_attrs.clone(),
-                upgrade: None,
-                client_address: forward::forwarded_client(
-                    req.headers(),
-                    conn.peer.ip(),
-                    &rt.trusted_proxies,
-                ),
-                version: req.version(),
-                correlation_id: correlation.as_ref().map(|c| c.value.clone()),
-                correlation_header: correlation.as_ref().map(|c| c.header.clone()),
-                error_type: None,
-                bytes_sent: 0,
-                client: None,
-                retried: Vec::new(),
-                sampling: decision.map_or(Reason::Ratio, |d| d.reason),
-                traced,
-                bytes_in: None,
-                opt_in: rt.opt_in,
-                tail: policy.tail,
-                propagation_source: inbound.source,
-                request_headers: rt.capture.request(req.headers()),
-                response_headers: Vec::new(),
-                attributes: route
-                    .map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone()),
-                grpc: Grpc::from_request(
-                    seen.get(req.headers(), &header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok()),
-                    req.uri().path(),
-                ),
-                baggage: match &inbound.baggage {
-                    Some(b) => rt
-                        .baggage_attributes
-                        .iter()
-                        .filter_map(|k| b.get(k).map(|v| (k.clone(), v)))
-                        .collect(),
-                    None => Vec::new(),
+            let attributes =
+                || route.map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone());
+            let exchange = crate::span::spare::fill(
+                || Exchange::blank(conn.span_attrs.clone(), attributes()),
+                |e| {
+                    // Every field, named so that one added to `Exchange` must be set here:
+                    // a spare exchange holds its last request's values.
+                    let Exchange {
+                        ids: e_ids,
+                        tracestate,
+                        start: e_start,
+                        started: e_started,
+                        duration,
+                        method,
+                        text,
+                        route: e_route,
+                        status,
+                        server_port: e_server_port,
+                        conn: e_conn,
+                        upgrade,
+                        client_address,
+                        local,
+                        peer,
+                        version,
+                        correlation_id,
+                        correlation_header,
+                        error_type,
+                        bytes_sent,
+                        client,
+                        retried,
+                        sampling,
+                        tail,
+                        propagation_source,
+                        baggage,
+                        request_headers,
+                        response_headers,
+                        attributes: e_attributes,
+                        grpc,
+                        traced: e_traced,
+                        bytes_in,
+                        opt_in,
+                    } = e;
+                    *e_ids = ids;
+                    *tracestate = inbound.tracestate.as_ref().map(|t| t.as_str().to_string());
+                    *e_start = start;
+                    *e_started = started;
+                    *duration = Duration::ZERO;
+                    *method = req.method().clone();
+                    *text = RequestText::new(
+                        req.uri().path(),
+                        req.uri().query().map(|q| rt.capture.query(q)).as_deref(),
+                        server_address,
+                        seen.get(req.headers(), &header::USER_AGENT)
+                            .and_then(|v| v.to_str().ok()),
+                    );
+                    *e_route = route.map(|r| r.name.clone());
+                    *status = 0;
+                    *e_server_port = server_port;
+                    *e_conn = conn.span_attrs.clone();
+                    *upgrade = None;
+                    *client_address = forward::forwarded_client(
+                        req.headers(),
+                        conn.peer.ip(),
+                        &rt.trusted_proxies,
+                    );
+                    *local = conn.local;
+                    *peer = conn.peer;
+                    *version = req.version();
+                    *correlation_id = correlation.as_ref().map(|c| c.value.clone());
+                    *correlation_header = correlation.as_ref().map(|c| c.header.clone());
+                    *error_type = None;
+                    *bytes_sent = 0;
+                    *client = None;
+                    retried.clear();
+                    *sampling = decision.map_or(Reason::Ratio, |d| d.reason);
+                    *e_traced = traced;
+                    *bytes_in = None;
+                    *opt_in = rt.opt_in;
+                    *tail = policy.tail;
+                    *propagation_source = inbound.source;
+                    *request_headers = rt.capture.request(req.headers());
+                    response_headers.clear();
+                    *e_attributes = attributes();
+                    *grpc = Grpc::from_request(
+                        seen.get(req.headers(), &header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok()),
+                        req.uri().path(),
+                    );
+                    baggage.clear();
+                    if let Some(b) = &inbound.baggage {
+                        baggage.extend(
+                            rt.baggage_attributes
+                                .iter()
+                                .filter_map(|k| b.get(k).map(|v| (k.clone(), v))),
+                        );
+                    }
                 },
-            };
+            );
             SpanGuard::new(
                 exchange,
                 shared.clone(),

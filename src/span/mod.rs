@@ -385,6 +385,56 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// An exchange with nothing recorded yet, for a request to fill in ([`spare::fill`])
+    /// when no spare one is at hand. `conn` and `attributes`: the request's own (they have
+    /// no empty value that does not allocate).
+    pub fn blank(conn: Arc<ConnAttrs>, attributes: Arc<Block>) -> Exchange {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        Exchange {
+            ids: TraceIds {
+                trace_id: [0; 16],
+                remote_parent: None,
+                server_span: [0; 8],
+                flags: 0,
+            },
+            tracestate: None,
+            start: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            duration: Duration::ZERO,
+            method: Method::GET,
+            text: RequestText::default(),
+            route: None,
+            status: 0,
+            server_port: None,
+            conn,
+            upgrade: None,
+            client_address: None,
+            local: nowhere,
+            peer: nowhere,
+            version: Version::HTTP_11,
+            correlation_id: None,
+            correlation_header: None,
+            error_type: None,
+            bytes_sent: 0,
+            client: None,
+            retried: Vec::new(),
+            sampling: Reason::Ratio,
+            tail: TailRule {
+                keep_errors: false,
+                slow: None,
+            },
+            propagation_source: None,
+            baggage: Vec::new(),
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            attributes,
+            grpc: None,
+            traced: false,
+            bytes_in: None,
+            opt_in: OptIn::default(),
+        }
+    }
+
     /// Spans this exchange exports.
     pub fn span_count(&self) -> usize {
         1 + self

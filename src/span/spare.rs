@@ -13,7 +13,7 @@
 //!
 //! The export thread gives back, in one lock a run, the exchanges it held the last
 //! reference to ([`give_back`]). A worker takes them all at once into a cache of its own
-//! thread when its cache is empty ([`place`]), so the shared list is locked about once a
+//! thread when its cache is empty ([`fill`]), so the shared list is locked about once a
 //! run on each side, never per request. At most [`MOST`] wait in the shared list; a
 //! worker's cache holds at most what it took. An exchange still in the viewer's ring is
 //! not given back (it is not the last reference) and is freed as before.
@@ -47,9 +47,14 @@ fn shared() -> std::sync::MutexGuard<'static, Vec<Arc<Exchange>>> {
     SHARED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `e` on the heap, shared by nothing yet: in a spare exchange's allocation when there is
-/// one, in a new one otherwise.
-pub fn place(e: Exchange) -> Arc<Exchange> {
+/// An exchange on the heap, shared by nothing yet, recorded by `fill`: into a spare
+/// exchange's allocation when there is one, into `blank()` in a new one otherwise. `fill`
+/// sets every field (what a spare's last request recorded is dropped field by field as it
+/// does), so the exchange is written where it lies: made on the stack and moved into its
+/// allocation, its ~780 bytes were copied twice more (~300 instructions on this path;
+/// benches/README.md, 2026-12-07's tenth session).
+#[inline]
+pub fn fill(blank: impl FnOnce() -> Exchange, fill: impl FnOnce(&mut Exchange)) -> Arc<Exchange> {
     let spare = CACHE.with_borrow_mut(|cache| {
         if cache.is_empty() && WAITING.load(Relaxed) > 0 {
             let mut list = shared();
@@ -62,10 +67,11 @@ pub fn place(e: Exchange) -> Arc<Exchange> {
     if let Some(mut spare) = spare
         && let Some(slot) = Arc::get_mut(&mut spare)
     {
-        // The previous request's exchange is dropped here.
-        *slot = e;
+        fill(slot);
         return spare;
     }
+    let mut e = blank();
+    fill(&mut e);
     Arc::new(e)
 }
 

@@ -278,10 +278,9 @@ pub fn exchange(
                 .parse()
                 .ok()
                 .or(Some(if conn.tls.is_some() { 443 } else { 80 }));
-            let attributes =
-                || route.map_or_else(|| rt.default_attributes.clone(), |r| r.attributes.clone());
+            let attributes = route.map_or(&rt.default_attributes, |r| &r.attributes);
             let exchange = crate::span::spare::fill(
-                || Exchange::blank(conn.span_attrs.clone(), attributes()),
+                || Exchange::blank(started, conn.span_attrs.clone(), attributes.clone()),
                 |e| {
                     // Every field, named so that one added to `Exchange` must be set here:
                     // a spare exchange holds its last request's values.
@@ -336,7 +335,12 @@ pub fn exchange(
                     *e_route = route.map(|r| r.name.clone());
                     *status = 0;
                     *e_server_port = server_port;
-                    *e_conn = conn.span_attrs.clone();
+                    // Kept when the spare already holds them (a new exchange always does; a
+                    // spare often, from the same connection or route): no reference count
+                    // taken and dropped for nothing.
+                    if !Arc::ptr_eq(e_conn, &conn.span_attrs) {
+                        *e_conn = conn.span_attrs.clone();
+                    }
                     *upgrade = None;
                     *client_address = forward::forwarded_client(
                         req.headers(),
@@ -360,7 +364,9 @@ pub fn exchange(
                     *propagation_source = inbound.source;
                     *request_headers = rt.capture.request(req.headers());
                     response_headers.clear();
-                    *e_attributes = attributes();
+                    if !Arc::ptr_eq(e_attributes, attributes) {
+                        *e_attributes = attributes.clone();
+                    }
                     *grpc = Grpc::from_request(
                         seen.get(req.headers(), &header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok()),

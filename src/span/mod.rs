@@ -386,9 +386,9 @@ pub struct Exchange {
 
 impl Exchange {
     /// An exchange with nothing recorded yet, for a request to fill in ([`spare::fill`])
-    /// when no spare one is at hand. `conn` and `attributes`: the request's own (they have
-    /// no empty value that does not allocate).
-    pub fn blank(conn: Arc<ConnAttrs>, attributes: Arc<Block>) -> Exchange {
+    /// when no spare one is at hand. `started`, `conn` and `attributes`: the request's own
+    /// (no clock read, and no empty values that would allocate, only to be replaced).
+    pub fn blank(started: Instant, conn: Arc<ConnAttrs>, attributes: Arc<Block>) -> Exchange {
         let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
         Exchange {
             ids: TraceIds {
@@ -399,7 +399,7 @@ impl Exchange {
             },
             tracestate: None,
             start: SystemTime::UNIX_EPOCH,
-            started: Instant::now(),
+            started,
             duration: Duration::ZERO,
             method: Method::GET,
             text: RequestText::default(),

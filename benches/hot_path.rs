@@ -213,7 +213,7 @@ fn balance_benches(c: &mut Criterion) {
         let endpoints = (1..=4u16)
             .map(|port| {
                 let authority: http::uri::Authority = format!("127.0.0.1:{port}").parse().unwrap();
-                let conns = Conns::new(&authority, false, UpstreamProtocol::Http1);
+                let conns = Conns::new(&authority, false, UpstreamProtocol::Http1, 1);
                 Arc::new(Endpoint::new(authority, conns, target()))
             })
             .collect();

@@ -284,8 +284,12 @@ mod tests {
             false,
         );
         let authority: Authority = format!("127.0.0.1:{i}").parse().unwrap();
-        let conns =
-            crate::upstream::Conns::new(&authority, false, crate::config::UpstreamProtocol::Http1);
+        let conns = crate::upstream::Conns::new(
+            &authority,
+            false,
+            crate::config::UpstreamProtocol::Http1,
+            1,
+        );
         Arc::new(Endpoint::new(authority, conns, Arc::new(target)))
     }
 

@@ -22,6 +22,7 @@ use crate::reload::{ReloadStats, Reloader};
 use crate::sample::SamplingStats;
 use crate::upstream::ConnStats;
 use crate::viewer::Viewer;
+use crate::workers::Workers;
 
 pub struct Gateway {
     /// Bound proxy addresses, in config order (port 0 resolved).
@@ -39,8 +40,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds every listener, starts the exporter and the admin port, and serves.
+    /// Binds every listener, starts the exporter and the admin port, and serves every
+    /// connection on the runtime it is called on.
     pub async fn start(settings: Settings) -> Result<Gateway, String> {
+        Gateway::start_on(settings, Workers::here()).await
+    }
+
+    /// As [`Gateway::start`], connections served by `workers`.
+    pub async fn start_on(settings: Settings, workers: Workers) -> Result<Gateway, String> {
+        let workers = Arc::new(workers);
         let bound = Listeners::bind(&settings.listeners).await?;
         let admin_listener = match settings.admin {
             Some(a) => Some(listen::bind(a, "admin").await?),
@@ -49,11 +57,10 @@ impl Gateway {
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let downstream = Arc::new(crate::limits::DownstreamStats::default());
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
         let exporters = Arc::new(Exporters::start(
             &settings.export,
             &settings.tracing,
-            Pace::new(downstream.clone(), workers),
+            Pace::new(downstream.clone(), workers.count()),
         )?);
         let sampling = Arc::new(SamplingStats::default());
         let config_json = Arc::new(ArcSwap::from_pointee(
@@ -66,7 +73,12 @@ impl Gateway {
         let viewer = (settings.admin.is_some() && settings.viewer_capacity > 0)
             .then(|| Viewer::start(settings.viewer_capacity));
         let upstream_conns = Arc::new(ConnStats::default());
-        let runtime = Runtime::build(&settings, exporters.handle().await, &upstream_conns)?;
+        let runtime = Runtime::build(
+            &settings,
+            exporters.handle().await,
+            &upstream_conns,
+            workers.count(),
+        )?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             access_log: access_log.clone(),
@@ -76,6 +88,7 @@ impl Gateway {
             draining: Arc::default(),
             downstream: downstream.clone(),
             upstream_conns: upstream_conns.clone(),
+            workers: workers.clone(),
         });
         let admin_state = Arc::new(AdminState {
             ready: AtomicBool::new(false),
@@ -87,6 +100,7 @@ impl Gateway {
                 reloads: reloads.clone(),
                 downstream,
                 upstream_conns,
+                workers,
             })),
             config_json: config_json.clone(),
             viewer,

@@ -46,3 +46,4 @@ pub mod log;
 pub mod metrics;
 pub mod reload;
 pub mod viewer;
+pub mod workers;

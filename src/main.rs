@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracegate::config::{self, Settings};
 use tracegate::gateway::Gateway;
+use tracegate::workers::Workers;
 use tracegate::{demo, log};
 
 /// A reverse proxy that traces every HTTP request with OpenTelemetry.
@@ -39,7 +40,8 @@ enum Command {
         /// Admin address (health, readiness, metrics), or `off`. Default 127.0.0.1:9901.
         #[arg(long)]
         admin: Option<String>,
-        /// Worker threads. Default: one per core.
+        /// Worker threads, each serving the connections it is handed from start to end
+        /// with upstream connections of its own. Default: one per core.
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -237,13 +239,18 @@ fn serve(
     watch: Option<(PathBuf, config::Env)>,
     settings: impl FnOnce(&tokio::runtime::Runtime) -> Result<Settings, String>,
 ) -> ExitCode {
-    let rt = match runtime(workers) {
+    // Worker 0's runtime; the others are started on it (`Workers::start`).
+    let rt = match runtime(Some(1)) {
         Ok(rt) => rt,
         Err(e) => {
             log::error(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
+    let workers = workers
+        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+        .unwrap_or(1)
+        .max(1);
     let settings = match settings(&rt) {
         Ok(s) => s,
         Err(e) => {
@@ -267,7 +274,18 @@ fn serve(
                 return ExitCode::FAILURE;
             }
         };
-        let gateway = match Gateway::start(settings).await {
+        let workers = if workers == 1 {
+            Workers::here()
+        } else {
+            match Workers::start(workers) {
+                Ok(w) => w,
+                Err(e) => {
+                    log::error(&format!("cannot start {workers} workers: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        let gateway = match Gateway::start_on(settings, workers).await {
             Ok(g) => g,
             Err(e) => {
                 log::error(&e);

@@ -67,7 +67,13 @@ pub struct Runtime {
 impl Runtime {
     /// Fails when an upstream's TLS files cannot be loaded. `conns`: where the upstreams
     /// count their connections, by name.
-    pub fn build(s: &Settings, export: ExportHandle, conns: &ConnStats) -> Result<Self, String> {
+    /// `workers`: how many workers send upstream (each has its own upstream connections).
+    pub fn build(
+        s: &Settings,
+        export: ExportHandle,
+        conns: &ConnStats,
+        workers: usize,
+    ) -> Result<Self, String> {
         let sampling = &s.tracing.sampling;
         Ok(Runtime {
             router: Router::new(&s.routes, sampling.keep_errors, &s.tracing.attributes),
@@ -91,7 +97,7 @@ impl Runtime {
             upstreams: s
                 .upstreams
                 .iter()
-                .map(|u| Upstream::new(u, conns.of(&u.name)))
+                .map(|u| Upstream::new(u, conns.of(&u.name), workers))
                 .collect::<Result<_, _>>()?,
             sampler: Sampler::new(&s.tracing.sampling),
             trace_id_header: s.tracing.trace_id_header.clone(),
@@ -121,6 +127,8 @@ pub struct Shared {
     pub downstream: Arc<DownstreamStats>,
     /// The upstreams' connections, by upstream name (across config versions).
     pub upstream_conns: Arc<ConnStats>,
+    /// Where accepted connections are served.
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 /// The connection a request arrived on. Shared by its requests behind one `Arc`: a clone

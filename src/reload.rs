@@ -89,6 +89,7 @@ impl Reloader {
             &next,
             self.shared.runtime.load().export.clone(),
             &self.shared.upstream_conns,
+            self.shared.workers.count(),
         )?;
         if export_changed(&self.current, &next) {
             runtime.export = self.exporters.replace(&next.export, &next.tracing).await?;

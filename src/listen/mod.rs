@@ -72,17 +72,18 @@ pub async fn serve(
             }
             return;
         };
+        let workers = &shared.workers;
         let (stop, shared) = (draining.clone(), shared.clone());
         match tls {
             None => {
                 let conn = Arc::new(ConnInfo::new(peer, local, None));
-                tokio::spawn(async move {
+                workers.serve(stream, move |stream| async move {
                     connection(stream, conn, shared, &limits, stop).await;
                     drop(open);
                 });
             }
             Some(tls) => {
-                tokio::spawn(async move {
+                workers.serve(stream, move |stream| async move {
                     let handshake = tls.acceptor.accept(stream);
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(s)) => s,

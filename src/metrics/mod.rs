@@ -156,6 +156,7 @@ pub struct Sources {
     pub reloads: Arc<ReloadStats>,
     pub downstream: Arc<DownstreamStats>,
     pub upstream_conns: Arc<ConnStats>,
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 /// Reads the atomics kept by other modules at scrape time.
@@ -241,15 +242,13 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?)?;
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            ConstGauge::new(rt.metrics().num_alive_tasks() as i64).encode(
-                enc.encode_descriptor(
-                    "tracegate_runtime_alive_tasks",
-                    "Tasks alive in the runtime (connections, exports, background work)",
-                    None,
-                    MetricType::Gauge,
-                )?,
-            )?;
+        if let Some(alive) = s.workers.alive_tasks() {
+            ConstGauge::new(alive as i64).encode(enc.encode_descriptor(
+                "tracegate_runtime_alive_tasks",
+                "Tasks alive in the runtime (connections, exports, background work)",
+                None,
+                MetricType::Gauge,
+            )?)?;
         }
         ConstGauge::new(s.downstream.open.load(Relaxed) as i64).encode(enc.encode_descriptor(
             "tracegate_active_connections",
@@ -257,6 +256,20 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?)?;
+        let per_worker = s.workers.open();
+        if !per_worker.is_empty() {
+            let mut family = enc.encode_descriptor(
+                "tracegate_worker_connections",
+                "Open downstream connections, by worker (with two workers or more)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (k, open) in per_worker.iter().enumerate() {
+                let k = k.to_string();
+                let labels = [("worker", k.as_str())];
+                ConstGauge::new(*open as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let conns = s.upstream_conns.snapshot();
         let opened: Vec<([(&str, &str); 1], u64)> = conns
             .iter()
@@ -401,6 +414,7 @@ mod tests {
             reloads: Arc::default(),
             downstream: Arc::default(),
             upstream_conns: Arc::default(),
+            workers: Arc::new(crate::workers::Workers::here()),
         })
     }
 

@@ -32,6 +32,9 @@ pub struct ConnSettings {
     /// 0: a connection serves one request and closes.
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Workers serving requests: each endpoint keeps a pool for each, and `max_idle` is
+    /// per pool.
+    pub workers: usize,
 }
 
 /// What sending on an existing connection came to: done (well or not), or the request
@@ -41,21 +44,34 @@ pub enum Unsent {
     Back(Request<RequestBody>),
 }
 
-/// One endpoint's connections.
+/// One endpoint's connections: a pool for each worker ([`crate::workers`]), so that the
+/// connections a request uses are registered with its own thread's I/O driver.
 pub struct Conns {
     /// What the connector connects to: `http[s]://authority/`.
     address: Uri,
+    /// `auto` over TLS: HTTP/2 only when the server chooses it by ALPN.
+    by_alpn: bool,
+    /// By worker number; never empty.
+    pools: Box<[Pool]>,
+}
+
+/// One worker's connections to the endpoint.
+struct Pool {
     http1: Arc<Http1List>,
     /// Where HTTP/2 may be spoken (`http2`, `auto` over TLS).
     http2: Option<Http2Slot>,
-    /// `auto` over TLS: HTTP/2 only when the server chooses it by ALPN.
-    by_alpn: bool,
     /// `auto` over TLS: the server chose HTTP/1.1 on the last new connection.
     chose_http1: AtomicBool,
 }
 
 impl Conns {
-    pub fn new(authority: &Authority, tls: bool, protocol: UpstreamProtocol) -> Self {
+    /// `workers`: how many pools (at least one is made).
+    pub fn new(
+        authority: &Authority,
+        tls: bool,
+        protocol: UpstreamProtocol,
+        workers: usize,
+    ) -> Self {
         let scheme = if tls { "https" } else { "http" };
         let address = Uri::builder()
             .scheme(scheme)
@@ -68,19 +84,31 @@ impl Conns {
             UpstreamProtocol::Http2 => (true, false),
             UpstreamProtocol::Auto => (tls, tls),
         };
+        let pools = (0..workers.max(1))
+            .map(|_| Pool {
+                http1: Arc::default(),
+                http2: http2.then(Http2Slot::new),
+                chose_http1: AtomicBool::new(false),
+            })
+            .collect();
         Conns {
             address,
-            http1: Arc::default(),
-            http2: http2.then(Http2Slot::new),
             by_alpn,
-            chose_http1: AtomicBool::new(false),
+            pools,
         }
+    }
+
+    /// The calling worker's pool.
+    #[inline]
+    fn pool(&self) -> &Pool {
+        let k = crate::workers::index();
+        self.pools.get(k).unwrap_or(&self.pools[0])
     }
 
     /// Whether requests to it carry an absolute URI (HTTP/2 takes `:scheme` and
     /// `:authority` from it); HTTP/1.1 requests go in origin-form.
     pub fn absolute_uri(&self) -> bool {
-        self.http2.is_some()
+        self.pools[0].http2.is_some()
     }
 
     /// Sends `req` on a connection of the endpoint, or on a new one.
@@ -92,14 +120,15 @@ impl Conns {
         mut req: Request<RequestBody>,
         keep: Keep<'_>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        if let Some(h2) = &self.http2 {
+        let pool = self.pool();
+        if let Some(h2) = &pool.http2 {
             if let Some(sender) = h2.live() {
                 match h2.send(sender, req).await {
                     Unsent::Done(result) => return result,
                     Unsent::Back(back) => req = back,
                 }
             }
-            if !self.chose_http1.load(Relaxed) {
+            if !pool.chose_http1.load(Relaxed) {
                 // Boxed, as below: the ways to a new connection (TCP, TLS, a handshake)
                 // are most of the future's size and rarely taken; the future of every
                 // request in flight stays small.
@@ -112,10 +141,10 @@ impl Conns {
         let idle = if asks_upgrade(&req) {
             None
         } else {
-            self.http1.take_idle()
+            pool.http1.take_idle()
         };
         if let Some(conn) = idle {
-            return self.http1.send_on(settings, conn, req, keep, None).await;
+            return pool.http1.send_on(settings, conn, req, keep, None).await;
         }
         Box::pin(self.send_new(settings, req, keep)).await
     }
@@ -124,16 +153,17 @@ impl Conns {
     /// connection is live or expected, and it asks for no upgrade. Its URI is put in
     /// origin-form for it.
     pub fn idle_http1(&self, req: &mut Request<RequestBody>) -> Option<Box<Connection>> {
-        if let Some(h2) = &self.http2 {
-            if !self.chose_http1.load(Relaxed) || h2.is_live() {
+        let pool = self.pool();
+        if let Some(h2) = &pool.http2 {
+            if !pool.chose_http1.load(Relaxed) || h2.is_live() {
                 return None;
             }
         }
         if asks_upgrade(req) {
             return None;
         }
-        let conn = self.http1.take_idle()?;
-        if self.http2.is_some() {
+        let conn = pool.http1.take_idle()?;
+        if pool.http2.is_some() {
             origin_form(req);
         }
         Some(conn)
@@ -149,7 +179,9 @@ impl Conns {
         keep: Keep<'a>,
         due: Due,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure>> + use<'a> {
-        self.http1.send_on(settings, conn, req, keep, Some(due))
+        self.pool()
+            .http1
+            .send_on(settings, conn, req, keep, Some(due))
     }
 
     /// Sends `req` on a new connection: HTTP/1.1, or HTTP/2 where the server chooses it
@@ -164,16 +196,17 @@ impl Conns {
             Ok(io) => io,
             Err(failure) => return Err(unsent(failure, req, keep)),
         };
-        match &self.http2 {
+        let pool = self.pool();
+        match &pool.http2 {
             Some(h2) if io.negotiated_h2() => {
                 // The server chooses HTTP/2 again.
-                self.chose_http1.store(false, Relaxed);
+                pool.chose_http1.store(false, Relaxed);
                 let sender = h2.handshake(settings, io).await?;
                 let mut req = req;
                 self.absolute_form(&mut req);
                 send_fresh(h2, sender, req).await
             }
-            _ => self.http1.send_new(settings, io, req, keep).await,
+            _ => pool.http1.send_new(settings, io, req, keep).await,
         }
     }
 
@@ -208,7 +241,7 @@ impl Conns {
                     Ok(Ok(sender)) => sender,
                     Ok(Err(io)) => {
                         origin_form(&mut req);
-                        return self.http1.send_new(settings, io, req, keep).await;
+                        return self.pool().http1.send_new(settings, io, req, keep).await;
                     }
                     Err(failure) => return Err(unsent(failure, req, keep)),
                 }
@@ -226,7 +259,7 @@ impl Conns {
     ) -> Result<Result<SendRequest<RequestBody>, Conn>, Failure> {
         let io = self.connect(settings).await?;
         if self.by_alpn && !io.negotiated_h2() {
-            self.chose_http1.store(true, Relaxed);
+            self.pool().chose_http1.store(true, Relaxed);
             return Ok(Err(io));
         }
         h2.handshake(settings, io).await.map(Ok)
@@ -250,15 +283,17 @@ impl Conns {
 
     /// Closes what has been idle too long (see `Http1List::reap`, `Http2Slot::reap`).
     pub fn reap(&self, settings: &ConnSettings, now: Instant) {
-        self.http1.reap(settings, now);
-        if let Some(h2) = &self.http2 {
-            h2.reap(settings, now);
+        for pool in &self.pools {
+            pool.http1.reap(settings, now);
+            if let Some(h2) = &pool.http2 {
+                h2.reap(settings, now);
+            }
         }
     }
 
     #[cfg(test)]
     pub fn http1(&self) -> &Http1List {
-        &self.http1
+        &self.pool().http1
     }
 }
 
@@ -299,7 +334,8 @@ impl std::fmt::Debug for Conns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conns")
             .field("address", &self.address)
-            .field("http2", &self.http2.is_some())
+            .field("http2", &self.absolute_uri())
+            .field("pools", &self.pools.len())
             .finish_non_exhaustive()
     }
 }
@@ -348,11 +384,13 @@ mod tests {
             connector: Connector::new(&s.upstreams[0], counts.clone()).unwrap(),
             max_idle: 8,
             idle_timeout: Duration::from_secs(90),
+            workers: 1,
         };
         let conns = Conns::new(
             &addr.to_string().parse().unwrap(),
             false,
             UpstreamProtocol::Http1,
+            1,
         );
 
         let (first, mut kept) = tokio::join!(conns.send(&settings, request("/1"), None), async {

@@ -276,7 +276,7 @@ async fn refresh_dns(
                             Some(same) => next.push(same.clone()),
                             None => next.push(Arc::new(Endpoint::new(
                                 authority.clone(),
-                                Conns::new(&authority, e.tls, u.protocol),
+                                Conns::new(&authority, e.tls, u.protocol, u.conns.workers),
                                 target(&u.name, e, Some(a.ip())),
                             ))),
                         }
@@ -355,12 +355,18 @@ impl Upstream {
     /// Builds the upstream and starts its background tasks (DNS refresh, health checks),
     /// which end when it is dropped (a reload replaced it). `counts`: where its connections
     /// are counted (the same for every config version).
-    pub fn new(s: &UpstreamSettings, counts: Arc<ConnCounts>) -> Result<Arc<Self>, String> {
+    /// `workers`: the workers sending on it (each has its own connections).
+    pub fn new(
+        s: &UpstreamSettings,
+        counts: Arc<ConnCounts>,
+        workers: usize,
+    ) -> Result<Arc<Self>, String> {
         let connector = Connector::new(s, counts)?;
         let conns = ConnSettings {
             connector,
             max_idle: s.max_idle_per_endpoint,
             idle_timeout: s.idle_timeout,
+            workers,
         };
         let name: Arc<str> = Arc::from(s.name.as_str());
         let endpoints = s
@@ -369,7 +375,7 @@ impl Upstream {
             .map(|e| {
                 Arc::new(Endpoint::new(
                     e.authority.clone(),
-                    Conns::new(&e.authority, e.tls, s.protocol),
+                    Conns::new(&e.authority, e.tls, s.protocol, workers),
                     target(&name, e, None),
                 ))
             })

@@ -155,3 +155,41 @@ async fn a_request_in_flight_on_the_second_worker_finishes_before_shutdown_compl
         .await
         .expect("shutdown completed once the request had its answer");
 }
+
+#[tokio::test]
+async fn tls_connections_are_handshaken_and_served_on_the_worker_they_are_handed_to() {
+    let pki = pki::Pki::new("workers");
+    let leaf = pki.server("a", &["a.test"]);
+    let up = upstream().await;
+    let yaml = config(up.addr, "export:\n  protocol: none\n").replacen(
+        "listeners:\n  - address: 127.0.0.1:0\n",
+        &format!(
+            "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: \"{}\"\n          key: \"{}\"\n",
+            leaf.cert.display(),
+            leaf.key.display()
+        ),
+        1,
+    );
+    let gw = two_workers(&yaml).await;
+    let admin = gw.admin_addr.unwrap();
+    let addr = gw.proxy_addrs[0].to_string();
+    let versions = &[&rustls::version::TLS13];
+    let config = |alpn: &[u8]| pki::client_config(&pki.ca, &[alpn], versions, None);
+    // Both handshakes done before either request: one connection on each worker.
+    let first = pki::connect(&addr, "a.test", config(b"http/1.1"))
+        .await
+        .unwrap();
+    let second = pki::connect(&addr, "a.test", config(b"h2")).await.unwrap();
+    assert_eq!(second.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(open_on(admin, 0).await, Some(1));
+    assert_eq!(open_on(admin, 1).await, Some(1));
+    let (one, two) = tokio::join!(
+        pki::request(first, false, "/api/1", &[]),
+        pki::request(second, true, "/api/2", &[]),
+    );
+    for (status, headers, body) in [one.unwrap(), two.unwrap()] {
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+        assert!(headers.contains_key("x-trace-id"));
+    }
+    assert_eq!(up.seen.len(), 2);
+}

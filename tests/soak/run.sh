@@ -5,7 +5,8 @@
 # Passes when RSS and fds are flat after warm-up (first minute) and no span is lost.
 #   bash tests/soak/run.sh [seconds] [connections]
 # LOAD=h2: HTTP/2 clients (h2load -t1 -m1 over h2c, paced with --rps) instead of wrk's
-# HTTP/1.1, the same mix. H2_SERVER=hyper|native sets limits.http2_server.
+# HTTP/1.1, the same mix. H2_SERVER=hyper|native sets limits.http2_server. WORKERS=n runs
+# tracegate with n workers (default 1; results in results-latest[-h2]-Nworkers.txt).
 # Needs wrk (apt-get install wrk), or h2load (nghttp2-client) for LOAD=h2, and curl.
 # 127.0.0.1 only; everything stops by itself.
 set -euo pipefail
@@ -15,6 +16,8 @@ conns=${2:-32}
 load=${LOAD:-h1}
 out=tests/soak/results-latest.txt
 [ "$load" = h2 ] && out=tests/soak/results-latest-h2.txt
+workers=${WORKERS:-1}
+[ "$workers" != 1 ] && out=${out%.txt}-${workers}workers.txt
 . benches/lib.sh
 counts=$(mktemp)
 config=tests/soak/tracegate.yaml
@@ -37,7 +40,7 @@ trap cleanup EXIT
 
 "$bin" echo --listen 127.0.0.1:19000 --workers 1 2>/dev/null & pids+=($!)
 "$sink" 127.0.0.1:14327 "$counts" >/dev/null & pids+=($!)
-"$bin" run --config "$config" --workers 1 2>/dev/null & tg=$!; pids+=($tg)
+"$bin" run --config "$config" --workers "$workers" 2>/dev/null & tg=$!; pids+=($tg)
 for _ in $(seq 50); do curl -sf -m 1 127.0.0.1:19081/readyz >/dev/null && break; sleep 0.1; done
 
 metric() { curl -s -m 5 127.0.0.1:19081/metrics | awk -v m="$1" '$1==m {print $2}'; }

@@ -84,7 +84,8 @@ enum Command {
 }
 
 /// One worker: a current-thread runtime (no cross-thread wake-ups or work stealing to pay
-/// for); more: the multi-thread runtime.
+/// for); more: the multi-thread runtime (`tracegate echo`; `serve` starts its other
+/// workers on worker 0's current-thread runtime, `Workers::start`).
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

@@ -60,7 +60,7 @@ if [ "$load" = h2 ]; then
 else
   client="wrk -t1 -c$conns"
 fi
-echo "soak: $(date -u +%FT%TZ), $(nproc) cores, $secs s, $client, tracegate one worker"
+echo "soak: $(date -u +%FT%TZ), $(nproc) cores, $secs s, $client, tracegate $workers worker(s)"
 if [ "$load" = h2 ]; then
   max=$(timeout 60 h2load -t1 -c"$conns" -m1 -D 10 -i "$urls" | awk '/^finished in/ {print $4}')
   # Each client's rate, for ~80% of the maximum in all.

@@ -2,12 +2,12 @@
 //!
 //! With more than one worker, each is a thread running a current-thread tokio runtime of its
 //! own (worker 0 is the runtime `tracegate` starts on, which also accepts, and runs the
-//! admin port and reloads). An accepted connection goes to the worker with the fewest open,
-//! and stays there: its requests, its TLS handshake and the upstream connections they use
-//! are polled by that worker's thread and registered with its I/O driver, as nginx's and
-//! Envoy's workers keep theirs. The upstream pools are per worker too
-//! ([`crate::upstream::Conns`] keeps one per worker and picks by [`index`]), so a request
-//! never waits on a connection another thread's driver must wake.
+//! admin port and reloads). An accepted connection goes to the worker with the fewest open
+//! (ties go round), and stays there: its requests, its TLS handshake and the upstream
+//! connections they use are polled by that worker's thread and registered with its I/O
+//! driver, as nginx's and Envoy's workers keep theirs. The upstream pools are per worker
+//! too ([`crate::upstream::Conns`] keeps one per worker and picks by [`index`]), so a
+//! request never waits on a connection another thread's driver must wake.
 //!
 //! Before, two workers were one multi-thread runtime, whose tasks move between its
 //! threads: connection tasks woken by one thread's I/O driver were queued there and stolen
@@ -47,6 +47,9 @@ struct Worker {
 pub struct Workers {
     /// Empty: every connection is served on the runtime that accepted it.
     workers: Box<[Worker]>,
+    /// Where the search for the fewest open starts: the next worker after the last
+    /// search's start, so that ties go round (see [`Workers::serve`]).
+    next: AtomicUsize,
     /// Tells the started threads to stop (dropped with `Workers`).
     _stop: Vec<oneshot::Sender<()>>,
 }
@@ -57,6 +60,7 @@ impl Workers {
     pub fn here() -> Workers {
         Workers {
             workers: Box::new([]),
+            next: AtomicUsize::new(0),
             _stop: Vec::new(),
         }
     }
@@ -101,6 +105,7 @@ impl Workers {
         }
         Ok(Workers {
             workers: workers.into_boxed_slice(),
+            next: AtomicUsize::new(0),
             _stop: stops,
         })
     }
@@ -130,17 +135,23 @@ impl Workers {
         )
     }
 
-    /// Serves `stream` with `serve` on the worker with the fewest connections open (the
-    /// lowest-numbered of those), to the end of the connection.
+    /// Serves `stream` with `serve` on the worker with the fewest connections open, to the
+    /// end of the connection. Ties go round: short connections one after the other (a
+    /// client that closes after each request) are spread over the workers too, instead of
+    /// all landing on the first.
     pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some((k, worker)) = self
-            .workers
-            .iter()
-            .enumerate()
+        let n = self.workers.len();
+        if n == 0 {
+            tokio::spawn(serve(stream));
+            return;
+        }
+        let start = self.next.fetch_add(1, Relaxed) % n;
+        let Some((k, worker)) = (start..start + n)
+            .filter_map(|i| Some((i % n, self.workers.get(i % n)?)))
             .min_by_key(|(_, w)| w.open.load(Relaxed))
         else {
             tokio::spawn(serve(stream));

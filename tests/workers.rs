@@ -193,3 +193,42 @@ async fn tls_connections_are_handshaken_and_served_on_the_worker_they_are_handed
     }
     assert_eq!(up.seen.len(), 2);
 }
+
+/// One request on a connection of its own, closed after the answer; the answer's status.
+async fn closing_request(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut answer))
+        .await
+        .expect("the answer and the close in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn connections_one_after_the_other_go_round_the_workers() {
+    let up = upstream().await;
+    let gw = two_workers(&config(up.addr, "export:\n  protocol: none\n")).await;
+    let admin = gw.admin_addr.unwrap();
+    for _ in 0..4 {
+        assert_eq!(closing_request(gw.proxy_addrs[0]).await, "HTTP/1.1 200 OK");
+        // The connection is over on tracegate's side too before the next one comes.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while metric(admin, "tracegate_active_connections").await != Some(0) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the connection ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    // Each worker served two of the four, each on its own upstream connection (with every
+    // connection on worker 0, the upstream would have accepted one).
+    assert_eq!(up.accepted.load(SeqCst), 2);
+    assert_eq!(up.seen.len(), 4);
+}

@@ -132,7 +132,7 @@ impl Conns {
                 // Boxed, as below: the ways to a new connection (TCP, TLS, a handshake)
                 // are most of the future's size and rarely taken; the future of every
                 // request in flight stays small.
-                return Box::pin(self.send_expecting_h2(h2, settings, req, keep)).await;
+                return Box::pin(self.send_expecting_h2(pool, h2, settings, req, keep)).await;
             }
             origin_form(&mut req);
         }
@@ -146,7 +146,7 @@ impl Conns {
         if let Some(conn) = idle {
             return pool.http1.send_on(settings, conn, req, keep, None).await;
         }
-        Box::pin(self.send_new(settings, req, keep)).await
+        Box::pin(self.send_new(pool, settings, req, keep)).await
     }
 
     /// An idle HTTP/1.1 connection for `req`, where that is the way it goes: no HTTP/2
@@ -188,6 +188,7 @@ impl Conns {
     /// again by ALPN.
     async fn send_new(
         &self,
+        pool: &Pool,
         settings: &ConnSettings,
         req: Request<RequestBody>,
         keep: Keep<'_>,
@@ -196,7 +197,6 @@ impl Conns {
             Ok(io) => io,
             Err(failure) => return Err(unsent(failure, req, keep)),
         };
-        let pool = self.pool();
         match &pool.http2 {
             Some(h2) if io.negotiated_h2() => {
                 // The server chooses HTTP/2 again.
@@ -214,6 +214,7 @@ impl Conns {
     /// (the others wait for its connection, then share it; or fail as it failed).
     async fn send_expecting_h2(
         &self,
+        pool: &Pool,
         h2: &Http2Slot,
         settings: &ConnSettings,
         mut req: Request<RequestBody>,
@@ -233,7 +234,7 @@ impl Conns {
                 {
                     return Err(unsent(failed.clone(), req, keep));
                 }
-                let attempt = self.connect_expecting_h2(h2, settings).await;
+                let attempt = self.connect_expecting_h2(pool, h2, settings).await;
                 *last = attempt.as_ref().err().cloned();
                 h2.attempts.fetch_add(1, Release);
                 drop(last);
@@ -241,7 +242,7 @@ impl Conns {
                     Ok(Ok(sender)) => sender,
                     Ok(Err(io)) => {
                         origin_form(&mut req);
-                        return self.pool().http1.send_new(settings, io, req, keep).await;
+                        return pool.http1.send_new(settings, io, req, keep).await;
                     }
                     Err(failure) => return Err(unsent(failure, req, keep)),
                 }
@@ -254,12 +255,13 @@ impl Conns {
     /// (`Err`).
     async fn connect_expecting_h2(
         &self,
+        pool: &Pool,
         h2: &Http2Slot,
         settings: &ConnSettings,
     ) -> Result<Result<SendRequest<RequestBody>, Conn>, Failure> {
         let io = self.connect(settings).await?;
         if self.by_alpn && !io.negotiated_h2() {
-            self.pool().chose_http1.store(true, Relaxed);
+            pool.chose_http1.store(true, Relaxed);
             return Ok(Err(io));
         }
         h2.handshake(settings, io).await.map(Ok)

@@ -145,13 +145,11 @@ impl Workers {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let n = self.workers.len();
-        if n == 0 {
-            tokio::spawn(serve(stream));
-            return;
-        }
-        let start = self.next.fetch_add(1, Relaxed) % n;
-        let Some((k, worker)) = (start..start + n)
-            .filter_map(|i| Some((i % n, self.workers.get(i % n)?)))
+        let start = self.next.fetch_add(1, Relaxed);
+        // No workers of its own (`here`): served where it was accepted.
+        let Some((k, worker)) = (0..n)
+            .map(|j| start.wrapping_add(j) % n)
+            .filter_map(|k| Some((k, self.workers.get(k)?)))
             .min_by_key(|(_, w)| w.open.load(Relaxed))
         else {
             tokio::spawn(serve(stream));

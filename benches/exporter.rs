@@ -5,10 +5,14 @@
 //! The export thread's CPU time comes from /proc, so the figure is spans per CPU-second of
 //! that one thread, whatever else the machine runs.
 //!
-//!     cargo bench --bench exporter [-- seconds [batch_size]]
+//!     cargo bench --bench exporter [-- seconds [batch_size [answer_ms [concurrent]]]]
 //!
 //! `batch_size` (512, the default, as in the OpenTelemetry SDKs) shows what a batch costs
-//! on top of its spans: the per-span figure falls as batches grow.
+//! on top of its spans: the per-span figure falls as batches grow. `answer_ms` (default 0)
+//! makes the receiver answer each call that long after it came, as a collector a round
+//! trip away does, and `concurrent` sets `export.max_concurrent_exports` (default 4): then
+//! the spans a second of wall time are what to read, at most `concurrent` batches a round
+//! trip.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,6 +51,8 @@ fn main() {
         .collect();
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
     let batch: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(512);
+    let answer_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let concurrent: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
     // The receiver: a tonic server on a thread and runtime of its own.
     let received = Arc::new(sink::Counts::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -59,10 +65,11 @@ fn main() {
             .unwrap();
         rt.block_on(async move {
             listener.set_nonblocking(true).unwrap();
-            sink::serve(
+            sink::serve_answering_after(
                 tokio::net::TcpListener::from_std(listener).unwrap(),
                 counts,
                 sink::Decode::Full,
+                Duration::from_millis(answer_ms),
             )
             .await;
         });
@@ -73,7 +80,7 @@ fn main() {
         exporters,
         handle,
     } = exporter::start(&format!(
-        "  endpoint: \"http://{addr}\"\n  batch_size: {batch}\n  batch_delay: 50ms\n  queue_limit: 8192\n  queue_max_bytes: 268435456\n"
+        "  endpoint: \"http://{addr}\"\n  batch_size: {batch}\n  batch_delay: 50ms\n  queue_limit: 8192\n  queue_max_bytes: 268435456\n  max_concurrent_exports: {concurrent}\n"
     ));
     let stats = exporters.stats();
     let target = common::target();
@@ -103,7 +110,9 @@ fn main() {
     while received.spans.load(Relaxed) < exported {
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("exporter capacity, OTLP/gRPC, batches of {batch}, {secs} s");
+    println!(
+        "exporter capacity, OTLP/gRPC, batches of {batch}, {secs} s, answers after {answer_ms} ms, {concurrent} call(s) at once"
+    );
     println!(
         "  spans exported {exported} (received and decoded {}), dropped {dropped}",
         received.spans.load(Relaxed)

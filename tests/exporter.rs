@@ -10,7 +10,14 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 
 use support::*;
 use tracegate::config::{Env, Settings, load};
@@ -224,4 +231,122 @@ fn the_batcher_is_woken_less_often_with_more_connections_open() {
     assert_eq!(stats.exported.load(Relaxed), 256);
     rt.block_on(collector.spans.wait_for(256));
     assert_eq!(stats.dropped(), 0);
+}
+
+/// An OTLP/gRPC receiver that answers no export call until the test releases them, and
+/// counts the calls waiting on it at once.
+#[derive(Clone)]
+struct Held {
+    /// Calls received so far.
+    calls: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::watch::Sender<bool>>,
+    spans: Arc<Log<Received>>,
+}
+
+impl Held {
+    async fn start() -> (Held, std::net::SocketAddr) {
+        let held = Held {
+            calls: Arc::default(),
+            waiting: Arc::default(),
+            most: Arc::default(),
+            release: Arc::new(tokio::sync::watch::channel(false).0),
+            spans: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(held.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                )
+                .await;
+        });
+        (held, addr)
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Held {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Relaxed);
+        let now = self.waiting.fetch_add(1, Relaxed) + 1;
+        self.most.fetch_max(now, Relaxed);
+        let mut released = self.release.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+        self.waiting.fetch_sub(1, Relaxed);
+        flatten(request.into_inner(), &self.spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A collector slow to answer (or far away) is not a limit of one batch a round trip: up
+/// to `export.max_concurrent_exports` calls wait on it at once, and the next full batch
+/// waits for one of them to be answered. Every span is counted once.
+#[test]
+fn export_calls_wait_on_the_collector_side_by_side() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (held, addr) = rt.block_on(Held::start());
+    // Batches of 4 spans: two exchanges (a server and a client span each) fill one.
+    let yaml = format!(
+        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 4\n  batch_delay: 1h\n  timeout: 60s\n  max_concurrent_exports: 3\n"
+    );
+    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    let exporters = rt.block_on(async {
+        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
+    });
+    let handle = rt.block_on(exporters.handle());
+    let stats = exporters.stats();
+    let target = common::target();
+    let template = common::exchange(&target);
+    let wait_until = |what: &dyn Fn() -> bool| {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while !what() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // Eight exchanges: four full batches.
+    for _ in 0..8 {
+        handle.submit(Arc::new(template.clone()));
+    }
+    wait_until(&|| held.waiting.load(Relaxed) == 3);
+    assert_eq!(
+        held.waiting.load(Relaxed),
+        3,
+        "three batches were to wait on the collector at once"
+    );
+    // The fourth waits for an answer (given time to go wrong, if it were to).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(held.most.load(Relaxed), 3, "more calls than allowed");
+    assert_eq!(held.calls.load(Relaxed), 3, "the fourth batch was sent");
+    assert_eq!(stats.exported.load(Relaxed), 0);
+
+    held.release.send_replace(true);
+    wait_until(&|| stats.exported.load(Relaxed) == 16);
+    assert_eq!(stats.exported.load(Relaxed), 16);
+    drop(handle);
+    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    assert_eq!(held.most.load(Relaxed), 3);
+    assert_eq!(held.calls.load(Relaxed), 4);
+    assert_eq!(stats.batches.load(Relaxed), 4);
+    assert_eq!(stats.produced.load(Relaxed), 16);
+    assert_eq!(stats.dropped(), 0);
+    assert_eq!(stats.queue_len.load(Relaxed), 0);
+    rt.block_on(held.spans.wait_for(16));
+    assert_eq!(held.spans.all().len(), 16);
 }

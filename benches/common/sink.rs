@@ -53,7 +53,8 @@ pub enum Decode {
     Spans,
 }
 
-struct FullSink(Arc<Counts>);
+/// `.1`: how long each answer takes (a collector a round trip away), zero for at once.
+struct FullSink(Arc<Counts>, std::time::Duration);
 
 #[tonic::async_trait]
 impl TraceService for FullSink {
@@ -68,6 +69,9 @@ impl TraceService for FullSink {
             .flat_map(|rs| &rs.scope_spans)
             .map(|ss| ss.spans.len())
             .sum();
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         self.0.add(spans);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -215,13 +219,24 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for CountingSink {
 /// on every connection): without it each answer waits for a delayed ACK and every export
 /// call takes ~40 ms.
 pub async fn serve(listener: tokio::net::TcpListener, counts: Arc<Counts>, decode: Decode) {
+    serve_answering_after(listener, counts, decode, std::time::Duration::ZERO).await;
+}
+
+/// As [`serve`], each answer `delay` after its request (`Decode::Full` only): a collector
+/// a round trip of `delay` away, or slow to answer.
+pub async fn serve_answering_after(
+    listener: tokio::net::TcpListener,
+    counts: Arc<Counts>,
+    decode: Decode,
+    delay: std::time::Duration,
+) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server = tonic::transport::Server::builder();
     let served = match decode {
         Decode::Full => {
             server
                 .add_service(
-                    TraceServiceServer::new(FullSink(counts))
+                    TraceServiceServer::new(FullSink(counts, delay))
                         .accept_compressed(CompressionEncoding::Gzip),
                 )
                 .serve_with_incoming(incoming)

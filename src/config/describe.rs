@@ -84,6 +84,7 @@ impl Settings {
                 "batch_delay_ms": o.batch_delay.as_millis() as u64,
                 "queue_limit": o.queue_limit,
                 "queue_max_bytes": o.queue_max_bytes,
+                "max_concurrent_exports": o.max_concurrent_exports,
                 "tls": o.tls.as_ref().map(client_tls),
             }),
         };

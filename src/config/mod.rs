@@ -431,6 +431,8 @@ pub struct OtlpSettings {
     pub batch_delay: Duration,
     pub queue_limit: usize,
     pub queue_max_bytes: usize,
+    /// Export requests in flight at once.
+    pub max_concurrent_exports: usize,
     /// For an `https://` endpoint.
     pub tls: Option<ClientTlsSettings>,
 }

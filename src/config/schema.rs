@@ -415,6 +415,9 @@ pub struct ExportConfig {
     pub queue_limit: Option<Spanned<usize>>,
     /// Bytes of span data the queue holds before it drops. Default 16 MiB.
     pub queue_max_bytes: Option<Spanned<usize>>,
+    /// Export requests waiting on the collector at once: the next full batch is sent
+    /// before the last one is answered. Default 4, at most 64.
+    pub max_concurrent_exports: Option<Spanned<usize>>,
 }
 
 /// Graceful shutdown.

@@ -604,3 +604,25 @@ fn the_http2_server_is_one_of_two() {
     let s = load(BASE, "t.yaml", &Env::default()).unwrap();
     assert_eq!(s.limits.http2_server, Http2Server::Native);
 }
+
+#[test]
+fn concurrent_exports_are_bounded() {
+    let otlp = |s: &Settings| match &s.export {
+        ExportSettings::Otlp(o) => o.max_concurrent_exports,
+        ExportSettings::Disabled => panic!("export off"),
+    };
+    assert_eq!(otlp(&ok(BASE)), 4, "the default");
+    assert_eq!(
+        otlp(&ok(&format!(
+            "{BASE}export:\n  max_concurrent_exports: 1\n"
+        ))),
+        1
+    );
+    for bad in ["0", "65"] {
+        let e = errs(&format!("{BASE}export:\n  max_concurrent_exports: {bad}\n"));
+        assert_eq!(e.len(), 1, "{bad}");
+        assert_eq!(e[0].key, "export.max_concurrent_exports");
+        assert_eq!(e[0].line, 7, "{}", e[0]);
+        assert!(e[0].message.contains("must be 1 to 64"), "{}", e[0]);
+    }
+}

@@ -13,6 +13,10 @@ use super::schema::{self, FileConfig, Text};
 use super::*;
 use crate::span::OptIn;
 
+/// The most export requests `export.max_concurrent_exports` may keep in flight: each holds
+/// a batch's bytes until answered.
+const MAX_CONCURRENT_EXPORTS: usize = 64;
+
 pub(super) struct Validator<'a> {
     source: &'a str,
     pub(super) errors: Vec<ConfigError>,
@@ -1192,6 +1196,18 @@ impl<'a> Validator<'a> {
             }
         }
         let queue_max_bytes = e.queue_max_bytes.as_ref().map_or(16 << 20, |s| s.value);
+        let max_concurrent_exports = match &e.max_concurrent_exports {
+            Some(s) if !(1..=MAX_CONCURRENT_EXPORTS).contains(&s.value) => {
+                self.error(
+                    &s.referenced,
+                    "export.max_concurrent_exports",
+                    format!("must be 1 to {MAX_CONCURRENT_EXPORTS}"),
+                );
+                1
+            }
+            Some(s) => s.value,
+            None => 4,
+        };
         match protocol {
             None => ExportSettings::Disabled,
             Some(protocol) => ExportSettings::Otlp(Box::new(OtlpSettings {
@@ -1205,6 +1221,7 @@ impl<'a> Validator<'a> {
                 batch_delay,
                 queue_limit: queue_limit.max(1),
                 queue_max_bytes,
+                max_concurrent_exports,
             })),
         }
     }

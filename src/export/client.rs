@@ -142,7 +142,7 @@ impl Client {
 
     /// Sends one request, retrying what may succeed later, within the exporter timeout.
     /// Returns how many spans the collector said it rejected (a partial success).
-    pub async fn export(&mut self, payload: &Payload, max_wait: Duration) -> Result<u64, String> {
+    pub async fn export(&self, payload: &Payload, max_wait: Duration) -> Result<u64, String> {
         let timeout = self.timeout;
         let started = Instant::now();
         let mut backoff = INITIAL_BACKOFF;
@@ -171,8 +171,8 @@ impl Client {
         }
     }
 
-    async fn attempt(&mut self, payload: &Payload, left: Duration) -> Result<u64, Failure> {
-        match &mut self.transport {
+    async fn attempt(&self, payload: &Payload, left: Duration) -> Result<u64, Failure> {
+        match &self.transport {
             Transport::Grpc(g) => g.attempt(payload, left).await,
             Transport::Http(h) => {
                 let HttpTransport {

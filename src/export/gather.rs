@@ -60,10 +60,13 @@ pub struct Lent {
 }
 
 impl Lent {
-    /// Lends `bytes` until the guard is dropped.
+    /// Lends `bytes` until the guard is dropped. One batch is lent at a time: with several
+    /// export calls in flight the latest one's bytes are referenced, and what HTTP/2
+    /// writes of the others is copied.
     pub fn lend(&self, bytes: &Bytes) -> Lending<'_> {
-        self.bytes.store(Some(Arc::new(bytes.clone())));
-        Lending(self)
+        let mine = Arc::new(bytes.clone());
+        self.bytes.store(Some(mine.clone()));
+        Lending(self, mine)
     }
 
     /// Bytes written out by reference so far.
@@ -73,13 +76,15 @@ impl Lent {
     }
 }
 
-/// Lent bytes, taken back when dropped (the export is done, failed or cancelled). What a
-/// connection still holds of them stays valid: its references count.
-pub struct Lending<'a>(&'a Lent);
+/// Lent bytes, taken back when dropped (the export is done, failed or cancelled), unless
+/// a later call lent its own since. What a connection still holds of them stays valid: its
+/// references count.
+pub struct Lending<'a>(&'a Lent, Arc<Bytes>);
 
 impl Drop for Lending<'_> {
     fn drop(&mut self) {
-        self.0.bytes.store(None);
+        let mine = Some(self.1.clone());
+        self.0.bytes.compare_and_swap(&mine, None);
     }
 }
 

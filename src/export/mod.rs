@@ -2,7 +2,8 @@
 //!
 //! `submit` never waits: a full queue (by count or by bytes) drops the exchange and counts
 //! it. A batcher on a thread of its own encodes exchanges straight into OTLP protobuf
-//! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age.
+//! ([`otlp`]) and sends batches over gRPC or HTTP/protobuf ([`client`]) by size or by age,
+//! with up to `export.max_concurrent_exports` calls waiting on the collector at once.
 //! It is woken every [`ENCODE_EVERY`] spans, or with more connections open every as many
 //! spans as a worker has connections ([`Pace`]), to encode what came in (short runs of
 //! work, soon after the exchanges were written, instead of one long run per batch), sends
@@ -133,9 +134,10 @@ impl Pace {
 }
 
 /// When to wake the batcher: each time the spans queued and not yet sent pass a multiple of
-/// `every` ([`Pace`]), up to a batch (past a full batch it is busy sending, and sends again
-/// when done). A full batch always wakes it, whatever `every` was when the counts before
-/// were made.
+/// `every` ([`Pace`]), up to as many batches as may be in flight at once
+/// (`export.max_concurrent_exports`: past that it has every call it may make waiting on the
+/// collector, and starts the next when one is answered). Each full batch always wakes it,
+/// whatever `every` was when the counts before were made.
 ///
 /// Each submitter counts its spans after its exchange is in the queue, so the wake-up that
 /// a count sends always finds that exchange there. They used to be counted before it was
@@ -155,6 +157,8 @@ struct Wake {
     /// Exchanges in this exporter's queue (the batcher has not taken them yet).
     queued: AtomicUsize,
     batch_size: isize,
+    /// Spans in as many full batches as may be in flight at once.
+    room: isize,
     /// [`ENCODE_EVERY`], or the batch size when smaller: the least `every` ([`Pace`]).
     every: isize,
     pace: Pace,
@@ -228,10 +232,11 @@ impl Reserved<'_> {
             Ok(()) => {
                 let n = spans as isize;
                 let before = wake.unsent.fetch_add(n, Relaxed);
-                let batch = wake.batch_size;
+                let batch = wake.batch_size.max(1);
                 let (after, every) = (before + n, wake.pace.every(wake.every.max(1), batch));
-                if before < batch
-                    && (after >= batch || after.div_euclid(every) > before.div_euclid(every))
+                if before < wake.room
+                    && (after.div_euclid(batch) > before.div_euclid(batch)
+                        || after.div_euclid(every) > before.div_euclid(every))
                 {
                     // A permit is stored if the batcher is busy: no wake-up is lost.
                     wake.notify.notify_one();
@@ -390,6 +395,8 @@ impl Exporter {
         let (settings, resource, batch_stats) = ((**o).clone(), resource(tracing), stats.clone());
         let wake = Arc::new(Wake {
             batch_size: isize::try_from(o.batch_size).unwrap_or(isize::MAX),
+            room: isize::try_from(o.batch_size.saturating_mul(o.max_concurrent_exports))
+                .unwrap_or(isize::MAX),
             every: ENCODE_EVERY.min(o.batch_size) as isize,
             pace: pace.clone(),
             ..Wake::default()
@@ -421,7 +428,7 @@ impl Exporter {
                     };
                     let _ = built_tx.send(Ok(()));
                     Batcher {
-                        client,
+                        client: Arc::new(client),
                         preamble: Preamble::new(&resource, "tracegate", env!("CARGO_PKG_VERSION")),
                         rx,
                         control: ctl_rx,
@@ -432,6 +439,9 @@ impl Exporter {
                         timeout: settings.timeout,
                         pending: Spans::default(),
                         done: Vec::new(),
+                        calls: Vec::new(),
+                        max_calls: settings.max_concurrent_exports.max(1),
+                        due: false,
                     }
                     .run()
                     .await;
@@ -483,7 +493,7 @@ pub fn resource(t: &TracingSettings) -> Vec<(String, String)> {
 }
 
 struct Batcher {
-    client: Client,
+    client: Arc<Client>,
     preamble: Preamble,
     rx: mpsc::UnboundedReceiver<Queued>,
     control: mpsc::Receiver<Control>,
@@ -497,11 +507,44 @@ struct Batcher {
     /// Exchanges encoded since the last `fill`, given back to the request path
     /// ([`spare`](crate::span::spare)).
     done: Vec<Arc<Exchange>>,
+    /// Export calls waiting on the collector, at most `max_calls`.
+    calls: Vec<Call>,
+    /// `export.max_concurrent_exports`: a batch is sent while earlier ones wait for their
+    /// answer, so a collector far away (or slow to answer) is not a limit of one batch a
+    /// round trip.
+    max_calls: usize,
+    /// The batch-delay tick found spans it had no call left to send them with: what is
+    /// pending goes as calls are answered, full batch or not, until nothing is.
+    due: bool,
+}
+
+/// An export call in flight.
+type Call = std::pin::Pin<Box<dyn Future<Output = Sent>>>;
+
+/// An export call's outcome: its spans, and how it went.
+struct Sent {
+    spans: usize,
+    result: Result<Result<u64, String>, tokio::time::error::Elapsed>,
+    took: Duration,
+}
+
+/// Resolves with the first of `calls` answered, removed from them (pending while there are
+/// none).
+fn answered(calls: &mut Vec<Call>) -> impl Future<Output = Sent> + '_ {
+    std::future::poll_fn(move |cx| {
+        for i in 0..calls.len() {
+            if let std::task::Poll::Ready(sent) = calls[i].as_mut().poll(cx) {
+                drop(calls.swap_remove(i));
+                return std::task::Poll::Ready(sent);
+            }
+        }
+        std::task::Poll::Pending
+    })
 }
 
 impl Batcher {
     async fn run(mut self) {
-        // Every span waits at most one tick: the tick sends whatever is pending.
+        // Every span waits at most about one tick: the tick sends whatever is pending.
         let mut tick = tokio::time::interval(self.batch_delay);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
@@ -510,39 +553,43 @@ impl Batcher {
                 biased;
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Flush(done)) => {
-                        loop {
-                            self.fill();
-                            if self.pending.is_empty() {
-                                break;
-                            }
-                            self.send_batch().await;
-                        }
+                        self.drain().await;
                         let _ = done.send(());
                     }
                     // Retired by a reload: export what requests still submit until the last
                     // handle is gone.
                     None => return self.retired().await,
                 },
-                () = self.wake.notify.notified() => self.send_full_batches().await,
+                sent = answered(&mut self.calls), if !self.calls.is_empty() => {
+                    self.finish(sent);
+                    self.start_calls(self.due);
+                }
+                () = self.wake.notify.notified() => self.start_calls(self.due),
                 _ = tick.tick() => {
-                    self.fill();
-                    while !self.pending.is_empty() {
-                        self.send_batch().await;
-                    }
-                    self.send_full_batches().await;
+                    self.due = true;
+                    self.start_calls(true);
                 }
             }
         }
     }
 
     async fn retired(mut self) {
+        self.drain().await;
         while let Some(q) = self.rx.recv().await {
             self.take(q);
-            self.fill();
-            self.send_batch().await;
+            self.drain().await;
         }
-        while !self.pending.is_empty() {
-            self.send_batch().await;
+    }
+
+    /// Sends everything queued and pending, and waits for every call's answer.
+    async fn drain(&mut self) {
+        loop {
+            self.start_calls(true);
+            if self.calls.is_empty() {
+                return;
+            }
+            let sent = answered(&mut self.calls).await;
+            self.finish(sent);
         }
     }
 
@@ -566,45 +613,63 @@ impl Batcher {
         self.done.push(q.exchange);
     }
 
-    /// Sends batches while a full one is waiting; a partial one waits for the tick.
-    async fn send_full_batches(&mut self) {
+    /// Starts a call for each full batch pending (or for what is pending at all when
+    /// `partial`) while fewer than `max_calls` are in flight; a partial batch otherwise
+    /// waits for the tick.
+    fn start_calls(&mut self, partial: bool) {
         loop {
             self.fill();
-            if self.pending.len() < self.batch_size {
+            let n = self.pending.len().min(self.batch_size);
+            if n == 0 {
+                self.due = false;
                 return;
             }
-            self.send_batch().await;
+            if self.calls.len() >= self.max_calls || (n < self.batch_size && !partial) {
+                return;
+            }
+            self.start(n);
         }
     }
 
-    /// Sends one batch of at most `batch_size` pending spans.
-    async fn send_batch(&mut self) {
-        let n = self.pending.len().min(self.batch_size);
-        if n == 0 {
-            return;
-        }
+    /// Starts a call with `n` pending spans (at most a batch).
+    fn start(&mut self, n: usize) {
         let spans = self.pending.take(n);
         let payload = Payload {
             head: self.preamble.head(&spans),
             spans,
         };
-        let started = Instant::now();
+        let client = self.client.clone();
         // Retry waits are capped at half a batch delay: a collector that comes back is
         // tried again soon enough for its first batch to land within one batch delay.
         let max_wait = (self.batch_delay / 2).min(Duration::from_millis(1600));
         // The client bounds its own retries by `timeout`; this guard also covers a
         // collector that accepts the connection and never answers.
-        let result = tokio::time::timeout(
-            self.timeout + Duration::from_millis(500),
-            self.client.export(&payload, max_wait),
-        )
-        .await;
-        drop(payload);
+        let limit = self.timeout + Duration::from_millis(500);
+        self.calls.push(Box::pin(async move {
+            let started = Instant::now();
+            let result = tokio::time::timeout(limit, client.export(&payload, max_wait)).await;
+            // The batch's bytes go back before the answer is counted: `Spans::rewind`.
+            drop(payload);
+            Sent {
+                spans: n,
+                result,
+                took: started.elapsed(),
+            }
+        }));
+    }
+
+    /// Counts an answered call.
+    fn finish(&mut self, sent: Sent) {
+        let Sent {
+            spans: n,
+            result,
+            took,
+        } = sent;
         self.pending.rewind();
         self.wake.unsent.fetch_sub(n as isize, Relaxed);
         self.stats
             .export_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            .fetch_add(took.as_micros() as u64, Relaxed);
         self.stats.batches.fetch_add(1, Relaxed);
         match result {
             Ok(Ok(rejected)) => {

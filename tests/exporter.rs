@@ -233,15 +233,17 @@ fn the_batcher_is_woken_less_often_with_more_connections_open() {
     assert_eq!(stats.dropped(), 0);
 }
 
-/// An OTLP/gRPC receiver that answers no export call until the test releases them, and
-/// counts the calls waiting on it at once.
+/// An OTLP/gRPC receiver that answers each export call once the test releases one (a
+/// permit), and counts the calls waiting on it at once. The first `fail` calls are answered
+/// at once with INVALID_ARGUMENT (not retried).
 #[derive(Clone)]
 struct Held {
     /// Calls received so far.
     calls: Arc<AtomicUsize>,
     waiting: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
-    release: Arc<tokio::sync::watch::Sender<bool>>,
+    release: Arc<tokio::sync::Semaphore>,
+    fail: Arc<AtomicUsize>,
     spans: Arc<Log<Received>>,
 }
 
@@ -251,7 +253,8 @@ impl Held {
             calls: Arc::default(),
             waiting: Arc::default(),
             most: Arc::default(),
-            release: Arc::new(tokio::sync::watch::channel(false).0),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+            fail: Arc::default(),
             spans: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -276,10 +279,16 @@ impl TraceService for Held {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.calls.fetch_add(1, Relaxed);
+        if self
+            .fail
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(tonic::Status::invalid_argument("scripted failure"));
+        }
         let now = self.waiting.fetch_add(1, Relaxed) + 1;
         self.most.fetch_max(now, Relaxed);
-        let mut released = self.release.subscribe();
-        let _ = released.wait_for(|r| *r).await;
+        self.release.acquire().await.unwrap().forget();
         self.waiting.fetch_sub(1, Relaxed);
         flatten(request.into_inner(), &self.spans);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -336,7 +345,7 @@ fn export_calls_wait_on_the_collector_side_by_side() {
     assert_eq!(held.calls.load(Relaxed), 3, "the fourth batch was sent");
     assert_eq!(stats.exported.load(Relaxed), 0);
 
-    held.release.send_replace(true);
+    held.release.add_permits(4);
     wait_until(&|| stats.exported.load(Relaxed) == 16);
     assert_eq!(stats.exported.load(Relaxed), 16);
     drop(handle);
@@ -349,4 +358,74 @@ fn export_calls_wait_on_the_collector_side_by_side() {
     assert_eq!(stats.queue_len.load(Relaxed), 0);
     rt.block_on(held.spans.wait_for(16));
     assert_eq!(held.spans.all().len(), 16);
+}
+
+/// After a failed call the batcher sends one call at a time until one succeeds: while the
+/// collector is away, calls side by side would only take batches out of the queue to fail
+/// them, where the queue keeps them for its return.
+#[test]
+fn after_a_failed_call_one_waits_at_a_time_until_one_succeeds() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (held, addr) = rt.block_on(Held::start());
+    held.fail.store(1, Relaxed);
+    let yaml = format!(
+        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 4\n  batch_delay: 1h\n  timeout: 60s\n  max_concurrent_exports: 3\n"
+    );
+    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+    let exporters = rt.block_on(async {
+        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
+    });
+    let handle = rt.block_on(exporters.handle());
+    let stats = exporters.stats();
+    let target = common::target();
+    let template = common::exchange(&target);
+    let wait_until = |what: &dyn Fn() -> bool| {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while !what() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let submit = |exchanges: usize| {
+        for _ in 0..exchanges {
+            handle.submit(Arc::new(template.clone()));
+        }
+    };
+
+    // One batch, refused: its spans are dropped and counted.
+    submit(2);
+    wait_until(&|| stats.failed_batches.load(Relaxed) == 1);
+    assert_eq!(stats.dropped_export_failed.load(Relaxed), 4);
+    // Four batches: one call waits, the others wait for its answer.
+    submit(8);
+    wait_until(&|| held.waiting.load(Relaxed) == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        held.most.load(Relaxed),
+        1,
+        "calls side by side after a failure"
+    );
+    assert_eq!(held.calls.load(Relaxed), 2);
+    // It succeeds: the three batches left go side by side.
+    held.release.add_permits(1);
+    wait_until(&|| held.waiting.load(Relaxed) == 3);
+    assert_eq!(
+        held.waiting.load(Relaxed),
+        3,
+        "one call at a time after a success"
+    );
+    held.release.add_permits(3);
+    wait_until(&|| stats.exported.load(Relaxed) == 16);
+    drop(handle);
+    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    assert_eq!(stats.exported.load(Relaxed), 16);
+    assert_eq!(stats.produced.load(Relaxed), 20);
+    assert_eq!(stats.dropped(), 4);
+    assert_eq!(held.calls.load(Relaxed), 5);
+    rt.block_on(held.spans.wait_for(16));
 }

@@ -416,7 +416,8 @@ pub struct ExportConfig {
     /// Bytes of span data the queue holds before it drops. Default 16 MiB.
     pub queue_max_bytes: Option<Spanned<usize>>,
     /// Export requests waiting on the collector at once: the next full batch is sent
-    /// before the last one is answered. Default 4, at most 64.
+    /// before the last one is answered (one at a time after a failed call, until one
+    /// succeeds). Default 4, at most 64.
     pub max_concurrent_exports: Option<Spanned<usize>>,
 }
 

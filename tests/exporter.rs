@@ -297,43 +297,80 @@ impl TraceService for Held {
     }
 }
 
-/// A collector slow to answer (or far away) is not a limit of one batch a round trip: up
-/// to `export.max_concurrent_exports` calls wait on it at once, and the next full batch
-/// waits for one of them to be answered. Every span is counted once.
-#[test]
-fn export_calls_wait_on_the_collector_side_by_side() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (held, addr) = rt.block_on(Held::start());
-    // Batches of 4 spans: two exchanges (a server and a client span each) fill one.
-    let yaml = format!(
-        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 4\n  batch_delay: 1h\n  timeout: 60s\n  max_concurrent_exports: 3\n"
-    );
-    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
-    let exporters = rt.block_on(async {
-        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
-    });
-    let handle = rt.block_on(exporters.handle());
-    let stats = exporters.stats();
-    let target = common::target();
-    let template = common::exchange(&target);
-    let wait_until = |what: &dyn Fn() -> bool| {
-        rt.block_on(async {
+/// The exporter sending to a [`Held`] receiver, batches of 4 spans (two exchanges: a
+/// server and a client span each), `max_concurrent_exports: calls`, no tick.
+struct HeldExporter {
+    rt: tokio::runtime::Runtime,
+    held: Held,
+    exporters: Exporters,
+    handle: tracegate::export::ExportHandle,
+    stats: Arc<tracegate::export::ExportStats>,
+    template: tracegate::span::Exchange,
+}
+
+impl HeldExporter {
+    fn start(calls: usize, fail: usize) -> HeldExporter {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (held, addr) = rt.block_on(Held::start());
+        held.fail.store(fail, Relaxed);
+        let yaml = format!(
+            "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 4\n  batch_delay: 1h\n  timeout: 60s\n  max_concurrent_exports: {calls}\n"
+        );
+        let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
+        let exporters = rt.block_on(async {
+            Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
+        });
+        let handle = rt.block_on(exporters.handle());
+        let stats = exporters.stats();
+        let template = common::exchange(&common::target());
+        HeldExporter {
+            rt,
+            held,
+            exporters,
+            handle,
+            stats,
+            template,
+        }
+    }
+
+    fn submit(&self, exchanges: usize) {
+        for _ in 0..exchanges {
+            self.handle.submit(Arc::new(self.template.clone()));
+        }
+    }
+
+    /// Waits until `what` holds (at most [`PATIENCE`]).
+    fn wait_until(&self, what: impl Fn() -> bool) {
+        self.rt.block_on(async {
             let deadline = tokio::time::Instant::now() + PATIENCE;
             while !what() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         })
-    };
+    }
+
+    /// Drops the handle and flushes: every span sent and answered.
+    fn finish(self) {
+        drop(self.handle);
+        assert!(self.rt.block_on(self.exporters.flush(PATIENCE)));
+    }
+}
+
+/// A collector slow to answer (or far away) is not a limit of one batch a round trip: up
+/// to `export.max_concurrent_exports` calls wait on it at once, and the next full batch
+/// waits for one of them to be answered. Every span is counted once.
+#[test]
+fn export_calls_wait_on_the_collector_side_by_side() {
+    let t = HeldExporter::start(3, 0);
+    let (held, stats) = (t.held.clone(), t.stats.clone());
 
     // Eight exchanges: four full batches.
-    for _ in 0..8 {
-        handle.submit(Arc::new(template.clone()));
-    }
-    wait_until(&|| held.waiting.load(Relaxed) == 3);
+    t.submit(8);
+    t.wait_until(|| held.waiting.load(Relaxed) == 3);
     assert_eq!(
         held.waiting.load(Relaxed),
         3,
@@ -346,17 +383,16 @@ fn export_calls_wait_on_the_collector_side_by_side() {
     assert_eq!(stats.exported.load(Relaxed), 0);
 
     held.release.add_permits(4);
-    wait_until(&|| stats.exported.load(Relaxed) == 16);
+    t.wait_until(|| stats.exported.load(Relaxed) == 16);
     assert_eq!(stats.exported.load(Relaxed), 16);
-    drop(handle);
-    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    t.rt.block_on(held.spans.wait_for(16));
+    t.finish();
     assert_eq!(held.most.load(Relaxed), 3);
     assert_eq!(held.calls.load(Relaxed), 4);
     assert_eq!(stats.batches.load(Relaxed), 4);
     assert_eq!(stats.produced.load(Relaxed), 16);
     assert_eq!(stats.dropped(), 0);
     assert_eq!(stats.queue_len.load(Relaxed), 0);
-    rt.block_on(held.spans.wait_for(16));
     assert_eq!(held.spans.all().len(), 16);
 }
 
@@ -365,45 +401,16 @@ fn export_calls_wait_on_the_collector_side_by_side() {
 /// them, where the queue keeps them for its return.
 #[test]
 fn after_a_failed_call_one_waits_at_a_time_until_one_succeeds() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (held, addr) = rt.block_on(Held::start());
-    held.fail.store(1, Relaxed);
-    let yaml = format!(
-        "upstreams:\n  - name: app\n    endpoints: [\"http://127.0.0.1:9\"]\nroutes:\n  - upstream: app\nexport:\n  endpoint: \"http://{addr}\"\n  batch_size: 4\n  batch_delay: 1h\n  timeout: 60s\n  max_concurrent_exports: 3\n"
-    );
-    let settings = load(&yaml, "exporter.yaml", &Env::default()).unwrap();
-    let exporters = rt.block_on(async {
-        Exporters::start(&settings.export, &settings.tracing, Pace::default()).unwrap()
-    });
-    let handle = rt.block_on(exporters.handle());
-    let stats = exporters.stats();
-    let target = common::target();
-    let template = common::exchange(&target);
-    let wait_until = |what: &dyn Fn() -> bool| {
-        rt.block_on(async {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            while !what() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        })
-    };
-    let submit = |exchanges: usize| {
-        for _ in 0..exchanges {
-            handle.submit(Arc::new(template.clone()));
-        }
-    };
+    let t = HeldExporter::start(3, 1);
+    let (held, stats) = (t.held.clone(), t.stats.clone());
 
     // One batch, refused: its spans are dropped and counted.
-    submit(2);
-    wait_until(&|| stats.failed_batches.load(Relaxed) == 1);
+    t.submit(2);
+    t.wait_until(|| stats.failed_batches.load(Relaxed) == 1);
     assert_eq!(stats.dropped_export_failed.load(Relaxed), 4);
     // Four batches: one call waits, the others wait for its answer.
-    submit(8);
-    wait_until(&|| held.waiting.load(Relaxed) == 1);
+    t.submit(8);
+    t.wait_until(|| held.waiting.load(Relaxed) == 1);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
         held.most.load(Relaxed),
@@ -413,19 +420,18 @@ fn after_a_failed_call_one_waits_at_a_time_until_one_succeeds() {
     assert_eq!(held.calls.load(Relaxed), 2);
     // It succeeds: the three batches left go side by side.
     held.release.add_permits(1);
-    wait_until(&|| held.waiting.load(Relaxed) == 3);
+    t.wait_until(|| held.waiting.load(Relaxed) == 3);
     assert_eq!(
         held.waiting.load(Relaxed),
         3,
         "one call at a time after a success"
     );
     held.release.add_permits(3);
-    wait_until(&|| stats.exported.load(Relaxed) == 16);
-    drop(handle);
-    assert!(rt.block_on(exporters.flush(PATIENCE)));
+    t.wait_until(|| stats.exported.load(Relaxed) == 16);
+    t.rt.block_on(held.spans.wait_for(16));
+    t.finish();
     assert_eq!(stats.exported.load(Relaxed), 16);
     assert_eq!(stats.produced.load(Relaxed), 20);
     assert_eq!(stats.dropped(), 4);
     assert_eq!(held.calls.load(Relaxed), 5);
-    rt.block_on(held.spans.wait_for(16));
 }

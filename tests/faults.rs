@@ -14,9 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -229,17 +227,7 @@ struct Scripted {
 impl Scripted {
     async fn start() -> (Scripted, SocketAddr) {
         let s = Scripted::default();
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let svc = TraceServiceServer::new(s.clone());
-        tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
-                )
-                .await;
-        });
+        let addr = serve_trace_service(s.clone()).await;
         (s, addr)
     }
 

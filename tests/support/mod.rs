@@ -447,6 +447,23 @@ impl TraceService for Grpc {
     }
 }
 
+/// Serves `service` as an OTLP/gRPC receiver (tonic) on a port of its own, with
+/// TCP_NODELAY like the Collector; returns its address.
+pub async fn serve_trace_service<S: TraceService>(service: S) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = TraceServiceServer::new(service);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
+            .await;
+    });
+    addr
+}
+
 /// A real OTLP/gRPC receiver (tonic, gzip accepted).
 pub async fn grpc_collector() -> Collector {
     grpc_collector_with(None).await
